@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make run` (the main job) and `make test`.
+# Each creates .venv/ when missing. torch comes first, pinned, so that no other build is pulled in:
+# torch==2.13.0 is the CPU wheel on CPU-only machines of this project's kind, and PyPI's default
+# (CUDA) build on a Linux GPU machine. Another build: `make setup TORCH_SPEC="torch==X.Y.Z ..."`,
+# or install torch into .venv/ yourself first (an installed torch is never replaced).
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test test-fast ui bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m pipeline $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not realdata" $(PYTEST_ARGS)
+
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_cpu.py $(ARGS)
+
+clean:
+	rm -rf outputs multirun .pytest_cache

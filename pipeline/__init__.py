@@ -1,0 +1,18 @@
+"""Training pipeline for sentence-embedding models: Hydra config -> load -> train -> evaluate -> MLflow.
+
+Importing this package is cheap (no torch): it registers the ``${repo_root:}`` resolver that the
+configs use to find the bundled data and the default MLflow store wherever the command runs from.
+"""
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO_ROOT / "conf"
+
+OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT), replace=True)
+
+
+class PipelineError(ValueError):
+    """A user mistake (config, data, tracking target): reported as one message, no traceback."""

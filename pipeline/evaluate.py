@@ -1,0 +1,41 @@
+"""The evaluate stage: run each split's evaluator on the (trained) model.
+
+Returns the metrics under the evaluators' own names (``sts-test_spearman_cosine``, ...) and the
+result CSVs they wrote; the entry point logs both to MLflow. A NaN or infinite metric is an error,
+never a result.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteMetricError(RuntimeError):
+    """An evaluator returned NaN or inf: the model (or the data) is broken."""
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    metrics: dict[str, float]
+    files: list[Path]
+
+
+def evaluate(model, evaluators: dict, output_dir: Path) -> EvalResult:
+    """Score ``model`` with each evaluator; CSVs go under ``output_dir``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, float] = {}
+    for split, evaluator in evaluators.items():
+        scores = evaluator(model, output_path=str(output_dir))
+        bad = [name for name, value in scores.items() if not math.isfinite(value)]
+        if bad:
+            raise NonFiniteMetricError(
+                f"evaluator {evaluator.name!r} returned non-finite {', '.join(bad)}: the model's "
+                "embeddings are degenerate (diverged or collapsed training?) or the scores are constant."
+            )
+        metrics.update({name: float(value) for name, value in scores.items()})
+    return EvalResult(metrics=metrics, files=sorted(output_dir.glob("*.csv")))

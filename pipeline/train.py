@@ -1,0 +1,43 @@
+"""The train stage: SentenceTransformerTrainer over the loaded model, loss and data.
+
+Writes to MLflow (through the callbacks it is given, from ``pipeline.tracking``): training loss,
+learning rate and grad norm every ``training.logging_steps``, and the dev evaluator's metrics
+(``eval_`` prefix) every ``training.eval_steps``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    global_step: int
+    training_loss: float
+    runtime_s: float
+    samples_per_second: float
+
+
+def train(model, loss, train_dataset, args, dev_evaluator=None, callbacks=()) -> TrainResult:
+    """Train ``model`` in place with ``loss`` on ``train_dataset`` under ``args``."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        loss=loss,
+        evaluator=dev_evaluator,
+        callbacks=list(callbacks),
+    )
+    output = trainer.train()
+    metrics = output.metrics
+    return TrainResult(
+        global_step=output.global_step,
+        training_loss=float(output.training_loss),
+        runtime_s=float(metrics.get("train_runtime", 0.0)),
+        samples_per_second=float(metrics.get("train_samples_per_second", 0.0)),
+    )

@@ -1,0 +1,70 @@
+"""Config checks that need no data and no model: they answer in well under a second.
+
+``check_config`` raises :class:`pipeline.PipelineError` naming the key and the fix. Data checks
+(columns, cells, scores) live with the reading code in ``pipeline.load``.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from pipeline import PipelineError
+from pipeline.load import LABEL_COLUMNS
+
+STAGES = ("load", "train", "evaluate")
+
+# What each loss trains on: (min text columns, max text columns, needs a label column).
+# From the losses' docstrings ("Inputs" tables) in sentence-transformers.
+LOSS_INPUTS: dict[str, tuple[int, int | None, bool]] = {
+    "MultipleNegativesRankingLoss": (2, None, False),
+    "CachedMultipleNegativesRankingLoss": (2, None, False),
+    "MultipleNegativesSymmetricRankingLoss": (2, 2, False),
+    "GISTEmbedLoss": (2, 3, False),
+    "CachedGISTEmbedLoss": (2, 3, False),
+    "CoSENTLoss": (2, 2, True),
+    "AnglELoss": (2, 2, True),
+    "CosineSimilarityLoss": (2, 2, True),
+    "TripletLoss": (3, 3, False),
+}
+
+
+def check_config(cfg: DictConfig) -> None:
+    stages = list(cfg.stages)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages or stages[0] != "load":
+        raise PipelineError(f"stages={stages}: stages run in the order load, train, evaluate and start with load; e.g. stages=[load,evaluate].")
+    training = cfg.training
+    for key in ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size"):
+        value = training.get(key)
+        if value is None or not isinstance(value, (int, float)) or value <= 0:
+            raise PipelineError(f"training.{key}={value!r}: must be a positive number.")
+    if training.get("max_steps", -1) in (0,) or (training.get("max_steps", -1) < 0 and training.get("num_train_epochs", 1) <= 0):
+        raise PipelineError(
+            f"training.max_steps={training.get('max_steps')} with training.num_train_epochs={training.get('num_train_epochs')}: "
+            "nothing would train; set max_steps > 0 or num_train_epochs > 0."
+        )
+    if str(training.get("eval_strategy", "no")) == "steps" and not training.get("eval_steps"):
+        raise PipelineError("training.eval_strategy=steps needs training.eval_steps (a number of steps).")
+    if "train" in stages:
+        _check_loss_columns(cfg)
+    evaluator = cfg.evaluator
+    if "evaluate" in stages and not evaluator.get("_target_") and "train" not in stages:
+        raise PipelineError("stages=[load,evaluate] with evaluator=none evaluates nothing: pick evaluator=sts or evaluator=triplet.")
+
+
+def _check_loss_columns(cfg: DictConfig) -> None:
+    name = str(cfg.loss._target_).rsplit(".", 1)[-1]
+    if name not in LOSS_INPUTS:
+        return
+    low, high, needs_label = LOSS_INPUTS[name]
+    columns = list(cfg.data.train_columns)
+    texts = [c for c in columns if c not in LABEL_COLUMNS]
+    labels = [c for c in columns if c in LABEL_COLUMNS]
+    shape = f"{low}" if low == high else f"{low}+" if high is None else f"{low}-{high}"
+    if len(texts) < low or (high is not None and len(texts) > high) or bool(labels) != needs_label:
+        need = f"{shape} text columns" + (" and a score/label column" if needs_label else " and no label column")
+        raise PipelineError(
+            f"loss {name} needs {need}; data {cfg.data.name!r} trains on {columns} "
+            "(data.train_columns): pick a loss for that layout (cosent for scored pairs, mnrl for pairs "
+            "or triplets, triplet for triplets) or another data config."
+        )
