@@ -1,0 +1,96 @@
+"""Shared fixtures: compose the real configs, run jobs in-process or through the CLI, read MLflow.
+
+Every test that writes to MLflow gets its own SQLite store under ``tmp_path``; nothing touches
+the repo's ``mlruns/``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import CONF_DIR, REPO_ROOT
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never wait on the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def compose_config(overrides: list[str], hydra: bool = False) -> DictConfig:
+    """The composed config exactly as ``python -m pipeline`` would see it."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> dict[str, str]:
+    """A fresh SQLite MLflow store (URI and artifact root) for one test."""
+    return {"uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_root": str(tmp_path / "artifacts")}
+
+
+@pytest.fixture
+def store_overrides(store) -> list[str]:
+    return [f"tracking.uri={store['uri']}", f"tracking.artifact_root={store['artifact_root']}"]
+
+
+@pytest.fixture
+def run_job(tmp_path: Path, store_overrides):
+    """Run one job in-process on the composed config (plus the test store); return JobResult."""
+    from pipeline.job import run_job as _run_job
+
+    counter = iter(range(1000))
+
+    def _run(*overrides: str):
+        all_overrides = [*overrides, *store_overrides]
+        cfg = compose_config(all_overrides, hydra=True)
+        choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+        with_hydra = cfg
+        cfg = OmegaConf.masked_copy(with_hydra, [k for k in with_hydra if k != "hydra"])
+        return _run_job(cfg, tmp_path / f"job{next(counter)}", list(overrides), choices)
+
+    return _run
+
+
+@pytest.fixture
+def cli(tmp_path: Path, store_overrides):
+    """Run ``python -m <module> ...`` in a subprocess against the test store."""
+
+    def _cli(*args: str, module: str = "pipeline", with_store: bool = True, timeout: float = 300, env: dict | None = None):
+        extra = list(store_overrides) if with_store and module == "pipeline" else []
+        command = [sys.executable, "-m", module, *args, *extra]
+        if module == "pipeline":
+            command.append(f"hydra.run.dir={tmp_path}/hydra")
+        return subprocess.run(
+            command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+            env={**os.environ, **(env or {})},
+        )
+
+    return _cli
+
+
+@pytest.fixture
+def mlflow_client(store):
+    import mlflow
+
+    mlflow.set_tracking_uri(store["uri"])
+    return mlflow.MlflowClient(store["uri"])
+
+
+def all_runs(client) -> list:
+    """Every run in every experiment of the store."""
+    experiments = client.search_experiments()
+    return client.search_runs([e.experiment_id for e in experiments]) if experiments else []
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_data = pytest.mark.skip(reason=f"needs {SHARED_DATA}")
+    for item in items:
+        if "realdata" in item.keywords and not SHARED_DATA.is_dir():
+            item.add_marker(skip_data)

@@ -1,0 +1,103 @@
+"""End to end on the tiny model and a temporary SQLite store: what a run holds in MLflow."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tests.conftest import all_runs
+
+SMOKE = ("debug=smoke",)
+
+
+def test_smoke_run_finishes_with_params_metrics_artifacts_and_tags(run_job, mlflow_client):
+    result = run_job(*SMOKE)
+    run = mlflow_client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    # params: the composed config, dot keys, once each
+    params = run.data.params
+    assert params["training.learning_rate"] == "2e-05"
+    assert params["loss._target_"].endswith("MultipleNegativesRankingLoss")
+    assert params["model.architecture.hidden_size"] == "32"
+    assert not any(key.startswith("hydra") for key in params)
+    # metrics: per-step training metrics and final evaluator metrics, all finite
+    history = mlflow_client.get_metric_history(result.run_id, "loss")
+    assert [m.step for m in history] == [1, 2]
+    for name in ("learning_rate", "grad_norm", "sts-test_spearman_cosine", "sts-dev_spearman_cosine"):
+        assert name in run.data.metrics, name
+    assert all(math.isfinite(v) for v in run.data.metrics.values())
+    assert result.optimized_metric == run.data.metrics["sts-dev_spearman_cosine"]
+    # tags: reproducibility
+    tags = run.data.tags
+    for key in ("git.commit", "git.dirty", "version.torch", "version.sentence-transformers", "data.fingerprint", "world_size"):
+        assert tags.get(key), key
+    # artifacts
+    names = {a.path for a in mlflow_client.list_artifacts(result.run_id)}
+    assert {"config.yaml", "overrides.yaml", "model_card.md", "eval"} <= names
+    eval_files = {a.path for a in mlflow_client.list_artifacts(result.run_id, "eval")}
+    assert any(p.endswith("sts-test_results.csv") for p in eval_files)
+    card = mlflow_client.download_artifacts(result.run_id, "model_card.md")
+    assert "MultipleNegativesRankingLoss" in open(card).read()
+    # dataset lineage
+    contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}
+    assert contexts == {"training", "evaluation"}
+
+
+def test_logged_model_loads_back_through_mlflow_and_encodes(run_job):
+    import mlflow
+
+    result = run_job(*SMOKE)
+    model = mlflow.sentence_transformers.load_model(f"runs:/{result.run_id}/model")
+    vectors = model.encode(["a cat sat on the mat", "stocks fell sharply"])
+    assert vectors.shape == (2, 32) and np.isfinite(vectors).all()
+
+
+def test_training_changes_the_weights(run_job):
+    import mlflow
+
+    from pipeline.load import load_model
+    from tests.conftest import compose_config
+
+    result = run_job(*SMOKE)
+    trained = mlflow.sentence_transformers.load_model(f"runs:/{result.run_id}/model")
+    initial = load_model(compose_config(list(SMOKE)).model, seed=42)
+    before = dict(initial.named_parameters())
+    changed = [name for name, p in trained.named_parameters() if not np.allclose(p.detach().numpy(), before[name].detach().numpy())]
+    assert len(changed) > len(before) // 2, changed
+
+
+def test_same_config_and_seed_give_identical_metrics(run_job):
+    first, second = run_job(*SMOKE), run_job(*SMOKE)
+    assert first.metrics == second.metrics and first.metrics
+
+
+def test_load_evaluate_without_training(run_job, mlflow_client):
+    result = run_job(*SMOKE, "stages=[load,evaluate]")
+    run = mlflow_client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert "loss" not in run.data.metrics and "sts-test_spearman_cosine" in run.data.metrics
+    assert "model" not in {a.path for a in mlflow_client.list_artifacts(result.run_id)}
+
+
+def test_cli_prints_summary_and_writes_one_run(cli, mlflow_client):
+    out = cli(*SMOKE)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "FINISHED" in out.stdout and "mlflow ui --backend-store-uri" in out.stdout
+    runs = all_runs(mlflow_client)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].info.run_id in out.stdout
+
+
+@pytest.mark.parametrize("loss,data,evaluator", [
+    ("cosent", "stsb", "sts"),
+    ("triplet", "nli_triplets", "triplet"),
+    ("gist", "example", "sts"),
+    ("cached_mnrl", "example", "sts"),
+])
+def test_every_loss_trains_in_smoke(run_job, mlflow_client, loss, data, evaluator):
+    result = run_job(f"loss={loss}", f"data={data}", f"evaluator={evaluator}", *SMOKE)
+    run = mlflow_client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert all(math.isfinite(v) for v in result.metrics.values()) and result.metrics

@@ -1,0 +1,73 @@
+"""Every config group option composes, and composition alone stays cheap (no torch)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from pipeline import CONF_DIR, REPO_ROOT
+from tests.conftest import compose_config
+
+GROUPS = ["model", "guide", "loss", "data", "eval_data", "evaluator", "hardware", "training", "tracking", "debug"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_group_option_composes(group, option):
+    cfg = compose_config([f"{group}={option}"])
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    assert cfg.get(group) is not None or group == "debug"
+
+
+def test_default_job_is_minilm_mnrl_on_bundled_example():
+    cfg = compose_config([])
+    assert cfg.model.name_or_path == "sentence-transformers/all-MiniLM-L6-v2"
+    assert cfg.loss._target_.endswith(".MultipleNegativesRankingLoss")
+    assert cfg.data.name == "example"
+    assert (REPO_ROOT / "pipeline/data/example/train.csv").is_file()
+    assert cfg.data.local_dir == str(REPO_ROOT / "pipeline/data/example")
+    assert list(cfg.stages) == ["load", "train", "evaluate"]
+    # the default store is absolute, under the repo, whatever the cwd
+    assert cfg.tracking.uri == f"sqlite:///{REPO_ROOT}/mlruns/mlflow.db"
+
+
+def test_loss_targets_are_current_sentence_transformers_classes():
+    import importlib
+    import warnings
+
+    for option in options("loss"):
+        cfg = compose_config([f"loss={option}"])
+        module, _, name = cfg.loss._target_.rpartition(".")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            cls = getattr(importlib.import_module(module), name)
+        assert cls.__name__ == name
+
+
+def test_gist_losses_bring_their_guide_and_smoke_shrinks_it():
+    assert compose_config(["loss=gist"]).guide.name_or_path == "sentence-transformers/all-MiniLM-L6-v2"
+    assert compose_config(["loss=cached_gist", "debug=smoke"]).guide.architecture.hidden_size == 32
+    assert compose_config([]).get("guide") is None
+
+
+def test_smoke_keeps_loss_and_evaluator_and_shrinks_the_rest():
+    plain, smoke = compose_config([]), compose_config(["debug=smoke"])
+    assert smoke.loss == plain.loss and smoke.evaluator == plain.evaluator and smoke.stages == plain.stages
+    assert smoke.model.architecture.num_hidden_layers == 2 and smoke.training.max_steps == 2 and smoke.smoke
+
+
+def test_cfg_job_prints_config_without_importing_torch():
+    code = (
+        "import sys, runpy; sys.argv=['pipeline','--cfg','job'];"
+        "\ntry: runpy.run_module('pipeline', run_name='__main__')\nexcept SystemExit: pass"
+        "\nassert 'torch' not in sys.modules, 'torch imported'"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "MultipleNegativesRankingLoss" in out.stdout
