@@ -1,0 +1,33 @@
+"""Real data from ../shared/data (STS Benchmark): the published MiniLM figure, and a fine-tune
+that does not lose quality. Skipped when ../shared/data is absent."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import SHARED_DATA
+
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
+STSB = f"data.local_dir={SHARED_DATA / 'stsb'}"
+PUBLISHED_MINILM_STSB_TEST = 0.8203
+
+
+def test_unchanged_minilm_scores_the_published_stsb_test_spearman(run_job, mlflow_client):
+    result = run_job("model=minilm", "data=stsb", STSB, "stages=[load,evaluate]", "evaluator.splits=[test]")
+    spearman = result.metrics["sts-test_spearman_cosine"]
+    assert spearman == pytest.approx(PUBLISHED_MINILM_STSB_TEST, abs=5e-4)
+    assert mlflow_client.get_run(result.run_id).info.status == "FINISHED"
+
+
+def test_short_mnrl_finetune_on_stsb_pairs_keeps_quality(run_job, mlflow_client):
+    result = run_job(
+        "model=minilm", "data=stsb_pairs", STSB, "evaluator.splits=[test]",
+        "training.max_steps=20", "tracking.log_model=false",
+    )
+    run = mlflow_client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data.train_transform.min_score"] == "4.0"
+    # 1,406 train pairs are scored >= 4.0; the lineage records the transformed training set
+    training = [i for i in run.inputs.dataset_inputs if i.tags[0].value == "training"]
+    assert training and '"num_rows": 1406' in training[0].dataset.profile
+    assert result.metrics["sts-test_spearman_cosine"] >= PUBLISHED_MINILM_STSB_TEST - 0.002
