@@ -7,7 +7,6 @@ see one. Ctrl-C and SIGTERM end the MLflow run KILLED and exit 130.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -19,7 +18,6 @@ from omegaconf import DictConfig
 
 from pipeline import PipelineError
 
-log = logging.getLogger("pipeline")
 
 
 def _interrupt(signum, frame):
@@ -40,7 +38,6 @@ def main(cfg: DictConfig) -> float | None:
     except PipelineError as error:
         if os.environ.get("PIPELINE_TRACEBACK"):
             raise
-        log.error("%s", error)
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
