@@ -72,7 +72,8 @@ def run_job(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: di
             guide = load.load_model(cfg.guide, cfg.seed, key="guide") if needs_guide else None
             loss = load.build_loss(cfg.loss, model, guide)
             dev = evaluators.get("dev") if str(cfg.training.eval_strategy) != "no" else None
-            result = train(model, loss, data.train.dataset, args, dev_evaluator=dev, callbacks=[tracking.metrics_callback()])
+            result = train(model, loss, data.train_dataset, args, dev_evaluator=dev, callbacks=[tracking.metrics_callback()],
+                           eval_dataset=data.eval_loss_dataset)
             log.info("Trained %d steps in %.1f s (final loss %.4f)", result.global_step, result.runtime_s, result.training_loss)
         if "evaluate" in cfg.stages and evaluators:
             import mlflow
@@ -95,8 +96,7 @@ def run_job(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: di
 
 
 def _splits(data: load.LoadedData):
-    if data.train is not None:
-        yield "train", data.train
+    yield from data.train_splits.items()
     yield from data.eval_splits.items()
 
 

@@ -41,19 +41,56 @@ class Split:
 
 @dataclass(frozen=True)
 class LoadedData:
-    """What the load stage read: the train split and the evaluation splits by name."""
+    """What the load stage read: the train split(s), the evaluation splits by name, and the dev
+    split in the train layout when the trainer scores its loss on it.
 
-    train: Split | None
+    ``train`` is one :class:`Split`, or a dict of named splits when the data config names several
+    train sets (``data.train_sets``); ``train_dataset`` is what the trainer takes either way.
+    """
+
+    train: Split | dict[str, Split] | None
     eval_splits: dict[str, Split] = field(default_factory=dict)
+    eval_loss: Split | dict[str, Split] | None = None
+
+    @property
+    def train_splits(self) -> dict[str, Split]:
+        """The train split(s) by name: ``{"train": split}``, or ``{set name: split}`` for several."""
+        return _named(self.train, "train")
+
+    @property
+    def train_dataset(self):
+        """A ``datasets.Dataset``, or a ``DatasetDict`` of the named sets (the trainer then draws
+        batches from them with ``training.multi_dataset_batch_sampler``)."""
+        return _as_dataset(self.train)
+
+    @property
+    def eval_loss_dataset(self):
+        """The dev split(s) in the train layout, for the trainer's ``eval_loss`` (None: not read)."""
+        return _as_dataset(self.eval_loss)
 
     @property
     def fingerprint(self) -> str:
-        parts = [("train", self.train)] + sorted(self.eval_splits.items())
+        parts = [(name if name == "train" else f"train.{name}", split) for name, split in self.train_splits.items()]
+        parts += sorted(self.eval_splits.items())
         digest = hashlib.sha256()
         for name, split in parts:
             if split is not None:
                 digest.update(f"{name}:{split.fingerprint};".encode())
         return digest.hexdigest()[:16]
+
+
+def _named(splits: Split | dict[str, Split] | None, single: str) -> dict[str, Split]:
+    if splits is None:
+        return {}
+    return dict(splits) if isinstance(splits, dict) else {single: splits}
+
+
+def _as_dataset(splits: Split | dict[str, Split] | None):
+    if isinstance(splits, dict):
+        from datasets import DatasetDict
+
+        return DatasetDict({name: split.dataset for name, split in splits.items()})
+    return None if splits is None else splits.dataset
 
 
 # ----------------------------------------------------------------------------------------------
@@ -62,58 +99,79 @@ class LoadedData:
 
 
 def load_data(cfg: DictConfig) -> LoadedData:
-    """Read the train split of ``cfg.data`` and the evaluator's splits, and validate them.
+    """Read the train split(s) of ``cfg.data`` and the evaluator's splits, and validate them.
 
     Needs the whole config only to know which splits the stages use and the batch size.
+    ``data.train_sets`` (name -> data config) trains on several sets at once; each set is read
+    and checked on its own, under its own key (``data.train_sets.NAME``).
     """
     needs_train = "train" in cfg.stages
+    evaluates_during_training = needs_train and str(cfg.training.get("eval_strategy", "no")) != "no"
     evaluator = cfg.evaluator
     eval_splits_needed: list[str] = []
     if evaluator.get("_target_"):
         if "evaluate" in cfg.stages:
             eval_splits_needed += list(evaluator.splits)
-        if needs_train and str(cfg.training.get("eval_strategy", "no")) != "no" and "dev" not in eval_splits_needed:
+        if evaluates_during_training and "dev" not in eval_splits_needed:
             eval_splits_needed.append("dev")
 
-    train = None
+    train = eval_loss = None
     if needs_train:
-        train = _read_train(cfg.data, smoke=cfg.smoke)
+        sets = train_sets(cfg.data)
         batch = int(cfg.training.per_device_train_batch_size)
-        if len(train.dataset) < batch:
-            raise PipelineError(
-                f"{train.source}: the train split has {len(train.dataset)} rows, fewer than one batch "
-                f"(training.per_device_train_batch_size={batch}): add rows or lower the batch size."
-            )
+        read = {name: _read_train(data, key, smoke=cfg.smoke) for name, (data, key) in sets.items()}
+        for split in read.values():
+            if len(split.dataset) < batch:
+                raise PipelineError(
+                    f"{split.source}: the train split has {len(split.dataset)} rows, fewer than one batch "
+                    f"(training.per_device_train_batch_size={batch}): add rows or lower the batch size."
+                )
+        train = read if cfg.data.get("train_sets") else read["train"]
+        if evaluates_during_training and not evaluator.get("_target_"):
+            # No evaluator: the trainer scores the loss on the dev split (logged as eval_loss).
+            dev = {name: _read_train(data, key, smoke=cfg.smoke, split="dev") for name, (data, key) in sets.items()}
+            eval_loss = dev if cfg.data.get("train_sets") else dev["train"]
 
     eval_cfg = cfg.eval_data if cfg.get("eval_data") else cfg.data
     eval_key = "eval_data" if cfg.get("eval_data") else "data"
     splits = {}
     for name in eval_splits_needed:
         splits[name] = _read_eval(eval_cfg, eval_key, name, evaluator, smoke=cfg.smoke)
-    return LoadedData(train=train, eval_splits=splits)
+    return LoadedData(train=train, eval_splits=splits, eval_loss=eval_loss)
 
 
-def _read_train(data: DictConfig, smoke: bool) -> Split:
+def train_sets(data: DictConfig) -> dict[str, tuple[DictConfig, str]]:
+    """The train set(s) of a data config: name -> (its data config, its config key).
+
+    One set: ``{"train": (data, "data")}``. Several (``data.train_sets``): one entry per name.
+    """
+    named = data.get("train_sets") or {}
+    if not named:
+        return {"train": (data, "data")}
+    return {str(name): (named[name], f"data.train_sets.{name}") for name in named}
+
+
+def _read_train(data: DictConfig, key: str, smoke: bool, split: str = "train") -> Split:
     columns = list(data.train_columns)
     if smoke:
-        return _smoke_split(columns, "train")
-    split = _read_split(data, "data", "train")
-    ds = split.dataset
+        return _smoke_split(columns, split if key == "data" else f"{split}.{key.rsplit('.', 1)[-1]}")
+    read = _read_split(data, key, split)
+    ds = read.dataset
     transform = data.get("train_transform")
     if transform:
         from hydra.utils import instantiate
 
-        _check_cells(ds, list(ds.column_names), split.source, numeric=())
+        _check_cells(ds, list(ds.column_names), read.source, numeric=())
         ds = instantiate(transform)(ds)
-        where = f"{split.source} (after data.train_transform)"
+        where = f"{read.source} (after {key}.train_transform)"
     else:
-        where = split.source
-    _require_columns(ds, columns, where, key="data.train_columns")
+        where = read.source
+    _require_columns(ds, columns, where, key=f"{key}.train_columns")
     ds = ds.select_columns(columns)
-    if data.get("max_train_rows"):
+    if split == "train" and data.get("max_train_rows"):
         ds = ds.select(range(min(int(data.max_train_rows), len(ds))))
     _check_cells(ds, columns, where, numeric=[c for c in columns if c in LABEL_COLUMNS])
-    return Split(ds, split.source, split.fingerprint)
+    return Split(ds, read.source, read.fingerprint)
 
 
 def _read_eval(data: DictConfig, key: str, name: str, evaluator: DictConfig, smoke: bool) -> Split:

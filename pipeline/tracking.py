@@ -233,19 +233,20 @@ def _end(mlflow, status: str, reason: str, trace: str | None, secrets: list[str]
 
 
 def log_data_lineage(data, name: str, eval_name: str) -> None:
-    """One ``mlflow.log_input`` per split read (training / evaluation context)."""
+    """One ``mlflow.log_input`` per split read (training / evaluation context); several train sets
+    are logged one by one, each under its own name (``NAME-train``)."""
     import mlflow
 
-    splits = ([("training", "train", data.train)] if data.train else []) + [
-        ("evaluation", split_name, split) for split_name, split in data.eval_splits.items()
-    ]
-    for context, split_name, split in splits:
+    splits = [("training", f"{name}-train" if set_name == "train" else f"{set_name}-train", split)
+              for set_name, split in data.train_splits.items()]
+    splits += [("evaluation", f"{eval_name}-{split_name}", split) for split_name, split in data.eval_splits.items()]
+    for context, dataset_name, split in splits:
         with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(
                 split.dataset.to_pandas(),
                 source=_lineage_source(split.source),
-                name=f"{name if context == 'training' else eval_name}-{split_name}",
+                name=dataset_name,
             )
         mlflow.log_input(dataset, context=context)
 

@@ -21,14 +21,20 @@ class TrainResult:
     samples_per_second: float
 
 
-def train(model, loss, train_dataset, args, dev_evaluator=None, callbacks=()) -> TrainResult:
-    """Train ``model`` in place with ``loss`` on ``train_dataset`` under ``args``."""
+def train(model, loss, train_dataset, args, dev_evaluator=None, callbacks=(), eval_dataset=None) -> TrainResult:
+    """Train ``model`` in place with ``loss`` on ``train_dataset`` under ``args``.
+
+    ``train_dataset`` is a ``datasets.Dataset`` or a ``DatasetDict`` of named sets (batches then
+    come from one set at a time, by ``args.multi_dataset_batch_sampler``). ``dev_evaluator`` runs
+    every ``args.eval_steps``; ``eval_dataset`` (same layout as the train data) adds ``eval_loss``.
+    """
     from sentence_transformers import SentenceTransformerTrainer
 
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         loss=loss,
         evaluator=dev_evaluator,
         callbacks=list(callbacks),

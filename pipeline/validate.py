@@ -9,7 +9,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from pipeline import PipelineError
-from pipeline.load import LABEL_COLUMNS
+from pipeline.load import LABEL_COLUMNS, train_sets
 
 STAGES = ("load", "train", "evaluate")
 
@@ -57,14 +57,16 @@ def _check_loss_columns(cfg: DictConfig) -> None:
     if name not in LOSS_INPUTS:
         return
     low, high, needs_label = LOSS_INPUTS[name]
-    columns = list(cfg.data.train_columns)
-    texts = [c for c in columns if c not in LABEL_COLUMNS]
-    labels = [c for c in columns if c in LABEL_COLUMNS]
-    shape = f"{low}" if low == high else f"{low}+" if high is None else f"{low}-{high}"
-    if len(texts) < low or (high is not None and len(texts) > high) or bool(labels) != needs_label:
-        need = f"{shape} text columns" + (" and a score/label column" if needs_label else " and no label column")
-        raise PipelineError(
-            f"loss {name} needs {need}; data {cfg.data.name!r} trains on {columns} "
-            "(data.train_columns): pick a loss for that layout (cosent for scored pairs, mnrl for pairs "
-            "or triplets, triplet for triplets) or another data config."
-        )
+    for set_name, (data, key) in train_sets(cfg.data).items():
+        columns = list(data.get("train_columns") or [])
+        texts = [c for c in columns if c not in LABEL_COLUMNS]
+        labels = [c for c in columns if c in LABEL_COLUMNS]
+        shape = f"{low}" if low == high else f"{low}+" if high is None else f"{low}-{high}"
+        if len(texts) < low or (high is not None and len(texts) > high) or bool(labels) != needs_label:
+            need = f"{shape} text columns" + (" and a score/label column" if needs_label else " and no label column")
+            which = repr(cfg.data.name) if set_name == "train" else f"{cfg.data.name!r} (train set {set_name!r})"
+            raise PipelineError(
+                f"loss {name} needs {need}; data {which} trains on {columns} "
+                f"({key}.train_columns): pick a loss for that layout (cosent for scored pairs, mnrl for pairs "
+                "or triplets, triplet for triplets) or another data config."
+            )
