@@ -215,7 +215,10 @@ def _read_local(folder: Path, stem: str, key: str, split: str):
             f"{key}.local_dir={str(folder)!r} is not a folder: point it at a folder holding "
             f"{{train,dev,test}}.{{csv,jsonl,parquet}} files."
         )
-    candidates = [folder / f"{stem}{ext}" for ext in FORMATS]
+    # The mapped name (a Hub split name such as "validation") first, then our own split name: a
+    # local folder of {train,dev,test} files serves a data config written for the Hub as it is.
+    stems = list(dict.fromkeys([stem, split]))
+    candidates = [folder / f"{name}{ext}" for name in stems for ext in FORMATS]
     found = [p for p in candidates if p.is_file()]
     if not found:
         present = sorted(p.name for p in folder.iterdir() if p.suffix in FORMATS)
