@@ -3,6 +3,9 @@
 A user mistake (bad config value, bad data, unreachable tracking server) prints one message that
 says how to fix it and exits with status 2, without a traceback; set ``PIPELINE_TRACEBACK=1`` to
 see one. Ctrl-C and SIGTERM end the MLflow run KILLED and exit 130.
+
+In a multirun (``-m``) every job is a child of the sweep's parent run (see ``pipeline.sweep``): a
+failed job is recorded as a FAILED child and the sweep goes on; the sweep exits 1 at the end.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from pipeline import PipelineError
@@ -26,6 +30,7 @@ def _interrupt(signum, frame):
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from pipeline import sweep as sweeps
     from pipeline.job import run_job
     from pipeline.tracking import ui_command
 
@@ -33,6 +38,9 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
     choices = dict(hydra_cfg.runtime.choices)
+    sweep = sweeps.current() if hydra_cfg.mode == RunMode.MULTIRUN else None
+    if sweep is not None:
+        return _sweep_job(cfg, sweep, int(hydra_cfg.job.num), Path(hydra_cfg.runtime.output_dir), overrides, choices)
     try:
         result = run_job(cfg, Path(hydra_cfg.runtime.output_dir), overrides, choices)
     except PipelineError as error:
@@ -49,6 +57,31 @@ def main(cfg: DictConfig) -> float | None:
     print(f"Open it: {ui_command(str(cfg.tracking.uri))}")
     print(f"  then http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs/{result.run_id}")
     return result.optimized_metric
+
+
+def _sweep_job(cfg: DictConfig, sweep, job_number: int, output_dir: Path, overrides: list[str], choices: dict[str, str]) -> float | None:
+    """One job of a sweep: a child run; a failure is recorded (FAILED child) and the sweep goes on."""
+    from pipeline import sweep as sweeps
+    from pipeline.job import run_job
+
+    run_name = sweeps.job_run_name(sweep, overrides, str(cfg.name))
+    try:
+        sweeps.prepare_job(cfg, sweep)
+        result = run_job(cfg, output_dir, overrides, choices, extra_tags=sweeps.job_tags(sweep, job_number), run_name=run_name)
+        value = sweeps.objective(sweep, cfg.get("optimized_metric"), result.metrics) if sweep.needs_metric else result.optimized_metric
+    except KeyboardInterrupt:
+        sweeps.INTERRUPTED["value"] = True
+        print("interrupted: the MLflow runs were ended KILLED", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:  # noqa: BLE001 - any job failure is recorded and the sweep goes on
+        if os.environ.get("PIPELINE_TRACEBACK"):
+            log.exception("job %d failed", job_number)
+        run_id = sweeps.record_failure(sweep, job_number, run_name, overrides, error, cfg)
+        log.error("job %d (%s) FAILED: %s", job_number, run_name, error)
+        print(f"job {job_number} ({run_name}) FAILED, MLflow run {run_id}: {error}", file=sys.stderr)
+        return None
+    print(f"job {job_number} ({run_name}) FINISHED, MLflow run {result.run_id}: {cfg.optimized_metric}={value}")
+    return value
 
 
 if __name__ == "__main__":

@@ -31,8 +31,14 @@ class JobResult:
     optimized_metric: float | None
 
 
-def run_job(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict[str, str] | None = None) -> JobResult:
-    """Run the stages of one composed config into one MLflow run."""
+def run_job(
+    cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict[str, str] | None = None,
+    extra_tags: dict[str, str] | None = None, run_name: str | None = None,
+) -> JobResult:
+    """Run the stages of one composed config into one MLflow run.
+
+    ``extra_tags`` / ``run_name`` come from a sweep (parent run id, swept values) or a rerun.
+    """
     started = time.perf_counter()
     choices = choices or {}
 
@@ -55,8 +61,9 @@ def run_job(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: di
         "world_size": "1",
         "precision.intended": precision.intended,
         "precision.effective": precision.effective,
+        **(extra_tags or {}),
     }
-    run_name = cfg.tracking.run_name or " ".join([cfg.name, *overrides])[:250]
+    run_name = cfg.tracking.run_name or run_name or " ".join([cfg.name, *overrides])[:250]
     with tracking.job_run(cfg, experiment_id, run_name, overrides, tags) as run:
         tracking.log_data_lineage(data, cfg.data.name, (cfg.get("eval_data") or cfg.data).name)
         configure_threads(cfg.hardware)

@@ -35,7 +35,7 @@ from pipeline import REPO_ROOT, PipelineError
 log = logging.getLogger(__name__)
 
 PACKAGES = ("torch", "sentence-transformers", "transformers", "accelerate", "datasets", "mlflow", "hydra-core", "pandas")
-SECRET_KEY = re.compile(r"(token|password|passwd|secret|api[_-]?key|credential)", re.IGNORECASE)
+SECRET_KEY = re.compile(r"(token(?!izer)|password|passwd|secret|api[_-]?key|credential)", re.IGNORECASE)
 URI_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 MAX_PARAM_LENGTH = 6000
 

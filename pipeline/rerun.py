@@ -1,0 +1,167 @@
+"""``python -m pipeline.rerun RUN_ID [--tracking-uri URI] [--tolerance T] [key=value ...]``: replay a run.
+
+The job is rebuilt from the run's logged ``config.yaml`` artifact (the resolved config it ran with,
+not today's defaults); the only changes are the given ``key=value`` overrides, merged with OmegaConf
+(unknown keys rejected). It runs as a new MLflow run in the original's experiment, tagged
+``pipeline.rerun_of=RUN_ID``, and every final metric of the original is compared with the replay's:
+exit 0 when all match (exactly by default, as on CPU with the same seed; ``--tolerance`` for GPU
+runs), 1 when one differs, 2 on a user mistake. Warns when the git commit, uncommitted changes,
+package versions or data fingerprint differ from the original's tags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline import PipelineError
+
+log = logging.getLogger(__name__)
+
+# Metrics that measure time or throughput: never expected to replay.
+TIMING = ("job_seconds", "runtime", "per_second", "total_flos")
+
+
+def logged_config(client, run_id: str, overrides: list[str]) -> DictConfig:
+    """The run's ``config.yaml`` with ``overrides`` merged in (unknown keys are an error)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        path = client.download_artifacts(run_id, "config.yaml", tempfile.mkdtemp(prefix="rerun-"))
+    except (MlflowException, OSError) as error:
+        raise PipelineError(f"run {run_id} has no config.yaml artifact ({error}): only runs logged by `python -m pipeline` can be replayed.") from None
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as error:  # noqa: BLE001 - yaml's errors share no base class worth naming
+        raise PipelineError(f"config.yaml of run {run_id} does not parse ({type(error).__name__}): a redacted secret (***) cannot be replayed; fix the artifact or rerun by hand.") from None
+    OmegaConf.set_struct(cfg, True)
+    bad = [o for o in overrides if "=" not in o or o.startswith(("+", "~"))]
+    if bad:
+        raise PipelineError(f"override {bad[0]!r}: write key=value with a key of the logged config (e.g. training.learning_rate=1e-4).")
+    try:
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    except OmegaConfBaseException as error:
+        raise PipelineError(f"override does not fit the logged config: {error.msg if hasattr(error, 'msg') else error}: use keys that config.yaml of run {run_id} has.") from None
+
+
+def logged_list(client, run_id: str, name: str) -> list[str]:
+    """A YAML list artifact of the run (the command-line overrides), empty when absent."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        path = client.download_artifacts(run_id, name, tempfile.mkdtemp(prefix="rerun-"))
+    except (MlflowException, OSError):
+        return []
+    return [str(item) for item in OmegaConf.load(path)]
+
+
+def differences(original: dict[str, str], current: dict[str, str]) -> list[str]:
+    """Warnings: what of code, packages and data differs between the original run and now."""
+    notes = []
+    if original.get("git.commit") and current.get("git.commit") and original["git.commit"] != current["git.commit"]:
+        notes.append(f"git commit differs: original {original['git.commit'][:12]}, now {current['git.commit'][:12]}")
+    if original.get("git.dirty") == "true":
+        notes.append("the original ran with uncommitted changes: its git.patch artifact holds them")
+    if current.get("git.dirty") == "true":
+        notes.append("this checkout has uncommitted changes")
+    for key in sorted(k for k in original if k.startswith("version.")):
+        if current.get(key) != original[key]:
+            notes.append(f"{key[len('version.'):]} differs: original {original[key]}, now {current.get(key, 'missing')}")
+    if original.get("data.fingerprint") and current.get("data.fingerprint") and original["data.fingerprint"] != current["data.fingerprint"]:
+        notes.append(f"data fingerprint differs: original {original['data.fingerprint']}, now {current['data.fingerprint']}")
+    return notes
+
+
+def compare_metrics(original: dict[str, float], replay: dict[str, float], tolerance: float) -> tuple[list[tuple[str, float, float | None, bool]], bool]:
+    """(name, original, replay, equal) for every non-timing metric of the original; all equal?"""
+    rows = []
+    for name in sorted(original):
+        if any(word in name for word in TIMING):
+            continue
+        old, new = original[name], replay.get(name)
+        if new is None:
+            same = False
+        elif tolerance > 0:
+            same = math.isclose(old, new, rel_tol=0.0, abs_tol=tolerance) or (math.isnan(old) and math.isnan(new))
+        else:
+            same = old == new or (math.isnan(old) and math.isnan(new))
+        rows.append((name, old, new, same))
+    return rows, all(row[3] for row in rows) and bool(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.rerun", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_id", metavar="RUN_ID", help="the MLflow run to replay")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="changes to the logged config (OmegaConf dot keys)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the repo's mlruns/mlflow.db)")
+    parser.add_argument("--tolerance", type=float, default=0.0, help="largest absolute difference accepted per metric (default 0: exact)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    try:
+        return _rerun(args)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the MLflow run was ended KILLED", file=sys.stderr)
+        return 130
+
+
+def _rerun(args: argparse.Namespace) -> int:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.compare import default_tracking_uri
+    from pipeline.job import run_job
+    from pipeline.tracking import git_state, package_versions
+
+    uri = args.tracking_uri or default_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    try:
+        original = client.get_run(args.run_id)
+    except MlflowException:
+        raise PipelineError(f"run {args.run_id} is not in {uri}: check the run id and --tracking-uri.") from None
+    if original.info.status != "FINISHED":
+        log.warning("the original run ended %s: its metrics may be partial", original.info.status)
+    cfg = logged_config(client, args.run_id, list(args.overrides))
+    # The replay goes where the original is, whatever store its config named.
+    experiment = client.get_experiment(original.info.experiment_id)
+    cfg.tracking.uri = uri
+    cfg.tracking.experiment_name = experiment.name
+    tags = original.data.tags
+    logged_overrides = logged_list(client, args.run_id, "overrides.yaml")
+    choices = {"experiment": tags["pipeline.experiment"]} if tags.get("pipeline.experiment", "none") != "none" else {}
+    name = f"rerun of {tags.get('mlflow.runName', args.run_id)}" + (f" with {' '.join(args.overrides)}" if args.overrides else "")
+    with tempfile.TemporaryDirectory(prefix="rerun-") as folder:
+        result = run_job(cfg, Path(folder), [*logged_overrides, *args.overrides], choices,
+                         extra_tags={"pipeline.rerun_of": args.run_id}, run_name=name[:250])
+    replay = client.get_run(result.run_id)
+    now = {f"version.{k}": v for k, v in package_versions().items()}
+    git = git_state()
+    now.update({"git.commit": git.get("commit", ""), "git.dirty": git.get("dirty", "")})
+    now["data.fingerprint"] = replay.data.tags.get("data.fingerprint", "")
+    for note in differences(tags, now):
+        print(f"warning: {note}", file=sys.stderr)
+    rows, same = compare_metrics(original.data.metrics, replay.data.metrics, args.tolerance)
+    width = max([len(r[0]) for r in rows] + [6])
+    print(f"\nrerun {result.run_id} of {args.run_id} ({'exact' if args.tolerance == 0 else f'tolerance {args.tolerance:g}'}):")
+    print(f"  {'metric':<{width}}  {'original':>22}  {'rerun':>22}  ")
+    for metric, old, new, equal in rows:
+        shown = "missing" if new is None else repr(new)
+        print(f"  {metric:<{width}}  {old!r:>22}  {shown:>22}  {'same' if equal else 'DIFFERENT'}")
+    if not rows:
+        print("  the original run has no metrics to compare")
+    print("metrics match" if same else "metrics DIFFER")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

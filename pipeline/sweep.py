@@ -1,0 +1,284 @@
+"""Hydra multirun sweeps in MLflow: one parent run per sweep, one child run per job.
+
+``python -m pipeline -m ...`` (any sweeper, any launcher) goes through :class:`MLflowSweep`, a Hydra
+callback set in ``conf/config.yaml`` under ``hydra.callbacks``. What it writes to MLflow:
+
+- before any job starts: the experiment (created once, which also creates or migrates a fresh
+  SQLite store, so parallel jobs never race to do either) and the parent run, RUNNING, with the
+  sweep's overrides as ``sweep.<key>`` params, the ``overrides.yaml`` artifact and the tags
+  ``pipeline.role=sweep``, ``pipeline.sweep_id``, ``pipeline.sweeper``, ``pipeline.launcher``;
+- every job's run is a child: ``mlflow.parentRunId``, ``pipeline.sweep_id``, ``pipeline.role=job``,
+  ``pipeline.sweep_job`` (the Hydra job number), named by its swept values; a job that fails before
+  its run starts (a bad swept value) still gets a FAILED child with the reason;
+- when the sweep ends: ``leaderboard.csv`` / ``leaderboard.md`` (children ranked by
+  ``optimized_metric``), ``comparison.png``, metrics ``sweep.jobs`` / ``sweep.failed`` /
+  ``sweep.best``; the parent ends FINISHED, or FAILED when a job failed (the process then exits 1
+  with a summary). An interrupted or crashed sweep ends its parent KILLED or FAILED at exit.
+
+The callback hands the sweep to the jobs in the ``PIPELINE_SWEEP`` environment variable (JSON), which
+the joblib launcher's worker processes inherit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import PipelineError
+
+log = logging.getLogger(__name__)
+
+ENV = "PIPELINE_SWEEP"
+# Set by the entry point on Ctrl-C / SIGTERM: the parent then ends KILLED rather than FAILED.
+INTERRUPTED = {"value": False}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What a job needs to know about the sweep it belongs to."""
+
+    tracking_uri: str
+    experiment_id: str
+    experiment_name: str
+    parent_run_id: str
+    sweep_id: str
+    swept_keys: tuple[str, ...]
+    direction: str  # "maximize" or "minimize"
+    needs_metric: bool  # the sweeper optimises the returned metric (Optuna)
+
+
+def current() -> Sweep | None:
+    """The sweep this process's jobs belong to (None outside ``-m``)."""
+    raw = os.environ.get(ENV)
+    if not raw:
+        return None
+    data = json.loads(raw)
+    return Sweep(**{**data, "swept_keys": tuple(data["swept_keys"])})
+
+
+def override_key(override: str) -> str:
+    """``+training.x=1`` -> ``training.x``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def swept_keys(hydra_cfg: DictConfig) -> list[str]:
+    """Keys the sweep varies: sweep syntax in the overrides plus the sweeper's own search space."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+    keys = [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
+    params = hydra_cfg.sweeper.get("params") or {}
+    keys += [str(key) for key in params if str(key) not in keys]
+    return keys
+
+
+class MLflowSweep(Callback):
+    """Creates the experiment and parent run before a multirun's jobs; ranks them when it ends."""
+
+    def __init__(self) -> None:
+        self.sweep: Sweep | None = None
+
+    # -- before the jobs ----------------------------------------------------------------------
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self.sweep = self._start(config)
+        except Exception as error:  # noqa: BLE001 - Hydra would only warn, and the jobs run unparented
+            if os.environ.get("PIPELINE_TRACEBACK"):
+                raise
+            print(f"error: the sweep could not start: {error}", file=sys.stderr)
+            sys.exit(2)
+        os.environ[ENV] = json.dumps(self.sweep.__dict__)
+        atexit.register(self._end_if_running)
+        log.info("Sweep %s: parent MLflow run %s in experiment %r", self.sweep.sweep_id, self.sweep.parent_run_id, self.sweep.experiment_name)
+
+    def _start(self, config: DictConfig) -> Sweep:
+        import mlflow
+
+        from pipeline import tracking
+
+        hydra_cfg = config.hydra
+        sweeper = str(hydra_cfg.sweeper._target_).rsplit(".", 1)[-1]
+        needs_metric = "optuna" in str(hydra_cfg.sweeper._target_).lower()
+        if needs_metric and not config.get("optimized_metric"):
+            raise PipelineError("the Optuna sweeper optimises optimized_metric, which is null: set optimized_metric=NAME (e.g. sts-dev_spearman_cosine).")
+        direction = str(hydra_cfg.sweeper.get("direction") or "maximize")
+        if direction not in ("maximize", "minimize"):
+            raise PipelineError(f"hydra.sweeper.direction={direction!r}: use maximize or minimize (one objective: optimized_metric).")
+        tracking.check_target(config.tracking)
+        experiment_id = tracking.open_experiment(config.tracking)
+        keys = swept_keys(hydra_cfg)
+        overrides = [str(o) for o in hydra_cfg.overrides.task]
+        secrets = tracking.secret_values(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+        sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        name = f"sweep {config.name} " + " ".join(o for o in overrides if override_key(o) in keys)
+        client = mlflow.MlflowClient(str(config.tracking.uri))
+        run = client.create_run(experiment_id, run_name=name.strip()[:250], tags={
+            "pipeline.role": "sweep",
+            "pipeline.sweep_id": sweep_id,
+            "pipeline.experiment_name": str(config.tracking.experiment_name),
+            "pipeline.sweeper": sweeper,
+            "pipeline.launcher": str(hydra_cfg.launcher._target_).rsplit(".", 1)[-1],
+            "pipeline.overrides": tracking.scrub(" ".join(overrides), secrets)[:5000],
+            "pipeline.optimized_metric": str(config.get("optimized_metric") or ""),
+            "pipeline.direction": direction,
+        })
+        run_id = run.info.run_id
+        space = {override_key(o): o.split("=", 1)[1] for o in overrides if "=" in o and override_key(o) in keys}
+        space.update({str(k): str(v) for k, v in (hydra_cfg.sweeper.get("params") or {}).items()})
+        if space:
+            client.log_batch(run_id, params=[mlflow.entities.Param(f"sweep.{k}", tracking.scrub(v, secrets)[:6000]) for k, v in space.items()])
+        client.log_text(run_id, tracking.scrub(OmegaConf.to_yaml(OmegaConf.create(overrides)), secrets), "overrides.yaml")
+        return Sweep(
+            tracking_uri=str(config.tracking.uri), experiment_id=experiment_id,
+            experiment_name=str(config.tracking.experiment_name), parent_run_id=run_id, sweep_id=sweep_id,
+            swept_keys=tuple(keys), direction=direction, needs_metric=needs_metric,
+        )
+
+    # -- after the jobs -----------------------------------------------------------------------
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.sweep is None:
+            return
+        try:
+            failed, total = finish(self.sweep, str(config.get("optimized_metric") or ""))
+        except Exception as error:  # noqa: BLE001 - Hydra would only warn; the exit handler ends the parent
+            if os.environ.get("PIPELINE_TRACEBACK"):
+                raise
+            print(f"error: the sweep's leaderboard could not be written: {error}", file=sys.stderr)
+            sys.exit(1)
+        sweep, self.sweep = self.sweep, None  # ended: nothing left for the exit handler
+        atexit.unregister(self._end_if_running)
+        os.environ.pop(ENV, None)
+        see = f"python -m pipeline.compare --parent {sweep.parent_run_id} --tracking-uri {sweep.tracking_uri}"
+        if failed:
+            print(f"sweep {sweep.sweep_id}: {failed} of {total} jobs FAILED (parent run {sweep.parent_run_id}); see: {see}", file=sys.stderr)
+            sys.exit(1)
+        print(f"sweep {sweep.sweep_id}: {total} jobs FINISHED; parent run {sweep.parent_run_id} holds the leaderboard; see: {see}")
+
+    def _end_if_running(self) -> None:
+        """At exit after an error or Ctrl-C: never leave the parent RUNNING."""
+        if self.sweep is None:
+            return
+        import mlflow
+
+        client = mlflow.MlflowClient(self.sweep.tracking_uri)
+        status = "KILLED" if INTERRUPTED["value"] else "FAILED"
+        client.set_tag(self.sweep.parent_run_id, "failure_reason", "the sweep stopped before all jobs ran (interrupted or crashed)")
+        client.set_terminated(self.sweep.parent_run_id, status)
+
+
+def finish(sweep: Sweep, optimized_metric: str) -> tuple[int, int]:
+    """Log the leaderboard, the plot and the summary on the parent and end it; (failed, total)."""
+    import mlflow
+
+    from pipeline import compare
+
+    client = mlflow.MlflowClient(sweep.tracking_uri)
+    runs = compare.search(sweep.tracking_uri, [sweep.experiment_id], parent=sweep.parent_run_id)
+    total = len(runs)
+    failed = int((runs["status"] != "FINISHED").sum()) if total else 0
+    with tempfile.TemporaryDirectory() as folder:
+        if total:
+            board = compare.table(runs, optimized_metric or None, ascending=sweep.direction == "minimize")
+            (Path(folder) / "leaderboard.csv").write_text(board.to_csv(index=False), encoding="utf-8")
+            (Path(folder) / "leaderboard.md").write_text(compare.markdown(board), encoding="utf-8")
+            compare.plot(board, optimized_metric or None, Path(folder) / "comparison.png", title=f"sweep {sweep.sweep_id}")
+        for path in sorted(Path(folder).iterdir()):
+            client.log_artifact(sweep.parent_run_id, str(path))
+    metrics = {"sweep.jobs": float(total), "sweep.failed": float(failed)}
+    column = f"metrics.{optimized_metric}"
+    if total and optimized_metric and column in runs:
+        values = [v for v in runs.loc[runs["status"] == "FINISHED", column] if v is not None and math.isfinite(v)]
+        if values:
+            metrics["sweep.best"] = min(values) if sweep.direction == "minimize" else max(values)
+    for key, value in metrics.items():
+        client.log_metric(sweep.parent_run_id, key, value)
+    if failed:
+        client.set_tag(sweep.parent_run_id, "failure_reason", f"{failed} of {total} jobs failed")
+    client.set_terminated(sweep.parent_run_id, "FAILED" if failed or not total else "FINISHED")
+    log.info("Sweep %s ended: %d jobs, %d failed; leaderboard on parent run %s", sweep.sweep_id, total, failed, sweep.parent_run_id)
+    return failed, total
+
+
+# ----------------------------------------------------------------------------------------------
+# The job side (called by pipeline.__main__ inside a multirun)
+# ----------------------------------------------------------------------------------------------
+
+
+def job_tags(sweep: Sweep, job_number: int) -> dict[str, str]:
+    return {
+        "mlflow.parentRunId": sweep.parent_run_id,
+        "pipeline.sweep_id": sweep.sweep_id,
+        "pipeline.role": "job",
+        "pipeline.sweep_job": str(job_number),
+        "pipeline.experiment_name": sweep.experiment_name,
+    }
+
+
+def job_run_name(sweep: Sweep, overrides: list[str], name: str) -> str:
+    """The swept values of this job, e.g. ``training.learning_rate=1e-05 seed=2``."""
+    swept = [o for o in overrides if override_key(o) in sweep.swept_keys]
+    return (" ".join(swept) or name)[:250]
+
+
+def prepare_job(cfg: DictConfig, sweep: Sweep) -> None:
+    """Point the job at the sweep's experiment (created by the callback: no race to create it)."""
+    if str(cfg.tracking.uri) != sweep.tracking_uri:
+        raise PipelineError(f"tracking.uri differs between the sweep ({sweep.tracking_uri}) and a job ({cfg.tracking.uri}): do not sweep tracking.uri.")
+    cfg.tracking.experiment_name = sweep.experiment_name
+
+
+def objective(sweep: Sweep, metric_name: str | None, metrics: dict[str, float]) -> float | None:
+    """The value the sweeper optimises; a clear error when the job did not log it."""
+    if not metric_name:
+        return None
+    if metric_name not in metrics:
+        raise PipelineError(
+            f"optimized_metric={metric_name!r} was not logged by this job (it logged: {', '.join(sorted(metrics)) or 'no final metrics'}): "
+            "set optimized_metric to one of these, or add the split to evaluator.splits."
+        )
+    return metrics[metric_name]
+
+
+def record_failure(sweep: Sweep, job_number: int, run_name: str, overrides: list[str], error: BaseException, cfg: DictConfig) -> str:
+    """Mark the job's child run FAILED with the reason, creating the child if the job failed before it
+    (with the job's config as params, so the leaderboard shows its swept values)."""
+    import mlflow
+    from omegaconf.errors import OmegaConfBaseException
+
+    from pipeline.tracking import config_params, redact
+
+    client = mlflow.MlflowClient(sweep.tracking_uri)
+    found = client.search_runs(
+        [sweep.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{sweep.parent_run_id}' and tags.`pipeline.sweep_job` = '{job_number}'",
+    )
+    reason = redact(f"{type(error).__name__}: {error}")[:5000]
+    if found:
+        run_id = found[0].info.run_id
+    else:
+        tags = {**job_tags(sweep, job_number), "pipeline.overrides": redact(" ".join(overrides))[:5000]}
+        run_id = client.create_run(sweep.experiment_id, run_name=run_name, tags=tags).info.run_id
+        try:
+            params = config_params(cfg)
+        except OmegaConfBaseException:  # the config itself is what failed: the swept values, unresolved
+            params = {override_key(o): redact(o.split("=", 1)[1]) for o in overrides if "=" in o}
+        params = list(params.items())
+        for start in range(0, len(params), 100):
+            client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in params[start:start + 100]])
+    client.set_tag(run_id, "failure_reason", reason)
+    if client.get_run(run_id).info.status != "FAILED":
+        client.set_terminated(run_id, "FAILED")
+    return run_id
