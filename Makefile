@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast ui bench clean
+.PHONY: setup run test test-fast ui chromium bench clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test-fast: $(STAMP)
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+# Headless Chromium (Debian's package) for the MLflow UI test; its fixture runs this when missing.
+chromium:
+	test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_cpu.py $(ARGS)

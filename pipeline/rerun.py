@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="changes to the logged config (OmegaConf dot keys)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the repo's mlruns/mlflow.db)")
     parser.add_argument("--tolerance", type=float, default=0.0, help="largest absolute difference accepted per metric (default 0: exact)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     try:
         return _rerun(args)

@@ -1,0 +1,42 @@
+"""``python -m pipeline.rerun``: a logged run replays from its own config.yaml into a new run."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import rerun
+
+SMOKE = ("debug=smoke", "tracking.log_model=false")
+
+
+@pytest.mark.slow
+def test_rerun_of_a_smoke_run_reproduces_every_metric_exactly(run_job, cli, mlflow_client, store):
+    original = run_job(*SMOKE)
+    out = cli(original.run_id, "--tracking-uri", store["uri"], module="pipeline.rerun")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "metrics match" in out.stdout
+    replays = mlflow_client.search_runs([original.experiment_id], filter_string=f"tags.`pipeline.rerun_of` = '{original.run_id}'")
+    assert len(replays) == 1 and replays[0].info.status == "FINISHED"
+    before = mlflow_client.get_run(original.run_id).data
+    after = replays[0].data
+    compared = {k: v for k, v in before.metrics.items() if not any(w in k for w in rerun.TIMING)}
+    assert {"loss", "sts-dev_spearman_cosine", "sts-test_spearman_cosine"} <= set(compared)
+    assert {k: after.metrics[k] for k in compared} == compared
+    assert after.params == before.params  # the same config, from the logged artifact
+    for metric in compared:
+        assert f"{metric} " in out.stdout
+
+
+def test_rerun_with_a_changed_value_reports_the_difference(run_job, store, capsys):
+    original = run_job(*SMOKE)
+    code = rerun.main([original.run_id, "--tracking-uri", store["uri"], "training.learning_rate=0.01"])
+    shown = capsys.readouterr().out
+    assert code == 1 and "metrics DIFFER" in shown and "DIFFERENT" in shown
+
+
+def test_rerun_refuses_unknown_runs_and_keys(run_job, store, capsys):
+    assert rerun.main(["0123456789abcdef", "--tracking-uri", store["uri"]]) == 2
+    assert "not in" in capsys.readouterr().err
+    original = run_job(*SMOKE, "stages=[load,evaluate]")
+    assert rerun.main([original.run_id, "--tracking-uri", store["uri"], "training.no_such_field=1"]) == 2
+    assert "no_such_field" in capsys.readouterr().err

@@ -1,0 +1,130 @@
+"""Hydra multirun sweeps on the tiny model: one parent MLflow run per sweep, one child per job.
+
+Each sweep runs ``python -m pipeline -m ...`` in a subprocess against the test's SQLite store, as a
+user would; the basic launcher runs its jobs in that process, the joblib launcher in workers.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+
+import pandas as pd
+import pytest
+
+from tests.conftest import all_runs
+
+SMOKE = ("debug=smoke", "tracking.log_model=false")
+
+
+def sweep_args(tmp_path, *overrides: str) -> list[str]:
+    return ["-m", *SMOKE, *overrides, f"hydra.sweep.dir={tmp_path}/sweep"]
+
+
+def parent_and_children(client):
+    runs = all_runs(client)
+    parents = [r for r in runs if r.data.tags.get("pipeline.role") == "sweep"]
+    assert len(parents) == 1, [r.data.tags for r in runs]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == len(runs) - 1, "every other run is a child of the sweep"
+    return parents[0], children
+
+
+def artifact_names(client, run_id: str) -> set[str]:
+    return {a.path for a in client.list_artifacts(run_id)}
+
+
+@pytest.mark.slow
+def test_four_job_sweep_makes_one_parent_four_children_and_a_leaderboard(cli, mlflow_client, tmp_path, store):
+    out = cli(*sweep_args(tmp_path, "training.learning_rate=1e-5,1e-3", "seed=1,2"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    parent, children = parent_and_children(mlflow_client)
+    assert parent.info.status == "FINISHED" and len(children) == 4
+    assert all(c.info.status == "FINISHED" for c in children)
+    # one experiment, created once, up front; nothing in Default
+    experiments = {r.info.experiment_id for r in [parent, *children]}
+    assert len(experiments) == 1 and "0" not in experiments
+    # the swept values are params, and the run names say them
+    combos = {(c.data.params["training.learning_rate"], c.data.params["seed"]) for c in children}
+    assert combos == set(itertools.product(["1e-05", "0.001"], ["1", "2"]))
+    for child in children:
+        name = child.data.tags["mlflow.runName"]
+        assert f"seed={child.data.params['seed']}" in name and "training.learning_rate=" in name, name
+        assert child.data.tags["pipeline.sweep_id"] == parent.data.tags["pipeline.sweep_id"]
+        assert child.data.params.keys() == children[0].data.params.keys()
+        assert math.isfinite(child.data.metrics["sts-dev_spearman_cosine"])
+    assert parent.data.params["sweep.seed"] == "1,2"
+    # the parent's leaderboard ranks the four children by the optimized metric, best first
+    assert {"leaderboard.csv", "leaderboard.md", "comparison.png", "overrides.yaml"} <= artifact_names(mlflow_client, parent.info.run_id)
+    board = pd.read_csv(mlflow_client.download_artifacts(parent.info.run_id, "leaderboard.csv"))
+    assert sorted(board["run_id"]) == sorted(c.info.run_id for c in children)
+    assert list(board["sts-dev_spearman_cosine"]) == sorted(board["sts-dev_spearman_cosine"], reverse=True)
+    assert parent.data.metrics["sweep.jobs"] == 4 and parent.data.metrics["sweep.best"] == board["sts-dev_spearman_cosine"].max()
+    # compare: one row per child, the differing params as columns
+    table = cli("--parent", parent.info.run_id, "--tracking-uri", store["uri"], "--format", "csv",
+                "--plot", str(tmp_path / "cmp.png"), module="pipeline.compare")
+    assert table.returncode == 0, table.stderr[-3000:]
+    rows = pd.read_csv(io.StringIO(table.stdout))
+    assert len(rows) == 4 and {"training.learning_rate", "seed", "sts-test_spearman_cosine"} <= set(rows.columns)
+    assert "model.name_or_path" not in rows.columns  # the same in every run
+    assert (tmp_path / "cmp.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_a_failed_child_and_the_sweep_goes_on(cli, mlflow_client, tmp_path):
+    out = cli(*sweep_args(tmp_path, "training.lr_scheduler_type=bogus,linear"))
+    assert out.returncode == 1
+    assert "1 of 2 jobs FAILED" in out.stderr and "Traceback" not in out.stderr
+    parent, children = parent_and_children(mlflow_client)
+    by_value = {c.data.params["training.lr_scheduler_type"]: c for c in children}
+    assert by_value["bogus"].info.status == "FAILED"
+    assert "bogus" in by_value["bogus"].data.tags["failure_reason"]
+    assert by_value["linear"].info.status == "FINISHED"  # ran after the failure
+    assert parent.info.status == "FAILED" and parent.data.metrics["sweep.failed"] == 1
+    assert "leaderboard.csv" in artifact_names(mlflow_client, parent.info.run_id)
+
+
+@pytest.mark.slow
+def test_optuna_sweep_optimises_the_configured_metric(cli, mlflow_client, tmp_path):
+    out = cli(*sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=3"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    parent, children = parent_and_children(mlflow_client)
+    assert parent.data.tags["pipeline.sweeper"] == "OptunaSweeper"
+    assert parent.data.params["sweep.training.learning_rate"].startswith("tag(log")
+    assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
+    rates = {c.data.params["training.learning_rate"] for c in children}
+    assert len(rates) == 3  # the sampler proposed three values
+    best = max(c.data.metrics["sts-dev_spearman_cosine"] for c in children)
+    assert parent.data.metrics["sweep.best"] == best
+    assert "Best value" in out.stdout + out.stderr or (tmp_path / "sweep" / "optimization_results.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_optuna_needs_the_optimized_metric(cli, mlflow_client, tmp_path):
+    out = cli(*sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=1", "optimized_metric=null"))
+    assert out.returncode == 2 and "optimized_metric" in out.stderr and "Traceback" not in out.stderr
+    assert all_runs(mlflow_client) == []  # refused before any run
+    out = cli(*sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=1", "optimized_metric=sts-dev_nothing"))
+    assert out.returncode != 0
+    parent, children = parent_and_children(mlflow_client)
+    assert [c.info.status for c in children] == ["FAILED"]
+    assert "optimized_metric='sts-dev_nothing' was not logged" in children[0].data.tags["failure_reason"]
+    assert parent.info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_parallel_sweep_into_a_fresh_sqlite_store_loses_nothing(cli, mlflow_client, tmp_path, store):
+    out = cli(*sweep_args(tmp_path, "sweep=parallel", "seed=1,2"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    parent, children = parent_and_children(mlflow_client)
+    assert parent.data.tags["pipeline.launcher"] == "JoblibLauncher"
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    assert [e.name for e in mlflow_client.search_experiments()] in (["example", "Default"], ["Default", "example"])
+    assert {c.data.params["seed"] for c in children} == {"1", "2"}
+    for child in children:
+        assert len(child.data.params) == len(children[0].data.params)
+        assert [m.step for m in mlflow_client.get_metric_history(child.info.run_id, "loss")] == [1, 2]
+        for name in ("sts-dev_spearman_cosine", "sts-test_spearman_cosine", "job_seconds"):
+            assert math.isfinite(child.data.metrics[name]), name
+        assert {"config.yaml", "overrides.yaml", "eval"} <= artifact_names(mlflow_client, child.info.run_id)
