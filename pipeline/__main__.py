@@ -10,10 +10,12 @@ failed job is recorded as a FAILED child and the sweep goes on; the sweep exits 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -22,6 +24,10 @@ from omegaconf import DictConfig
 
 from pipeline import PipelineError
 
+if TYPE_CHECKING:
+    from pipeline.sweep import Sweep
+
+log = logging.getLogger("pipeline")
 
 
 def _interrupt(signum, frame):
@@ -59,7 +65,7 @@ def main(cfg: DictConfig) -> float | None:
     return result.optimized_metric
 
 
-def _sweep_job(cfg: DictConfig, sweep, job_number: int, output_dir: Path, overrides: list[str], choices: dict[str, str]) -> float | None:
+def _sweep_job(cfg: DictConfig, sweep: Sweep, job_number: int, output_dir: Path, overrides: list[str], choices: dict[str, str]) -> float | None:
     """One job of a sweep: a child run; a failure is recorded (FAILED child) and the sweep goes on."""
     from pipeline import sweep as sweeps
     from pipeline.job import run_job
@@ -77,7 +83,6 @@ def _sweep_job(cfg: DictConfig, sweep, job_number: int, output_dir: Path, overri
         if os.environ.get("PIPELINE_TRACEBACK"):
             log.exception("job %d failed", job_number)
         run_id = sweeps.record_failure(sweep, job_number, run_name, overrides, error, cfg)
-        log.error("job %d (%s) FAILED: %s", job_number, run_name, error)
         print(f"job {job_number} ({run_name}) FAILED, MLflow run {run_id}: {error}", file=sys.stderr)
         return None
     print(f"job {job_number} ({run_name}) FINISHED, MLflow run {result.run_id}: {cfg.optimized_metric}={value}")

@@ -1,0 +1,43 @@
+"""Sweep configs compose, the MLflow sweep callback is wired in, and neither imports anything heavy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from pipeline import CONF_DIR, REPO_ROOT
+from tests.conftest import compose_config
+
+SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("option", SWEEPS)
+def test_every_sweep_option_composes_with_the_callback(option):
+    cfg = compose_config([f"sweep={option}", "debug=smoke"], hydra=True)
+    assert cfg.hydra.callbacks.mlflow_sweep._target_ == "pipeline.sweep.MLflowSweep"
+    assert cfg.model.name_or_path == "tiny-bert"  # debug still applies over a sweep
+
+
+def test_optuna_sweep_maximises_over_training_keys():
+    from pipeline.sweep import swept_keys
+
+    cfg = compose_config(["sweep=optuna_lr"], hydra=True)
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.direction == "maximize"
+    keys = swept_keys(cfg.hydra)
+    assert keys == ["training.learning_rate", "training.warmup_steps"]
+    plain = compose_config([])
+    assert all(OmegaConf.select(plain, key) is not None for key in keys)  # the search space names real keys
+
+
+def test_parallel_sweep_uses_joblib_with_two_jobs():
+    cfg = compose_config(["sweep=parallel"], hydra=True)
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
+
+
+def test_sweep_callback_import_is_cheap():
+    code = "import sys, pipeline.sweep, pipeline.compare, pipeline.rerun; assert not {'torch', 'mlflow'} & set(sys.modules), 'heavy import'"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
