@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import PipelineError, load, tracking, validate
+from pipeline import PipelineError, load, packing, tracking, validate
 from pipeline.hardware import configure_threads, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def run_job(
     data = load.load_data(cfg)
     log.info("Data: %s", ", ".join(f"{n} {len(s.dataset)} rows from {s.source}" for n, s in _splits(data)))
     precision = resolve_precision(cfg.hardware, cfg.training)
+    packing.switch(cfg.hardware)
     args = _training_args(cfg, output_dir, precision) if "train" in cfg.stages else None
     needs_guide = "train" in cfg.stages and load.loss_takes_guide(cfg.loss)
     if needs_guide and not cfg.get("guide"):
@@ -68,6 +69,7 @@ def run_job(
         tracking.log_data_lineage(data, cfg.data.name, (cfg.get("eval_data") or cfg.data).name)
         configure_threads(cfg.hardware)
         model = load.load_model(cfg.model, cfg.seed)
+        packer = packing.enable(model, cfg.hardware)
         evaluator_batch = int(cfg.training.per_device_eval_batch_size)
         evaluators = {
             name: load.build_evaluator(cfg.evaluator, name, split, evaluator_batch) for name, split in data.eval_splits.items()
@@ -77,6 +79,7 @@ def run_job(
             from pipeline.train import train
 
             guide = load.load_model(cfg.guide, cfg.seed, key="guide") if needs_guide else None
+            packing.enable(guide, cfg.hardware, tag="packing.guide")
             loss = load.build_loss(cfg.loss, model, guide)
             dev = evaluators.get("dev") if str(cfg.training.eval_strategy) != "no" else None
             result = train(model, loss, data.train_dataset, args, dev_evaluator=dev, callbacks=[tracking.metrics_callback()],
@@ -98,6 +101,7 @@ def run_job(
         import mlflow
 
         mlflow.log_metric("job_seconds", time.perf_counter() - started)
+        packing.log_metrics(packer)
     target = metrics.get(str(cfg.optimized_metric)) if cfg.get("optimized_metric") else None
     return JobResult(run.info.run_id, experiment_id, metrics, target)
 

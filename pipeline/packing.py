@@ -1,0 +1,392 @@
+"""Padding-free training and encoding: pack a batch's sentences into rows, spend no FLOP on padding.
+
+A batch of sentences padded to its longest member wastes most of its compute on padding (STSb pairs
+for MiniLM: 29.7 real tokens per pair of the 73.8 processed). Packing puts several sentences into one
+row of about ``hardware.packing_row_length`` tokens (first-fit decreasing, then balanced) and gives the model a
+block-diagonal 4D attention mask (a token sees only its own sentence) and per-sentence position ids,
+so each sentence is encoded exactly as it would be alone. The per-token outputs are then scattered
+back to the padded layout, so pooling (mean, CLS, max, ...), Normalize and every later module run
+unchanged and return one embedding per sentence in the original order.
+
+It works as a pair of forward hooks on the model's input ``Transformer`` module, not as a collator or
+a new module: every caller of the model takes the packed path with no change of its own, including
+losses that call ``model(features)`` per column (MNRL, CoSENT, triplet, GIST and its guide), the
+Cached* losses' own mini-batches, and ``model.encode`` inside the evaluators. Saved and logged models
+are ordinary sentence-transformers models: hooks are not saved.
+
+Where sentence-transformers already runs padding-free (its ``unpad_inputs`` path, which needs
+FlashAttention-2 variable-length kernels, i.e. a CUDA GPU with ``flash-attn``), that path is kept and
+packing stays off. Covered: encoder (bidirectional) models whose forward takes ``position_ids`` and a
+4D mask with ``sdpa`` or ``eager`` attention (BERT, MiniLM, MPNet, RoBERTa/XLM-R, DistilBERT-style
+encoders that pass the check below). Before it turns on, packing encodes a few sentences both ways and
+compares: any difference beyond fp32 noise (or an error) turns it off with a notice.
+
+Writes to MLflow (when a run is active): the tag ``packing`` (``on: rows of N tokens`` or ``off: why``)
+(``packing.guide`` for a GIST guide) and, via :func:`log_metrics`, ``packing_real_tokens``, ``packing_processed_tokens`` and
+``packing_padded_tokens`` (what padding to the longest would have processed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig
+
+from pipeline import PipelineError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROW_LENGTH = 128
+SWITCH_VALUES = ("auto", "true", "false")
+# Sentences of several lengths (one long) for the exactness check run before packing turns on.
+PROBE_SENTENCES = (
+    "A man is playing a guitar.",
+    "Two dogs run across a snowy field while a child watches from the porch of a small wooden house.",
+    "Hi.",
+    "The stock market fell sharply today after the central bank unexpectedly raised interest rates "
+    "by half a percentage point, its largest single increase in more than two decades, and signalled "
+    "that further rises were likely before the end of the year.",
+    "A woman slices an onion.",
+)
+
+
+@dataclass
+class PackingStats:
+    """Token counts over every forward that went through the packer (packed or not)."""
+
+    calls: int = 0
+    packed_calls: int = 0
+    sentences: int = 0
+    real_tokens: int = 0  # tokens of the sentences themselves
+    processed_tokens: int = 0  # tokens the model ran: packed rows (with their tail padding)
+    padded_tokens: int = 0  # tokens padding every sentence to the batch's longest would have run
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """Where each sentence of a batch goes: its row and its first column in that row."""
+
+    rows: int
+    width: int
+    row_of: list[int]
+    offset_of: list[int]
+
+
+def plan_rows(lengths: list[int], row_length: int) -> RowPlan:
+    """Place sentences in as few rows as first-fit decreasing needs, then balance the rows.
+
+    Rows hold ``max(row_length, longest)`` tokens, so a sentence at the model's max length always
+    fits. First-fit decreasing (longest first, each into the first row with room) fixes the number
+    of rows; the same sentences dealt longest-first to the emptiest row usually fill those rows more
+    evenly, and the packed width is the fullest row's fill, so the plan with the narrower width wins.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    capacity = max([row_length, *lengths])
+    first_fit: list[int] = []
+    placed_ff: dict[int, tuple[int, int]] = {}
+    for index in order:
+        row = next((r for r, used in enumerate(first_fit) if used + lengths[index] <= capacity), len(first_fit))
+        if row == len(first_fit):
+            first_fit.append(0)
+        placed_ff[index] = (row, first_fit[row])
+        first_fit[row] += lengths[index]
+    balanced = [0] * len(first_fit)
+    placed_lb: dict[int, tuple[int, int]] = {}
+    for index in order:
+        row = min(range(len(balanced)), key=lambda r: (balanced[r], r))
+        placed_lb[index] = (row, balanced[row])
+        balanced[row] += lengths[index]
+    fill, placed = (balanced, placed_lb) if max(balanced, default=0) < max(first_fit, default=0) else (first_fit, placed_ff)
+    return RowPlan(
+        rows=len(fill),
+        width=max(fill, default=0),
+        row_of=[placed[i][0] for i in range(len(lengths))],
+        offset_of=[placed[i][1] for i in range(len(lengths))],
+    )
+
+
+class Packer:
+    """Forward hooks on a ``Transformer`` module that pack its text batches (see the module docstring).
+
+    Args:
+        transformer: the model's input module (``sentence_transformers`` ``Transformer``).
+        row_length: tokens per packed row (at least the batch's longest sentence).
+        position_offset: first position id of a sentence (``padding_idx + 1`` for RoBERTa-style
+            embeddings, else 0), as the model numbers positions itself.
+    """
+
+    def __init__(self, transformer, row_length: int, position_offset: int = 0) -> None:
+        self.transformer = transformer
+        self.row_length = int(row_length)
+        self.position_offset = int(position_offset)
+        self.eager = getattr(transformer.auto_model.config, "_attn_implementation", "sdpa") == "eager"
+        self.stats = PackingStats()
+        self._pending: list[tuple[dict[str, Any], Any] | None] = []
+        self._handles: list[Any] = []
+
+    # -- attach / detach ------------------------------------------------------------------------
+
+    def attach(self) -> Packer:
+        if not self._handles:
+            self._handles = [
+                self.transformer.register_forward_pre_hook(self._before, with_kwargs=True),
+                self.transformer.register_forward_hook(self._after, with_kwargs=True),
+            ]
+            self.transformer._pipeline_packer = self
+        return self
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        if getattr(self.transformer, "_pipeline_packer", None) is self:
+            del self.transformer._pipeline_packer
+
+    # -- the hooks -------------------------------------------------------------------------------
+
+    def _before(self, module, args: tuple, kwargs: dict):
+        features = args[0] if args else kwargs.get("features")
+        packed = self.pack(features) if isinstance(features, Mapping) else None
+        self._pending.append(packed)
+        if packed is None:
+            return None
+        packed_features, _ = packed
+        if args:
+            return (packed_features, *args[1:]), kwargs
+        return args, {**kwargs, "features": packed_features}
+
+    def _after(self, module, args: tuple, kwargs: dict, output):
+        packed = self._pending.pop() if self._pending else None
+        if packed is None:
+            return None
+        _, (original, index) = packed
+        return self.unpack(output, original, index)
+
+    # -- packing ---------------------------------------------------------------------------------
+
+    def pack(self, features: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
+        """Packed copy of ``features`` and the index that scatters rows back; None to run padded."""
+        import torch
+
+        input_ids = features.get("input_ids")
+        mask = features.get("attention_mask")
+        if (
+            features.get("modality", "text") != "text"
+            or not isinstance(input_ids, torch.Tensor)
+            or not isinstance(mask, torch.Tensor)
+            or input_ids.ndim != 2
+            or mask.shape != input_ids.shape
+            or "inputs_embeds" in features
+            or "position_ids" in features
+        ):
+            return None
+        count, padded_length = input_ids.shape
+        lengths_t = mask.sum(dim=1)
+        positions = torch.arange(padded_length, device=mask.device)
+        right_padded = bool((mask.bool() == (positions[None, :] < lengths_t[:, None])).all())
+        lengths = lengths_t.tolist()
+        stats = self.stats
+        stats.calls += 1
+        stats.sentences += count
+        stats.real_tokens += int(sum(lengths))
+        stats.padded_tokens += count * padded_length
+        plan = plan_rows(lengths, self.row_length) if right_padded and min(lengths, default=0) > 0 else None
+        if plan is None or plan.rows * plan.width > count * padded_length:
+            stats.processed_tokens += count * padded_length
+            return None
+        stats.packed_calls += 1
+        stats.processed_tokens += plan.rows * plan.width
+
+        device = input_ids.device
+        lengths_t = lengths_t.to(device)
+        real = positions[None, :] < lengths_t[:, None]  # (count, padded_length)
+        row_of = torch.tensor(plan.row_of, device=device)
+        offset_of = torch.tensor(plan.offset_of, device=device)
+        destination = row_of[:, None] * plan.width + offset_of[:, None] + positions[None, :]
+        flat_size = plan.rows * plan.width
+        # Padding positions read a zero row appended after the packed tokens.
+        index = torch.where(real, destination, torch.full_like(destination, flat_size))
+        to = destination[real]
+
+        def scatter(values, fill: int) -> Any:
+            out = torch.full((flat_size,), fill, dtype=values.dtype, device=device)
+            out[to] = values[real]
+            return out.view(plan.rows, plan.width)
+
+        pad_id = self.transformer.tokenizer.pad_token_id if self.transformer.tokenizer is not None else 0
+        segment = scatter(torch.arange(count, device=device)[:, None].expand(count, padded_length), -1)
+        block = segment[:, None, :, None] == segment[:, None, None, :]  # (rows, 1, width, width)
+        if self.eager:
+            dtype = self.transformer.auto_model.dtype
+            block = torch.zeros(block.shape, dtype=dtype, device=device).masked_fill_(~block, torch.finfo(dtype).min)
+        packed = {key: value for key, value in features.items() if key not in ("input_ids", "attention_mask", "token_type_ids")}
+        packed["input_ids"] = scatter(input_ids, pad_id if pad_id is not None else 0)
+        packed["attention_mask"] = block
+        packed["position_ids"] = scatter(positions[None, :].expand(count, padded_length) + self.position_offset, 0)
+        if isinstance(features.get("token_type_ids"), torch.Tensor):
+            packed["token_type_ids"] = scatter(features["token_type_ids"], 0)
+        return packed, (features, index)
+
+    def unpack(self, output: dict[str, Any], original: dict[str, Any], index) -> dict[str, Any]:
+        """Per-token outputs back in the padded layout, written into the caller's features dict."""
+        output_name = self.transformer.module_output_name
+        for key in (output_name, "all_layer_embeddings"):
+            if key not in output:
+                continue
+            value = output[key]
+            original[key] = [_gather(v, index) for v in value] if isinstance(value, (list, tuple)) else _gather(value, index)
+        return original
+
+
+def _gather(packed, index):
+    """(rows, width, ...) -> (sentences, padded_length, ...) with zeros at padding positions."""
+    import torch
+
+    flat = packed.reshape(-1, *packed.shape[2:])
+    flat = torch.cat([flat, flat.new_zeros((1, *flat.shape[1:]))])
+    return flat[index.reshape(-1)].view(*index.shape, *flat.shape[1:])
+
+
+# ----------------------------------------------------------------------------------------------
+# Turning it on
+# ----------------------------------------------------------------------------------------------
+
+
+def switch(hardware: DictConfig) -> tuple[str, int]:
+    """``hardware.packing`` (auto / true / false) and ``hardware.packing_row_length``, checked."""
+    value = hardware.get("packing", "auto")
+    text = str(value).lower() if value is not None else "false"
+    if text not in SWITCH_VALUES:
+        raise PipelineError(f"hardware.packing={value!r}: use auto, true or false.")
+    row_length = hardware.get("packing_row_length", DEFAULT_ROW_LENGTH)
+    if not isinstance(row_length, int) or isinstance(row_length, bool) or row_length < 1:
+        raise PipelineError(f"hardware.packing_row_length={row_length!r}: must be a positive number of tokens (e.g. 128).")
+    return text, row_length
+
+
+def unsupported_reason(model) -> str | None:
+    """Why this model cannot be packed exactly (None: it can, pending the numeric check)."""
+    import inspect
+
+    from sentence_transformers.base.modules.transformer import Transformer
+
+    first = model[0] if len(model) else None
+    if not isinstance(first, Transformer):
+        return f"the input module is {type(first).__name__}, not a Transformer"
+    if getattr(first, "backend", "torch") != "torch":
+        return f"the {first.backend} backend runs a fixed graph"
+    if getattr(first, "can_flatten_inputs", False):
+        return "sentence-transformers already runs it unpadded (flash-attention variable-length kernels)"
+    config = first.auto_model.config
+    if getattr(config, "is_decoder", False) or getattr(config, "is_encoder_decoder", False):
+        return f"{config.model_type} is a decoder (causal) architecture"
+    attention = getattr(config, "_attn_implementation", None)
+    if attention not in ("sdpa", "eager"):
+        return f"attention implementation {attention!r} (packing needs sdpa or eager)"
+    if "position_ids" not in inspect.signature(first.auto_model.forward).parameters:
+        return f"{type(first.auto_model).__name__}.forward takes no position_ids"
+    return None
+
+
+def position_offset(transformer) -> int:
+    """First position id: ``padding_idx + 1`` for RoBERTa-style learned positions, else 0."""
+    import torch
+
+    for module in transformer.auto_model.modules():
+        padding_idx = getattr(module, "padding_idx", None)
+        if isinstance(padding_idx, int) and isinstance(getattr(module, "position_embeddings", None), torch.nn.Embedding):
+            return padding_idx + 1
+    return 0
+
+
+def probe(model, packer: Packer) -> float:
+    """Largest difference between packed and padded token embeddings on :data:`PROBE_SENTENCES`."""
+    import torch
+
+    transformer = packer.transformer
+    features = model.preprocess(list(PROBE_SENTENCES))
+    features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+    was_training = transformer.training
+    transformer.eval()
+    try:
+        with torch.no_grad():
+            padded = transformer(dict(features))[transformer.module_output_name]
+            packed = packer.pack(dict(features))
+            if packed is None:
+                raise RuntimeError("the probe batch did not pack")
+            packed_features, (original, index) = packed
+            out = transformer(packed_features)
+            unpacked = packer.unpack(out, dict(original), index)[transformer.module_output_name]
+    finally:
+        transformer.train(was_training)
+    packer.stats = PackingStats()
+    real = features["attention_mask"].bool()
+    return float((padded[real].float() - unpacked[real].float()).abs().max())
+
+
+def enable(model, hardware: DictConfig, tag: str = "packing") -> Packer | None:
+    """Attach a :class:`Packer` to ``model`` when ``hardware.packing`` allows and it is exact.
+
+    Returns the packer (its ``stats`` count tokens) or None when the model runs padded (or is None);
+    the decision is logged and set as the MLflow tag ``tag``.
+    """
+    import torch
+
+    if model is None:
+        return None
+    wanted, row_length = switch(hardware)
+    packer = None
+    if wanted == "false":
+        decision = "off: hardware.packing=false"
+    elif (reason := unsupported_reason(model)) is not None:
+        decision = f"off: {reason}"
+    else:
+        transformer = model[0]
+        candidate = Packer(transformer, row_length, position_offset(transformer))
+        tolerance = 1e-4 if transformer.auto_model.dtype == torch.float32 else 3e-2
+        try:
+            error = probe(model, candidate)
+        except Exception as problem:  # any architecture-specific refusal of a 4D mask or position ids
+            decision = f"off: the model refused packed inputs ({type(problem).__name__}: {str(problem)[:200]})"
+        else:
+            if error <= tolerance:
+                packer = candidate.attach()
+                decision = f"on: rows of {row_length} tokens (packed vs padded max difference {error:.1e})"
+            else:
+                decision = f"off: packed and padded outputs differ by {error:.1e} (> {tolerance:.0e})"
+    if packer is None and wanted == "true":
+        log.warning("Packing requested (hardware.packing=true) but %s; running padded.", decision[5:])
+    else:
+        log.info("Packing %s", decision)
+    _set_tag(tag, decision)
+    return packer
+
+
+def disable(model) -> None:
+    """Remove a packer attached by :func:`enable` (the model then runs padded)."""
+    packer = getattr(model[0], "_pipeline_packer", None) if len(model) else None
+    if packer is not None:
+        packer.detach()
+
+
+def log_metrics(packer: Packer | None) -> None:
+    """The packer's token counts as MLflow metrics on the active run (nothing without either)."""
+    import mlflow
+
+    if packer is None or mlflow.active_run() is None:
+        return
+    mlflow.log_metrics({
+        "packing_real_tokens": float(packer.stats.real_tokens),
+        "packing_processed_tokens": float(packer.stats.processed_tokens),
+        "packing_padded_tokens": float(packer.stats.padded_tokens),
+    })
+
+
+def _set_tag(tag: str, decision: str) -> None:
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.set_tag(tag, decision[:5000])
