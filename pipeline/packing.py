@@ -312,7 +312,7 @@ def probe(model, packer: Packer) -> float:
     was_training = transformer.training
     transformer.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(model.device.type, enabled=False):  # compare in the weights' dtype
             padded = transformer(dict(features))[transformer.module_output_name]
             packed = packer.pack(dict(features))
             if packed is None:

@@ -1,0 +1,197 @@
+"""Packed against padded batches on the benchmark recipe: throughput, MFU, and quality after training.
+
+The recipe: all-MiniLM-L6-v2, MultipleNegativesRankingLoss on STSb train pairs scored >= 4.0
+(1,406 pairs), batch 32, 1 epoch, lr 2e-5, warmup 0.1, no-duplicates batches, seed 42; quality is
+STSb-test Spearman (cosine). Three parts, each printed as it finishes (markdown), with /proc/loadavg:
+
+1. ``peak``: this machine's measured matmul peak (fp32, and bf16 where the CPU has it).
+2. ``throughput``: forward + backward of the loss over the first ``--batches`` batches, padded and
+   packed interleaved batch by batch (so load from other processes hits both alike), fp32 and bf16
+   autocast; pairs/s, real tokens/s, tokens processed per pair, useful-token MFU (model FLOPs of the
+   real tokens only, against the measured peak).
+3. ``train``: the whole job through the pipeline (``python -m pipeline`` in-process on a temporary
+   SQLite store), ``hardware.packing=false`` then ``true``, at each ``--precisions``; STSb-test
+   Spearman and train seconds of each.
+
+    .venv/bin/python benchmarks/bench_packing.py [--data ../shared/data/stsb] [--parts peak,throughput,train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def measured_peak(dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of a square matmul over a few repeats (torch's own threads)."""
+    import torch
+
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.matmul(a, b)
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = max(best, 2 * size**3 / (time.perf_counter() - start))
+    return best
+
+
+def training_flops(config, lengths: list[int]) -> float:
+    """Forward + backward (3x forward) matmul FLOPs of encoding sentences of these lengths alone."""
+    hidden, layers, inner = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    per_token = 2 * (4 * hidden * hidden + 2 * hidden * inner)
+    forward = sum(layers * (length * per_token + 4 * length * length * hidden) for length in lengths)
+    return 3.0 * forward
+
+
+def stsb_pairs(data: Path) -> list[tuple[str, str]]:
+    import pandas as pd
+
+    frame = pd.read_csv(data / "train.csv")
+    frame = frame[frame.score >= 4.0]
+    return list(zip(frame.sentence1, frame.sentence2))
+
+
+def throughput(data: Path, batches: int, precisions: list[str], peaks: dict[str, float], row_length: int) -> None:
+    import torch
+    from omegaconf import OmegaConf
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from pipeline import packing
+    from pipeline.load import load_model
+
+    pairs = stsb_pairs(data)
+    torch.manual_seed(42)
+    order = torch.randperm(len(pairs)).tolist()
+    chunks = [[pairs[i] for i in order[k * 32:(k + 1) * 32]] for k in range(batches)]
+    model = load_model(OmegaConf.create({"name_or_path": "sentence-transformers/all-MiniLM-L6-v2"}), seed=42)
+    model.train()
+    loss = MultipleNegativesRankingLoss(model)
+    config = model[0].auto_model.config
+    features = [[model.preprocess([p[0] for p in chunk]), model.preprocess([p[1] for p in chunk])] for chunk in chunks]
+    lengths = [int(n) for cols in features for f in cols for n in f["attention_mask"].sum(1)]
+    padded_tokens = sum(f["input_ids"].numel() for cols in features for f in cols)
+    flops = training_flops(config, lengths)
+    on = OmegaConf.create({"packing": "true", "packing_row_length": row_length})
+
+    def step(batch) -> float:
+        start = time.perf_counter()
+        model.zero_grad(set_to_none=True)
+        loss([dict(f) for f in batch], None).backward()
+        return time.perf_counter() - start
+
+    print(f"\n### Throughput: forward + backward, {batches} batches of 32 pairs, interleaved (loadavg before: {loadavg()})\n")
+    print("| precision | batches | s padded | s packed | speed-up | pairs/s padded | pairs/s packed | tokens/pair padded | tokens/pair packed | real tokens/pair | useful MFU padded | useful MFU packed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for precision in precisions:
+        bf16 = precision == "bf16"
+        times = {"padded": [], "packed": []}
+        packer = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            packing.disable(model)
+            step(features[0])  # warm-up, both ways
+            packer = packing.enable(model, on)
+            step(features[0])
+            packer.stats = packing.PackingStats()
+            for index, batch in enumerate(features):
+                for mode in (("padded", "packed") if index % 2 == 0 else ("packed", "padded")):
+                    if mode == "padded":
+                        packing.disable(model)
+                    else:
+                        packer.attach()
+                    times[mode].append(step(batch))
+        packing.disable(model)
+        padded_s, packed_s = sum(times["padded"]), sum(times["packed"])
+        peak = peaks.get(precision) or peaks["fp32"]
+        n_pairs = 32 * batches
+        print(
+            f"| {precision} | {batches} | {padded_s:.2f} | {packed_s:.2f} | {padded_s / packed_s:.2f}x "
+            f"| {n_pairs / padded_s:.1f} | {n_pairs / packed_s:.1f} | {padded_tokens / n_pairs:.1f} "
+            f"| {packer.stats.processed_tokens / n_pairs:.1f} | {sum(lengths) / n_pairs:.1f} "
+            f"| {100 * flops / padded_s / peak:.1f}% | {100 * flops / packed_s / peak:.1f}% |",
+            flush=True,
+        )
+        print(f"<!-- {precision}: median step padded {statistics.median(times['padded']):.3f}s packed {statistics.median(times['packed']):.3f}s; loadavg after {loadavg()} -->", flush=True)
+
+
+def train(data: Path, precisions: list[str]) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from pipeline import CONF_DIR
+    from pipeline.job import run_job
+
+    print("\n### Training the recipe through the pipeline (1 epoch, 44 steps), padded then packed\n")
+    print("| precision | packing | train s | job s | STSb-test Spearman | loadavg at end |")
+    print("|---|---|---|---|---|---|")
+    results: dict[tuple[str, str], float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-packing-") as folder:
+        for precision in precisions:
+            for packing_on in ("false", "true"):
+                overrides = [
+                    "model=minilm", "data=stsb_pairs", f"data.local_dir={data}", "loss=mnrl", "evaluator=sts",
+                    "evaluator.splits=[test]", f"hardware.precision={precision}", f"hardware.packing={packing_on}",
+                    "tracking.log_model=false", f"tracking.uri=sqlite:///{folder}/mlflow.db",
+                    f"tracking.artifact_root={folder}/artifacts", "tracking.experiment_name=bench_packing",
+                ]
+                with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                    cfg = compose("config", overrides=overrides)
+                started = time.perf_counter()
+                result = run_job(cfg, Path(folder) / f"{precision}-{packing_on}", overrides)
+                job_s = time.perf_counter() - started
+                import mlflow
+
+                run = mlflow.MlflowClient(f"sqlite:///{folder}/mlflow.db").get_run(result.run_id)
+                history = mlflow.MlflowClient(f"sqlite:///{folder}/mlflow.db").get_metric_history(result.run_id, "train_runtime")
+                train_s = history[-1].value if history else float("nan")
+                spearman = result.metrics["sts-test_spearman_cosine"]
+                results[(precision, packing_on)] = spearman
+                label = "packed" if packing_on == "true" else "padded"
+                print(f"| {precision} | {label} ({run.data.tags.get('packing', '?')[:40]}) | {train_s:.1f} | {job_s:.1f} | {spearman:.4f} | {loadavg()} |", flush=True)
+            delta = results[(precision, "true")] - results[(precision, "false")]
+            print(f"<!-- {precision}: Spearman packed - padded = {delta:+.4f} -->", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "stsb", help="STS Benchmark folder (train.csv, test.csv)")
+    parser.add_argument("--parts", default="peak,throughput,train", help="comma-separated: peak, throughput, train")
+    parser.add_argument("--batches", type=int, default=12, help="batches timed in the throughput part")
+    parser.add_argument("--row-length", type=int, default=128, help="hardware.packing_row_length for the throughput part")
+    parser.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (bf16 only where the CPU has it)")
+    args = parser.parse_args()
+
+    import torch
+
+    from pipeline.hardware import cpu_has_fast_bf16
+
+    parts = set(args.parts.split(","))
+    precisions = [p for p in args.precisions.split(",") if p == "fp32" or cpu_has_fast_bf16()]
+    print(f"## Packing benchmark\n\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; loadavg at start: {loadavg()}")
+    peaks: dict[str, float] = {}
+    if parts & {"peak", "throughput"}:
+        peaks["fp32"] = measured_peak(torch.float32)
+        if "bf16" in precisions:
+            peaks["bf16"] = measured_peak(torch.bfloat16)
+        print("\nMeasured matmul peak (2048x2048, best of 5): " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()), flush=True)
+    if "throughput" in parts:
+        throughput(args.data, args.batches, precisions, peaks, args.row_length)
+    if "train" in parts:
+        train(args.data, precisions)
+
+
+if __name__ == "__main__":
+    main()
