@@ -124,7 +124,7 @@ class Packer:
         self.position_offset = int(position_offset)
         self.eager = getattr(transformer.auto_model.config, "_attn_implementation", "sdpa") == "eager"
         self.stats = PackingStats()
-        self._pending: list[tuple[dict[str, Any], Any] | None] = []
+        self._pending: tuple[dict[str, Any], Any] | None = None  # the call in flight (not re-entrant)
         self._handles: list[Any] = []
 
     # -- attach / detach ------------------------------------------------------------------------
@@ -150,7 +150,7 @@ class Packer:
     def _before(self, module, args: tuple, kwargs: dict):
         features = args[0] if args else kwargs.get("features")
         packed = self.pack(features) if isinstance(features, Mapping) else None
-        self._pending.append(packed)
+        self._pending = packed  # overwritten each call, so a forward that raised leaves nothing stale
         if packed is None:
             return None
         packed_features, _ = packed
@@ -159,7 +159,7 @@ class Packer:
         return args, {**kwargs, "features": packed_features}
 
     def _after(self, module, args: tuple, kwargs: dict, output):
-        packed = self._pending.pop() if self._pending else None
+        packed, self._pending = self._pending, None
         if packed is None:
             return None
         _, (original, index) = packed
