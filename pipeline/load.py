@@ -235,12 +235,27 @@ def _read_local(folder: Path, stem: str, key: str, split: str):
     try:
         ds = load_dataset(fmt, data_files=str(path), split="train", **options)
     except Exception as error:  # datasets/pyarrow raise many types for unreadable files
+        if _has_no_rows(path):
+            raise PipelineError(
+                f"{path}: the {split} split has no rows (header only?): add rows or point {key}.local_dir elsewhere."
+            ) from None
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise PipelineError(
             f"{path}: cannot be read as {path.suffix[1:]} ({reason}): check the file's format and encoding "
             "(UTF-8 with a header row for csv, one JSON object per line for jsonl)."
         ) from error
     return ds, str(path), hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _has_no_rows(path: Path) -> bool:
+    """A text file with at most a header line (csv/tsv) or no line (jsonl/json)."""
+    if path.suffix == ".parquet":
+        return False
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        return False
+    return len(lines) <= (1 if path.suffix in (".csv", ".tsv") else 0)
 
 
 def _read_hub(data: DictConfig, key: str, split: str):

@@ -1,0 +1,134 @@
+"""A battery of user mistakes through the real CLI: each is one clear message, fast, and leaves no run.
+
+(With the cases of test_bad_input.py: missing folder, unknown group option, unreachable server, ...)
+
+Every case runs ``python -m pipeline`` in a subprocess against a fresh SQLite store and checks: a
+non-zero exit, a message that names the file / row / column / key and says how to fix it, no
+Python traceback, no MLflow run, and an answer well within 60 seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.load import EXAMPLE_DIR
+from tests.conftest import all_runs
+
+# The safety net: were a check to let a case through, it would train the tiny model for one step.
+BASE = ("model=tiny", "training.max_steps=1", "training.per_device_train_batch_size=4")
+
+
+def _example_copy(root: Path) -> Path:
+    folder = root / "data"
+    shutil.copytree(EXAMPLE_DIR, folder)
+    return folder
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _write(folder: Path, name: str, text: str) -> None:
+    for old in folder.glob(f"{Path(name).stem}.*"):
+        old.unlink()
+    (folder / name).write_text(text, encoding="utf-8")
+
+
+def _case(name: str, tmp: Path) -> tuple[list[str], list[str]]:
+    """(overrides, fragments the message must contain) for one bad input, files prepared under tmp."""
+    data = _example_copy(tmp)
+    local = f"data.local_dir={data}"
+    train_header_only = "anchor,positive\n"
+    if name == "unknown_group_option":
+        return ["loss=no_such_loss"], ["no_such_loss", "loss"]
+    if name == "unknown_key":
+        return ["training.learnin_rate=0.1"], ["learnin_rate"]
+    if name == "negative_learning_rate":
+        return ["training.learning_rate=-0.001"], ["training.learning_rate", "positive"]
+    if name == "zero_batch_size":
+        return ["training.per_device_train_batch_size=0"], ["training.per_device_train_batch_size", "positive"]
+    if name == "zero_steps":
+        return ["training.max_steps=0", "training.num_train_epochs=0"], ["training.max_steps", "max_steps > 0"]
+    if name == "missing_dir":
+        return [f"data.local_dir={tmp}/nowhere"], ["data.local_dir", "nowhere", "not a folder"]
+    if name == "missing_file":
+        (data / "train.csv").unlink()
+        return [local], ["no train split", "train.csv", "data.splits.train"]
+    if name == "garbage_file":
+        _write(data, "train.jsonl", '{"anchor": "a", "positive": "b"}\nthis is not json {{{\n')
+        return [local], ["train.jsonl", "cannot be read", "one JSON object per line"]
+    if name == "binary_file":
+        _write(data, "train.parquet", "\x00\x01not a parquet file at all\x02")
+        return [local], ["train.parquet", "cannot be read"]
+    if name == "header_only":
+        _write(data, "train.csv", train_header_only)
+        return [local], ["train.csv", "no rows", "add rows"]
+    if name == "missing_column":
+        _write(data, "train.csv", "query,answer\n" + "a,b\n" * 10)
+        return [local], ["train.csv", "'positive'", "data.columns"]
+    if name == "empty_cell":
+        rows = "".join(f"anchor {i},positive {i}\n" for i in range(8))
+        _write(data, "train.csv", "anchor,positive\n" + rows + "anchor 8,\n")
+        return [local], ["train.csv", "row 9", "line 10", "'positive'", "fill or remove"]
+    if name == "null_cell_jsonl":
+        rows = [{"anchor": f"a{i}", "positive": f"p{i}"} for i in range(8)] + [{"anchor": "a8", "positive": None}]
+        _write(data, "train.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        return [local], ["train.jsonl", "row 9", "'positive'", "empty"]
+    if name == "non_numeric_score":
+        _write(data, "test.csv", "sentence1,sentence2,score\na,b,1.0\nc,d,high\n")
+        return [local], ["test.csv", "row 2", "'score'", "'high'", "numeric"]
+    if name == "out_of_range_score":
+        _write(data, "test.csv", "sentence1,sentence2,score\na,b,1.0\nc,d,7.5\n")
+        return [local, "evaluator.score_range=[0,5]"], ["test.csv", "row 2", "7.5", "evaluator.score_range"]
+    if name == "unknown_label":
+        _write(data, "train.csv", "premise,hypothesis,label\np,h1,entailment\np,h2,contradiction\np,h3,maybe\n")
+        return [local, "data=nli_triplets", f"data.local_dir={data}", "data.splits.train=train", "data.splits.dev=dev",
+                "data.splits.test=test"], ["row 3", "'maybe'", "data.train_transform"]
+    if name == "fewer_rows_than_batch":
+        _write(data, "train.csv", "anchor,positive\na,b\nc,d\n")
+        return [local, "training.per_device_train_batch_size=16"], ["train.csv", "2 rows", "per_device_train_batch_size=16", "lower the batch size"]
+    if name == "triplet_evaluator_on_pairs":
+        return ["evaluator=triplet"], ["dev.csv", "'anchor'", "evaluator.columns (triplet)"]
+    if name == "scored_loss_without_score":
+        return ["loss=cosent"], ["CoSENTLoss", "score", "data.train_columns"]
+    if name == "unreachable_server":
+        return [f"tracking.uri=http://127.0.0.1:{_closed_port()}"], ["tracking.uri", "127.0.0.1", "cannot be reached", "mlflow server"]
+    raise KeyError(name)
+
+
+CASES = [
+    "unknown_key", "negative_learning_rate", "zero_batch_size", "zero_steps", "missing_file", "garbage_file",
+    "binary_file", "header_only", "missing_column", "empty_cell", "null_cell_jsonl", "out_of_range_score",
+    "unknown_label", "fewer_rows_than_batch", "triplet_evaluator_on_pairs", "scored_loss_without_score",
+    "unreachable_server",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CASES)
+def test_bad_input_is_one_clear_message_and_no_run(name, tmp_path, cli, mlflow_client):
+    overrides, fragments = _case(name, tmp_path)
+    started = time.monotonic()
+    out = cli(*BASE, *overrides, timeout=60, with_store=name != "unreachable_server")
+    elapsed = time.monotonic() - started
+    assert out.returncode != 0, out.stdout[-2000:]
+    message = out.stderr
+    assert "Traceback" not in message, message[-3000:]
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in:\n{message[-2000:]}"
+    assert elapsed < 60
+    assert all_runs(mlflow_client) == []
+
+
+def test_traceback_on_request(tmp_path, cli):
+    out = cli(*BASE, "training.learning_rate=-1", env={"PIPELINE_TRACEBACK": "1"}, timeout=60)
+    assert out.returncode != 0
+    assert "Traceback" in out.stderr and "PipelineError" in out.stderr
