@@ -2,7 +2,8 @@
 
 A user mistake (bad config value, bad data, unreachable tracking server) prints one message that
 says how to fix it and exits with status 2, without a traceback; set ``PIPELINE_TRACEBACK=1`` to
-see one. Ctrl-C and SIGTERM end the MLflow run KILLED and exit 130.
+see one. Ctrl-C and SIGTERM during training stop at the next step with a checkpoint (a second
+signal stops at once); the MLflow run ends KILLED and the command exits 130.
 
 In a multirun (``-m``) every job is a child of the sweep's parent run (see ``pipeline.sweep``): a
 failed job is recorded as a FAILED child and the sweep goes on; the sweep exits 1 at the end.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,17 +30,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("pipeline")
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from pipeline import sweep as sweeps
+    from pipeline.checkpoint import install_signal_handlers
     from pipeline.job import run_job
     from pipeline.tracking import ui_command
 
-    signal.signal(signal.SIGTERM, _interrupt)
+    install_signal_handlers()
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
     choices = dict(hydra_cfg.runtime.choices)

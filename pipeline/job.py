@@ -17,10 +17,19 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import PipelineError, load, packing, tracking, validate
+from pipeline import PipelineError, checkpoint, guard, load, packing, tracking, validate
 from pipeline.hardware import configure_threads, resolve_precision
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Resume:
+    """Continue run ``run_id`` from ``checkpoint`` (see ``pipeline.resume``)."""
+
+    run_id: str
+    checkpoint: str
+    fingerprint: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,11 +42,12 @@ class JobResult:
 
 def run_job(
     cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict[str, str] | None = None,
-    extra_tags: dict[str, str] | None = None, run_name: str | None = None,
+    extra_tags: dict[str, str] | None = None, run_name: str | None = None, resume: Resume | None = None,
 ) -> JobResult:
     """Run the stages of one composed config into one MLflow run.
 
-    ``extra_tags`` / ``run_name`` come from a sweep (parent run id, swept values) or a rerun.
+    ``extra_tags`` / ``run_name`` come from a sweep (parent run id, swept values) or a rerun;
+    ``resume`` continues an existing run from its last checkpoint.
     """
     started = time.perf_counter()
     choices = choices or {}
@@ -47,6 +57,8 @@ def run_job(
     tracking.check_target(cfg.tracking)
     data = load.load_data(cfg)
     log.info("Data: %s", ", ".join(f"{n} {len(s.dataset)} rows from {s.source}" for n, s in _splits(data)))
+    if resume and resume.fingerprint and resume.fingerprint != data.fingerprint:
+        raise PipelineError(f"the data changed since run {resume.run_id} started (fingerprint {data.fingerprint} != {resume.fingerprint}): restore it, or start a new run.")
     precision = resolve_precision(cfg.hardware, cfg.training)
     packing.switch(cfg.hardware)
     args = _training_args(cfg, output_dir, precision) if "train" in cfg.stages else None
@@ -65,7 +77,7 @@ def run_job(
         **(extra_tags or {}),
     }
     run_name = cfg.tracking.run_name or run_name or " ".join([cfg.name, *overrides])[:250]
-    with tracking.job_run(cfg, experiment_id, run_name, overrides, tags) as run:
+    with tracking.job_run(cfg, experiment_id, run_name, overrides, tags, run_id=resume.run_id if resume else None) as run:
         tracking.log_data_lineage(data, cfg.data.name, (cfg.get("eval_data") or cfg.data).name)
         configure_threads(cfg.hardware)
         model = load.load_model(cfg.model, cfg.seed)
@@ -82,8 +94,17 @@ def run_job(
             packing.enable(guide, cfg.hardware, tag="packing.guide")
             loss = load.build_loss(cfg.loss, model, guide)
             dev = evaluators.get("dev") if str(cfg.training.eval_strategy) != "no" else None
-            result = train(model, loss, data.train_dataset, args, dev_evaluator=dev, callbacks=[tracking.metrics_callback()],
-                           eval_dataset=data.eval_loss_dataset)
+            import mlflow
+
+            mlflow.set_tag("checkpoint.dir", str(Path(args.output_dir).resolve()))
+            chance = None if cfg.data.get("train_sets") else guard.chance_loss(
+                cfg.loss, list(cfg.data.train_columns), int(cfg.training.per_device_train_batch_size))
+            watch, checkpoints = guard.make_guard(cfg.get("guard"), model, chance), checkpoint.make_callback()
+            callbacks = [tracking.metrics_callback(), checkpoints, *([watch] if watch else [])]
+            result = train(model, loss, data.train_dataset, args, dev_evaluator=dev, callbacks=callbacks,
+                           eval_dataset=data.eval_loss_dataset, resume_from_checkpoint=resume.checkpoint if resume else None)
+            guard.raise_if_tripped(watch)
+            checkpoint.raise_if_stopped(checkpoints)
             log.info("Trained %d steps in %.1f s (final loss %.4f)", result.global_step, result.runtime_s, result.training_loss)
         if "evaluate" in cfg.stages and evaluators:
             import mlflow
@@ -123,6 +144,7 @@ def _training_args(cfg: DictConfig, output_dir: Path, precision):
             f"training.{unknown[0]} is not a SentenceTransformerTrainingArguments field: fix the name "
             "(field names are used unchanged, e.g. training.learning_rate, training.warmup_steps)."
         )
+    checkpoint.training_options(options, cfg.get("optimized_metric") if cfg.evaluator.get("_target_") else None)
     options.update(
         output_dir=str(output_dir / "trainer"),
         report_to="none",

@@ -185,11 +185,14 @@ def scrub(text: str, secrets: list[str]) -> str:
 
 
 @contextmanager
-def job_run(cfg: DictConfig, experiment_id: str, run_name: str, overrides: list[str], tags: dict[str, str]) -> Iterator[Any]:
+def job_run(
+    cfg: DictConfig, experiment_id: str, run_name: str, overrides: list[str], tags: dict[str, str], run_id: str | None = None
+) -> Iterator[Any]:
     """Start the job's MLflow run, log its config, and end it FINISHED, FAILED or KILLED.
 
     Nothing leaves a run RUNNING: an exception ends it FAILED with the reason as the
     ``failure_reason`` tag and the traceback as an artifact; Ctrl-C/SIGTERM ends it KILLED.
+    ``run_id`` continues an existing run (``pipeline.resume``) instead of starting a new one.
     """
     import mlflow
 
@@ -202,7 +205,12 @@ def job_run(cfg: DictConfig, experiment_id: str, run_name: str, overrides: list[
     }
     if git:
         all_tags.update({"git.commit": git["commit"], "git.dirty": git["dirty"]})
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=all_tags)
+    if run_id:
+        run = mlflow.start_run(run_id=run_id, tags=all_tags)
+        if "failure_reason" in run.data.tags:  # from the interruption being resumed
+            mlflow.MlflowClient().delete_tag(run_id, "failure_reason")
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=scrub(run_name, secrets), tags=all_tags)
     try:
         mlflow.log_params(config_params(cfg))
         mlflow.log_text(scrub(OmegaConf.to_yaml(cfg, resolve=True), secrets), "config.yaml")

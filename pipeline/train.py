@@ -21,12 +21,16 @@ class TrainResult:
     samples_per_second: float
 
 
-def train(model, loss, train_dataset, args, dev_evaluator=None, callbacks=(), eval_dataset=None) -> TrainResult:
+def train(
+    model, loss, train_dataset, args, dev_evaluator=None, callbacks=(), eval_dataset=None, resume_from_checkpoint: str | None = None
+) -> TrainResult:
     """Train ``model`` in place with ``loss`` on ``train_dataset`` under ``args``.
 
     ``train_dataset`` is a ``datasets.Dataset`` or a ``DatasetDict`` of named sets (batches then
     come from one set at a time, by ``args.multi_dataset_batch_sampler``). ``dev_evaluator`` runs
     every ``args.eval_steps``; ``eval_dataset`` (same layout as the train data) adds ``eval_loss``.
+    ``resume_from_checkpoint`` continues from a ``checkpoint-N`` folder: weights, optimizer, scheduler,
+    RNG states and the position in the data are restored by the trainer.
     """
     from sentence_transformers import SentenceTransformerTrainer
 
@@ -39,7 +43,7 @@ def train(model, loss, train_dataset, args, dev_evaluator=None, callbacks=(), ev
         evaluator=dev_evaluator,
         callbacks=list(callbacks),
     )
-    output = trainer.train()
+    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     metrics = output.metrics
     return TrainResult(
         global_step=output.global_step,

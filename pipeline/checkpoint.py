@@ -1,0 +1,118 @@
+"""Checkpoints that can be trusted, and a clean stop on Ctrl-C / SIGTERM.
+
+- The trainer writes ``checkpoint-N`` folders (``training.save_strategy`` / ``save_steps``;
+  ``save_total_limit`` rotation keeps the latest and, with ``metric_for_best_model``, the best).
+  A checkpoint counts only once it holds a ``COMMITTED`` marker, written atomically (temp file +
+  rename) after the trainer finished every file of it: a checkpoint cut short by a crash is never
+  picked up, and :func:`latest_checkpoint` removes such leftovers.
+- The first SIGINT / SIGTERM during training asks for a stop at the next step boundary: a
+  checkpoint is written, metrics are flushed, and the job raises ``KeyboardInterrupt`` so the run
+  ends KILLED. A second signal (or one outside training) interrupts at once.
+
+Writes to MLflow: the ``checkpoint.dir`` tag (where ``pipeline.resume`` finds the checkpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MARKER = "COMMITTED"
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+_training = threading.Event()
+_stop_requested = threading.Event()
+
+
+def handle_signal(signum, frame) -> None:
+    """Signal handler: first signal in training stops cleanly at the next step; else interrupt now."""
+    if _training.is_set() and not _stop_requested.is_set():
+        _stop_requested.set()
+        log.warning("Signal %d: stopping after this step (checkpoint, then the run ends KILLED); send it again to stop now", signum)
+        return
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def install_signal_handlers() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handle_signal)
+
+
+def commit(folder: Path, step: int) -> None:
+    """Mark a fully written checkpoint folder as usable (atomic: temp file, then rename)."""
+    temporary = folder / f".{MARKER}.tmp"
+    temporary.write_text(json.dumps({"step": step}), encoding="utf-8")
+    os.replace(temporary, folder / MARKER)
+
+
+def latest_checkpoint(folder: Path | str) -> Path | None:
+    """The committed ``checkpoint-N`` with the highest N; uncommitted leftovers are deleted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found: list[tuple[int, Path]] = []
+    for child in folder.iterdir():
+        match = CHECKPOINT.match(child.name)
+        if not match or not child.is_dir():
+            continue
+        if (child / MARKER).is_file():
+            found.append((int(match.group(1)), child))
+        else:
+            log.warning("Removing %s: an incomplete checkpoint (no %s marker)", child, MARKER)
+            shutil.rmtree(child, ignore_errors=True)
+    return max(found)[1] if found else None
+
+
+def training_options(options: dict, optimized_metric: str | None) -> dict:
+    """Defaults the pipeline adds to ``training.*``: honest loss logs and best-checkpoint tracking."""
+    options.setdefault("logging_nan_inf_filter", False)  # a NaN loss is logged as NaN, not hidden
+    if str(options.get("save_strategy", "no")) != "no" and str(options.get("eval_strategy", "no")) != "no":
+        if not options.get("metric_for_best_model") and optimized_metric:
+            options["metric_for_best_model"] = f"eval_{optimized_metric}"
+    return options
+
+
+def make_callback():
+    """A TrainerCallback: commits each saved checkpoint and turns a stop request into a checkpoint + stop."""
+    from transformers import TrainerCallback
+
+    class Checkpoints(TrainerCallback):
+        def __init__(self) -> None:
+            self.stopped_at: int | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            _stop_requested.clear()
+            _training.set()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            _training.clear()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if _stop_requested.is_set():
+                control.should_save = True
+                control.should_training_stop = True
+                self.stopped_at = state.global_step
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if folder.is_dir():
+                    commit(folder, state.global_step)
+
+    return Checkpoints()
+
+
+def raise_if_stopped(callback) -> None:
+    """After training: a stop request becomes ``KeyboardInterrupt`` (the run ends KILLED)."""
+    _training.clear()
+    if callback is not None and callback.stopped_at is not None:
+        _stop_requested.clear()
+        raise KeyboardInterrupt(f"stopped by a signal after step {callback.stopped_at} (checkpoint written)")

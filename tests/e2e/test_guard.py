@@ -1,0 +1,67 @@
+"""The divergence and collapse guard on real (tiny) training runs: stopped, FAILED, reason tagged."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipeline.guard import TrainingStopped, chance_loss, make_guard
+from tests.conftest import all_runs, compose_config
+
+SMOKE = ("debug=smoke", "training.max_steps=12")
+
+
+def _failed_run(mlflow_client):
+    (run,) = all_runs(mlflow_client)
+    assert run.info.status == "FAILED"
+    return run
+
+
+@pytest.mark.slow
+def test_learning_rate_1e6_is_stopped_and_failed_with_the_reason(run_job, mlflow_client):
+    with pytest.raises(TrainingStopped, match="training stopped at step"):
+        run_job(*SMOKE, "training.learning_rate=1e6")
+    run = _failed_run(mlflow_client)
+    tags = run.data.tags
+    assert tags["guard.check"] in {"non_finite", "collapse", "chance_loss"}
+    step = int(tags["guard.step"])
+    assert 1 <= step < 12
+    assert f"step {step}" in tags["failure_reason"] and "learning_rate" in tags["failure_reason"]
+    # stopped there: no training step after the trip, and no model logged as a result
+    assert max(m.step for m in mlflow_client.get_metric_history(run.info.run_id, "loss")) == step
+    assert "model" not in {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
+    assert not any(name.startswith("sts-test") for name in run.data.metrics)
+
+
+@pytest.mark.slow
+def test_collapsed_embeddings_trip_the_collapse_check(run_job, mlflow_client):
+    with pytest.raises(TrainingStopped, match="collapsed"):
+        run_job(*SMOKE, "training.learning_rate=1e6", "guard.collapse_every=1")
+    assert _failed_run(mlflow_client).data.tags["guard.check"] == "collapse"
+
+
+@pytest.mark.slow
+def test_healthy_run_is_not_stopped(run_job, mlflow_client):
+    result = run_job(*SMOKE, "guard.collapse_every=1")
+    assert mlflow_client.get_run(result.run_id).info.status == "FINISHED"
+    assert "guard.check" not in mlflow_client.get_run(result.run_id).data.tags
+
+
+def test_loss_at_chance_for_patience_steps_trips():
+    from transformers import TrainerControl, TrainerState
+
+    cfg = compose_config(["guard.chance_patience=3"])
+    chance = chance_loss(cfg.loss, ["anchor", "positive"], 32)
+    assert chance == pytest.approx(math.log(32))
+    assert chance_loss(compose_config(["loss=cosent"]).loss, ["s1", "s2", "score"], 32) is None
+    guard = make_guard(cfg.guard, model=None, chance=chance)
+    state, control = TrainerState(), TrainerControl()
+    for step, loss in [(1, chance + 0.2), (2, chance), (3, chance + 1e-4), (4, chance - 1e-4)]:
+        state.global_step = step
+        guard.on_log(None, state, control, logs={"loss": loss, "grad_norm": 0.1})
+    assert guard.trip is None and not control.should_training_stop  # at chance for 2 steps only
+    state.global_step = 5
+    guard.on_log(None, state, control, logs={"loss": chance, "grad_norm": 0.1})
+    assert guard.trip.check == "chance_loss" and guard.trip.step == 5 and control.should_training_stop
+    assert not control.should_save
