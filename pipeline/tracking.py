@@ -13,6 +13,7 @@ What a run holds (see CONTRACT.md):
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Iterator
@@ -35,7 +37,9 @@ from pipeline import REPO_ROOT, PipelineError
 log = logging.getLogger(__name__)
 
 PACKAGES = ("torch", "sentence-transformers", "transformers", "accelerate", "datasets", "mlflow", "hydra-core", "pandas")
-SECRET_KEY = re.compile(r"(token(?!izer)|password|passwd|secret|api[_-]?key|credential)", re.IGNORECASE)
+# A key (or its last dot part) that holds a secret: api_token, hf_token, password, secret_key, ...;
+# whole words between _ . - so that e.g. ``tokenizer`` is not one.
+SECRET_KEY = re.compile(r"(^|[_.-])(token|password|passwd|secret|api[_-]?key|credentials?|auth)([_.-]|$)", re.IGNORECASE)
 URI_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 MAX_PARAM_LENGTH = 6000
 
@@ -54,8 +58,13 @@ def check_target(tracking: DictConfig, timeout: float = 5.0) -> None:
     """Fail fast (seconds) when the tracking store cannot be used, before any model loads."""
     uri = str(tracking.uri)
     if uri.startswith(("http://", "https://")):
+        parts = urllib.parse.urlsplit(uri)
+        probe = urllib.request.Request(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl().rstrip("/") + "/health")
+        if parts.username:  # credentials in the URI: sent as basic auth, never as part of the URL
+            login = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+            probe.add_header("Authorization", f"Basic {login}")
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as answer:
+            with urllib.request.urlopen(probe, timeout=timeout) as answer:
                 answer.read()
         except (urllib.error.URLError, OSError, ValueError) as error:
             reason = getattr(error, "reason", error)
@@ -166,11 +175,23 @@ def secret_values(cfg: DictConfig) -> list[str]:
         elif isinstance(node, list):
             for v in node:
                 walk(v, key)
-        elif SECRET_KEY.search(key) and isinstance(node, str) and node:
-            found.append(node)
+        elif SECRET_KEY.search(key) and isinstance(node, (str, int, float)) and not isinstance(node, bool):
+            if len(str(node)) >= 4:  # shorter values cannot be told apart from other text
+                found.append(str(node))
 
     walk(container)
     return found
+
+
+def _redacted(node: Any, key: str = "") -> Any:
+    """The config with secret-looking values replaced by ``***`` (still valid YAML when dumped)."""
+    if isinstance(node, dict):
+        return {k: _redacted(v, str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_redacted(v, key) for v in node]
+    if SECRET_KEY.search(key) and node not in (None, "", False):
+        return "***"
+    return redact(node) if isinstance(node, str) else node
 
 
 def scrub(text: str, secrets: list[str]) -> str:
@@ -213,13 +234,13 @@ def job_run(
         run = mlflow.start_run(experiment_id=experiment_id, run_name=scrub(run_name, secrets), tags=all_tags)
     try:
         mlflow.log_params(config_params(cfg))
-        mlflow.log_text(scrub(OmegaConf.to_yaml(cfg, resolve=True), secrets), "config.yaml")
+        mlflow.log_text(scrub(OmegaConf.to_yaml(_redacted(OmegaConf.to_container(cfg, resolve=True))), secrets), "config.yaml")
         mlflow.log_text(scrub(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), secrets), "overrides.yaml")
         if git.get("patch"):
             mlflow.log_text(git["patch"], "git.patch")
         yield run
-    except KeyboardInterrupt:
-        _end(mlflow, "KILLED", "interrupted (Ctrl-C or SIGTERM)", None, secrets)
+    except KeyboardInterrupt as error:
+        _end(mlflow, "KILLED", f"interrupted (Ctrl-C or SIGTERM){f': {error}' if str(error) else ''}", None, secrets)
         raise
     except BaseException as error:
         reason = f"{type(error).__name__}: {error}"

@@ -94,3 +94,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "realdata" in item.keywords and not SHARED_DATA.is_dir():
             item.add_marker(skip_data)
+
+
+def logged_models(client, run) -> list:
+    """The models (MLflow 3 LoggedModels) a run logged."""
+    found = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
+    return list(found)

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from pipeline.guard import TrainingStopped, chance_loss, make_guard
-from tests.conftest import all_runs, compose_config
+from tests.conftest import all_runs, compose_config, logged_models
 
 SMOKE = ("debug=smoke", "training.max_steps=12")
 
@@ -30,7 +30,7 @@ def test_learning_rate_1e6_is_stopped_and_failed_with_the_reason(run_job, mlflow
     assert f"step {step}" in tags["failure_reason"] and "learning_rate" in tags["failure_reason"]
     # stopped there: no training step after the trip, and no model logged as a result
     assert max(m.step for m in mlflow_client.get_metric_history(run.info.run_id, "loss")) == step
-    assert "model" not in {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
+    assert logged_models(mlflow_client, run) == []
     assert not any(name.startswith("sts-test") for name in run.data.metrics)
 
 
@@ -45,7 +45,8 @@ def test_collapsed_embeddings_trip_the_collapse_check(run_job, mlflow_client):
 def test_healthy_run_is_not_stopped(run_job, mlflow_client):
     result = run_job(*SMOKE, "guard.collapse_every=1")
     assert mlflow_client.get_run(result.run_id).info.status == "FINISHED"
-    assert "guard.check" not in mlflow_client.get_run(result.run_id).data.tags
+    run = mlflow_client.get_run(result.run_id)
+    assert "guard.check" not in run.data.tags and len(logged_models(mlflow_client, run)) == 1
 
 
 def test_loss_at_chance_for_patience_steps_trips():

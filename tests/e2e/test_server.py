@@ -1,0 +1,129 @@
+"""The pipeline against a real ``mlflow server`` over HTTP, a server that is down, and planted secrets.
+
+The server runs on 127.0.0.1 on a free port with a SQLite backend and served artifacts (the
+model is uploaded through the server); it is stopped in teardown.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipeline import REPO_ROOT
+from tests.conftest import all_runs, logged_models
+
+SMOKE = ("debug=smoke",)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``mlflow server`` on 127.0.0.1:<free port>; yields its URI and folder, stops it afterwards."""
+    folder = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    command = [
+        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", f"sqlite:///{folder}/server.db", "--artifacts-destination", str(folder / "artifacts"),
+        "--workers", "1",
+    ]
+    log = open(folder / "server.log", "w")
+    process = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield {"uri": uri, "folder": folder}
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def _client(uri: str):
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(uri)
+
+
+@pytest.mark.slow
+def test_smoke_job_through_the_server(server, cli):
+    out = cli(*SMOKE, f"tracking.uri={server['uri']}", "tracking.experiment_name=over_http", with_store=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = _client(server["uri"])
+    (run,) = client.search_runs([client.get_experiment_by_name("over_http").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["training.max_steps"] == "2"
+    assert math.isfinite(run.data.metrics["sts-test_spearman_cosine"])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+    # artifacts went through the server into its --artifacts-destination, the model included
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+    stored = {p.name for p in (server["folder"] / "artifacts").rglob("*") if p.is_file()}
+    assert {"config.yaml", "model_card.md", "MLmodel", "model.safetensors"} <= stored
+    (model,) = logged_models(client, run)
+    import mlflow
+
+    loaded = mlflow.sentence_transformers.load_model(model.model_uri)
+    assert loaded.encode(["a sentence"]).shape == (1, 32)
+
+
+def test_a_down_server_fails_fast_with_the_uri(cli, mlflow_client):
+    port = _free_port()
+    started = time.monotonic()
+    out = cli(*SMOKE, f"tracking.uri=http://127.0.0.1:{port}", with_store=False, timeout=60)
+    elapsed = time.monotonic() - started
+    assert out.returncode == 2 and f"http://127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
+    assert elapsed < 30  # mostly interpreter start-up and imports; the probe itself gives up in seconds
+    assert all_runs(mlflow_client) == []
+
+
+@pytest.mark.slow
+def test_planted_secrets_appear_in_no_logged_byte(server, tmp_path, cli):
+    """A token override and a credential-bearing URI: not in params, tags, artifacts, nor the stores."""
+    token, password = "tok-9f8e7d6c5b4a", "hunter2-s3cr3t"
+    host = server["uri"].removeprefix("http://")
+    uri = f"http://alice:{password}@{host}"
+    out = cli(*SMOKE, f"tracking.uri={uri}", "tracking.experiment_name=secrets", f"+tracking.api_token={token}",
+              f"+data.mirror=https://bob:{password}@data.example.com/sets", with_store=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = _client(server["uri"])
+    (run,) = client.search_runs([client.get_experiment_by_name("secrets").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["tracking.api_token"] == "***"
+    texts = [str(run.data.params), str(run.data.tags), run.info.run_name]
+    local = tmp_path / "downloaded"
+    client.download_artifacts(run.info.run_id, "", str(local))
+    (model,) = logged_models(client, run)
+    import mlflow
+
+    mlflow.artifacts.download_artifacts(model.model_uri, dst_path=str(tmp_path / "model"))
+    blobs = [p.read_bytes() for folder in (local, tmp_path / "model", server["folder"]) for p in folder.rglob("*") if p.is_file()]
+    assert len(blobs) > 10 and any(b"config" in blob for blob in blobs)
+    for secret in (token, password):
+        assert not any(secret in text for text in texts), secret
+        assert not any(secret.encode() in blob for blob in blobs), secret
