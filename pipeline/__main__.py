@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pipeline")
 
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from pipeline import sweep as sweeps
