@@ -31,6 +31,7 @@ log = logging.getLogger("pipeline")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from pipeline import launch
     from pipeline import sweep as sweeps
     from pipeline.checkpoint import install_signal_handlers
     from pipeline.job import run_job
@@ -44,7 +45,8 @@ def main(cfg: DictConfig) -> float | None:
     if sweep is not None:
         return _sweep_job(cfg, sweep, int(hydra_cfg.job.num), Path(hydra_cfg.runtime.output_dir), overrides, choices)
     try:
-        result = run_job(cfg, Path(hydra_cfg.runtime.output_dir), overrides, choices)
+        runner = launch.run_launched if launch.wanted(cfg.hardware) else run_job  # several processes: ranks run it
+        result = runner(cfg, Path(hydra_cfg.runtime.output_dir), overrides, choices)
     except PipelineError as error:
         if os.environ.get("PIPELINE_TRACEBACK"):
             raise
@@ -63,13 +65,15 @@ def main(cfg: DictConfig) -> float | None:
 
 def _sweep_job(cfg: DictConfig, sweep: Sweep, job_number: int, output_dir: Path, overrides: list[str], choices: dict[str, str]) -> float | None:
     """One job of a sweep: a child run; a failure is recorded (FAILED child) and the sweep goes on."""
+    from pipeline import launch
     from pipeline import sweep as sweeps
     from pipeline.job import run_job
 
     run_name = sweeps.job_run_name(sweep, overrides, str(cfg.name))
     try:
         sweeps.prepare_job(cfg, sweep)
-        result = run_job(cfg, output_dir, overrides, choices, extra_tags=sweeps.job_tags(sweep, job_number), run_name=run_name)
+        runner = launch.run_launched if launch.wanted(cfg.hardware) else run_job  # several processes: ranks run it
+        result = runner(cfg, output_dir, overrides, choices, extra_tags=sweeps.job_tags(sweep, job_number), run_name=run_name)
         value = sweeps.objective(sweep, cfg.get("optimized_metric"), result.metrics) if sweep.needs_metric else result.optimized_metric
     except KeyboardInterrupt:
         sweeps.INTERRUPTED["value"] = True

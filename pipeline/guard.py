@@ -140,7 +140,8 @@ def raise_if_tripped(guard) -> None:
     import mlflow
 
     trip = guard.trip
-    mlflow.set_tags({"guard.check": trip.check, "guard.step": str(trip.step)})
+    if mlflow.active_run() is not None:  # rank 0 owns the run; other ranks only stop
+        mlflow.set_tags({"guard.check": trip.check, "guard.step": str(trip.step)})
     raise TrainingStopped(
         f"training stopped at step {trip.step}: {trip.reason}. The model was not logged; the last checkpoint "
         "before this step is kept. Lower training.learning_rate, raise training.warmup_steps or check the "

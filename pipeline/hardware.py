@@ -1,13 +1,15 @@
-"""Glue between the ``hardware`` profile and the trainer: device, threads and effective precision.
+"""Glue between the ``hardware`` profile and the trainer: device, threads, ranks and effective precision.
 
 A recipe states its intent (``training.fp16``/``bf16``, e.g. a card trained with fp16 on a GPU);
-the profile resolves what this machine runs well. Both values are logged as params
-(``precision.intended``, ``precision.effective``).
+the profile resolves what this machine runs well. Both values are logged as tags
+(``precision.intended``, ``precision.effective``), with the world size and the per-device and
+global train batch (``world_size``, ``batch.per_device``, ``batch.global``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 from omegaconf import DictConfig
@@ -33,7 +35,16 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+def gpu_has_bf16() -> bool:
+    """bf16 on the CUDA device (Ampere and newer), as torch reports it."""
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
 def resolve_precision(hardware: DictConfig, training: DictConfig) -> Precision:
+    """What runs here: CPU auto = bf16 with native support else fp32; GPU auto = bf16 where
+    supported, else fp16 only if the recipe asks for it, else fp32 (with TF32 matmuls)."""
     intended = "fp16" if training.get("fp16") else "bf16" if training.get("bf16") else "fp32"
     wanted = str(hardware.get("precision", "auto"))
     if hardware.accelerator == "cpu":
@@ -43,8 +54,10 @@ def resolve_precision(hardware: DictConfig, training: DictConfig) -> Precision:
             effective = "bf16" if cpu_has_fast_bf16() else "fp32"
         else:
             effective = wanted
+    elif wanted == "auto":
+        effective = "bf16" if gpu_has_bf16() else "fp16" if intended == "fp16" else "fp32"
     else:
-        effective = intended if wanted == "auto" else wanted
+        effective = wanted
     if effective != intended and intended != "fp32":
         log.warning("Precision: the recipe asks for %s; on %s this runs as %s (hardware.precision=%s)",
                     intended, hardware.accelerator, effective, wanted)
@@ -54,7 +67,47 @@ def resolve_precision(hardware: DictConfig, training: DictConfig) -> Precision:
 
 
 def configure_threads(hardware: DictConfig) -> None:
-    if hardware.get("num_threads"):
+    """Intra-op threads (``hardware.num_threads``) and, on CUDA, TF32 matmuls (``hardware.tf32``)."""
+    if hardware.get("num_threads") or hardware.get("tf32"):
         import torch
 
-        torch.set_num_threads(int(hardware.num_threads))
+        if hardware.get("num_threads"):
+            torch.set_num_threads(int(hardware.num_threads))
+        if hardware.get("tf32"):
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+
+def process_rank() -> int:
+    """Global rank of this process (0 outside a multi-process launch)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def world_tags(training: DictConfig) -> dict[str, str]:
+    """World size and the per-device / global train batch, as run tags."""
+    per_device = int(training.per_device_train_batch_size)
+    accumulation = int(training.get("gradient_accumulation_steps") or 1)
+    return {
+        "world_size": str(world_size()),
+        "batch.per_device": str(per_device),
+        "batch.global": str(per_device * accumulation * world_size()),
+    }
+
+
+def eval_batch_size(hardware: DictConfig, training: DictConfig) -> int:
+    """Encoding batch of the evaluators: the profile's when it sets one (speed only)."""
+    return int(hardware.get("eval_batch_size") or training.per_device_eval_batch_size)
+
+
+def trainer_options(hardware: DictConfig, training: DictConfig) -> dict:
+    """Trainer arguments the profile decides: device and, with several ranks, backend and timeout."""
+    options = {"use_cpu": hardware.accelerator == "cpu"}
+    if int(hardware.get("num_processes", 1)) > 1:
+        options["ddp_backend"] = str(hardware.get("backend") or ("gloo" if hardware.accelerator == "cpu" else "nccl"))
+        if hardware.get("timeout_s") and "ddp_timeout" not in training:
+            options["ddp_timeout"] = int(hardware.timeout_s)
+    return options

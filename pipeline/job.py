@@ -10,6 +10,7 @@ Order matters and is the point of this module:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import PipelineError, checkpoint, guard, load, packing, tracking, validate
+from pipeline import PipelineError, checkpoint, guard, hardware, load, packing, tracking, validate
 from pipeline.hardware import configure_threads, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -66,23 +67,30 @@ def run_job(
     if needs_guide and not cfg.get("guide"):
         raise PipelineError(f"loss {cfg.loss._target_.rsplit('.', 1)[-1]} needs a guide model: set guide=minilm (or another model option).")
 
-    # -- the run --------------------------------------------------------------------------------
-    experiment_id = tracking.open_experiment(cfg.tracking)
+    # -- the run (rank 0 only, when several processes run the job: pipeline.launch) -------------
+    main_rank = hardware.process_rank() == 0
+    experiment_id = tracking.open_experiment(cfg.tracking) if main_rank else ""
     tags = {
         "pipeline.experiment": choices.get("experiment") or "none",
         "data.fingerprint": data.fingerprint,
-        "world_size": "1",
+        **hardware.world_tags(cfg.training),
         "precision.intended": precision.intended,
         "precision.effective": precision.effective,
         **(extra_tags or {}),
     }
     run_name = cfg.tracking.run_name or run_name or " ".join([cfg.name, *overrides])[:250]
-    with tracking.job_run(cfg, experiment_id, run_name, overrides, tags, run_id=resume.run_id if resume else None) as run:
-        tracking.log_data_lineage(data, cfg.data.name, (cfg.get("eval_data") or cfg.data).name)
+    run_id = resume.run_id if resume else None
+    run_context = tracking.job_run(cfg, experiment_id, run_name, overrides, tags, run_id=run_id) if main_rank else contextlib.nullcontext()
+    with run_context as run:
+        if main_rank:
+            from pipeline.launch import announce_run
+
+            announce_run(run.info.run_id)
+            tracking.log_data_lineage(data, cfg.data.name, (cfg.get("eval_data") or cfg.data).name)
         configure_threads(cfg.hardware)
         model = load.load_model(cfg.model, cfg.seed)
         packer = packing.enable(model, cfg.hardware)
-        evaluator_batch = int(cfg.training.per_device_eval_batch_size)
+        evaluator_batch = hardware.eval_batch_size(cfg.hardware, cfg.training)
         evaluators = {
             name: load.build_evaluator(cfg.evaluator, name, split, evaluator_batch) for name, split in data.eval_splits.items()
         }
@@ -94,9 +102,10 @@ def run_job(
             packing.enable(guide, cfg.hardware, tag="packing.guide")
             loss = load.build_loss(cfg.loss, model, guide)
             dev = evaluators.get("dev") if str(cfg.training.eval_strategy) != "no" else None
-            import mlflow
+            if main_rank:
+                import mlflow
 
-            mlflow.set_tag("checkpoint.dir", str(Path(args.output_dir).resolve()))
+                mlflow.set_tag("checkpoint.dir", str(Path(args.output_dir).resolve()))
             chance = None if cfg.data.get("train_sets") else guard.chance_loss(
                 cfg.loss, list(cfg.data.train_columns), int(cfg.training.per_device_train_batch_size))
             watch, checkpoints = guard.make_guard(cfg.get("guard"), model, chance), checkpoint.make_callback()
@@ -106,6 +115,8 @@ def run_job(
             guard.raise_if_tripped(watch)
             checkpoint.raise_if_stopped(checkpoints)
             log.info("Trained %d steps in %.1f s (final loss %.4f)", result.global_step, result.runtime_s, result.training_loss)
+        if not main_rank:
+            return JobResult("", "", {}, None)
         if "evaluate" in cfg.stages and evaluators:
             import mlflow
 
@@ -150,8 +161,8 @@ def _training_args(cfg: DictConfig, output_dir: Path, precision):
         report_to="none",
         fp16=precision.fp16,
         bf16=precision.bf16,
-        use_cpu=cfg.hardware.accelerator == "cpu",
         disable_tqdm=True,
+        **hardware.trainer_options(cfg.hardware, cfg.training),
     )
     try:
         return SentenceTransformerTrainingArguments(**options)

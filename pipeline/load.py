@@ -372,6 +372,7 @@ def load_model(model_cfg: DictConfig, seed: int, key: str = "model"):
 
 def _build_from_architecture(model_cfg: DictConfig, seed: int, key: str):
     import torch
+    from safetensors.torch import save_file
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -387,7 +388,9 @@ def _build_from_architecture(model_cfg: DictConfig, seed: int, key: str):
     torch.manual_seed(seed)
     auto_model = AutoModel.from_config(config)
     with tempfile.TemporaryDirectory(prefix="pipeline-model-") as folder:
-        auto_model.save_pretrained(folder)
+        # Not save_pretrained: it writes on rank 0 only once a process group exists (several ranks).
+        config.save_pretrained(folder)
+        save_file(auto_model.state_dict(), f"{folder}/model.safetensors")
         tokenizer.save_pretrained(folder)
         transformer = Transformer(folder, max_seq_length=model_cfg.get("max_seq_length"))
     modules = [transformer, Pooling(transformer.get_embedding_dimension(), pooling_mode=model_cfg.get("pooling", "mean"))]

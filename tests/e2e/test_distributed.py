@@ -1,0 +1,87 @@
+"""hardware=cpu_ddp: two real gloo ranks on CPU started by `accelerate launch`, one MLflow run."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from pipeline import REPO_ROOT
+from pipeline.tracking import flatten
+from tests.conftest import all_runs
+
+pytestmark = pytest.mark.slow
+
+DDP = ("hardware=cpu_ddp", "debug=smoke")
+
+
+def test_cpu_ddp_run_is_one_finished_run_with_world_size_2(cli, mlflow_client, tmp_path):
+    out = cli(*DDP, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    runs = all_runs(mlflow_client)
+    assert len(runs) == 1, [r.data.tags.get("world_size") for r in runs]
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["world_size"] == "2"
+    assert run.data.tags["batch.per_device"] == "4" and run.data.tags["batch.global"] == "8"
+    assert run.data.params["hardware.num_processes"] == "2"
+    assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+    assert math.isfinite(run.data.metrics["sts-test_spearman_cosine"])
+    # the ranks ran the one config the launching process resolved, and it is what the run records
+    job = OmegaConf.load(tmp_path / "hydra" / "launch" / "job.yaml")
+    assert "${" not in OmegaConf.to_yaml(job.config)
+    resolved = flatten(OmegaConf.to_container(job.config))
+    assert {k: run.data.params.get(k) for k in resolved} == resolved
+
+
+def test_multirun_of_cpu_ddp_jobs_and_gather_across_devices(cli, mlflow_client, tmp_path):
+    out = cli("-m", *DDP, "loss.gather_across_devices=false,true", f"hydra.sweep.dir={tmp_path}/sweep", timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    jobs = [r for r in all_runs(mlflow_client) if r.data.tags.get("world_size") == "2"]
+    assert len(jobs) == 2 and all(r.info.status == "FINISHED" for r in jobs)
+    first_loss = {
+        r.data.params["loss.gather_across_devices"]: mlflow_client.get_metric_history(r.info.run_id, "loss")[0].value
+        for r in jobs
+    }
+    # gathered, each anchor is scored against both ranks' positives (8 candidates, not 4): the
+    # loss of the same first batch is higher, so the candidates really crossed the ranks
+    assert first_loss["True"] > first_loss["False"] + 0.1, first_loss
+
+
+def test_a_dead_rank_ends_the_job_quickly_and_the_run_failed(mlflow_client, store_overrides, tmp_path):
+    import psutil
+
+    command = [sys.executable, "-m", "pipeline", *DDP, "training.max_steps=100000", *store_overrides, f"hydra.run.dir={tmp_path}/hydra"]
+    job = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        announced = tmp_path / "hydra" / "launch" / "run.json"
+        deadline = time.monotonic() + 300
+        while not announced.exists() and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.5)
+        assert announced.exists(), "rank 0 never started its run"
+        time.sleep(5)  # let the ranks get into training
+        ranks = [p for p in psutil.Process(job.pid).children(recursive=True) if "pipeline.launch" in " ".join(p.cmdline())]
+        rank1 = [p for p in ranks if p.environ().get("RANK") == "1"]
+        assert len(rank1) == 1, [p.cmdline() for p in ranks]
+        killed = time.monotonic()
+        os.kill(rank1[0].pid, signal.SIGKILL)
+        output, _ = job.communicate(timeout=180)
+        ended_after = time.monotonic() - killed
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert job.returncode == 2, output[-3000:]
+    assert ended_after < 120, ended_after
+    assert "error: a rank failed" in output
+    runs = all_runs(mlflow_client)
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+    assert "a rank failed" in runs[0].data.tags["failure_reason"]
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in ranks)
