@@ -144,10 +144,10 @@ def _end_run(cfg: DictConfig, launch_dir: Path, status: str, reason: str) -> Non
     run_id = json.loads(announced.read_text())["run_id"]
     client = mlflow.MlflowClient(str(cfg.tracking.uri))
     run = client.get_run(run_id)
-    if run.info.status == "FAILED" and status == "FAILED":
-        return
-    if "failure_reason" not in run.data.tags or status == "FAILED":
-        client.set_tag(run_id, "failure_reason", reason)
+    own = run.data.tags.get("failure_reason")
+    if run.info.status == status and own:
+        return  # rank 0 ended it itself, with its reason
+    client.set_tag(run_id, "failure_reason", f"{reason}; rank 0: {own}" if own else reason)
     client.set_terminated(run_id, status)
 
 

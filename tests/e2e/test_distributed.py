@@ -82,6 +82,6 @@ def test_a_dead_rank_ends_the_job_quickly_and_the_run_failed(mlflow_client, stor
     assert ended_after < 120, ended_after
     assert "error: a rank failed" in output
     runs = all_runs(mlflow_client)
-    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+    assert len(runs) == 1 and runs[0].info.status == "FAILED", runs[0].data.tags
     assert "a rank failed" in runs[0].data.tags["failure_reason"]
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in ranks)
