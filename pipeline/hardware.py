@@ -3,7 +3,8 @@
 A recipe states its intent (``training.fp16``/``bf16``, e.g. a card trained with fp16 on a GPU);
 the profile resolves what this machine runs well. Both values are logged as tags
 (``precision.intended``, ``precision.effective``), with the world size and the per-device and
-global train batch (``world_size``, ``batch.per_device``, ``batch.global``).
+global train batch (``world_size``, ``batch.per_device``, ``batch.global``). Metric
+``startup_seconds``: process start to the first training step.
 """
 
 from __future__ import annotations
@@ -111,3 +112,39 @@ def trainer_options(hardware: DictConfig, training: DictConfig) -> dict:
         if hardware.get("timeout_s") and "ddp_timeout" not in training:
             options["ddp_timeout"] = int(hardware.timeout_s)
     return options
+
+
+def autocast(precision: Precision, device: str = "cpu"):
+    """The effective reduced precision as an autocast context for inference (evaluation)."""
+    import contextlib
+
+    import torch
+
+    if precision.effective == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device, dtype=torch.bfloat16 if precision.bf16 else torch.float16)
+
+
+def startup_callback():
+    """A TrainerCallback logging ``startup_seconds``: from the job's process start to the first step.
+
+    With several ranks the clock starts at the launching process (``PIPELINE_STARTED_AT``).
+    """
+    import time
+
+    import psutil
+    from transformers import TrainerCallback
+
+    started = float(os.environ.get("PIPELINE_STARTED_AT") or psutil.Process().create_time())
+
+    class StartupTime(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 0 and state.is_world_process_zero and not getattr(self, "done", False):
+                import mlflow
+
+                self.done = True
+                seconds = time.time() - started
+                log.info("First training step %.1f s after the process started", seconds)
+                mlflow.log_metric("startup_seconds", seconds, synchronous=False)
+
+    return StartupTime()

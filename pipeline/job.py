@@ -109,7 +109,7 @@ def run_job(
             chance = None if cfg.data.get("train_sets") else guard.chance_loss(
                 cfg.loss, list(cfg.data.train_columns), int(cfg.training.per_device_train_batch_size))
             watch, checkpoints = guard.make_guard(cfg.get("guard"), model, chance), checkpoint.make_callback()
-            callbacks = [tracking.metrics_callback(), checkpoints, *([watch] if watch else [])]
+            callbacks = [tracking.metrics_callback(), hardware.startup_callback(), checkpoints, *([watch] if watch else [])]
             result = train(model, loss, data.train_dataset, args, dev_evaluator=dev, callbacks=callbacks,
                            eval_dataset=data.eval_loss_dataset, resume_from_checkpoint=resume.checkpoint if resume else None)
             guard.raise_if_tripped(watch)
@@ -123,7 +123,8 @@ def run_job(
             from pipeline.evaluate import evaluate
 
             scored = {name: evaluators[name] for name in cfg.evaluator.splits if name in evaluators}
-            outcome = evaluate(model, scored, output_dir / "eval")
+            with hardware.autocast(precision, model.device.type):  # the profile's precision, as in training
+                outcome = evaluate(model, scored, output_dir / "eval")
             metrics = outcome.metrics
             mlflow.log_metrics(metrics)
             for path in outcome.files:

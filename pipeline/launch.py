@@ -93,7 +93,7 @@ def run_launched(
     }
     OmegaConf.save(OmegaConf.create(job), launch_dir / "job.yaml")
     argv = command(cfg.hardware, launch_dir)
-    env = {**os.environ, LAUNCH_DIR_ENV: str(launch_dir), "PYTHONPATH": _pythonpath()}
+    env = {**os.environ, LAUNCH_DIR_ENV: str(launch_dir), "PYTHONPATH": _pythonpath(), "PIPELINE_STARTED_AT": str(_process_started())}
     if cfg.hardware.accelerator == "cpu":
         env["ACCELERATE_USE_CPU"] = "true"
     log.info("Launching %s ranks: %s", cfg.hardware.num_processes, " ".join(argv))
@@ -116,6 +116,12 @@ def run_launched(
 def _pythonpath() -> str:
     """Ranks import this checkout's ``pipeline`` whatever their working directory."""
     return os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+def _process_started() -> float:
+    import psutil
+
+    return psutil.Process().create_time()
 
 
 def _free_port() -> int:
