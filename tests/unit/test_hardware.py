@@ -1,0 +1,68 @@
+"""Hardware profiles: launch command lines, precision resolution, trainer options (no processes started)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from pipeline import PipelineError, launch
+from pipeline.hardware import cpu_has_fast_bf16, resolve_precision, trainer_options, world_tags
+from tests.conftest import compose_config
+
+
+def flag(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_cpu_ddp_launches_two_gloo_ranks_on_one_machine():
+    hw = compose_config(["hardware=cpu_ddp"]).hardware
+    assert launch.wanted(hw) and not launch.wanted(compose_config([]).hardware)
+    argv = launch.command(hw, Path("/tmp/x/launch"))
+    assert argv[1:3] == ["-m", "accelerate.commands.launch"] and argv[-3:] == ["-m", "pipeline.launch", "/tmp/x/launch"]
+    assert flag(argv, "--num_processes") == "2" and flag(argv, "--num_machines") == "1"
+    assert flag(argv, "--max_restarts") == "0" and int(flag(argv, "--main_process_port")) > 0
+    options = trainer_options(hw, compose_config(["hardware=cpu_ddp"]).training)
+    assert options == {"use_cpu": True, "ddp_backend": "gloo", "ddp_timeout": 300}
+
+
+def test_multi_node_needs_the_rendezvous_address():
+    hw = compose_config(["hardware=multi_node"]).hardware
+    with pytest.raises(PipelineError, match="main_process_ip"):
+        launch.command(hw, Path("/tmp/x"))
+    hw = compose_config(["hardware=multi_node", "hardware.main_process_ip=10.0.0.1", "hardware.machine_rank=1"]).hardware
+    argv = launch.command(hw, Path("/tmp/x"))
+    assert flag(argv, "--main_process_ip") == "10.0.0.1" and flag(argv, "--machine_rank") == "1"
+    assert flag(argv, "--main_process_port") == "29500" and flag(argv, "--num_machines") == "2"
+
+
+def test_hardware_never_changes_results_only_speed():
+    plain = compose_config([])
+    for option in ("cpu_ddp", "gpu", "multi_gpu", "multi_node"):
+        cfg = compose_config([f"hardware={option}"])
+        assert cfg.training == plain.training and cfg.loss == plain.loss, option
+
+
+def test_cpu_precision_follows_detected_support():
+    training = compose_config([]).training
+    auto = resolve_precision(OmegaConf.create({"accelerator": "cpu", "precision": "auto"}), training)
+    assert auto.effective == ("bf16" if cpu_has_fast_bf16() else "fp32") and auto.intended == "fp32"
+    forced = resolve_precision(OmegaConf.create({"accelerator": "cpu", "precision": "fp32"}), training)
+    assert forced.effective == "fp32" and not forced.bf16
+
+
+def test_gpu_precision_without_bf16_uses_fp16_only_when_the_recipe_asks():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the no-bf16 fallback is not what runs here")
+    hw = OmegaConf.create({"accelerator": "cuda", "precision": "auto"})
+    assert resolve_precision(hw, OmegaConf.create({"fp16": True})).effective == "fp16"
+    assert resolve_precision(hw, OmegaConf.create({"fp16": False})).effective == "fp32"
+
+
+def test_global_batch_is_per_device_times_ranks(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    tags = world_tags(OmegaConf.create({"per_device_train_batch_size": 32, "gradient_accumulation_steps": 2}))
+    assert tags == {"world_size": "4", "batch.per_device": "32", "batch.global": "256"}
