@@ -70,7 +70,7 @@ def run_contender(name: str, data: str, work: Path, max_steps: int | None) -> di
     if name == "plain_fp32":
         result = json.loads(out.stdout.strip().splitlines()[-1])
         return {"wall_s": wall, "startup_s": result["startup_s"], "train_s": result["train_s"],
-                "train_samples_per_s": result["train_samples"] / result["train_s"],
+                "train_samples_per_s": result["train_samples_per_s"],
                 "spearman": result["sts-test_spearman_cosine"], "precision": "fp32", "world_size": 1}
     run_id = re.search(r"MLflow run (\w+) FINISHED", out.stdout).group(1)
     import mlflow

@@ -77,7 +77,7 @@ def main() -> None:
         "startup_s": first_step[0] if first_step else None,
         "train_s": output.metrics["train_runtime"],
         "steps": output.global_step,
-        "train_samples": len(train),
+        "train_samples_per_s": output.metrics["train_samples_per_second"],
         "sts-test_spearman_cosine": scores["sts-test_spearman_cosine"],
     }))
 
