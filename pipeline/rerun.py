@@ -26,7 +26,7 @@ from pipeline import PipelineError
 log = logging.getLogger(__name__)
 
 # Metrics that measure time or throughput: never expected to replay.
-TIMING = ("job_seconds", "runtime", "per_second", "total_flos")
+TIMING = ("job_seconds", "startup_seconds", "runtime", "per_second", "total_flos")
 
 
 def logged_config(client, run_id: str, overrides: list[str]) -> DictConfig:
