@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pipeline")
 
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from pipeline import launch

@@ -12,11 +12,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import PipelineError
+
 log = logging.getLogger(__name__)
 
 
-class NonFiniteMetricError(RuntimeError):
-    """An evaluator returned NaN or inf: the model (or the data) is broken."""
+class NonFiniteMetricError(PipelineError):
+    """An evaluator returned NaN or inf: the model (or the data) is broken. The run ends FAILED
+    with this message; the command prints it as one line, like any other stop it can explain."""
 
 
 @dataclass(frozen=True)
