@@ -7,8 +7,13 @@ the repo's ``mlruns/``.
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -87,6 +92,49 @@ def all_runs(client) -> list:
     """Every run in every experiment of the store."""
     experiments = client.search_experiments()
     return client.search_runs([e.experiment_id for e in experiments]) if experiments else []
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server(folder: Path, backend_uri: str, artifacts: Path | None = None, timeout: float = 120):
+    """A real ``mlflow server`` on 127.0.0.1 on a free port; yields its URI, stops it on exit.
+
+    Its log is ``folder/server.log``; with ``artifacts`` it serves artifacts from that folder.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", backend_uri, "--workers", "1",
+        *(["--artifacts-destination", str(artifacts)] if artifacts else []),
+    ]
+    uri = f"http://127.0.0.1:{port}"
+    with open(folder / "server.log", "w") as log:
+        process = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                        break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"mlflow server did not start:\n{(folder / 'server.log').read_text()[-3000:]}") from None
+                    time.sleep(0.5)
+            yield uri
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -10,19 +10,14 @@ import html
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from pipeline import REPO_ROOT
-from tests.conftest import all_runs
+from tests.conftest import all_runs, mlflow_server
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -42,35 +37,10 @@ def chromium() -> str:
 
 
 @pytest.fixture
-def ui_server(store):
+def ui_server(store, tmp_path):
     """``mlflow server`` on 127.0.0.1, a free port, over the test store; stopped on teardown."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mlflow = Path(sys.executable).with_name("mlflow")
-    server = subprocess.Popen(
-        [str(mlflow), "server", "--backend-store-uri", store["uri"], "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not start: {server.stderr.read()[-2000:] if server.poll() is not None else 'timeout'}")
-                time.sleep(0.5)
+    with mlflow_server(tmp_path / "ui-server", store["uri"], timeout=90) as url:
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 def page(chromium: str, url: str, profile: Path, screenshot: Path | None = None) -> str:

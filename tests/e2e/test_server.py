@@ -7,61 +7,21 @@ model is uploaded through the server); it is stopped in teardown.
 from __future__ import annotations
 
 import math
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from pipeline import REPO_ROOT
-from tests.conftest import all_runs, logged_models
+from tests.conftest import all_runs, free_port, logged_models, mlflow_server
 
 SMOKE = ("debug=smoke",)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``mlflow server`` on 127.0.0.1:<free port>; yields its URI and folder, stops it afterwards."""
     folder = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    command = [
-        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-        "--backend-store-uri", f"sqlite:///{folder}/server.db", "--artifacts-destination", str(folder / "artifacts"),
-        "--workers", "1",
-    ]
-    log = open(folder / "server.log", "w")
-    process = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow server did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
-                time.sleep(0.5)
+    with mlflow_server(folder, f"sqlite:///{folder}/server.db", folder / "artifacts") as uri:
         yield {"uri": uri, "folder": folder}
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 def _client(uri: str):
@@ -93,7 +53,7 @@ def test_smoke_job_through_the_server(server, cli):
 
 
 def test_a_down_server_fails_fast_with_the_uri(cli, mlflow_client):
-    port = _free_port()
+    port = free_port()
     started = time.monotonic()
     out = cli(*SMOKE, f"tracking.uri=http://127.0.0.1:{port}", with_store=False, timeout=60)
     elapsed = time.monotonic() - started
