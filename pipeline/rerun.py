@@ -18,48 +18,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from pipeline import PipelineError
+from pipeline import PipelineError, tracking
 
 log = logging.getLogger(__name__)
 
 # Metrics that measure time or throughput: never expected to replay.
 TIMING = ("job_seconds", "startup_seconds", "runtime", "per_second", "total_flos")
-
-
-def logged_config(client, run_id: str, overrides: list[str]) -> DictConfig:
-    """The run's ``config.yaml`` with ``overrides`` merged in (unknown keys are an error)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        path = client.download_artifacts(run_id, "config.yaml", tempfile.mkdtemp(prefix="rerun-"))
-    except (MlflowException, OSError) as error:
-        raise PipelineError(f"run {run_id} has no config.yaml artifact ({error}): only runs logged by `python -m pipeline` can be replayed.") from None
-    try:
-        cfg = OmegaConf.load(path)
-    except Exception as error:  # noqa: BLE001 - yaml's errors share no base class worth naming
-        raise PipelineError(f"config.yaml of run {run_id} does not parse ({type(error).__name__}): a redacted secret (***) cannot be replayed; fix the artifact or rerun by hand.") from None
-    OmegaConf.set_struct(cfg, True)
-    bad = [o for o in overrides if "=" not in o or o.startswith(("+", "~"))]
-    if bad:
-        raise PipelineError(f"override {bad[0]!r}: write key=value with a key of the logged config (e.g. training.learning_rate=1e-4).")
-    try:
-        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
-    except OmegaConfBaseException as error:
-        raise PipelineError(f"override does not fit the logged config: {error.msg if hasattr(error, 'msg') else error}: use keys that config.yaml of run {run_id} has.") from None
-
-
-def logged_list(client, run_id: str, name: str) -> list[str]:
-    """A YAML list artifact of the run (the command-line overrides), empty when absent."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        path = client.download_artifacts(run_id, name, tempfile.mkdtemp(prefix="rerun-"))
-    except (MlflowException, OSError):
-        return []
-    return [str(item) for item in OmegaConf.load(path)]
 
 
 def differences(original: dict[str, str], current: dict[str, str]) -> list[str]:
@@ -131,13 +95,13 @@ def _rerun(args: argparse.Namespace) -> int:
         raise PipelineError(f"run {args.run_id} is not in {uri}: check the run id and --tracking-uri.") from None
     if original.info.status != "FINISHED":
         log.warning("the original run ended %s: its metrics may be partial", original.info.status)
-    cfg = logged_config(client, args.run_id, list(args.overrides))
+    cfg = tracking.logged_config(client, args.run_id, list(args.overrides))
     # The replay goes where the original is, whatever store its config named.
     experiment = client.get_experiment(original.info.experiment_id)
     cfg.tracking.uri = uri
     cfg.tracking.experiment_name = experiment.name
     tags = original.data.tags
-    logged_overrides = logged_list(client, args.run_id, "overrides.yaml")
+    logged_overrides = tracking.logged_list(client, args.run_id, "overrides.yaml")
     choices = {"experiment": tags["pipeline.experiment"]} if tags.get("pipeline.experiment", "none") != "none" else {}
     name = f"rerun of {tags.get('mlflow.runName', args.run_id)}" + (f" with {' '.join(args.overrides)}" if args.overrides else "")
     with tempfile.TemporaryDirectory(prefix="rerun-") as folder:

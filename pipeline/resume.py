@@ -14,7 +14,6 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -33,7 +32,7 @@ def resume(run_id: str, tracking_uri: str):
 
     from pipeline import checkpoint
     from pipeline.job import Resume, run_job
-    from pipeline.tracking import check_target
+    from pipeline.tracking import check_target, logged_config, logged_list
 
     check_target(OmegaConf.create({"uri": tracking_uri}))
     client = mlflow.MlflowClient(tracking_uri)
@@ -50,9 +49,8 @@ def resume(run_id: str, tracking_uri: str):
             f"run {run_id} has no committed checkpoint (checkpoint.dir={folder!r}): it stopped before its first "
             "save; start it again (training.save_strategy=steps training.save_steps=N makes checkpoints)."
         )
-    with tempfile.TemporaryDirectory(prefix="pipeline-resume-") as tmp:
-        cfg = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
-        overrides = list(OmegaConf.load(client.download_artifacts(run_id, "overrides.yaml", tmp)))
+    cfg = logged_config(client, run_id, [])
+    overrides = logged_list(client, run_id, "overrides.yaml")
     cfg.tracking.uri = tracking_uri
     choices = {"experiment": run.data.tags.get("pipeline.experiment", "none")}
     log.info("Resuming run %s from %s", run_id, last)

@@ -19,6 +19,7 @@ import logging
 import re
 import subprocess
 import sys
+import tempfile
 import traceback
 import urllib.error
 import urllib.parse
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import REPO_ROOT, PipelineError
 
@@ -310,6 +312,45 @@ def log_model(model, folder: Path) -> None:
         mlflow.log_text(card.read_text(encoding="utf-8"), "model_card.md")
     requirements = [f"{name}=={version}" for name, version in package_versions().items() if name in ("sentence-transformers", "torch", "transformers")]
     mlflow.sentence_transformers.log_model(model, name="model", pip_requirements=requirements)
+
+
+def logged_config(client, run_id: str, overrides: list[str]) -> DictConfig:
+    """The run's logged ``config.yaml`` with ``overrides`` merged in (unknown keys are an error).
+
+    What ``pipeline.rerun`` and ``pipeline.resume`` rebuild a job from: never today's defaults.
+    """
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory(prefix="pipeline-logged-") as folder:
+        try:
+            path = client.download_artifacts(run_id, "config.yaml", folder)
+        except (MlflowException, OSError) as error:
+            raise PipelineError(f"run {run_id} has no config.yaml artifact ({error}): only runs logged by `python -m pipeline` can be replayed.") from None
+        text = Path(path).read_text(encoding="utf-8")
+    try:
+        cfg = OmegaConf.create(text)
+    except Exception as error:  # noqa: BLE001 - yaml's errors share no base class worth naming
+        raise PipelineError(f"config.yaml of run {run_id} does not parse ({type(error).__name__}): a redacted secret (***) cannot be replayed; fix the artifact or rerun by hand.") from None
+    OmegaConf.set_struct(cfg, True)
+    bad = [o for o in overrides if "=" not in o or o.startswith(("+", "~"))]
+    if bad:
+        raise PipelineError(f"override {bad[0]!r}: write key=value with a key of the logged config (e.g. training.learning_rate=1e-4).")
+    try:
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    except OmegaConfBaseException as error:
+        raise PipelineError(f"override does not fit the logged config: {error.msg if hasattr(error, 'msg') else error}: use keys that config.yaml of run {run_id} has.") from None
+
+
+def logged_list(client, run_id: str, name: str) -> list[str]:
+    """A YAML list artifact of the run (the command-line overrides), empty when absent."""
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory(prefix="pipeline-logged-") as folder:
+        try:
+            path = client.download_artifacts(run_id, name, folder)
+        except (MlflowException, OSError):
+            return []
+        return [str(item) for item in OmegaConf.load(path)]
 
 
 def ui_command(tracking_uri: str) -> str:
