@@ -264,22 +264,41 @@ def _end(mlflow, status: str, reason: str, trace: str | None, secrets: list[str]
 
 
 def log_data_lineage(data, name: str, eval_name: str) -> None:
-    """One ``mlflow.log_input`` per split read (training / evaluation context); several train sets
-    are logged one by one, each under its own name (``NAME-train``)."""
+    """Every split read, logged in one ``mlflow.log_inputs`` (training / evaluation context); several
+    train sets each under its own name (``NAME-train``)."""
     import mlflow
 
     splits = [("training", f"{name}-train" if set_name == "train" else f"{set_name}-train", split)
               for set_name, split in data.train_splits.items()]
     splits += [("evaluation", f"{eval_name}-{split_name}", split) for split_name, split in data.eval_splits.items()]
-    for context, dataset_name, split in splits:
+    datasets = []
+    for _, dataset_name, split in splits:
         with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(
+            datasets.append(mlflow.data.from_pandas(
                 split.dataset.to_pandas(),
                 source=_lineage_source(split.source),
                 name=dataset_name,
-            )
-        mlflow.log_input(dataset, context=context)
+            ))
+    contexts = [context for context, _, _ in splits]
+    if not datasets:
+        return
+    for attempt in range(LINEAGE_ATTEMPTS):
+        try:
+            mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets))
+            return
+        except mlflow.exceptions.MlflowException as error:
+            # A dataset is stored once per experiment (name, digest). Jobs of one sweep that log the same
+            # data at the same moment race to insert it; the loser's transaction is rolled back whole,
+            # and the retry finds the winner's row and links to it.
+            if not _DUPLICATE_ROW.search(str(error)) or attempt == LINEAGE_ATTEMPTS - 1:
+                raise
+            log.info("dataset lineage: %s was stored by a concurrent job; linking to it", contexts)
+
+
+LINEAGE_ATTEMPTS = 5
+# How SQLite, PostgreSQL and MySQL stores (directly or through a tracking server) report a duplicate row.
+_DUPLICATE_ROW = re.compile(r"IntegrityError|UniqueViolation|unique constraint|Duplicate entry", re.IGNORECASE)
 
 
 def _lineage_source(source: str) -> str:

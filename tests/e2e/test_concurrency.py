@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 
@@ -72,3 +73,59 @@ def test_parallel_pipeline_jobs_into_one_store(store_overrides, tmp_path, mlflow
     for run in runs:
         assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
         assert "sts-test_spearman_cosine" in run.data.metrics
+
+
+LINEAGE_ROUNDS = 8
+
+
+def _log_same_lineage(uri: str, barrier, rounds: int, failures) -> None:
+    """One of several jobs of a sweep: every round, released with the others, it logs the same
+    train / dev / test data into one experiment."""
+    import datasets
+    import mlflow
+
+    from pipeline import tracking
+    from pipeline.load import LoadedData, Split
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("shared")
+    for round_ in range(rounds):
+        rows = datasets.Dataset.from_dict({"sentence1": [f"a {round_}", "b"], "sentence2": ["c", "d"],
+                                           "score": [0.5, 1.0]})
+        data = LoadedData(train=Split(rows, "example/train.csv", "x"),
+                          eval_splits={name: Split(rows, f"example/{name}.csv", "x") for name in ("dev", "test")})
+        with mlflow.start_run():
+            barrier.wait(timeout=120)
+            try:
+                tracking.log_data_lineage(data, f"round{round_}", f"round{round_}")
+            except Exception as error:  # reported to the parent, which fails the test
+                failures.put(f"round {round_}: {error}"[:500])
+
+
+@pytest.mark.slow
+def test_concurrent_jobs_log_the_same_dataset_lineage(store, mlflow_client):
+    """Jobs of one sweep logging the same data at the same moment race to insert the experiment's
+    dataset row; every job must still finish with its lineage linked, none may crash."""
+    context = multiprocessing.get_context("spawn")
+    barrier, failures = context.Barrier(PROCESSES), context.Queue()
+    workers = [context.Process(target=_log_same_lineage, args=(store["uri"], barrier, LINEAGE_ROUNDS, failures))
+               for _ in range(PROCESSES)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=600)
+    errors = []
+    while not failures.empty():
+        errors.append(failures.get())
+    assert not errors, errors
+    assert [worker.exitcode for worker in workers] == [0] * PROCESSES
+    runs = all_runs(mlflow_client)
+    assert len(runs) == PROCESSES * LINEAGE_ROUNDS
+    for run in runs:
+        inputs = run.inputs.dataset_inputs
+        assert sorted(i.dataset.name.split("-", 1)[1] for i in inputs) == ["dev", "test", "train"]
+        contexts = {i.dataset.name.split("-", 1)[1]: [t.value for t in i.tags if t.key == "mlflow.data.context"]
+                    for i in inputs}
+        assert contexts == {"train": ["training"], "dev": ["evaluation"], "test": ["evaluation"]}
+    names = {i.dataset.name for run in runs for i in run.inputs.dataset_inputs}
+    assert len(names) == 3 * LINEAGE_ROUNDS  # one stored dataset per (name, digest), shared by every job
