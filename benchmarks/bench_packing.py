@@ -9,11 +9,13 @@ STSb-test Spearman (cosine). Three parts, each printed as it finishes (markdown)
    packed interleaved batch by batch (so load from other processes hits both alike), fp32 and bf16
    autocast; pairs/s, real tokens/s, tokens processed per pair, useful-token MFU (model FLOPs of the
    real tokens only, against the measured peak).
-3. ``train``: the whole job through the pipeline (``python -m pipeline`` in-process on a temporary
-   SQLite store), ``hardware.packing=false`` then ``true``, at each ``--precisions``; STSb-test
-   Spearman and train seconds of each.
+3. ``train``: the whole job through the pipeline (``run_job`` in-process on a temporary SQLite
+   store), ``hardware.packing=false`` then ``true`` at each of ``--row-lengths``, at each
+   ``--precisions``, interleaved over ``--rounds``; STSb-test Spearman (first round; the seed fixes
+   it) and median train and job seconds of each.
 
     .venv/bin/python benchmarks/bench_packing.py [--data ../shared/data/stsb] [--parts peak,throughput,train]
+    .venv/bin/python benchmarks/bench_packing.py --parts train --precisions bf16 --row-lengths 128,96,64,48,32 --rounds 2
 """
 
 from __future__ import annotations
@@ -128,41 +130,47 @@ def throughput(data: Path, batches: int, precisions: list[str], peaks: dict[str,
         print(f"<!-- {precision}: median step padded {statistics.median(times['padded']):.3f}s packed {statistics.median(times['packed']):.3f}s; loadavg after {loadavg()} -->", flush=True)
 
 
-def train(data: Path, precisions: list[str]) -> None:
+def train(data: Path, precisions: list[str], row_lengths: list[int], rounds: int) -> None:
     from hydra import compose, initialize_config_dir
 
     from pipeline import CONF_DIR
     from pipeline.job import run_job
 
-    print("\n### Training the recipe through the pipeline (1 epoch, 44 steps), padded then packed\n")
-    print("| precision | packing | train s | job s | STSb-test Spearman | loadavg at end |")
+    layouts = [("padded", None)] + [(f"packed, rows of {n}", n) for n in row_lengths]
+    print(f"\n### Training the recipe through the pipeline (1 epoch, 44 steps): padded, then packed at each row length; {rounds} round(s), interleaved\n")
+    print("| precision | batches | train s (median) | job s (median) | STSb-test Spearman | loadavg at end |")
     print("|---|---|---|---|---|---|")
-    results: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-packing-") as folder:
         for precision in precisions:
-            for packing_on in ("false", "true"):
-                overrides = [
-                    "model=minilm", "data=stsb_pairs", f"data.local_dir={data}", "loss=mnrl", "evaluator=sts",
-                    "evaluator.splits=[test]", f"hardware.precision={precision}", f"hardware.packing={packing_on}",
-                    "tracking.log_model=false", f"tracking.uri=sqlite:///{folder}/mlflow.db",
-                    f"tracking.artifact_root={folder}/artifacts", "tracking.experiment_name=bench_packing",
-                ]
-                with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                    cfg = compose("config", overrides=overrides)
-                started = time.perf_counter()
-                result = run_job(cfg, Path(folder) / f"{precision}-{packing_on}", overrides)
-                job_s = time.perf_counter() - started
-                import mlflow
+            seen: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _ in layouts}
+            for round_ in range(rounds):
+                for label, row_length in layouts:
+                    overrides = [
+                        "model=minilm", "data=stsb_pairs", f"data.local_dir={data}", "loss=mnrl", "evaluator=sts",
+                        "evaluator.splits=[test]", f"hardware.precision={precision}",
+                        f"hardware.packing={'false' if row_length is None else 'true'}",
+                        *([f"hardware.packing_row_length={row_length}"] if row_length else []),
+                        "tracking.log_model=false", f"tracking.uri=sqlite:///{folder}/mlflow.db",
+                        f"tracking.artifact_root={folder}/artifacts", "tracking.experiment_name=bench_packing",
+                    ]
+                    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                        cfg = compose("config", overrides=overrides)
+                    started = time.perf_counter()
+                    result = run_job(cfg, Path(folder) / f"{precision}-{row_length}-{round_}", overrides)
+                    job_s = time.perf_counter() - started
+                    import mlflow
 
-                run = mlflow.MlflowClient(f"sqlite:///{folder}/mlflow.db").get_run(result.run_id)
-                history = mlflow.MlflowClient(f"sqlite:///{folder}/mlflow.db").get_metric_history(result.run_id, "train_runtime")
-                train_s = history[-1].value if history else float("nan")
-                spearman = result.metrics["sts-test_spearman_cosine"]
-                results[(precision, packing_on)] = spearman
-                label = "packed" if packing_on == "true" else "padded"
-                print(f"| {precision} | {label} ({run.data.tags.get('packing', '?')[:40]}) | {train_s:.1f} | {job_s:.1f} | {spearman:.4f} | {loadavg()} |", flush=True)
-            delta = results[(precision, "true")] - results[(precision, "false")]
-            print(f"<!-- {precision}: Spearman packed - padded = {delta:+.4f} -->", flush=True)
+                    history = mlflow.MlflowClient(f"sqlite:///{folder}/mlflow.db").get_metric_history(result.run_id, "train_runtime")
+                    train_s = history[-1].value if history else float("nan")
+                    seen[label].append((train_s, job_s, result.metrics["sts-test_spearman_cosine"]))
+                    print(f"<!-- round {round_ + 1} {precision} {label}: train {train_s:.1f} s, job {job_s:.1f} s, Spearman {seen[label][-1][2]:.4f}, loadavg {loadavg()} -->", flush=True)
+            for label, _ in layouts:
+                values = seen[label]
+                print(f"| {precision} | {label} | {statistics.median(v[0] for v in values):.1f} | {statistics.median(v[1] for v in values):.1f} "
+                      f"| {values[0][2]:.4f} | {loadavg()} |", flush=True)
+            padded = seen["padded"][0][2]
+            for label, _ in layouts[1:]:
+                print(f"<!-- {precision}: Spearman {label} - padded = {seen[label][0][2] - padded:+.4f} -->", flush=True)
 
 
 def main() -> None:
@@ -171,6 +179,8 @@ def main() -> None:
     parser.add_argument("--parts", default="peak,throughput,train", help="comma-separated: peak, throughput, train")
     parser.add_argument("--batches", type=int, default=12, help="batches timed in the throughput part")
     parser.add_argument("--row-length", type=int, default=128, help="hardware.packing_row_length for the throughput part")
+    parser.add_argument("--row-lengths", default="128", help="comma-separated hardware.packing_row_length values for the train part")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the train part (layouts interleaved; medians)")
     parser.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (bf16 only where the CPU has it)")
     args = parser.parse_args()
 
@@ -190,7 +200,7 @@ def main() -> None:
     if "throughput" in parts:
         throughput(args.data, args.batches, precisions, peaks, args.row_length)
     if "train" in parts:
-        train(args.data, precisions)
+        train(args.data, precisions, [int(n) for n in args.row_lengths.split(",")], args.rounds)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from pipeline import PipelineError
+from pipeline import PipelineError, run_command
 
 if TYPE_CHECKING:
     from pipeline.sweep import Sweep
@@ -91,4 +91,4 @@ def _sweep_job(cfg: DictConfig, sweep: Sweep, job_number: int, output_dir: Path,
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from pipeline import CONF_DIR, PipelineError
+from pipeline import CONF_DIR, PipelineError, run_command
 
 log = logging.getLogger(__name__)
 
@@ -183,4 +183,4 @@ def ranked_by(runs) -> str | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

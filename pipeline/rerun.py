@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline import PipelineError, tracking
+from pipeline import PipelineError, run_command, tracking
 
 log = logging.getLogger(__name__)
 
@@ -128,4 +128,4 @@ def _rerun(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from pipeline import REPO_ROOT, PipelineError
+from pipeline import REPO_ROOT, PipelineError, run_command
 
 log = logging.getLogger("pipeline.resume")
 
@@ -86,4 +86,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

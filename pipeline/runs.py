@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 
+from pipeline import run_command
 from pipeline.resume import DEFAULT_URI
 
 
@@ -73,4 +74,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)
