@@ -3,8 +3,9 @@
 - The trainer writes ``checkpoint-N`` folders (``training.save_strategy`` / ``save_steps``;
   ``save_total_limit`` rotation keeps the latest and, with ``metric_for_best_model``, the best).
   A checkpoint counts only once it holds a ``COMMITTED`` marker, written atomically (temp file +
-  rename) after the trainer finished every file of it: a checkpoint cut short by a crash is never
-  picked up, and :func:`latest_checkpoint` removes such leftovers.
+  rename) after the trainer finished every file of it and the run's buffered metrics were written:
+  a checkpoint cut short by a crash is never picked up, and :func:`latest_checkpoint` removes such
+  leftovers.
 - The first SIGINT / SIGTERM during training asks for a stop at the next step boundary: a
   checkpoint is written, metrics are flushed, and the job raises ``KeyboardInterrupt`` so the run
   ends KILLED. A second signal (or one outside training) interrupts at once.
@@ -105,9 +106,18 @@ def make_callback():
             if state.is_world_process_zero:
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 if folder.is_dir():
+                    _flush_metrics()  # the run holds every metric up to a checkpoint before it counts
                     commit(folder, state.global_step)
 
     return Checkpoints()
+
+
+def _flush_metrics() -> None:
+    """Write the metrics MLflow still buffers (asynchronous logging) to the active run."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.flush_async_logging()
 
 
 def raise_if_stopped(callback) -> None:
