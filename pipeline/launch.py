@@ -141,7 +141,11 @@ def _stop(process: subprocess.Popen, grace: float = 30.0) -> None:
 
 
 def _end_run(cfg: DictConfig, launch_dir: Path, status: str, reason: str) -> None:
-    """End rank 0's run with ``status`` unless rank 0 already ended it FAILED itself."""
+    """End rank 0's run with ``status``, the launcher's reason first and rank 0's own after it.
+
+    Rank 0 may have ended the run itself (its collective failed when another rank died): what the
+    launcher knows (a rank failed, the exit status) still leads the reason.
+    """
     announced = launch_dir / "run.json"
     if not announced.is_file():
         return  # rank 0 failed before the run started (e.g. a data error): there is no run
@@ -151,10 +155,9 @@ def _end_run(cfg: DictConfig, launch_dir: Path, status: str, reason: str) -> Non
     client = mlflow.MlflowClient(str(cfg.tracking.uri))
     run = client.get_run(run_id)
     own = run.data.tags.get("failure_reason")
-    if run.info.status == status and own:
-        return  # rank 0 ended it itself, with its reason
-    client.set_tag(run_id, "failure_reason", f"{reason}; rank 0: {own}" if own else reason)
-    client.set_terminated(run_id, status)
+    client.set_tag(run_id, "failure_reason", f"{reason}; rank 0: {own}"[:5000] if own else reason)
+    if run.info.status != status:
+        client.set_terminated(run_id, status)
 
 
 # ----------------------------------------------------------------------------------------------
