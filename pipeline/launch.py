@@ -29,7 +29,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import REPO_ROOT, PipelineError
+from pipeline import REPO_ROOT, PipelineError, run_command
 
 log = logging.getLogger(__name__)
 
@@ -204,4 +204,4 @@ def rank_main(launch_dir: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(rank_main(Path(sys.argv[1])))
+    run_command(lambda: rank_main(Path(sys.argv[1])))
