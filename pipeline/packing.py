@@ -1,12 +1,13 @@
 """Padding-free training and encoding: pack a batch's sentences into rows, spend no FLOP on padding.
 
 A batch of sentences padded to its longest member wastes most of its compute on padding (STSb pairs
-for MiniLM: 29.7 real tokens per pair of the 73.8 processed). Packing puts several sentences into one
-row of ``hardware.packing_row_length`` tokens, or of the batch's longest sentence when that is longer
-(first-fit decreasing, then balanced), and gives the model a block-diagonal 4D attention mask (a
-token sees only its own sentence) and per-sentence position ids, so each sentence is encoded exactly as it would be alone. The per-token outputs are then scattered
-back to the padded layout, so pooling (mean, CLS, max, ...), Normalize and every later module run
-unchanged and return one embedding per sentence in the original order.
+for MiniLM: 29.7 real tokens per pair of the 73.8 processed). Packing puts several sentences into
+one row of ``hardware.packing_row_length`` tokens, or of the batch's longest sentence when that is
+longer (first-fit decreasing, then balanced), and gives the model a block-diagonal 4D attention
+mask (a token sees only its own sentence) and per-sentence position ids, so each sentence is
+encoded exactly as it would be alone. The per-token outputs are then scattered back to the padded
+layout, so pooling (mean, CLS, max, ...), Normalize and every later module run unchanged and return
+one embedding per sentence in the original order.
 
 It works as a pair of forward hooks on the model's input ``Transformer`` module, not as a collator or
 a new module: every caller of the model takes the packed path with no change of its own, including
