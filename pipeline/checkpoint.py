@@ -22,6 +22,8 @@ import re
 import shutil
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -93,9 +95,6 @@ def make_callback():
             _stop_requested.clear()
             _training.set()
 
-        def on_train_end(self, args, state, control, **kwargs):
-            _training.clear()
-
         def on_step_end(self, args, state, control, **kwargs):
             if _stop_requested.is_set():
                 control.should_save = True
@@ -120,9 +119,18 @@ def _flush_metrics() -> None:
         mlflow.flush_async_logging()
 
 
+@contextmanager
+def training() -> Iterator[None]:
+    """Around ``trainer.train()``: however it ends (returned, raised), a signal after it interrupts
+    at once again, in this job and in the next job of a sweep."""
+    try:
+        yield
+    finally:
+        _training.clear()
+
+
 def raise_if_stopped(callback) -> None:
     """After training: a stop request becomes ``KeyboardInterrupt`` (the run ends KILLED)."""
-    _training.clear()
     if callback is not None and callback.stopped_at is not None:
         _stop_requested.clear()
         raise KeyboardInterrupt(f"stopped by a signal after step {callback.stopped_at} (checkpoint written)")

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 from pathlib import Path
 
-from pipeline import CONF_DIR, PipelineError, run_command
+from pipeline import PipelineError, run_command, tracking
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +25,6 @@ log = logging.getLogger(__name__)
 EVALUATOR_METRIC = re.compile(r"^(?!eval_)[^-]+-[^_]+_.+$")
 EXTRA_METRICS = ("train_loss", "job_seconds")
 FORMATS = ("table", "csv", "markdown")
-
-
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else the default store of ``conf/tracking/sqlite.yaml``."""
-    from omegaconf import OmegaConf
-
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return str(OmegaConf.load(CONF_DIR / "tracking" / "sqlite.yaml").uri)
 
 
 def search(tracking_uri: str, experiment_ids: list[str], parent: str | None = None):
@@ -154,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import mlflow
 
-        uri = args.tracking_uri or default_tracking_uri()
+        uri = args.tracking_uri or tracking.default_tracking_uri()
         client = mlflow.MlflowClient(uri)
         runs = search(uri, _experiment_ids(client, args.experiment, args.parent), args.parent)
         if runs.empty:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from pipeline import PipelineError
+from pipeline.hardware import world_size
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ def chance_loss(loss_cfg: DictConfig, train_columns: list[str], batch_size: int)
     if name not in IN_BATCH_NEGATIVES:
         return None
     candidate_columns = max(len(train_columns) - 1, 1)
-    return math.log(batch_size * candidate_columns)
+    ranks = world_size() if loss_cfg.get("gather_across_devices") else 1  # candidates gathered from every rank
+    return math.log(batch_size * ranks * candidate_columns)
 
 
 def make_guard(guard_cfg: DictConfig | None, model, chance: float | None):

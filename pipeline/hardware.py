@@ -69,14 +69,14 @@ def resolve_precision(hardware: DictConfig, training: DictConfig) -> Precision:
 
 def configure_threads(hardware: DictConfig) -> None:
     """Intra-op threads (``hardware.num_threads``) and, on CUDA, TF32 matmuls (``hardware.tf32``)."""
-    if hardware.get("num_threads") or hardware.get("tf32"):
+    if hardware.get("num_threads"):
         import torch
 
-        if hardware.get("num_threads"):
-            torch.set_num_threads(int(hardware.num_threads))
-        if hardware.get("tf32"):
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        torch.set_num_threads(int(hardware.num_threads))
+    if hardware.get("tf32"):
+        from transformers.utils import enable_tf32  # the API of this torch (the trainer's own switch)
+
+        enable_tf32(True)
 
 
 def process_rank() -> int:
@@ -125,6 +125,13 @@ def autocast(precision: Precision, device: str = "cpu"):
     return torch.autocast(device, dtype=torch.bfloat16 if precision.bf16 else torch.float16)
 
 
+def process_started() -> float:
+    """When the job's process started (epoch seconds); with several ranks, the launching process's."""
+    import psutil
+
+    return float(os.environ.get("PIPELINE_STARTED_AT") or psutil.Process().create_time())
+
+
 def startup_callback():
     """A TrainerCallback logging ``startup_seconds``: from the job's process start to the first step.
 
@@ -132,17 +139,15 @@ def startup_callback():
     """
     import time
 
-    import psutil
     from transformers import TrainerCallback
 
-    started = float(os.environ.get("PIPELINE_STARTED_AT") or psutil.Process().create_time())
+    started = process_started()
 
     class StartupTime(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
-            if state.global_step == 0 and state.is_world_process_zero and not getattr(self, "done", False):
+        def on_step_begin(self, args, state, control, **kwargs):  # once per optimizer step
+            if state.global_step == 0 and state.is_world_process_zero:
                 import mlflow
 
-                self.done = True
                 seconds = time.time() - started
                 log.info("First training step %.1f s after the process started", seconds)
                 mlflow.log_metric("startup_seconds", seconds, synchronous=False)

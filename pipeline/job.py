@@ -61,7 +61,6 @@ def run_job(
     if resume and resume.fingerprint and resume.fingerprint != data.fingerprint:
         raise PipelineError(f"the data changed since run {resume.run_id} started (fingerprint {data.fingerprint} != {resume.fingerprint}): restore it, or start a new run.")
     precision = resolve_precision(cfg.hardware, cfg.training)
-    packing.switch(cfg.hardware)
     args = _training_args(cfg, output_dir, precision) if "train" in cfg.stages else None
     needs_guide = "train" in cfg.stages and load.loss_takes_guide(cfg.loss)
     if needs_guide and not cfg.get("guide"):
@@ -74,6 +73,7 @@ def run_job(
         "pipeline.experiment": choices.get("experiment") or "none",
         "data.fingerprint": data.fingerprint,
         **hardware.world_tags(cfg.training),
+        **({"checkpoint.dir": str(Path(args.output_dir).resolve())} if args else {}),
         "precision.intended": precision.intended,
         "precision.effective": precision.effective,
         **(extra_tags or {}),
@@ -102,16 +102,13 @@ def run_job(
             packing.enable(guide, cfg.hardware, tag="packing.guide")
             loss = load.build_loss(cfg.loss, model, guide)
             dev = evaluators.get("dev") if str(cfg.training.eval_strategy) != "no" else None
-            if main_rank:
-                import mlflow
-
-                mlflow.set_tag("checkpoint.dir", str(Path(args.output_dir).resolve()))
             chance = None if cfg.data.get("train_sets") else guard.chance_loss(
                 cfg.loss, list(cfg.data.train_columns), int(cfg.training.per_device_train_batch_size))
             watch, checkpoints = guard.make_guard(cfg.get("guard"), model, chance), checkpoint.make_callback()
             callbacks = [tracking.metrics_callback(), hardware.startup_callback(), checkpoints, *([watch] if watch else [])]
-            result = train(model, loss, data.train_dataset, args, dev_evaluator=dev, callbacks=callbacks,
-                           eval_dataset=data.eval_loss_dataset, resume_from_checkpoint=resume.checkpoint if resume else None)
+            with checkpoint.training():
+                result = train(model, loss, data.train_dataset, args, dev_evaluator=dev, callbacks=callbacks,
+                               eval_dataset=data.eval_loss_dataset, resume_from_checkpoint=resume.checkpoint if resume else None)
             guard.raise_if_tripped(watch)
             checkpoint.raise_if_stopped(checkpoints)
             log.info("Trained %d steps in %.1f s (final loss %.4f)", result.global_step, result.runtime_s, result.training_loss)

@@ -30,6 +30,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import REPO_ROOT, PipelineError, run_command
+from pipeline.hardware import process_started
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def command(hardware: DictConfig, launch_dir: Path) -> list[str]:
             f"hardware.num_machines={machines} needs hardware.main_process_ip: set it to machine 0's "
             "address on every machine (and hardware.machine_rank to each machine's index)."
         )
-    port = hardware.get("main_process_port") or _free_port()
+    port = hardware.get("main_process_port") or free_port()
     per_machine = max(processes // machines, 1)
     threads = hardware.get("num_threads") or max((os.cpu_count() or 1) // per_machine, 1)
     return [
@@ -93,7 +94,7 @@ def run_launched(
     }
     OmegaConf.save(OmegaConf.create(job), launch_dir / "job.yaml")
     argv = command(cfg.hardware, launch_dir)
-    env = {**os.environ, LAUNCH_DIR_ENV: str(launch_dir), "PYTHONPATH": _pythonpath(), "PIPELINE_STARTED_AT": str(_process_started())}
+    env = {**os.environ, LAUNCH_DIR_ENV: str(launch_dir), "PYTHONPATH": _pythonpath(), "PIPELINE_STARTED_AT": str(process_started())}
     if cfg.hardware.accelerator == "cpu":
         env["ACCELERATE_USE_CPU"] = "true"
     log.info("Launching %s ranks: %s", cfg.hardware.num_processes, " ".join(argv))
@@ -118,13 +119,8 @@ def _pythonpath() -> str:
     return os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
-def _process_started() -> float:
-    import psutil
-
-    return psutil.Process().create_time()
-
-
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

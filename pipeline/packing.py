@@ -58,7 +58,6 @@ PROBE_SENTENCES = (
 class PackingStats:
     """Token counts over every forward that went through the packer (packed or not)."""
 
-    calls: int = 0
     packed_calls: int = 0
     sentences: int = 0
     real_tokens: int = 0  # tokens of the sentences themselves
@@ -187,10 +186,10 @@ class Packer:
         count, padded_length = input_ids.shape
         lengths_t = mask.sum(dim=1)
         positions = torch.arange(padded_length, device=mask.device)
-        right_padded = bool((mask.bool() == (positions[None, :] < lengths_t[:, None])).all())
+        real = positions[None, :] < lengths_t[:, None]  # (count, padded_length)
+        right_padded = bool((mask.bool() == real).all())
         lengths = lengths_t.tolist()
         stats = self.stats
-        stats.calls += 1
         stats.sentences += count
         stats.real_tokens += int(sum(lengths))
         stats.padded_tokens += count * padded_length
@@ -202,8 +201,6 @@ class Packer:
         stats.processed_tokens += plan.rows * plan.width
 
         device = input_ids.device
-        lengths_t = lengths_t.to(device)
-        real = positions[None, :] < lengths_t[:, None]  # (count, padded_length)
         row_of = torch.tensor(plan.row_of, device=device)
         offset_of = torch.tensor(plan.offset_of, device=device)
         destination = row_of[:, None] * plan.width + offset_of[:, None] + positions[None, :]

@@ -82,12 +82,9 @@ def _rerun(args: argparse.Namespace) -> int:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipeline.compare import default_tracking_uri
     from pipeline.job import run_job
-    from pipeline.tracking import git_state, package_versions
 
-    uri = args.tracking_uri or default_tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    uri = args.tracking_uri or tracking.default_tracking_uri()
     client = mlflow.MlflowClient(uri)
     try:
         original = client.get_run(args.run_id)
@@ -108,11 +105,7 @@ def _rerun(args: argparse.Namespace) -> int:
         result = run_job(cfg, Path(folder), [*logged_overrides, *args.overrides], choices,
                          extra_tags={"pipeline.rerun_of": args.run_id}, run_name=name[:250])
     replay = client.get_run(result.run_id)
-    now = {f"version.{k}": v for k, v in package_versions().items()}
-    git = git_state()
-    now.update({"git.commit": git.get("commit", ""), "git.dirty": git.get("dirty", "")})
-    now["data.fingerprint"] = replay.data.tags.get("data.fingerprint", "")
-    for note in differences(tags, now):
+    for note in differences(tags, replay.data.tags):  # the replay's run recorded today's code, packages and data
         print(f"warning: {note}", file=sys.stderr)
     rows, same = compare_metrics(original.data.metrics, replay.data.metrics, args.tolerance)
     width = max([len(r[0]) for r in rows] + [6])

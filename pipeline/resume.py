@@ -18,11 +18,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from pipeline import REPO_ROOT, PipelineError, run_command
+from pipeline import PipelineError, run_command, tracking
 
 log = logging.getLogger("pipeline.resume")
 
-DEFAULT_URI = f"sqlite:///{REPO_ROOT}/mlruns/mlflow.db"
 
 
 def resume(run_id: str, tracking_uri: str):
@@ -62,7 +61,7 @@ def resume(run_id: str, tracking_uri: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.resume", description=__doc__.splitlines()[0])
     parser.add_argument("run_id", help="the MLflow run to continue")
-    parser.add_argument("--tracking-uri", default=DEFAULT_URI, help=f"MLflow store (default {DEFAULT_URI})")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the repo's mlruns/mlflow.db)")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
 
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     install_signal_handlers()
     try:
-        result = resume(options.run_id, options.tracking_uri)
+        result = resume(options.run_id, options.tracking_uri or tracking.default_tracking_uri())
     except PipelineError as error:
         if os.environ.get("PIPELINE_TRACEBACK"):
             raise

@@ -13,7 +13,6 @@ import sys
 import time
 
 from pipeline import run_command
-from pipeline.resume import DEFAULT_URI
 
 
 def stale_runs(client, older_than_min: float) -> list:
@@ -51,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     stale = commands.add_parser("mark-stale", help="mark RUNNING runs with no recent activity FAILED")
     stale.add_argument("--older-than", type=float, default=60.0, metavar="MIN", help="minutes without activity (default 60)")
-    stale.add_argument("--tracking-uri", default=DEFAULT_URI, help=f"MLflow store (default {DEFAULT_URI})")
+    stale.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the repo's mlruns/mlflow.db)")
     stale.add_argument("--dry-run", action="store_true", help="list them, change nothing")
     options = parser.parse_args(argv)
 
@@ -59,14 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from pipeline import PipelineError
-    from pipeline.tracking import check_target
+    from pipeline.tracking import check_target, default_tracking_uri
 
+    uri = options.tracking_uri or default_tracking_uri()
     try:
-        check_target(OmegaConf.create({"uri": options.tracking_uri}))
+        check_target(OmegaConf.create({"uri": uri}))
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    client = mlflow.MlflowClient(options.tracking_uri)
+    client = mlflow.MlflowClient(uri)
     ids = mark_stale(client, options.older_than, options.dry_run)
     verb = "would mark" if options.dry_run else "marked"
     print(f"{verb} {len(ids)} stale RUNNING run(s) FAILED" + "".join(f"\n  {i}" for i in ids))

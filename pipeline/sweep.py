@@ -254,7 +254,9 @@ def objective(sweep: Sweep, metric_name: str | None, metrics: dict[str, float]) 
 
 def record_failure(sweep: Sweep, job_number: int, run_name: str, overrides: list[str], error: BaseException, cfg: DictConfig) -> str:
     """Mark the job's child run FAILED with the reason, creating the child if the job failed before it
-    (with the job's config as params, so the leaderboard shows its swept values)."""
+    (with the job's config as params, so the leaderboard shows its swept values). A child the job
+    already ended FAILED keeps the reason it was given there (secrets scrubbed, a launcher's reason
+    first)."""
     import mlflow
     from omegaconf.errors import OmegaConfBaseException
 
@@ -265,7 +267,8 @@ def record_failure(sweep: Sweep, job_number: int, run_name: str, overrides: list
         [sweep.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{sweep.parent_run_id}' and tags.`pipeline.sweep_job` = '{job_number}'",
     )
-    reason = redact(f"{type(error).__name__}: {error}")[:5000]
+    if found and found[0].info.status == "FAILED":
+        return found[0].info.run_id
     if found:
         run_id = found[0].info.run_id
     else:
@@ -275,10 +278,7 @@ def record_failure(sweep: Sweep, job_number: int, run_name: str, overrides: list
             params = config_params(cfg)
         except OmegaConfBaseException:  # the config itself is what failed: the swept values, unresolved
             params = {override_key(o): redact(o.split("=", 1)[1]) for o in overrides if "=" in o}
-        params = list(params.items())
-        for start in range(0, len(params), 100):
-            client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in params[start:start + 100]])
-    client.set_tag(run_id, "failure_reason", reason)
-    if client.get_run(run_id).info.status != "FAILED":
-        client.set_terminated(run_id, "FAILED")
+        client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])  # chunked by MLflow
+    client.set_tag(run_id, "failure_reason", redact(f"{type(error).__name__}: {error}")[:5000])
+    client.set_terminated(run_id, "FAILED")
     return run_id

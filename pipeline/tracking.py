@@ -35,7 +35,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline import REPO_ROOT, PipelineError
+from pipeline import CONF_DIR, REPO_ROOT, PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,14 @@ def check_target(tracking: DictConfig, timeout: float = 5.0) -> None:
             raise PipelineError(f"tracking.uri={uri!r}: {path} is not a file: point tracking.uri at a .db file.")
 
 
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the default store of ``conf/tracking/sqlite.yaml``: where
+    the commands that take ``--tracking-uri`` look without one."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return str(OmegaConf.load(CONF_DIR / "tracking" / "sqlite.yaml").uri)
+
+
 def open_experiment(tracking: DictConfig) -> str:
     """Set the tracking URI and return the experiment id, creating it once if missing.
 
@@ -129,7 +137,7 @@ def flatten(node: Any, prefix: str = "") -> dict[str, str]:
             out.update(flatten(value, f"{prefix}{key}."))
         return out
     key = prefix[:-1]
-    if SECRET_KEY.search(key.rsplit(".", 1)[-1]) and node not in (None, "", False):
+    if _hidden(key.rsplit(".", 1)[-1], node):
         text = "***"
     elif isinstance(node, (list, tuple)):
         text = json.dumps(node)
@@ -195,9 +203,14 @@ def _redacted(node: Any, key: str = "") -> Any:
         return {k: _redacted(v, str(k)) for k, v in node.items()}
     if isinstance(node, list):
         return [_redacted(v, key) for v in node]
-    if SECRET_KEY.search(key) and node not in (None, "", False):
+    if _hidden(key, node):
         return "***"
     return redact(node) if isinstance(node, str) else node
+
+
+def _hidden(key: str, value: Any) -> bool:
+    """A value under a secret-looking key (``api_key``, ``*_token``, ...) that is set: never logged."""
+    return bool(SECRET_KEY.search(key)) and value not in (None, "", False)
 
 
 def scrub(text: str, secrets: list[str]) -> str:
@@ -342,14 +355,10 @@ def logged_config(client, run_id: str, overrides: list[str]) -> DictConfig:
 
     What ``pipeline.rerun`` and ``pipeline.resume`` rebuild a job from: never today's defaults.
     """
-    from mlflow.exceptions import MlflowException
-
-    with tempfile.TemporaryDirectory(prefix="pipeline-logged-") as folder:
-        try:
-            path = client.download_artifacts(run_id, "config.yaml", folder)
-        except (MlflowException, OSError) as error:
-            raise PipelineError(f"run {run_id} has no config.yaml artifact ({error}): only runs logged by `python -m pipeline` can be replayed.") from None
-        text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = _artifact_text(client, run_id, "config.yaml")
+    except LookupError as error:
+        raise PipelineError(f"run {run_id} has no config.yaml artifact ({error}): only runs logged by `python -m pipeline` can be replayed.") from None
     try:
         cfg = OmegaConf.create(text)
     except Exception as error:  # noqa: BLE001 - yaml's errors share no base class worth naming
@@ -366,14 +375,21 @@ def logged_config(client, run_id: str, overrides: list[str]) -> DictConfig:
 
 def logged_list(client, run_id: str, name: str) -> list[str]:
     """A YAML list artifact of the run (the command-line overrides), empty when absent."""
+    try:
+        return [str(item) for item in OmegaConf.create(_artifact_text(client, run_id, name))]
+    except LookupError:
+        return []
+
+
+def _artifact_text(client, run_id: str, name: str) -> str:
+    """A text artifact of the run, read through a temporary download; LookupError when absent."""
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory(prefix="pipeline-logged-") as folder:
         try:
-            path = client.download_artifacts(run_id, name, folder)
-        except (MlflowException, OSError):
-            return []
-        return [str(item) for item in OmegaConf.load(path)]
+            return Path(client.download_artifacts(run_id, name, folder)).read_text(encoding="utf-8")
+        except (MlflowException, OSError) as error:
+            raise LookupError(str(error)) from None
 
 
 def ui_command(tracking_uri: str) -> str:

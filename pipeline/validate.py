@@ -9,6 +9,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from pipeline import PipelineError
+from pipeline import packing
 from pipeline.load import LABEL_COLUMNS, train_sets
 
 STAGES = ("load", "train", "evaluate")
@@ -50,6 +51,7 @@ def check_config(cfg: DictConfig) -> None:
     evaluator = cfg.evaluator
     if "evaluate" in stages and not evaluator.get("_target_") and "train" not in stages:
         raise PipelineError("stages=[load,evaluate] with evaluator=none evaluates nothing: pick evaluator=sts or evaluator=triplet.")
+    packing.switch(cfg.hardware)  # hardware.packing / packing_row_length
 
 
 def _check_loss_columns(cfg: DictConfig) -> None:
