@@ -40,11 +40,16 @@ PRECISION = {"plain_fp32": "fp32", "pipeline_fp32": "fp32"}  # the others: what 
 
 def pipeline_command(name: str, data: str, store: Path, max_steps: int | None) -> list[str]:
     command = [
-        sys.executable, "-m", "pipeline",
-        "data=stsb_pairs", f"data.local_dir={data}",
+        sys.executable,
+        "-m",
+        "pipeline",
+        "data=stsb_pairs",
+        f"data.local_dir={data}",
         "evaluator.splits=[test]",  # the plain script scores the test split only
-        f"tracking.uri=sqlite:///{store}/mlflow.db", f"tracking.artifact_root={store}/artifacts",
-        f"tracking.experiment_name={name}", f"hydra.run.dir={store}/{name}-{time.time_ns()}",
+        f"tracking.uri=sqlite:///{store}/mlflow.db",
+        f"tracking.artifact_root={store}/artifacts",
+        f"tracking.experiment_name={name}",
+        f"hydra.run.dir={store}/{name}-{time.time_ns()}",
     ]
     if name == "pipeline_fp32":
         command.append("hardware.precision=fp32")
@@ -57,7 +62,14 @@ def pipeline_command(name: str, data: str, store: Path, max_steps: int | None) -
 
 def run_contender(name: str, data: str, work: Path, max_steps: int | None) -> dict:
     if name == "plain_fp32":
-        command = [sys.executable, str(REPO / "benchmarks" / "plain_st.py"), "--data", data, "--output", str(work / "plain")]
+        command = [
+            sys.executable,
+            str(REPO / "benchmarks" / "plain_st.py"),
+            "--data",
+            data,
+            "--output",
+            str(work / "plain"),
+        ]
         if max_steps:
             command += ["--max-steps", str(max_steps)]
     else:
@@ -69,17 +81,30 @@ def run_contender(name: str, data: str, work: Path, max_steps: int | None) -> di
         raise SystemExit(f"{name} failed ({out.returncode}):\n{out.stderr[-3000:]}")
     if name == "plain_fp32":
         result = json.loads(out.stdout.strip().splitlines()[-1])
-        return {"wall_s": wall, "startup_s": result["startup_s"], "train_s": result["train_s"],
-                "train_samples_per_s": result["train_samples_per_s"],
-                "spearman": result["sts-test_spearman_cosine"], "precision": "fp32", "world_size": 1}
+        return {
+            "wall_s": wall,
+            "startup_s": result["startup_s"],
+            "train_s": result["train_s"],
+            "train_samples_per_s": result["train_samples_per_s"],
+            "spearman": result["sts-test_spearman_cosine"],
+            "precision": "fp32",
+            "world_size": 1,
+        }
     run_id = re.search(r"MLflow run (\w+) FINISHED", out.stdout).group(1)
     import mlflow
 
     run = mlflow.MlflowClient(f"sqlite:///{work}/store/mlflow.db").get_run(run_id)
     metrics, tags = run.data.metrics, run.data.tags
-    return {"wall_s": wall, "startup_s": metrics.get("startup_seconds"), "train_s": metrics["train_runtime"],
-            "train_samples_per_s": metrics["train_samples_per_second"], "spearman": metrics["sts-test_spearman_cosine"],
-            "precision": tags["precision.effective"], "world_size": int(tags["world_size"]), "run_id": run_id}
+    return {
+        "wall_s": wall,
+        "startup_s": metrics.get("startup_seconds"),
+        "train_s": metrics["train_runtime"],
+        "train_samples_per_s": metrics["train_samples_per_second"],
+        "spearman": metrics["sts-test_spearman_cosine"],
+        "precision": tags["precision.effective"],
+        "world_size": int(tags["world_size"]),
+        "run_id": run_id,
+    }
 
 
 def matmul_peak(dtype_name: str, size: int = 2048, seconds: float = 3.0) -> float:
@@ -110,8 +135,11 @@ def train_flops(data: str, max_steps: int | None) -> float:
     rows = load_dataset("csv", data_files=f"{data}/train.csv", split="train").filter(lambda r: r["score"] >= 4.0)
     if max_steps:
         rows = rows.select(range(min(len(rows), 32 * max_steps)))
-    tokens = sum(len(model.tokenizer(text, truncation=True, max_length=model.max_seq_length)["input_ids"])
-                 for column in ("sentence1", "sentence2") for text in rows[column])
+    tokens = sum(
+        len(model.tokenizer(text, truncation=True, max_length=model.max_seq_length)["input_ids"])
+        for column in ("sentence1", "sentence2")
+        for text in rows[column]
+    )
     embeddings = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
     dense = sum(p.numel() for p in model.parameters()) - embeddings
     return 6.0 * dense * tokens
@@ -122,11 +150,18 @@ def machine() -> dict:
     model = re.search(r"model name\s*:\s*(.+)", flags)
     import torch
 
-    from pipeline.hardware import cpu_has_fast_bf16
+    from pipeline.runtime.hardware import cpu_has_fast_bf16
 
-    return {"cpu": model.group(1) if model else platform.processor(), "cores": os.cpu_count(),
-            "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags, "onednn_bf16": cpu_has_fast_bf16(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+    return {
+        "cpu": model.group(1) if model else platform.processor(),
+        "cores": os.cpu_count(),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx_bf16": "amx_bf16" in flags,
+        "onednn_bf16": cpu_has_fast_bf16(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
 
 
 def loadavg() -> str:
@@ -149,8 +184,10 @@ def markdown(report: dict) -> str:
     for name, m in report["medians"].items():
         mfu = f"{m['mfu']:.1%}" if m.get("mfu") is not None else "n/a"
         startup = f"{m['startup_s']:.1f}" if m.get("startup_s") is not None else "n/a"
-        lines.append(f"| {name} | {m['precision']} | {m['world_size']} | {m['wall_s']:.1f} | {startup} | {m['train_s']:.1f} | "
-                     f"{m['train_samples_per_s']:.1f} | {mfu} | {m['spearman']:.4f} |")
+        lines.append(
+            f"| {name} | {m['precision']} | {m['world_size']} | {m['wall_s']:.1f} | {startup} | {m['train_s']:.1f} | "
+            f"{m['train_samples_per_s']:.1f} | {mfu} | {m['spearman']:.4f} |"
+        )
     lines += [
         "",
         f"- matmul peak (2048², this machine): fp32 {report['peak_flops']['fp32'] / 1e9:.0f} GFLOP/s, "
@@ -159,7 +196,10 @@ def markdown(report: dict) -> str:
     for key, text in (
         ("pipeline_fp32_over_plain_wall", "pipeline fp32 / plain fp32 wall time (target <= 1.05)"),
         ("pipeline_fp32_minus_plain_spearman", "pipeline fp32 - plain fp32 Spearman (target |d| <= 0.002)"),
-        ("plain_over_pipeline_cpu_wall", "speed-up of pipeline default (hardware=cpu) over plain fp32, end to end (target >= 2)"),
+        (
+            "plain_over_pipeline_cpu_wall",
+            "speed-up of pipeline default (hardware=cpu) over plain fp32, end to end (target >= 2)",
+        ),
         ("plain_over_pipeline_cpu_train", "the same, training alone"),
         ("pipeline_cpu_minus_plain_spearman", "pipeline default - plain fp32 Spearman (target |d| <= 0.003)"),
         ("cpu_ddp_over_cpu_train_throughput", "cpu_ddp / cpu training samples/s"),
@@ -167,7 +207,9 @@ def markdown(report: dict) -> str:
         if key in s:
             lines.append(f"- {text}: **{s[key]:+.4f}**" if "minus" in key else f"- {text}: **{s[key]:.3f}**")
         if key == "plain_over_pipeline_cpu_wall" and s.get("plain_over_pipeline_cpu_wall_per_round"):
-            lines[-1] += " (round by round: " + ", ".join(f"{r:.2f}" for r in s["plain_over_pipeline_cpu_wall_per_round"]) + ")"
+            lines[-1] += (
+                " (round by round: " + ", ".join(f"{r:.2f}" for r in s["plain_over_pipeline_cpu_wall_per_round"]) + ")"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -176,15 +218,25 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/stsb", help="STS Benchmark folder (train.csv, test.csv)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of all contenders, interleaved; medians reported")
     parser.add_argument("--only", nargs="+", choices=CONTENDERS, default=list(CONTENDERS), help="contenders to run")
-    parser.add_argument("--max-steps", type=int, default=None, help="shorten training (a quick check of the benchmark itself)")
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="shorten training (a quick check of the benchmark itself)"
+    )
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="folder for bench_cpu.json / .md")
     args = parser.parse_args()
     data = str((REPO / args.data).resolve()) if not Path(args.data).is_absolute() else args.data
     if not Path(data, "train.csv").is_file():
-        raise SystemExit(f"--data {args.data}: no train.csv there; point it at the STS Benchmark folder (../shared/data/stsb).")
+        raise SystemExit(
+            f"--data {args.data}: no train.csv there; point it at the STS Benchmark folder (../shared/data/stsb)."
+        )
 
-    report: dict = {"command": " ".join(["benchmarks/bench_cpu.py", *sys.argv[1:]]), "machine": machine(),
-                    "rounds": args.rounds, "max_steps": args.max_steps, "load_before": loadavg(), "runs": {n: [] for n in args.only}}
+    report: dict = {
+        "command": " ".join(["benchmarks/bench_cpu.py", *sys.argv[1:]]),
+        "machine": machine(),
+        "rounds": args.rounds,
+        "max_steps": args.max_steps,
+        "load_before": loadavg(),
+        "runs": {n: [] for n in args.only},
+    }
     report["peak_flops"] = {"fp32": matmul_peak("fp32"), "bf16": matmul_peak("bf16")}
     with tempfile.TemporaryDirectory(prefix="bench-cpu-") as folder:
         for round_index in range(args.rounds):
@@ -201,7 +253,10 @@ def main() -> None:
     report["train_flops"] = flops
     report["medians"] = {}
     for name, runs in report["runs"].items():
-        median = {key: statistics.median(r[key] for r in runs) for key in ("wall_s", "train_s", "train_samples_per_s", "spearman")}
+        median = {
+            key: statistics.median(r[key] for r in runs)
+            for key in ("wall_s", "train_s", "train_samples_per_s", "spearman")
+        }
         starts = [r["startup_s"] for r in runs if r.get("startup_s") is not None]
         median["startup_s"] = statistics.median(starts) if starts else None
         median["precision"], median["world_size"] = runs[0]["precision"], runs[0]["world_size"]
@@ -219,7 +274,9 @@ def main() -> None:
         rounds = zip(report["runs"]["plain_fp32"], report["runs"]["pipeline_cpu"])
         summary["plain_over_pipeline_cpu_wall_per_round"] = [plain["wall_s"] / ours["wall_s"] for plain, ours in rounds]
     if "pipeline_cpu" in m and "pipeline_cpu_ddp" in m:
-        summary["cpu_ddp_over_cpu_train_throughput"] = m["pipeline_cpu_ddp"]["train_samples_per_s"] / m["pipeline_cpu"]["train_samples_per_s"]
+        summary["cpu_ddp_over_cpu_train_throughput"] = (
+            m["pipeline_cpu_ddp"]["train_samples_per_s"] / m["pipeline_cpu"]["train_samples_per_s"]
+        )
     report["summary"] = summary
 
     out = Path(args.out)

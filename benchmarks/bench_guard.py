@@ -13,8 +13,9 @@ from __future__ import annotations
 import sys
 import time
 
-from pipeline.guard import PROBE_SENTENCES, make_guard
-from pipeline.load import load_model
+from pipeline.runtime.callbacks import TrainingGuard
+from pipeline.runtime.guard import PROBE_SENTENCES, GuardSettings
+from pipeline.stages.build import load_model
 from tests.conftest import compose_config
 
 
@@ -23,7 +24,7 @@ def main() -> None:
     cfg = compose_config([f"model={options.get('model', 'minilm')}"])
     batch, repeats = int(options.get("batch", 32)), int(options.get("repeats", 20))
     model = load_model(cfg.model, seed=42)
-    guard = make_guard(cfg.guard, model, chance=None)
+    guard = TrainingGuard(GuardSettings.from_config(cfg.guard), model, chance=None)
 
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from torch.optim import AdamW
@@ -51,9 +52,11 @@ def main() -> None:
         step_times.append(time.perf_counter() - started)
     step = sorted(step_times)[len(step_times) // 2]
     every = int(cfg.guard.collapse_every)
-    print(f"model={cfg.model.name_or_path} batch={batch}: collapse probe {probe * 1000:.1f} ms, "
-          f"train step {step * 1000:.0f} ms (median); overhead at collapse_every={every}: "
-          f"{probe / (every * step) * 100:.3f}% of training time")
+    print(
+        f"model={cfg.model.name_or_path} batch={batch}: collapse probe {probe * 1000:.1f} ms, "
+        f"train step {step * 1000:.0f} ms (median); overhead at collapse_every={every}: "
+        f"{probe / (every * step) * 100:.3f}% of training time"
+    )
 
 
 if __name__ == "__main__":

@@ -73,13 +73,13 @@ def throughput(data: Path, batches: int, precisions: list[str], peaks: dict[str,
     from omegaconf import OmegaConf
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    from pipeline import packing
-    from pipeline.load import load_model
+    from pipeline.runtime import packing
+    from pipeline.stages.build import load_model
 
     pairs = stsb_pairs(data)
     torch.manual_seed(42)
     order = torch.randperm(len(pairs)).tolist()
-    chunks = [[pairs[i] for i in order[k * 32:(k + 1) * 32]] for k in range(batches)]
+    chunks = [[pairs[i] for i in order[k * 32 : (k + 1) * 32]] for k in range(batches)]
     model = load_model(OmegaConf.create({"name_or_path": "sentence-transformers/all-MiniLM-L6-v2"}), seed=42)
     model.train()
     loss = MultipleNegativesRankingLoss(model)
@@ -96,8 +96,12 @@ def throughput(data: Path, batches: int, precisions: list[str], peaks: dict[str,
         loss([dict(f) for f in batch], None).backward()
         return time.perf_counter() - start
 
-    print(f"\n### Throughput: forward + backward, {batches} batches of 32 pairs, interleaved (loadavg before: {loadavg()})\n")
-    print("| precision | batches | s padded | s packed | speed-up | pairs/s padded | pairs/s packed | tokens/pair padded | tokens/pair packed | real tokens/pair | useful MFU padded | useful MFU packed |")
+    print(
+        f"\n### Throughput: forward + backward, {batches} batches of 32 pairs, interleaved (loadavg before: {loadavg()})\n"
+    )
+    print(
+        "| precision | batches | s padded | s packed | speed-up | pairs/s padded | pairs/s packed | tokens/pair padded | tokens/pair packed | real tokens/pair | useful MFU padded | useful MFU packed |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for precision in precisions:
         bf16 = precision == "bf16"
@@ -110,7 +114,7 @@ def throughput(data: Path, batches: int, precisions: list[str], peaks: dict[str,
             step(features[0])
             packer.stats = packing.PackingStats()
             for index, batch in enumerate(features):
-                for mode in (("padded", "packed") if index % 2 == 0 else ("packed", "padded")):
+                for mode in ("padded", "packed") if index % 2 == 0 else ("packed", "padded"):
                     if mode == "padded":
                         packing.disable(model)
                     else:
@@ -127,7 +131,10 @@ def throughput(data: Path, batches: int, precisions: list[str], peaks: dict[str,
             f"| {100 * flops / padded_s / peak:.1f}% | {100 * flops / packed_s / peak:.1f}% |",
             flush=True,
         )
-        print(f"<!-- {precision}: median step padded {statistics.median(times['padded']):.3f}s packed {statistics.median(times['packed']):.3f}s; loadavg after {loadavg()} -->", flush=True)
+        print(
+            f"<!-- {precision}: median step padded {statistics.median(times['padded']):.3f}s packed {statistics.median(times['packed']):.3f}s; loadavg after {loadavg()} -->",
+            flush=True,
+        )
 
 
 def train(data: Path, precisions: list[str], row_lengths: list[int], rounds: int) -> None:
@@ -137,7 +144,9 @@ def train(data: Path, precisions: list[str], row_lengths: list[int], rounds: int
     from pipeline.job import run_job
 
     layouts = [("padded", None)] + [(f"packed, rows of {n}", n) for n in row_lengths]
-    print(f"\n### Training the recipe through the pipeline (1 epoch, 44 steps): padded, then packed at each row length; {rounds} round(s), interleaved\n")
+    print(
+        f"\n### Training the recipe through the pipeline (1 epoch, 44 steps): padded, then packed at each row length; {rounds} round(s), interleaved\n"
+    )
     print("| precision | batches | train s (median) | job s (median) | STSb-test Spearman | loadavg at end |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="bench-packing-") as folder:
@@ -146,12 +155,19 @@ def train(data: Path, precisions: list[str], row_lengths: list[int], rounds: int
             for round_ in range(rounds):
                 for label, row_length in layouts:
                     overrides = [
-                        "model=minilm", "data=stsb_pairs", f"data.local_dir={data}", "loss=mnrl", "evaluator=sts",
-                        "evaluator.splits=[test]", f"hardware.precision={precision}",
+                        "model=minilm",
+                        "data=stsb_pairs",
+                        f"data.local_dir={data}",
+                        "loss=mnrl",
+                        "evaluator=sts",
+                        "evaluator.splits=[test]",
+                        f"hardware.precision={precision}",
                         f"hardware.packing={'false' if row_length is None else 'true'}",
                         *([f"hardware.packing_row_length={row_length}"] if row_length else []),
-                        "tracking.log_model=false", f"tracking.uri=sqlite:///{folder}/mlflow.db",
-                        f"tracking.artifact_root={folder}/artifacts", "tracking.experiment_name=bench_packing",
+                        "tracking.log_model=false",
+                        f"tracking.uri=sqlite:///{folder}/mlflow.db",
+                        f"tracking.artifact_root={folder}/artifacts",
+                        "tracking.experiment_name=bench_packing",
                     ]
                     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
                         cfg = compose("config", overrides=overrides)
@@ -160,43 +176,68 @@ def train(data: Path, precisions: list[str], row_lengths: list[int], rounds: int
                     job_s = time.perf_counter() - started
                     import mlflow
 
-                    history = mlflow.MlflowClient(f"sqlite:///{folder}/mlflow.db").get_metric_history(result.run_id, "train_runtime")
+                    history = mlflow.MlflowClient(f"sqlite:///{folder}/mlflow.db").get_metric_history(
+                        result.run_id, "train_runtime"
+                    )
                     train_s = history[-1].value if history else float("nan")
                     seen[label].append((train_s, job_s, result.metrics["sts-test_spearman_cosine"]))
-                    print(f"<!-- round {round_ + 1} {precision} {label}: train {train_s:.1f} s, job {job_s:.1f} s, Spearman {seen[label][-1][2]:.4f}, loadavg {loadavg()} -->", flush=True)
+                    print(
+                        f"<!-- round {round_ + 1} {precision} {label}: train {train_s:.1f} s, job {job_s:.1f} s, Spearman {seen[label][-1][2]:.4f}, loadavg {loadavg()} -->",
+                        flush=True,
+                    )
             for label, _ in layouts:
                 values = seen[label]
-                print(f"| {precision} | {label} | {statistics.median(v[0] for v in values):.1f} | {statistics.median(v[1] for v in values):.1f} "
-                      f"| {values[0][2]:.4f} | {loadavg()} |", flush=True)
+                print(
+                    f"| {precision} | {label} | {statistics.median(v[0] for v in values):.1f} | {statistics.median(v[1] for v in values):.1f} "
+                    f"| {values[0][2]:.4f} | {loadavg()} |",
+                    flush=True,
+                )
             padded = seen["padded"][0][2]
             for label, _ in layouts[1:]:
-                print(f"<!-- {precision}: Spearman {label} - padded = {seen[label][0][2] - padded:+.4f} -->", flush=True)
+                print(
+                    f"<!-- {precision}: Spearman {label} - padded = {seen[label][0][2] - padded:+.4f} -->", flush=True
+                )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "stsb", help="STS Benchmark folder (train.csv, test.csv)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=REPO_ROOT.parent / "shared" / "data" / "stsb",
+        help="STS Benchmark folder (train.csv, test.csv)",
+    )
     parser.add_argument("--parts", default="peak,throughput,train", help="comma-separated: peak, throughput, train")
     parser.add_argument("--batches", type=int, default=12, help="batches timed in the throughput part")
-    parser.add_argument("--row-length", type=int, default=32, help="hardware.packing_row_length for the throughput part")
-    parser.add_argument("--row-lengths", default="32", help="comma-separated hardware.packing_row_length values for the train part")
+    parser.add_argument(
+        "--row-length", type=int, default=32, help="hardware.packing_row_length for the throughput part"
+    )
+    parser.add_argument(
+        "--row-lengths", default="32", help="comma-separated hardware.packing_row_length values for the train part"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="rounds of the train part (layouts interleaved; medians)")
     parser.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (bf16 only where the CPU has it)")
     args = parser.parse_args()
 
     import torch
 
-    from pipeline.hardware import cpu_has_fast_bf16
+    from pipeline.runtime.hardware import cpu_has_fast_bf16
 
     parts = set(args.parts.split(","))
     precisions = [p for p in args.precisions.split(",") if p == "fp32" or cpu_has_fast_bf16()]
-    print(f"## Packing benchmark\n\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; loadavg at start: {loadavg()}")
+    print(
+        f"## Packing benchmark\n\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; loadavg at start: {loadavg()}"
+    )
     peaks: dict[str, float] = {}
     if parts & {"peak", "throughput"}:
         peaks["fp32"] = measured_peak(torch.float32)
         if "bf16" in precisions:
             peaks["bf16"] = measured_peak(torch.bfloat16)
-        print("\nMeasured matmul peak (2048x2048, best of 5): " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()), flush=True)
+        print(
+            "\nMeasured matmul peak (2048x2048, best of 5): "
+            + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()),
+            flush=True,
+        )
     if "throughput" in parts:
         throughput(args.data, args.batches, precisions, peaks, args.row_length)
     if "train" in parts:

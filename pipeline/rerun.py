@@ -18,7 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline import PipelineError, run_command, tracking
+from pipeline import PipelineError, tracking
+from pipeline.cli import add_tracking_uri, reported, run_command, tracking_uri
+from pipeline.tracking.scrub import MAX_RUN_NAME_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +39,23 @@ def differences(original: dict[str, str], current: dict[str, str]) -> list[str]:
         notes.append("this checkout has uncommitted changes")
     for key in sorted(k for k in original if k.startswith("version.")):
         if current.get(key) != original[key]:
-            notes.append(f"{key[len('version.'):]} differs: original {original[key]}, now {current.get(key, 'missing')}")
-    if original.get("data.fingerprint") and current.get("data.fingerprint") and original["data.fingerprint"] != current["data.fingerprint"]:
-        notes.append(f"data fingerprint differs: original {original['data.fingerprint']}, now {current['data.fingerprint']}")
+            notes.append(
+                f"{key[len('version.') :]} differs: original {original[key]}, now {current.get(key, 'missing')}"
+            )
+    if (
+        original.get("data.fingerprint")
+        and current.get("data.fingerprint")
+        and original["data.fingerprint"] != current["data.fingerprint"]
+    ):
+        notes.append(
+            f"data fingerprint differs: original {original['data.fingerprint']}, now {current['data.fingerprint']}"
+        )
     return notes
 
 
-def compare_metrics(original: dict[str, float], replay: dict[str, float], tolerance: float) -> tuple[list[tuple[str, float, float | None, bool]], bool]:
+def compare_metrics(
+    original: dict[str, float], replay: dict[str, float], tolerance: float
+) -> tuple[list[tuple[str, float, float | None, bool]], bool]:
     """(name, original, replay, equal) for every non-timing metric of the original; all equal?"""
     rows = []
     for name in sorted(original):
@@ -63,29 +75,30 @@ def compare_metrics(original: dict[str, float], replay: dict[str, float], tolera
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.rerun", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_id", metavar="RUN_ID", help="the MLflow run to replay")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="changes to the logged config (OmegaConf dot keys)")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the repo's mlruns/mlflow.db)")
-    parser.add_argument("--tolerance", type=float, default=0.0, help="largest absolute difference accepted per metric (default 0: exact)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="changes to the logged config (OmegaConf dot keys)"
+    )
+    add_tracking_uri(parser)
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="largest absolute difference accepted per metric (default 0: exact)",
+    )
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    try:
+    with reported():
         return _rerun(args)
-    except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the MLflow run was ended KILLED", file=sys.stderr)
-        return 130
 
 
 def _rerun(args: argparse.Namespace) -> int:
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipeline.job import run_job
+    from pipeline.start import start_job
 
-    uri = args.tracking_uri or tracking.default_tracking_uri()
-    client = mlflow.MlflowClient(uri)
+    uri = tracking_uri(args)
+    tracking.check_uri(uri)
+    client = tracking.client(uri)
     try:
         original = client.get_run(args.run_id)
     except MlflowException:
@@ -100,16 +113,26 @@ def _rerun(args: argparse.Namespace) -> int:
     tags = original.data.tags
     logged_overrides = tracking.logged_list(client, args.run_id, "overrides.yaml")
     choices = {"experiment": tags["pipeline.experiment"]} if tags.get("pipeline.experiment", "none") != "none" else {}
-    name = f"rerun of {tags.get('mlflow.runName', args.run_id)}" + (f" with {' '.join(args.overrides)}" if args.overrides else "")
+    name = f"rerun of {tags.get('mlflow.runName', args.run_id)}" + (
+        f" with {' '.join(args.overrides)}" if args.overrides else ""
+    )
     with tempfile.TemporaryDirectory(prefix="rerun-") as folder:
-        result = run_job(cfg, Path(folder), [*logged_overrides, *args.overrides], choices,
-                         extra_tags={"pipeline.rerun_of": args.run_id}, run_name=name[:250])
+        result = start_job(
+            cfg,
+            Path(folder),
+            [*logged_overrides, *args.overrides],
+            choices,
+            extra_tags={"pipeline.rerun_of": args.run_id},
+            run_name=name[:MAX_RUN_NAME_LENGTH],
+        )
     replay = client.get_run(result.run_id)
     for note in differences(tags, replay.data.tags):  # the replay's run recorded today's code, packages and data
         print(f"warning: {note}", file=sys.stderr)
     rows, same = compare_metrics(original.data.metrics, replay.data.metrics, args.tolerance)
     width = max([len(r[0]) for r in rows] + [6])
-    print(f"\nrerun {result.run_id} of {args.run_id} ({'exact' if args.tolerance == 0 else f'tolerance {args.tolerance:g}'}):")
+    print(
+        f"\nrerun {result.run_id} of {args.run_id} ({'exact' if args.tolerance == 0 else f'tolerance {args.tolerance:g}'}):"
+    )
     print(f"  {'metric':<{width}}  {'original':>22}  {'rerun':>22}  ")
     for metric, old, new, equal in rows:
         shown = "missing" if new is None else repr(new)

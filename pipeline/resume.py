@@ -12,35 +12,34 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from pipeline import PipelineError, run_command, tracking
+from pipeline import PipelineError, tracking
+from pipeline.cli import add_tracking_uri, print_summary, reported, run_command, tracking_uri
 
 log = logging.getLogger("pipeline.resume")
 
 
-
-def resume(run_id: str, tracking_uri: str):
+def resume(run_id: str, uri: str):
     """Continue ``run_id`` from its last checkpoint; return the job's result."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipeline import checkpoint
-    from pipeline.job import Resume, run_job
-    from pipeline.tracking import check_target, logged_config, logged_list
+    from pipeline.job import Resume
+    from pipeline.runtime import checkpoint
+    from pipeline.start import start_job
 
-    check_target(OmegaConf.create({"uri": tracking_uri}))
-    client = mlflow.MlflowClient(tracking_uri)
+    tracking.check_uri(uri)
+    client = tracking.client(uri)
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise PipelineError(f"run {run_id!r} is not in the store {tracking_uri!r}: check the id, or pass --tracking-uri.") from None
+        raise PipelineError(
+            f"run {run_id!r} is not in the store {uri!r}: check the id, or pass --tracking-uri."
+        ) from None
     if run.info.status == "FINISHED":
-        raise PipelineError(f"run {run_id} already FINISHED: nothing to resume (python -m pipeline.rerun {run_id} replays it).")
+        raise PipelineError(
+            f"run {run_id} already FINISHED: nothing to resume (python -m pipeline.rerun {run_id} replays it)."
+        )
     folder = run.data.tags.get("checkpoint.dir")
     last = checkpoint.latest_checkpoint(folder) if folder else None
     if last is None:
@@ -48,39 +47,29 @@ def resume(run_id: str, tracking_uri: str):
             f"run {run_id} has no committed checkpoint (checkpoint.dir={folder!r}): it stopped before its first "
             "save; start it again (training.save_strategy=steps training.save_steps=N makes checkpoints)."
         )
-    cfg = logged_config(client, run_id, [])
-    overrides = logged_list(client, run_id, "overrides.yaml")
-    cfg.tracking.uri = tracking_uri
+    cfg = tracking.logged_config(client, run_id, [])
+    overrides = tracking.logged_list(client, run_id, "overrides.yaml")
+    cfg.tracking.uri = uri
     choices = {"experiment": run.data.tags.get("pipeline.experiment", "none")}
     log.info("Resuming run %s from %s", run_id, last)
     client.set_tag(run_id, "resumed_from", str(last))
     target = Resume(run_id=run_id, checkpoint=str(last), fingerprint=run.data.tags.get("data.fingerprint"))
-    return run_job(cfg, Path(folder).parent, overrides, choices, resume=target)
+    return start_job(cfg, Path(folder).parent, overrides, choices, resume=target)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.resume", description=__doc__.splitlines()[0])
     parser.add_argument("run_id", help="the MLflow run to continue")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the repo's mlruns/mlflow.db)")
+    add_tracking_uri(parser)
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
 
-    from pipeline.checkpoint import install_signal_handlers
+    from pipeline.runtime.checkpoint import install_signal_handlers
 
     install_signal_handlers()
-    try:
-        result = resume(options.run_id, options.tracking_uri or tracking.default_tracking_uri())
-    except PipelineError as error:
-        if os.environ.get("PIPELINE_TRACEBACK"):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the MLflow run was ended KILLED", file=sys.stderr)
-        return 130
-    print(f"\nMLflow run {result.run_id} FINISHED (resumed)")
-    for name in sorted(result.metrics):
-        print(f"  {name:<40} {result.metrics[name]:.4f}")
+    with reported():
+        result = resume(options.run_id, tracking_uri(options))
+    print_summary(result, "resumed")
     return 0
 
 

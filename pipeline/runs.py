@@ -9,10 +9,10 @@ FAILED with a ``failure_reason`` tag. Runs that can be continued are better resu
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
-from pipeline import run_command
+from pipeline.cli import add_tracking_uri, reported, run_command, tracking_uri
+from pipeline.tracking import end_run
 
 
 def stale_runs(client, older_than_min: float) -> list:
@@ -40,8 +40,8 @@ def mark_stale(client, older_than_min: float, dry_run: bool = False) -> list[str
     for run in stale_runs(client, older_than_min):
         ids.append(run.info.run_id)
         if not dry_run:
-            client.set_tag(run.info.run_id, "failure_reason", f"stale: RUNNING with no activity for {older_than_min:g}+ min (process lost)")
-            client.set_terminated(run.info.run_id, "FAILED")
+            reason = f"stale: RUNNING with no activity for {older_than_min:g}+ min (process lost)"
+            end_run(run.info.run_id, "FAILED", reason, tracking_uri=client.tracking_uri)
     return ids
 
 
@@ -49,25 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.runs", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     stale = commands.add_parser("mark-stale", help="mark RUNNING runs with no recent activity FAILED")
-    stale.add_argument("--older-than", type=float, default=60.0, metavar="MIN", help="minutes without activity (default 60)")
-    stale.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the repo's mlruns/mlflow.db)")
+    stale.add_argument(
+        "--older-than", type=float, default=60.0, metavar="MIN", help="minutes without activity (default 60)"
+    )
+    add_tracking_uri(stale)
     stale.add_argument("--dry-run", action="store_true", help="list them, change nothing")
     options = parser.parse_args(argv)
 
-    import mlflow
-    from omegaconf import OmegaConf
+    from pipeline import tracking
 
-    from pipeline import PipelineError
-    from pipeline.tracking import check_target, default_tracking_uri
-
-    uri = options.tracking_uri or default_tracking_uri()
-    try:
-        check_target(OmegaConf.create({"uri": uri}))
-    except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    client = mlflow.MlflowClient(uri)
-    ids = mark_stale(client, options.older_than, options.dry_run)
+    with reported():
+        uri = tracking_uri(options)
+        tracking.check_uri(uri)
+        ids = mark_stale(tracking.client(uri), options.older_than, options.dry_run)
     verb = "would mark" if options.dry_run else "marked"
     print(f"{verb} {len(ids)} stale RUNNING run(s) FAILED" + "".join(f"\n  {i}" for i in ids))
     return 0

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import CONF_DIR, REPO_ROOT
-from pipeline.launch import free_port
+from pipeline.runtime.launch import free_port
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -67,13 +67,19 @@ def run_job(tmp_path: Path, store_overrides):
 def cli(tmp_path: Path, store_overrides):
     """Run ``python -m <module> ...`` in a subprocess against the test store."""
 
-    def _cli(*args: str, module: str = "pipeline", with_store: bool = True, timeout: float = 300, env: dict | None = None):
+    def _cli(
+        *args: str, module: str = "pipeline", with_store: bool = True, timeout: float = 300, env: dict | None = None
+    ):
         extra = list(store_overrides) if with_store and module == "pipeline" else []
         command = [sys.executable, "-m", module, *args, *extra]
         if module == "pipeline":
             command.append(f"hydra.run.dir={tmp_path}/hydra")
         return subprocess.run(
-            command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+            command,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             env={**os.environ, **(env or {})},
         )
 
@@ -103,8 +109,16 @@ def mlflow_server(folder: Path, backend_uri: str, artifacts: Path | None = None,
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     command = [
-        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-        "--backend-store-uri", backend_uri, "--workers", "1",
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        backend_uri,
+        "--workers",
+        "1",
         *(["--artifacts-destination", str(artifacts)] if artifacts else []),
     ]
     uri = f"http://127.0.0.1:{port}"
@@ -118,7 +132,9 @@ def mlflow_server(folder: Path, backend_uri: str, artifacts: Path | None = None,
                         break
                 except OSError:
                     if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"mlflow server did not start:\n{(folder / 'server.log').read_text()[-3000:]}") from None
+                        raise RuntimeError(
+                            f"mlflow server did not start:\n{(folder / 'server.log').read_text()[-3000:]}"
+                        ) from None
                     time.sleep(0.5)
             yield uri
         finally:

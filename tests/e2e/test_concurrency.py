@@ -20,25 +20,31 @@ WRITER = """
 import sys
 from omegaconf import OmegaConf
 from pipeline import tracking
+from pipeline.runtime.callbacks import MLflowMetrics
 index, uri, root = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 cfg = OmegaConf.create({"tracking": {"uri": uri, "artifact_root": root, "experiment_name": "shared", "run_name": None,
                         "log_model": False}, "training": {"learning_rate": 0.001 * (index + 1)}})
 tracking.check_target(cfg.tracking)
 experiment = tracking.open_experiment(cfg.tracking)
 with tracking.job_run(cfg, experiment, f"writer-{index}", [f"index={index}"], {"writer": str(index)}):
-    callback = tracking.metrics_callback()
+    callback = MLflowMetrics()
     state = type("State", (), {"is_world_process_zero": True, "global_step": 0})()
-    for step in range(1, %d + 1):
+    for step in range(1, STEPS + 1):
         state.global_step = step
         callback.on_log(None, state, None, logs={"loss": index + step / 1000, "grad_norm": 1.0})
-""" % STEPS
+""".replace("STEPS", str(STEPS))
 
 
 @pytest.mark.slow
 def test_parallel_writers_into_one_sqlite_store_lose_nothing(store, tmp_path, mlflow_client):
     processes = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(i), store["uri"], store["artifact_root"]], cwd=REPO_ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(i), store["uri"], store["artifact_root"]],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for i in range(PROCESSES)
     ]
     outputs = [p.communicate(timeout=300)[0] for p in processes]
@@ -60,9 +66,21 @@ def test_parallel_writers_into_one_sqlite_store_lose_nothing(store, tmp_path, ml
 @pytest.mark.slow
 def test_parallel_pipeline_jobs_into_one_store(store_overrides, tmp_path, mlflow_client):
     processes = [
-        subprocess.Popen([sys.executable, "-m", "pipeline", "debug=smoke", f"seed={i}", *store_overrides,
-                          f"hydra.run.dir={tmp_path}/job{i}"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "debug=smoke",
+                f"seed={i}",
+                *store_overrides,
+                f"hydra.run.dir={tmp_path}/job{i}",
+            ],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for i in range(3)
     ]
     outputs = [p.communicate(timeout=600)[0] for p in processes]
@@ -85,20 +103,23 @@ def _log_same_lineage(uri: str, barrier, rounds: int, failures) -> None:
     import mlflow
 
     from pipeline import tracking
-    from pipeline.load import LoadedData, Split
+    from pipeline.stages.splits import LoadedData, Split
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("shared")
     for round_ in range(rounds):
-        rows = datasets.Dataset.from_dict({"sentence1": [f"a {round_}", "b"], "sentence2": ["c", "d"],
-                                           "score": [0.5, 1.0]})
-        data = LoadedData(train=Split(rows, "example/train.csv", "x"),
-                          eval_splits={name: Split(rows, f"example/{name}.csv", "x") for name in ("dev", "test")})
+        rows = datasets.Dataset.from_dict(
+            {"sentence1": [f"a {round_}", "b"], "sentence2": ["c", "d"], "score": [0.5, 1.0]}
+        )
+        data = LoadedData(
+            train=Split(rows, "example/train.csv", "x"),
+            eval_splits={name: Split(rows, f"example/{name}.csv", "x") for name in ("dev", "test")},
+        )
         with mlflow.start_run():
             barrier.wait(timeout=120)
             try:
                 tracking.log_data_lineage(data, f"round{round_}", f"round{round_}")
-            except Exception as error:  # reported to the parent, which fails the test
+            except Exception as error:  # noqa: BLE001 - reported to the parent, which fails the test
                 failures.put(f"round {round_}: {error}"[:500])
 
 
@@ -108,8 +129,10 @@ def test_concurrent_jobs_log_the_same_dataset_lineage(store, mlflow_client):
     dataset row; every job must still finish with its lineage linked, none may crash."""
     context = multiprocessing.get_context("spawn")
     barrier, failures = context.Barrier(PROCESSES), context.Queue()
-    workers = [context.Process(target=_log_same_lineage, args=(store["uri"], barrier, LINEAGE_ROUNDS, failures))
-               for _ in range(PROCESSES)]
+    workers = [
+        context.Process(target=_log_same_lineage, args=(store["uri"], barrier, LINEAGE_ROUNDS, failures))
+        for _ in range(PROCESSES)
+    ]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -124,8 +147,9 @@ def test_concurrent_jobs_log_the_same_dataset_lineage(store, mlflow_client):
     for run in runs:
         inputs = run.inputs.dataset_inputs
         assert sorted(i.dataset.name.split("-", 1)[1] for i in inputs) == ["dev", "test", "train"]
-        contexts = {i.dataset.name.split("-", 1)[1]: [t.value for t in i.tags if t.key == "mlflow.data.context"]
-                    for i in inputs}
+        contexts = {
+            i.dataset.name.split("-", 1)[1]: [t.value for t in i.tags if t.key == "mlflow.data.context"] for i in inputs
+        }
         assert contexts == {"train": ["training"], "dev": ["evaluation"], "test": ["evaluation"]}
     names = {i.dataset.name for run in runs for i in run.inputs.dataset_inputs}
     assert len(names) == 3 * LINEAGE_ROUNDS  # one stored dataset per (name, digest), shared by every job

@@ -57,7 +57,15 @@ def test_multirun_of_cpu_ddp_jobs_and_gather_across_devices(cli, mlflow_client, 
 def test_a_dead_rank_ends_the_job_quickly_and_the_run_failed(mlflow_client, store_overrides, tmp_path):
     import psutil
 
-    command = [sys.executable, "-m", "pipeline", *DDP, "training.max_steps=100000", *store_overrides, f"hydra.run.dir={tmp_path}/hydra"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        *DDP,
+        "training.max_steps=100000",
+        *store_overrides,
+        f"hydra.run.dir={tmp_path}/hydra",
+    ]
     job = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         announced = tmp_path / "hydra" / "launch" / "run.json"
@@ -66,7 +74,9 @@ def test_a_dead_rank_ends_the_job_quickly_and_the_run_failed(mlflow_client, stor
             time.sleep(0.5)
         assert announced.exists(), "rank 0 never started its run"
         time.sleep(5)  # let the ranks get into training
-        ranks = [p for p in psutil.Process(job.pid).children(recursive=True) if "pipeline.launch" in " ".join(p.cmdline())]
+        ranks = [
+            p for p in psutil.Process(job.pid).children(recursive=True) if "pipeline.rank" in " ".join(p.cmdline())
+        ]
         rank1 = [p for p in ranks if p.environ().get("RANK") == "1"]
         assert len(rank1) == 1, [p.cmdline() for p in ranks]
         killed = time.monotonic()

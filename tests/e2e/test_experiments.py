@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,7 @@ EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "experiments").glob("*.yaml"))
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_smoke_run_finishes_with_its_loss_and_metrics(name, run_job, mlflow_client, caplog):
     cfg = compose_config([f"experiment={name}", "debug=smoke"])
-    with caplog.at_level(logging.INFO, logger="pipeline.hardware"):
+    with caplog.at_level(logging.INFO, logger="pipeline.runtime.hardware"):
         result = run_job(f"experiment={name}", "debug=smoke")
     run = mlflow_client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
@@ -30,7 +31,11 @@ def test_experiment_smoke_run_finishes_with_its_loss_and_metrics(name, run_job, 
     # the card's precision intent and what ran here, both recorded
     assert tags["precision.intended"] == ("fp16" if cfg.training.fp16 else "fp32")
     assert tags["precision.effective"] in ("fp32", "bf16")
-    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.hardware" and "Precision" in r.getMessage()]
+    said = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "pipeline.runtime.hardware" and "Precision" in r.getMessage()
+    ]
     assert len(said) == 1 and tags["precision.effective"] in said[0], said  # the console says it once
     if cfg.training.fp16:
         assert "asks for fp16" in said[0]
@@ -41,7 +46,7 @@ def test_experiment_smoke_run_finishes_with_its_loss_and_metrics(name, run_job, 
             assert f"{cfg.evaluator.name}-{split}_{cfg.evaluator.primary_metric}" in metrics
     if str(cfg.training.eval_strategy) != "no":  # evaluation during training: eval_ prefix
         assert any(key.startswith("eval_") for key in metrics), sorted(metrics)
-    card = open(mlflow_client.download_artifacts(result.run_id, "model_card.md")).read()
+    card = Path(mlflow_client.download_artifacts(result.run_id, "model_card.md")).read_text()
     assert cfg.loss._target_.rsplit(".", 1)[-1] in card and "### Training Logs" in card
 
 
@@ -54,7 +59,7 @@ def test_several_train_sets_train_together_round_robin(run_job, mlflow_client):
     training = sorted(i.dataset.name for i in run.inputs.dataset_inputs if i.tags[0].value == "training")
     assert training == ["nli-train", "stsb-train"]
     assert all(math.isfinite(v) for v in result.metrics.values()) and "sts-test_spearman_cosine" in result.metrics
-    card = open(mlflow_client.download_artifacts(result.run_id, "model_card.md")).read()
+    card = Path(mlflow_client.download_artifacts(result.run_id, "model_card.md")).read_text()
     assert "#### nli" in card and "#### stsb" in card  # one section per training set
 
 
@@ -62,10 +67,15 @@ def test_several_train_sets_train_together_round_robin(run_job, mlflow_client):
 @pytest.mark.slow
 def test_allnli_recipe_on_local_snli_triplets_reports_sts_dev_and_test(run_job, mlflow_client):
     result = run_job(
-        "experiment=allnli", "model=tiny",
-        "data=nli_triplets", f"data.local_dir={SHARED_DATA / 'snli'}", "data.splits.train=dev",
+        "experiment=allnli",
+        "model=tiny",
+        "data=nli_triplets",
+        f"data.local_dir={SHARED_DATA / 'snli'}",
+        "data.splits.train=dev",
         f"eval_data.local_dir={SHARED_DATA / 'stsb'}",
-        "training.max_steps=2", "training.per_device_train_batch_size=32", "training.eval_steps=2",
+        "training.max_steps=2",
+        "training.per_device_train_batch_size=32",
+        "training.eval_steps=2",
         "training.logging_steps=1",
     )
     run = mlflow_client.get_run(result.run_id)

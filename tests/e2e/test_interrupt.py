@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import REPO_ROOT
-from pipeline.checkpoint import MARKER
+from pipeline.runtime.checkpoint import MARKER
 from tests.conftest import all_runs, logged_models
 
 TRAIN = ("debug=smoke", "training.save_strategy=steps", "training.save_steps=2", "training.logging_steps=1")
@@ -23,8 +23,14 @@ TRAIN = ("debug=smoke", "training.save_strategy=steps", "training.save_steps=2",
 def _start(tmp_path: Path, store_overrides, name: str, *overrides: str) -> tuple[subprocess.Popen, Path]:
     hydra_dir = tmp_path / name
     command = [sys.executable, "-m", "pipeline", *overrides, *store_overrides, f"hydra.run.dir={hydra_dir}"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     return process, hydra_dir / "trainer"
 
 
@@ -59,7 +65,9 @@ def test_sigterm_mid_training_checkpoints_then_ends_killed(tmp_path, store_overr
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_finishes_the_same_run_with_uninterrupted_metrics(tmp_path, store_overrides, mlflow_client, cli):
+def test_kill_9_then_resume_finishes_the_same_run_with_uninterrupted_metrics(
+    tmp_path, store_overrides, mlflow_client, cli
+):
     steps = ("training.max_steps=8",)
     process, trainer_dir = _start(tmp_path, store_overrides, "killed", *TRAIN, *steps)
     _wait_for_checkpoint(process, trainer_dir, 4)
@@ -72,7 +80,9 @@ def test_kill_9_then_resume_finishes_the_same_run_with_uninterrupted_metrics(tmp
     (trainer_dir / "checkpoint-999").mkdir()
     (trainer_dir / "checkpoint-999" / "model.safetensors").write_bytes(b"half")
 
-    resumed = cli(killed.info.run_id, "--tracking-uri", store_overrides[0].split("=", 1)[1], module="pipeline.resume", timeout=300)
+    resumed = cli(
+        killed.info.run_id, "--tracking-uri", store_overrides[0].split("=", 1)[1], module="pipeline.resume", timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not (trainer_dir / "checkpoint-999").exists()
     reference = cli(*TRAIN, *steps, "tracking.run_name=reference")
@@ -91,7 +101,10 @@ def test_kill_9_then_resume_finishes_the_same_run_with_uninterrupted_metrics(tmp
     assert loss == reference_loss and max(loss) == 8
     assert len(logged_models(mlflow_client, finished)) == 1
     # rotation (save_total_limit 2) kept the latest committed checkpoints only
-    assert sorted(p.name for p in trainer_dir.iterdir() if p.name.startswith("checkpoint-")) == ["checkpoint-6", "checkpoint-8"]
+    assert sorted(p.name for p in trainer_dir.iterdir() if p.name.startswith("checkpoint-")) == [
+        "checkpoint-6",
+        "checkpoint-8",
+    ]
 
 
 @pytest.mark.slow

@@ -21,9 +21,16 @@ from tests.conftest import all_runs, mlflow_server
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--window-size=1600,1000", "--virtual-time-budget=20000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1600,1000",
+    "--virtual-time-budget=20000",
 ]
 
 
@@ -46,8 +53,9 @@ def ui_server(store, tmp_path):
 def page(chromium: str, url: str, profile: Path, screenshot: Path | None = None) -> str:
     """The rendered page's visible text (``--dump-dom``), or a screenshot of it."""
     action = [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
-    done = subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", *action, url],
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [chromium, *FLAGS, f"--user-data-dir={profile}", *action, url], capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     text = re.sub(r"<script.*?</script>|<style.*?</style>", " ", done.stdout, flags=re.S)
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", text)))

@@ -14,8 +14,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pipeline import PipelineError, packing
-from pipeline.load import EXAMPLE_DIR, load_model
+from pipeline import PipelineError
+from pipeline.runtime import packing
+from pipeline.stages.build import load_model
+from pipeline.stages.smoke import EXAMPLE_DIR
 from tests.conftest import SHARED_DATA, all_runs, compose_config
 
 ON = OmegaConf.create({"packing": "true", "packing_row_length": 128})
@@ -122,7 +124,7 @@ def test_eager_attention_gets_an_additive_mask_and_matches():
 def test_a_decoder_architecture_falls_back_to_padding_with_a_notice(caplog):
     cfg = compose_config(["model=tiny", "+model.architecture.is_decoder=true"])
     model = load_model(cfg.model, seed=42)
-    with caplog.at_level("WARNING", logger="pipeline.packing"):
+    with caplog.at_level("WARNING", logger="pipeline.runtime.packing"):
         assert packing.enable(model, ON) is None
     assert "decoder (causal)" in caplog.text and "running padded" in caplog.text
     assert not model[0]._forward_pre_hooks
@@ -137,7 +139,9 @@ def test_stsb_test_embeddings_and_spearman_equal_padded_with_minilm():
     frame = pd.read_csv(SHARED_DATA / "stsb" / "test.csv").head(150)
     model = load_model(compose_config(["model=minilm"]).model, seed=42)
     model.eval()
-    evaluator = EmbeddingSimilarityEvaluator(frame.sentence1.tolist(), frame.sentence2.tolist(), frame.score.tolist(), batch_size=64, name="sts")
+    evaluator = EmbeddingSimilarityEvaluator(
+        frame.sentence1.tolist(), frame.sentence2.tolist(), frame.score.tolist(), batch_size=64, name="sts"
+    )
     sentences = frame.sentence1.tolist() + frame.sentence2.tolist()
     padded, packed, packer = _encode_both(model, sentences, batch_size=64)
     torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-5)

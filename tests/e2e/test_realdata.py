@@ -21,8 +21,12 @@ def test_unchanged_minilm_scores_the_published_stsb_test_spearman(run_job, mlflo
 
 def test_short_mnrl_finetune_on_stsb_pairs_keeps_quality(run_job, mlflow_client):
     result = run_job(
-        "model=minilm", "data=stsb_pairs", STSB, "evaluator.splits=[test]",
-        "training.max_steps=20", "tracking.log_model=false",
+        "model=minilm",
+        "data=stsb_pairs",
+        STSB,
+        "evaluator.splits=[test]",
+        "training.max_steps=20",
+        "tracking.log_model=false",
     )
     run = mlflow_client.get_run(result.run_id)
     assert run.info.status == "FINISHED"

@@ -15,7 +15,9 @@ def test_rerun_of_a_smoke_run_reproduces_every_metric_exactly(run_job, cli, mlfl
     out = cli(original.run_id, "--tracking-uri", store["uri"], module="pipeline.rerun")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "metrics match" in out.stdout
-    replays = mlflow_client.search_runs([original.experiment_id], filter_string=f"tags.`pipeline.rerun_of` = '{original.run_id}'")
+    replays = mlflow_client.search_runs(
+        [original.experiment_id], filter_string=f"tags.`pipeline.rerun_of` = '{original.run_id}'"
+    )
     assert len(replays) == 1 and replays[0].info.status == "FINISHED"
     before = mlflow_client.get_run(original.run_id).data
     after = replays[0].data
@@ -35,8 +37,10 @@ def test_rerun_with_a_changed_value_reports_the_difference(run_job, store, capsy
 
 
 def test_rerun_refuses_unknown_runs_and_keys(run_job, store, capsys):
-    assert rerun.main(["0123456789abcdef", "--tracking-uri", store["uri"]]) == 2
-    assert "not in" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        rerun.main(["0123456789abcdef", "--tracking-uri", store["uri"]])
+    assert exited.value.code == 2 and "not in" in capsys.readouterr().err
     original = run_job(*SMOKE, "stages=[load,evaluate]")
-    assert rerun.main([original.run_id, "--tracking-uri", store["uri"], "training.no_such_field=1"]) == 2
-    assert "no_such_field" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        rerun.main([original.run_id, "--tracking-uri", store["uri"], "training.no_such_field=1"])
+    assert exited.value.code == 2 and "no_such_field" in capsys.readouterr().err

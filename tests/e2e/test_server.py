@@ -68,8 +68,14 @@ def test_planted_secrets_appear_in_no_logged_byte(server, tmp_path, cli):
     token, password = "tok-9f8e7d6c5b4a", "hunter2-s3cr3t"
     host = server["uri"].removeprefix("http://")
     uri = f"http://alice:{password}@{host}"
-    out = cli(*SMOKE, f"tracking.uri={uri}", "tracking.experiment_name=secrets", f"+tracking.api_token={token}",
-              f"+data.mirror=https://bob:{password}@data.example.com/sets", with_store=False)
+    out = cli(
+        *SMOKE,
+        f"tracking.uri={uri}",
+        "tracking.experiment_name=secrets",
+        f"+tracking.api_token={token}",
+        f"+data.mirror=https://bob:{password}@data.example.com/sets",
+        with_store=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     client = _client(server["uri"])
     (run,) = client.search_runs([client.get_experiment_by_name("secrets").experiment_id])
@@ -82,7 +88,12 @@ def test_planted_secrets_appear_in_no_logged_byte(server, tmp_path, cli):
     import mlflow
 
     mlflow.artifacts.download_artifacts(model.model_uri, dst_path=str(tmp_path / "model"))
-    blobs = [p.read_bytes() for folder in (local, tmp_path / "model", server["folder"]) for p in folder.rglob("*") if p.is_file()]
+    blobs = [
+        p.read_bytes()
+        for folder in (local, tmp_path / "model", server["folder"])
+        for p in folder.rglob("*")
+        if p.is_file()
+    ]
     assert len(blobs) > 10 and any(b"config" in blob for blob in blobs)
     for secret in (token, password):
         assert not any(secret in text for text in texts), secret

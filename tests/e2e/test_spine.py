@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import all_runs
+from tests.conftest import all_runs, logged_models
 
 SMOKE = ("debug=smoke",)
 
@@ -31,7 +32,14 @@ def test_smoke_run_finishes_with_params_metrics_artifacts_and_tags(run_job, mlfl
     assert result.optimized_metric == run.data.metrics["sts-dev_spearman_cosine"]
     # tags: reproducibility
     tags = run.data.tags
-    for key in ("git.commit", "git.dirty", "version.torch", "version.sentence-transformers", "data.fingerprint", "world_size"):
+    for key in (
+        "git.commit",
+        "git.dirty",
+        "version.torch",
+        "version.sentence-transformers",
+        "data.fingerprint",
+        "world_size",
+    ):
         assert tags.get(key), key
     # artifacts
     names = {a.path for a in mlflow_client.list_artifacts(result.run_id)}
@@ -39,7 +47,7 @@ def test_smoke_run_finishes_with_params_metrics_artifacts_and_tags(run_job, mlfl
     eval_files = {a.path for a in mlflow_client.list_artifacts(result.run_id, "eval")}
     assert any(p.endswith("sts-test_results.csv") for p in eval_files)
     card = mlflow_client.download_artifacts(result.run_id, "model_card.md")
-    assert "MultipleNegativesRankingLoss" in open(card).read()
+    assert "MultipleNegativesRankingLoss" in Path(card).read_text()
     # dataset lineage
     contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}
     assert contexts == {"training", "evaluation"}
@@ -57,14 +65,18 @@ def test_logged_model_loads_back_through_mlflow_and_encodes(run_job):
 def test_training_changes_the_weights(run_job):
     import mlflow
 
-    from pipeline.load import load_model
+    from pipeline.stages.build import load_model
     from tests.conftest import compose_config
 
     result = run_job(*SMOKE)
     trained = mlflow.sentence_transformers.load_model(f"runs:/{result.run_id}/model")
     initial = load_model(compose_config(list(SMOKE)).model, seed=42)
     before = dict(initial.named_parameters())
-    changed = [name for name, p in trained.named_parameters() if not np.allclose(p.detach().numpy(), before[name].detach().numpy())]
+    changed = [
+        name
+        for name, p in trained.named_parameters()
+        if not np.allclose(p.detach().numpy(), before[name].detach().numpy())
+    ]
     assert len(changed) > len(before) // 2, changed
 
 
@@ -78,7 +90,7 @@ def test_load_evaluate_without_training(run_job, mlflow_client):
     run = mlflow_client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert "loss" not in run.data.metrics and "sts-test_spearman_cosine" in run.data.metrics
-    assert "model" not in {a.path for a in mlflow_client.list_artifacts(result.run_id)}
+    assert logged_models(mlflow_client, run) == []  # evaluate-only: nothing trained, no model logged
 
 
 def test_cli_prints_summary_and_writes_one_run(cli, mlflow_client):
@@ -88,14 +100,21 @@ def test_cli_prints_summary_and_writes_one_run(cli, mlflow_client):
     runs = all_runs(mlflow_client)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].info.run_id in out.stdout
+    # not a terminal: one plain progress line per logging step (logging_steps=1 in smoke), no loss dicts
+    progress = [line for line in out.stderr.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in progress] == ["1/2", "2/2"], out.stderr[-3000:]
+    assert "loss " in progress[0] and "{'loss'" not in out.stderr
 
 
-@pytest.mark.parametrize("loss,data,evaluator", [
-    ("cosent", "stsb", "sts"),
-    ("triplet", "nli_triplets", "triplet"),
-    ("gist", "example", "sts"),
-    ("cached_mnrl", "example", "sts"),
-])
+@pytest.mark.parametrize(
+    "loss,data,evaluator",
+    [
+        ("cosent", "stsb", "sts"),
+        ("triplet", "nli_triplets", "triplet"),
+        ("gist", "example", "sts"),
+        ("cached_mnrl", "example", "sts"),
+    ],
+)
 def test_every_loss_trains_in_smoke(run_job, mlflow_client, loss, data, evaluator):
     result = run_job(f"loss={loss}", f"data={data}", f"evaluator={evaluator}", *SMOKE)
     run = mlflow_client.get_run(result.run_id)

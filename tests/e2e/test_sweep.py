@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import itertools
 import math
-
 import signal
 import subprocess
 import sys
@@ -62,14 +61,28 @@ def test_four_job_sweep_makes_one_parent_four_children_and_a_leaderboard(cli, ml
         assert math.isfinite(child.data.metrics["sts-dev_spearman_cosine"])
     assert parent.data.params["sweep.seed"] == "1,2"
     # the parent's leaderboard ranks the four children by the optimized metric, best first
-    assert {"leaderboard.csv", "leaderboard.md", "comparison.png", "overrides.yaml"} <= artifact_names(mlflow_client, parent.info.run_id)
+    assert {"leaderboard.csv", "leaderboard.md", "comparison.png", "overrides.yaml"} <= artifact_names(
+        mlflow_client, parent.info.run_id
+    )
     board = pd.read_csv(mlflow_client.download_artifacts(parent.info.run_id, "leaderboard.csv"))
     assert sorted(board["run_id"]) == sorted(c.info.run_id for c in children)
     assert list(board["sts-dev_spearman_cosine"]) == sorted(board["sts-dev_spearman_cosine"], reverse=True)
-    assert parent.data.metrics["sweep.jobs"] == 4 and parent.data.metrics["sweep.best"] == board["sts-dev_spearman_cosine"].max()
+    assert (
+        parent.data.metrics["sweep.jobs"] == 4
+        and parent.data.metrics["sweep.best"] == board["sts-dev_spearman_cosine"].max()
+    )
     # compare: one row per child, the differing params as columns
-    table = cli("--parent", parent.info.run_id, "--tracking-uri", store["uri"], "--format", "csv",
-                "--plot", str(tmp_path / "cmp.png"), module="pipeline.compare")
+    table = cli(
+        "--parent",
+        parent.info.run_id,
+        "--tracking-uri",
+        store["uri"],
+        "--format",
+        "csv",
+        "--plot",
+        str(tmp_path / "cmp.png"),
+        module="pipeline.compare",
+    )
     assert table.returncode == 0, table.stderr[-3000:]
     rows = pd.read_csv(io.StringIO(table.stdout))
     assert len(rows) == 4 and {"training.learning_rate", "seed", "sts-test_spearman_cosine"} <= set(rows.columns)
@@ -125,11 +138,19 @@ def test_optuna_needs_the_optimized_metric(cli, mlflow_client, tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_sweep_leaves_no_run_running(mlflow_client, store_overrides, tmp_path):
-    command = [sys.executable, "-m", "pipeline", *sweep_args(tmp_path, "seed=1,2", "training.max_steps=200"), *store_overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        *sweep_args(tmp_path, "seed=1,2", "training.max_steps=200"),
+        *store_overrides,
+    ]
     sweep = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
-        while not any(r.info.status == "RUNNING" and r.data.tags.get("pipeline.role") == "job" for r in _runs(mlflow_client)):
+        while not any(
+            r.info.status == "RUNNING" and r.data.tags.get("pipeline.role") == "job" for r in _runs(mlflow_client)
+        ):
             assert sweep.poll() is None and time.monotonic() < deadline, "no job started"
             time.sleep(1)
         time.sleep(2)

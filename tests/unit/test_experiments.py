@@ -8,7 +8,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline import PipelineError, REPO_ROOT
+from pipeline import REPO_ROOT, PipelineError
 from tests.conftest import compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "experiments").glob("*.yaml"))
@@ -17,67 +17,118 @@ ST = "sentence_transformers.sentence_transformer"
 # What each seed card (../shared/seeds/00N_*.txt) lists: dotted config key -> value.
 CARDS: dict[str, dict[str, object]] = {
     "quotes": {  # 000
-        "model.architecture.model_type": "bert", "model.architecture.hidden_size": 384,
-        "model.max_seq_length": 256, "model.pooling": "mean", "model.normalize": True,
-        "loss._target_": f"{ST}.losses.MultipleNegativesRankingLoss", "loss.scale": 20.0,
+        "model.architecture.model_type": "bert",
+        "model.architecture.hidden_size": 384,
+        "model.max_seq_length": 256,
+        "model.pooling": "mean",
+        "model.normalize": True,
+        "loss._target_": f"{ST}.losses.MultipleNegativesRankingLoss",
+        "loss.scale": 20.0,
         "loss.similarity_fct.path": "sentence_transformers.util.cos_sim",
-        "data.train_columns": ["sentence_0", "sentence_1"], "evaluator._target_": None,
-        "training.per_device_train_batch_size": 16, "training.per_device_eval_batch_size": 16,
-        "training.num_train_epochs": 10, "training.learning_rate": 5e-5, "training.weight_decay": 0.0,
-        "training.warmup_steps": 0, "training.batch_sampler": "batch_sampler",
-        "training.multi_dataset_batch_sampler": "round_robin", "training.eval_strategy": "no",
+        "data.train_columns": ["sentence_0", "sentence_1"],
+        "evaluator._target_": None,
+        "training.per_device_train_batch_size": 16,
+        "training.per_device_eval_batch_size": 16,
+        "training.num_train_epochs": 10,
+        "training.learning_rate": 5e-5,
+        "training.weight_decay": 0.0,
+        "training.warmup_steps": 0,
+        "training.batch_sampler": "batch_sampler",
+        "training.multi_dataset_batch_sampler": "round_robin",
+        "training.eval_strategy": "no",
         "training.fp16": False,
     },
     "allnli": {  # 001
-        "model.architecture.model_type": "bert", "model.architecture.hidden_size": 50,
-        "model.max_seq_length": 512, "model.pooling": "mean", "model.normalize": False,
-        "loss._target_": f"{ST}.losses.MultipleNegativesRankingLoss", "loss.scale": 20.0,
+        "model.architecture.model_type": "bert",
+        "model.architecture.hidden_size": 50,
+        "model.max_seq_length": 512,
+        "model.pooling": "mean",
+        "model.normalize": False,
+        "loss._target_": f"{ST}.losses.MultipleNegativesRankingLoss",
+        "loss.scale": 20.0,
         "loss.similarity_fct.path": "sentence_transformers.util.cos_sim",
-        "data.path": "sentence-transformers/all-nli", "data.subset": "triplet",
+        "data.path": "sentence-transformers/all-nli",
+        "data.subset": "triplet",
         "data.train_columns": ["anchor", "positive", "negative"],
         "eval_data.path": "sentence-transformers/stsb",
-        "evaluator._target_": f"{ST}.evaluation.EmbeddingSimilarityEvaluator", "evaluator.name": "sts",
+        "evaluator._target_": f"{ST}.evaluation.EmbeddingSimilarityEvaluator",
+        "evaluator.name": "sts",
         "evaluator.splits": ["dev", "test"],
-        "training.per_device_train_batch_size": 128, "training.per_device_eval_batch_size": 128,
-        "training.num_train_epochs": 1, "training.learning_rate": 5e-5, "training.weight_decay": 0.0,
-        "training.warmup_steps": 0.1, "training.fp16": True, "training.batch_sampler": "no_duplicates",
-        "training.multi_dataset_batch_sampler": "proportional", "training.eval_strategy": "steps",
+        "training.per_device_train_batch_size": 128,
+        "training.per_device_eval_batch_size": 128,
+        "training.num_train_epochs": 1,
+        "training.learning_rate": 5e-5,
+        "training.weight_decay": 0.0,
+        "training.warmup_steps": 0.1,
+        "training.fp16": True,
+        "training.batch_sampler": "no_duplicates",
+        "training.multi_dataset_batch_sampler": "proportional",
+        "training.eval_strategy": "steps",
         "training.eval_steps": 10,
     },
     "hitchhiker": {  # 002
-        "model.name_or_path": "sentence-transformers/all-MiniLM-L6-v2", "model.architecture": None,
+        "model.name_or_path": "sentence-transformers/all-MiniLM-L6-v2",
+        "model.architecture": None,
         "model.max_seq_length": 256,
-        "loss._target_": f"{ST}.losses.MultipleNegativesRankingLoss", "loss.scale": 20.0,
-        "loss.similarity_fct.path": "sentence_transformers.util.cos_sim", "loss.gather_across_devices": False,
-        "data.train_columns": ["sentence_0", "sentence_1"], "evaluator._target_": None,
-        "training.per_device_train_batch_size": 32, "training.per_device_eval_batch_size": 32,
-        "training.num_train_epochs": 10, "training.learning_rate": 5e-5, "training.weight_decay": 0.0,
-        "training.warmup_steps": 0, "training.batch_sampler": "batch_sampler",
-        "training.multi_dataset_batch_sampler": "round_robin", "training.eval_strategy": "steps",
+        "loss._target_": f"{ST}.losses.MultipleNegativesRankingLoss",
+        "loss.scale": 20.0,
+        "loss.similarity_fct.path": "sentence_transformers.util.cos_sim",
+        "loss.gather_across_devices": False,
+        "data.train_columns": ["sentence_0", "sentence_1"],
+        "evaluator._target_": None,
+        "training.per_device_train_batch_size": 32,
+        "training.per_device_eval_batch_size": 32,
+        "training.num_train_epochs": 10,
+        "training.learning_rate": 5e-5,
+        "training.weight_decay": 0.0,
+        "training.warmup_steps": 0,
+        "training.batch_sampler": "batch_sampler",
+        "training.multi_dataset_batch_sampler": "round_robin",
+        "training.eval_strategy": "steps",
         "training.fp16": False,
     },
     "job_skills": {  # 003
-        "model.architecture.model_type": "bert", "model.architecture.hidden_size": 384,
-        "model.max_seq_length": 256, "model.pooling": "mean", "model.normalize": True,
-        "loss._target_": f"{ST}.losses.MultipleNegativesRankingLoss", "loss.scale": 20.0,
-        "data.train_columns": ["sentence_0", "sentence_1"], "evaluator._target_": None,
-        "training.per_device_train_batch_size": 16, "training.per_device_eval_batch_size": 16,
-        "training.num_train_epochs": 3, "training.learning_rate": 5e-5, "training.weight_decay": 0.0,
-        "training.warmup_steps": 0, "training.batch_sampler": "batch_sampler",
-        "training.multi_dataset_batch_sampler": "round_robin", "training.fp16": False,
+        "model.architecture.model_type": "bert",
+        "model.architecture.hidden_size": 384,
+        "model.max_seq_length": 256,
+        "model.pooling": "mean",
+        "model.normalize": True,
+        "loss._target_": f"{ST}.losses.MultipleNegativesRankingLoss",
+        "loss.scale": 20.0,
+        "data.train_columns": ["sentence_0", "sentence_1"],
+        "evaluator._target_": None,
+        "training.per_device_train_batch_size": 16,
+        "training.per_device_eval_batch_size": 16,
+        "training.num_train_epochs": 3,
+        "training.learning_rate": 5e-5,
+        "training.weight_decay": 0.0,
+        "training.warmup_steps": 0,
+        "training.batch_sampler": "batch_sampler",
+        "training.multi_dataset_batch_sampler": "round_robin",
+        "training.fp16": False,
     },
     "esci": {  # 004
-        "model.name_or_path": "nomic-ai/nomic-embed-text-v1.5", "model.trust_remote_code": True,
-        "model.max_seq_length": 8192, "model.architecture": None,
-        "loss._target_": f"{ST}.losses.CachedGISTEmbedLoss", "loss.temperature": 0.01,
+        "model.name_or_path": "nomic-ai/nomic-embed-text-v1.5",
+        "model.trust_remote_code": True,
+        "model.max_seq_length": 8192,
+        "model.architecture": None,
+        "loss._target_": f"{ST}.losses.CachedGISTEmbedLoss",
+        "loss.temperature": 0.01,
         "guide.name_or_path": "sentence-transformers/all-MiniLM-L6-v2",
         "data.train_columns": ["query", "pos", "neg"],
-        "evaluator._target_": f"{ST}.evaluation.TripletEvaluator", "evaluator.name": "esci",
-        "evaluator.columns": ["query", "pos", "neg"], "evaluator.splits": ["dev"],
+        "evaluator._target_": f"{ST}.evaluation.TripletEvaluator",
+        "evaluator.name": "esci",
+        "evaluator.columns": ["query", "pos", "neg"],
+        "evaluator.splits": ["dev"],
         "optimized_metric": "esci-dev_cosine_accuracy",
-        "training.per_device_train_batch_size": 16, "training.per_device_eval_batch_size": 16,
-        "training.num_train_epochs": 10, "training.learning_rate": 5e-5, "training.weight_decay": 0.0,
-        "training.warmup_steps": 0.1, "training.fp16": True, "training.batch_sampler": "no_duplicates",
+        "training.per_device_train_batch_size": 16,
+        "training.per_device_eval_batch_size": 16,
+        "training.num_train_epochs": 10,
+        "training.learning_rate": 5e-5,
+        "training.weight_decay": 0.0,
+        "training.warmup_steps": 0.1,
+        "training.fp16": True,
+        "training.batch_sampler": "no_duplicates",
         "training.multi_dataset_batch_sampler": "proportional",
     },
 }
@@ -121,12 +172,12 @@ def test_smoke_keeps_the_recipe_and_shrinks_model_and_steps(name):
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_training_args_are_current_trainer_fields(name, tmp_path):
     """Card names map onto today's SentenceTransformerTrainingArguments (warmup_ratio -> warmup_steps)."""
-    from pipeline.hardware import resolve_precision
-    from pipeline.job import _training_args
+    from pipeline.runtime.hardware import resolve_precision
+    from pipeline.stages.train import training_arguments
 
     cfg = compose_config([f"experiment={name}"])
     precision = resolve_precision(cfg.hardware, cfg.training)
-    args = _training_args(cfg, tmp_path, precision)
+    args = training_arguments(cfg.training, cfg.hardware, tmp_path, precision, cfg.optimized_metric)
     assert args.per_device_train_batch_size == CARDS[name]["training.per_device_train_batch_size"]
     assert args.warmup_steps == CARDS[name]["training.warmup_steps"]
     assert str(args.multi_dataset_batch_sampler.value) == CARDS[name]["training.multi_dataset_batch_sampler"]
@@ -135,13 +186,29 @@ def test_experiment_training_args_are_current_trainer_fields(name, tmp_path):
 
 
 def test_cfg_job_prints_the_card_values():
-    out = subprocess.run([sys.executable, "-m", "pipeline", "experiment=esci", "--cfg", "job"], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline", "experiment=esci", "--cfg", "job"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
-    for text in ("CachedGISTEmbedLoss", "temperature: 0.01", "nomic-ai/nomic-embed-text-v1.5", "trust_remote_code: true",
-                 "per_device_train_batch_size: 16", "num_train_epochs: 10", "warmup_steps: 0.1", "fp16: true",
-                 "batch_sampler: no_duplicates", "multi_dataset_batch_sampler: proportional", "TripletEvaluator",
-                 "name: esci", "sentence-transformers/all-MiniLM-L6-v2"):
+    for text in (
+        "CachedGISTEmbedLoss",
+        "temperature: 0.01",
+        "nomic-ai/nomic-embed-text-v1.5",
+        "trust_remote_code: true",
+        "per_device_train_batch_size: 16",
+        "num_train_epochs: 10",
+        "warmup_steps: 0.1",
+        "fp16: true",
+        "batch_sampler: no_duplicates",
+        "multi_dataset_batch_sampler: proportional",
+        "TripletEvaluator",
+        "name: esci",
+        "sentence-transformers/all-MiniLM-L6-v2",
+    ):
         assert text in out.stdout, text
 
 
@@ -153,7 +220,7 @@ def test_several_train_sets_compose_as_named_data_configs():
 
 
 def test_a_train_set_in_the_wrong_layout_names_its_key():
-    from pipeline.validate import check_config
+    from pipeline.stages.validate import check_config
 
     cfg = compose_config(["data=nli_stsb_pairs", "loss=triplet"])
     with pytest.raises(PipelineError, match=r"train set 'stsb'.*data\.train_sets\.stsb\.train_columns"):

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline import PipelineError, launch
-from pipeline.hardware import cpu_has_fast_bf16, resolve_precision, trainer_options, world_tags
+from pipeline import PipelineError
+from pipeline.runtime import launch
+from pipeline.runtime.hardware import cpu_has_fast_bf16, resolve_precision, trainer_options, world_tags
 from tests.conftest import compose_config
 
 
@@ -20,7 +21,7 @@ def test_cpu_ddp_launches_two_gloo_ranks_on_one_machine():
     hw = compose_config(["hardware=cpu_ddp"]).hardware
     assert launch.wanted(hw) and not launch.wanted(compose_config([]).hardware)
     argv = launch.command(hw, Path("/tmp/x/launch"))
-    assert argv[1:3] == ["-m", "accelerate.commands.launch"] and argv[-3:] == ["-m", "pipeline.launch", "/tmp/x/launch"]
+    assert argv[1:3] == ["-m", "accelerate.commands.launch"] and argv[-3:] == ["-m", "pipeline.rank", "/tmp/x/launch"]
     assert flag(argv, "--num_processes") == "2" and flag(argv, "--num_machines") == "1"
     assert flag(argv, "--max_restarts") == "0" and int(flag(argv, "--main_process_port")) > 0
     options = trainer_options(hw, compose_config(["hardware=cpu_ddp"]).training)
@@ -31,7 +32,9 @@ def test_multi_node_needs_the_rendezvous_address():
     hw = compose_config(["hardware=multi_node"]).hardware
     with pytest.raises(PipelineError, match="main_process_ip"):
         launch.command(hw, Path("/tmp/x"))
-    hw = compose_config(["hardware=multi_node", "hardware.main_process_ip=10.0.0.1", "hardware.machine_rank=1"]).hardware
+    hw = compose_config(
+        ["hardware=multi_node", "hardware.main_process_ip=10.0.0.1", "hardware.machine_rank=1"]
+    ).hardware
     argv = launch.command(hw, Path("/tmp/x"))
     assert flag(argv, "--main_process_ip") == "10.0.0.1" and flag(argv, "--machine_rank") == "1"
     assert flag(argv, "--main_process_port") == "29500" and flag(argv, "--num_machines") == "2"
@@ -44,10 +47,20 @@ def test_hardware_never_changes_results_only_speed():
         assert cfg.training == plain.training and cfg.loss == plain.loss, option
 
 
-def test_cpu_precision_follows_detected_support():
+def test_cpu_precision_follows_the_cpu_flags():
+    """auto is bf16 where the CPU has native bf16 (AVX512-BF16 / AMX), fp32 where it has no AVX-512 at all:
+    read from /proc/cpuinfo, not from the detection under test."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split())
     training = compose_config([]).training
     auto = resolve_precision(OmegaConf.create({"accelerator": "cpu", "precision": "auto"}), training)
-    assert auto.effective == ("bf16" if cpu_has_fast_bf16() else "fp32") and auto.intended == "fp32"
+    assert auto.intended == "fp32"
+    if {"avx512_bf16", "amx_bf16"} & flags:
+        assert auto.effective == "bf16" and auto.bf16 and cpu_has_fast_bf16()
+    elif not any(flag.startswith("avx512") for flag in flags):
+        assert auto.effective == "fp32" and not auto.bf16 and not cpu_has_fast_bf16()
     forced = resolve_precision(OmegaConf.create({"accelerator": "cpu", "precision": "fp32"}), training)
     assert forced.effective == "fp32" and not forced.bf16
 

@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from pipeline import PipelineError
-from pipeline.packing import plan_rows, switch
+from pipeline.runtime.packing import plan_rows, switch
 
 
 def _check(plan, lengths: list[int]) -> None:
@@ -57,11 +57,14 @@ def test_switch_defaults_for_profiles_without_the_keys():
     assert switch(OmegaConf.create({"accelerator": "cpu"})) == ("auto", 128)
 
 
-@pytest.mark.parametrize("settings,key", [
-    ({"packing": "sometimes"}, "hardware.packing"),
-    ({"packing": "auto", "packing_row_length": 0}, "hardware.packing_row_length"),
-    ({"packing": "auto", "packing_row_length": "long"}, "hardware.packing_row_length"),
-])
+@pytest.mark.parametrize(
+    "settings,key",
+    [
+        ({"packing": "sometimes"}, "hardware.packing"),
+        ({"packing": "auto", "packing_row_length": 0}, "hardware.packing_row_length"),
+        ({"packing": "auto", "packing_row_length": "long"}, "hardware.packing_row_length"),
+    ],
+)
 def test_switch_rejects_bad_values_naming_the_key(settings, key):
     with pytest.raises(PipelineError, match=key):
         switch(OmegaConf.create(settings))

@@ -12,7 +12,7 @@ from pipeline import REPO_ROOT
 
 COMMAND = """
 import atexit, logging, sys, threading, time
-from pipeline import run_command
+from pipeline.cli import run_command
 
 how, folder = sys.argv[1], sys.argv[2]
 
@@ -40,10 +40,13 @@ run_command(main)
 """
 
 
-@pytest.mark.parametrize("how, status", [("ok", 0), ("exit3", 3), ("message", 1), ("raise", 1), ("interrupt", 130), ("returns", 4)])
+@pytest.mark.parametrize(
+    "how, status", [("ok", 0), ("exit3", 3), ("message", 1), ("raise", 1), ("interrupt", 130), ("returns", 4)]
+)
 def test_status_output_log_and_exit_handlers_survive_the_fast_exit(tmp_path, how, status):
-    done = subprocess.run([sys.executable, "-c", COMMAND, how, str(tmp_path)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", COMMAND, how, str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == status, done.stderr
     assert done.stdout == "printed without a newline"
     assert (tmp_path / "command.log").read_text() == "logged before the end\n"

@@ -1,7 +1,7 @@
 """Config checks that need no data and no model: they answer in well under a second.
 
 ``check_config`` raises :class:`pipeline.PipelineError` naming the key and the fix. Data checks
-(columns, cells, scores) live with the reading code in ``pipeline.load``.
+(columns, cells, scores) live with the reading code in ``pipeline.stages.load``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from pipeline import PipelineError
-from pipeline import packing
-from pipeline.load import LABEL_COLUMNS, train_sets
+from pipeline.runtime import packing
+from pipeline.stages.load import train_sets
+from pipeline.stages.splits import LABEL_COLUMNS
 
 STAGES = ("load", "train", "evaluate")
 
@@ -33,13 +34,17 @@ def check_config(cfg: DictConfig) -> None:
     stages = list(cfg.stages)
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages or stages[0] != "load":
-        raise PipelineError(f"stages={stages}: stages run in the order load, train, evaluate and start with load; e.g. stages=[load,evaluate].")
+        raise PipelineError(
+            f"stages={stages}: stages run in the order load, train, evaluate and start with load; e.g. stages=[load,evaluate]."
+        )
     training = cfg.training
     for key in ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size"):
         value = training.get(key)
         if value is None or not isinstance(value, (int, float)) or value <= 0:
             raise PipelineError(f"training.{key}={value!r}: must be a positive number.")
-    if training.get("max_steps", -1) in (0,) or (training.get("max_steps", -1) < 0 and training.get("num_train_epochs", 1) <= 0):
+    if training.get("max_steps", -1) in (0,) or (
+        training.get("max_steps", -1) < 0 and training.get("num_train_epochs", 1) <= 0
+    ):
         raise PipelineError(
             f"training.max_steps={training.get('max_steps')} with training.num_train_epochs={training.get('num_train_epochs')}: "
             "nothing would train; set max_steps > 0 or num_train_epochs > 0."
@@ -50,7 +55,9 @@ def check_config(cfg: DictConfig) -> None:
         _check_loss_columns(cfg)
     evaluator = cfg.evaluator
     if "evaluate" in stages and not evaluator.get("_target_") and "train" not in stages:
-        raise PipelineError("stages=[load,evaluate] with evaluator=none evaluates nothing: pick evaluator=sts or evaluator=triplet.")
+        raise PipelineError(
+            "stages=[load,evaluate] with evaluator=none evaluates nothing: pick evaluator=sts or evaluator=triplet."
+        )
     packing.switch(cfg.hardware)  # hardware.packing / packing_row_length
 
 

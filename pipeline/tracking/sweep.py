@@ -38,6 +38,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
+from pipeline.tracking.scrub import MAX_PARAM_LENGTH, MAX_RUN_NAME_LENGTH, MAX_TAG_LENGTH, scrub
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +96,19 @@ class MLflowSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             self.sweep = self._start(config)
-        except Exception as error:  # noqa: BLE001 - Hydra would only warn, and the jobs run unparented
+        except Exception as error:
             if os.environ.get("PIPELINE_TRACEBACK"):
                 raise
             print(f"error: the sweep could not start: {error}", file=sys.stderr)
             sys.exit(2)
         os.environ[ENV] = json.dumps(self.sweep.__dict__)
         atexit.register(self._end_if_running)
-        log.info("Sweep %s: parent MLflow run %s in experiment %r", self.sweep.sweep_id, self.sweep.parent_run_id, self.sweep.experiment_name)
+        log.info(
+            "Sweep %s: parent MLflow run %s in experiment %r",
+            self.sweep.sweep_id,
+            self.sweep.parent_run_id,
+            self.sweep.experiment_name,
+        )
 
     def _start(self, config: DictConfig) -> Sweep:
         import mlflow
@@ -113,38 +119,59 @@ class MLflowSweep(Callback):
         sweeper = str(hydra_cfg.sweeper._target_).rsplit(".", 1)[-1]
         needs_metric = "optuna" in str(hydra_cfg.sweeper._target_).lower()
         if needs_metric and not config.get("optimized_metric"):
-            raise PipelineError("the Optuna sweeper optimises optimized_metric, which is null: set optimized_metric=NAME (e.g. sts-dev_spearman_cosine).")
+            raise PipelineError(
+                "the Optuna sweeper optimises optimized_metric, which is null: set optimized_metric=NAME (e.g. sts-dev_spearman_cosine)."
+            )
         direction = str(hydra_cfg.sweeper.get("direction") or "maximize")
         if direction not in ("maximize", "minimize"):
-            raise PipelineError(f"hydra.sweeper.direction={direction!r}: use maximize or minimize (one objective: optimized_metric).")
+            raise PipelineError(
+                f"hydra.sweeper.direction={direction!r}: use maximize or minimize (one objective: optimized_metric)."
+            )
         tracking.check_target(config.tracking)
         experiment_id = tracking.open_experiment(config.tracking)
         keys = swept_keys(hydra_cfg)
         overrides = [str(o) for o in hydra_cfg.overrides.task]
-        secrets = tracking.secret_values(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+        secrets = tracking.config_secrets(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
         sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         name = f"sweep {config.name} " + " ".join(o for o in overrides if override_key(o) in keys)
         client = mlflow.MlflowClient(str(config.tracking.uri))
-        run = client.create_run(experiment_id, run_name=name.strip()[:250], tags={
-            "pipeline.role": "sweep",
-            "pipeline.sweep_id": sweep_id,
-            "pipeline.experiment_name": str(config.tracking.experiment_name),
-            "pipeline.sweeper": sweeper,
-            "pipeline.launcher": str(hydra_cfg.launcher._target_).rsplit(".", 1)[-1],
-            "pipeline.overrides": tracking.scrub(" ".join(overrides), secrets)[:5000],
-            "pipeline.optimized_metric": str(config.get("optimized_metric") or ""),
-            "pipeline.direction": direction,
-        })
+        run = client.create_run(
+            experiment_id,
+            run_name=tracking.scrub(name.strip(), secrets, MAX_RUN_NAME_LENGTH),
+            tags={
+                "pipeline.role": "sweep",
+                "pipeline.sweep_id": sweep_id,
+                "pipeline.experiment_name": str(config.tracking.experiment_name),
+                "pipeline.sweeper": sweeper,
+                "pipeline.launcher": str(hydra_cfg.launcher._target_).rsplit(".", 1)[-1],
+                "pipeline.overrides": tracking.scrub(" ".join(overrides), secrets, MAX_TAG_LENGTH),
+                "pipeline.optimized_metric": str(config.get("optimized_metric") or ""),
+                "pipeline.direction": direction,
+            },
+        )
         run_id = run.info.run_id
         space = {override_key(o): o.split("=", 1)[1] for o in overrides if "=" in o and override_key(o) in keys}
         space.update({str(k): str(v) for k, v in (hydra_cfg.sweeper.get("params") or {}).items()})
         if space:
-            client.log_batch(run_id, params=[mlflow.entities.Param(f"sweep.{k}", tracking.scrub(v, secrets)[:6000]) for k, v in space.items()])
-        client.log_text(run_id, tracking.scrub(OmegaConf.to_yaml(OmegaConf.create(overrides)), secrets), "overrides.yaml")
+            client.log_batch(
+                run_id,
+                params=[
+                    mlflow.entities.Param(f"sweep.{k}", tracking.scrub(v, secrets, MAX_PARAM_LENGTH))
+                    for k, v in space.items()
+                ],
+            )
+        client.log_text(
+            run_id, tracking.scrub(OmegaConf.to_yaml(OmegaConf.create(overrides)), secrets), "overrides.yaml"
+        )
         return Sweep(
-            tracking_uri=str(config.tracking.uri), experiment_id=experiment_id,
-            experiment_name=str(config.tracking.experiment_name), parent_run_id=run_id, sweep_id=sweep_id,
-            swept_keys=tuple(keys), direction=direction, needs_metric=needs_metric,
+            tracking_uri=str(config.tracking.uri),
+            experiment_id=experiment_id,
+            experiment_name=str(config.tracking.experiment_name),
+            parent_run_id=run_id,
+            sweep_id=sweep_id,
+            swept_keys=tuple(keys),
+            direction=direction,
+            needs_metric=needs_metric,
         )
 
     # -- after the jobs -----------------------------------------------------------------------
@@ -153,7 +180,7 @@ class MLflowSweep(Callback):
             return
         try:
             failed, total = finish(self.sweep, str(config.get("optimized_metric") or ""))
-        except Exception as error:  # noqa: BLE001 - Hydra would only warn; the exit handler ends the parent
+        except Exception as error:
             if os.environ.get("PIPELINE_TRACEBACK"):
                 raise
             print(f"error: the sweep's leaderboard could not be written: {error}", file=sys.stderr)
@@ -163,38 +190,49 @@ class MLflowSweep(Callback):
         os.environ.pop(ENV, None)
         see = f"python -m pipeline.compare --parent {sweep.parent_run_id} --tracking-uri {sweep.tracking_uri}"
         if failed:
-            print(f"sweep {sweep.sweep_id}: {failed} of {total} jobs FAILED (parent run {sweep.parent_run_id}); see: {see}", file=sys.stderr)
+            print(
+                f"sweep {sweep.sweep_id}: {failed} of {total} jobs FAILED (parent run {sweep.parent_run_id}); see: {see}",
+                file=sys.stderr,
+            )
             sys.exit(1)
-        print(f"sweep {sweep.sweep_id}: {total} jobs FINISHED; parent run {sweep.parent_run_id} holds the leaderboard; see: {see}")
+        print(
+            f"sweep {sweep.sweep_id}: {total} jobs FINISHED; parent run {sweep.parent_run_id} holds the leaderboard; see: {see}"
+        )
 
     def _end_if_running(self) -> None:
         """At exit after an error or Ctrl-C: never leave the parent RUNNING."""
         if self.sweep is None:
             return
-        import mlflow
+        from pipeline.tracking.run import end_run
 
-        client = mlflow.MlflowClient(self.sweep.tracking_uri)
         status = "KILLED" if INTERRUPTED["value"] else "FAILED"
-        client.set_tag(self.sweep.parent_run_id, "failure_reason", "the sweep stopped before all jobs ran (interrupted or crashed)")
-        client.set_terminated(self.sweep.parent_run_id, status)
+        end_run(
+            self.sweep.parent_run_id,
+            status,
+            "the sweep stopped before all jobs ran (interrupted or crashed)",
+            tracking_uri=self.sweep.tracking_uri,
+        )
 
 
 def finish(sweep: Sweep, optimized_metric: str) -> tuple[int, int]:
     """Log the leaderboard, the plot and the summary on the parent and end it; (failed, total)."""
     import mlflow
 
-    from pipeline import compare
+    from pipeline.tracking import leaderboard
+    from pipeline.tracking.run import end_run
 
     client = mlflow.MlflowClient(sweep.tracking_uri)
-    runs = compare.search(sweep.tracking_uri, [sweep.experiment_id], parent=sweep.parent_run_id)
+    runs = leaderboard.search(sweep.tracking_uri, [sweep.experiment_id], parent=sweep.parent_run_id)
     total = len(runs)
     failed = int((runs["status"] != "FINISHED").sum()) if total else 0
     with tempfile.TemporaryDirectory() as folder:
         if total:
-            board = compare.table(runs, optimized_metric or None, ascending=sweep.direction == "minimize")
+            board = leaderboard.table(runs, optimized_metric or None, ascending=sweep.direction == "minimize")
             (Path(folder) / "leaderboard.csv").write_text(board.to_csv(index=False), encoding="utf-8")
-            (Path(folder) / "leaderboard.md").write_text(compare.markdown(board), encoding="utf-8")
-            compare.plot(board, optimized_metric or None, Path(folder) / "comparison.png", title=f"sweep {sweep.sweep_id}")
+            (Path(folder) / "leaderboard.md").write_text(leaderboard.markdown(board), encoding="utf-8")
+            leaderboard.plot(
+                board, optimized_metric or None, Path(folder) / "comparison.png", title=f"sweep {sweep.sweep_id}"
+            )
         for path in sorted(Path(folder).iterdir()):
             client.log_artifact(sweep.parent_run_id, str(path))
     metrics = {"sweep.jobs": float(total), "sweep.failed": float(failed)}
@@ -205,16 +243,57 @@ def finish(sweep: Sweep, optimized_metric: str) -> tuple[int, int]:
             metrics["sweep.best"] = min(values) if sweep.direction == "minimize" else max(values)
     for key, value in metrics.items():
         client.log_metric(sweep.parent_run_id, key, value)
-    if failed:
-        client.set_tag(sweep.parent_run_id, "failure_reason", f"{failed} of {total} jobs failed")
-    client.set_terminated(sweep.parent_run_id, "FAILED" if failed or not total else "FINISHED")
-    log.info("Sweep %s ended: %d jobs, %d failed; leaderboard on parent run %s", sweep.sweep_id, total, failed, sweep.parent_run_id)
+    reason = f"{failed} of {total} jobs failed" if failed else None if total else "no job ran"
+    end_run(
+        sweep.parent_run_id, "FAILED" if failed or not total else "FINISHED", reason, tracking_uri=sweep.tracking_uri
+    )
+    log.info(
+        "Sweep %s ended: %d jobs, %d failed; leaderboard on parent run %s",
+        sweep.sweep_id,
+        total,
+        failed,
+        sweep.parent_run_id,
+    )
     return failed, total
 
 
 # ----------------------------------------------------------------------------------------------
-# The job side (called by pipeline.__main__ inside a multirun)
+# The job side (called by ``pipeline.__main__`` inside a multirun)
 # ----------------------------------------------------------------------------------------------
+
+
+def run_sweep_job(
+    cfg: DictConfig,
+    sweep: Sweep,
+    job_number: int,
+    output_dir: Path,
+    overrides: list[str],
+    choices: dict[str, str],
+    start,
+) -> float | None:
+    """One job of a sweep as a child run, started by ``start`` (``pipeline.start.start_job``); a failure
+    is recorded (a FAILED child) and the sweep goes on. Returns the value the sweeper optimises."""
+    run_name = job_run_name(sweep, overrides, str(cfg.name))
+    try:
+        prepare_job(cfg, sweep)
+        result = start(cfg, output_dir, overrides, choices, extra_tags=job_tags(sweep, job_number), run_name=run_name)
+        value = (
+            objective(sweep, cfg.get("optimized_metric"), result.metrics)
+            if sweep.needs_metric
+            else result.optimized_metric
+        )
+    except KeyboardInterrupt:
+        INTERRUPTED["value"] = True
+        print("interrupted: the MLflow runs were ended KILLED", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:
+        if os.environ.get("PIPELINE_TRACEBACK"):
+            log.exception("job %d failed", job_number)
+        run_id = record_failure(sweep, job_number, run_name, overrides, error, cfg)
+        print(f"job {job_number} ({run_name}) FAILED, MLflow run {run_id}: {error}", file=sys.stderr)
+        return None
+    print(f"job {job_number} ({run_name}) FINISHED, MLflow run {result.run_id}: {cfg.optimized_metric}={value}")
+    return value
 
 
 def job_tags(sweep: Sweep, job_number: int) -> dict[str, str]:
@@ -230,13 +309,15 @@ def job_tags(sweep: Sweep, job_number: int) -> dict[str, str]:
 def job_run_name(sweep: Sweep, overrides: list[str], name: str) -> str:
     """The swept values of this job, e.g. ``training.learning_rate=1e-05 seed=2``."""
     swept = [o for o in overrides if override_key(o) in sweep.swept_keys]
-    return (" ".join(swept) or name)[:250]
+    return (" ".join(swept) or name)[:MAX_RUN_NAME_LENGTH]
 
 
 def prepare_job(cfg: DictConfig, sweep: Sweep) -> None:
     """Point the job at the sweep's experiment (created by the callback: no race to create it)."""
     if str(cfg.tracking.uri) != sweep.tracking_uri:
-        raise PipelineError(f"tracking.uri differs between the sweep ({sweep.tracking_uri}) and a job ({cfg.tracking.uri}): do not sweep tracking.uri.")
+        raise PipelineError(
+            f"tracking.uri differs between the sweep ({sweep.tracking_uri}) and a job ({cfg.tracking.uri}): do not sweep tracking.uri."
+        )
     cfg.tracking.experiment_name = sweep.experiment_name
 
 
@@ -252,7 +333,9 @@ def objective(sweep: Sweep, metric_name: str | None, metrics: dict[str, float]) 
     return metrics[metric_name]
 
 
-def record_failure(sweep: Sweep, job_number: int, run_name: str, overrides: list[str], error: BaseException, cfg: DictConfig) -> str:
+def record_failure(
+    sweep: Sweep, job_number: int, run_name: str, overrides: list[str], error: BaseException, cfg: DictConfig
+) -> str:
     """Mark the job's child run FAILED with the reason, creating the child if the job failed before it
     (with the job's config as params, so the leaderboard shows its swept values). A child the job
     already ended FAILED keeps the reason it was given there (secrets scrubbed, a launcher's reason
@@ -260,7 +343,8 @@ def record_failure(sweep: Sweep, job_number: int, run_name: str, overrides: list
     import mlflow
     from omegaconf.errors import OmegaConfBaseException
 
-    from pipeline.tracking import config_params, redact
+    from pipeline.tracking.record import config_params
+    from pipeline.tracking.run import end_run
 
     client = mlflow.MlflowClient(sweep.tracking_uri)
     found = client.search_runs(
@@ -272,13 +356,12 @@ def record_failure(sweep: Sweep, job_number: int, run_name: str, overrides: list
     if found:
         run_id = found[0].info.run_id
     else:
-        tags = {**job_tags(sweep, job_number), "pipeline.overrides": redact(" ".join(overrides))[:5000]}
+        tags = {**job_tags(sweep, job_number), "pipeline.overrides": scrub(" ".join(overrides), limit=MAX_TAG_LENGTH)}
         run_id = client.create_run(sweep.experiment_id, run_name=run_name, tags=tags).info.run_id
         try:
             params = config_params(cfg)
         except OmegaConfBaseException:  # the config itself is what failed: the swept values, unresolved
-            params = {override_key(o): redact(o.split("=", 1)[1]) for o in overrides if "=" in o}
+            params = {override_key(o): scrub(o.split("=", 1)[1], limit=MAX_PARAM_LENGTH) for o in overrides if "=" in o}
         client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])  # chunked by MLflow
-    client.set_tag(run_id, "failure_reason", redact(f"{type(error).__name__}: {error}")[:5000])
-    client.set_terminated(run_id, "FAILED")
+    end_run(run_id, "FAILED", f"{type(error).__name__}: {error}", tracking_uri=sweep.tracking_uri)
     return run_id

@@ -2,7 +2,7 @@
 
 The Hydra process (a single run, or one job of a ``-m`` multirun) composes the config once and
 writes it, resolved, to ``<output_dir>/launch/job.yaml``; ``accelerate launch`` (torch's elastic
-agent underneath) starts the ranks with ``python -m pipeline.launch <output_dir>/launch``, and every
+agent underneath) starts the ranks with ``python -m pipeline.rank <output_dir>/launch``, and every
 rank reads that one file: ranks never compose, so ``${now:}``-style values cannot differ between them.
 
 Rank 0 runs the job exactly as a single process does and owns the one MLflow run (world size,
@@ -29,8 +29,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import REPO_ROOT, PipelineError, run_command
-from pipeline.hardware import process_started
+from pipeline import REPO_ROOT, PipelineError
+from pipeline.runtime.hardware import process_started
+from pipeline.tracking import client, end_run
 
 log = logging.getLogger(__name__)
 
@@ -55,46 +56,56 @@ def command(hardware: DictConfig, launch_dir: Path) -> list[str]:
     per_machine = max(processes // machines, 1)
     threads = hardware.get("num_threads") or max((os.cpu_count() or 1) // per_machine, 1)
     return [
-        sys.executable, "-m", "accelerate.commands.launch",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
         "--multi_gpu",  # torch's elastic launcher; on CPU the ranks use gloo (ACCELERATE_USE_CPU)
-        "--num_processes", str(processes),
-        "--num_machines", str(machines),
-        "--machine_rank", str(hardware.get("machine_rank") or 0),
-        "--main_process_ip", str(hardware.get("main_process_ip") or "127.0.0.1"),
-        "--main_process_port", str(port),
-        "--num_cpu_threads_per_process", str(threads),
-        "--mixed_precision", "no",  # the trainer's own bf16/fp16 flags decide (pipeline.hardware)
-        "--dynamo_backend", "no",
-        "--max_restarts", "0",  # a failed rank ends the job; no silent restart
-        "--monitor_interval", "1",
-        "-m", "pipeline.launch", str(launch_dir),
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        str(machines),
+        "--machine_rank",
+        str(hardware.get("machine_rank") or 0),
+        "--main_process_ip",
+        str(hardware.get("main_process_ip") or "127.0.0.1"),
+        "--main_process_port",
+        str(port),
+        "--num_cpu_threads_per_process",
+        str(threads),
+        "--mixed_precision",
+        "no",  # the trainer's own bf16/fp16 flags decide (pipeline.hardware)
+        "--dynamo_backend",
+        "no",
+        "--max_restarts",
+        "0",  # a failed rank ends the job; no silent restart
+        "--monitor_interval",
+        "1",
+        "-m",
+        "pipeline.rank",
+        str(launch_dir),
     ]
 
 
-def run_launched(
-    cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict[str, str],
-    extra_tags: dict[str, str] | None = None, run_name: str | None = None,
-):
-    """Start the ranks on the resolved ``cfg``, wait for them, return rank 0's JobResult.
+def run_launched(cfg: DictConfig, output_dir: Path, job: dict) -> dict:
+    """Start the ranks on the resolved ``cfg``, wait for them, return rank 0's result (a dict).
 
-    Same arguments as :func:`pipeline.job.run_job`; every rank calls it with these.
+    ``job`` holds the rest of what every rank passes to ``run_job`` (overrides, choices, extra tags,
+    run name); the caller has checked the config and the tracking target.
     """
-    from pipeline import tracking, validate
-    from pipeline.job import JobResult
-
-    validate.check_config(cfg)  # fail in seconds, before any process starts
-    tracking.check_target(cfg.tracking)
     launch_dir = output_dir / "launch"
     launch_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("run.json", "result.json"):
         (launch_dir / stale).unlink(missing_ok=True)
-    job = {
-        "config": OmegaConf.to_container(cfg, resolve=True), "overrides": list(overrides), "choices": dict(choices),
-        "extra_tags": dict(extra_tags or {}), "run_name": run_name,
-    }
-    OmegaConf.save(OmegaConf.create(job), launch_dir / "job.yaml")
+    OmegaConf.save(
+        OmegaConf.create({"config": OmegaConf.to_container(cfg, resolve=True), **job}), launch_dir / "job.yaml"
+    )
     argv = command(cfg.hardware, launch_dir)
-    env = {**os.environ, LAUNCH_DIR_ENV: str(launch_dir), "PYTHONPATH": _pythonpath(), "PIPELINE_STARTED_AT": str(process_started())}
+    env = {
+        **os.environ,
+        LAUNCH_DIR_ENV: str(launch_dir),
+        "PYTHONPATH": _pythonpath(),
+        "PIPELINE_STARTED_AT": str(process_started()),
+    }
     if cfg.hardware.accelerator == "cpu":
         env["ACCELERATE_USE_CPU"] = "true"
     log.info("Launching %s ranks: %s", cfg.hardware.num_processes, " ".join(argv))
@@ -110,8 +121,7 @@ def run_launched(
         reason = f"a rank failed (accelerate launch exited with status {code} after {time.monotonic() - started:.0f} s)"
         _end_run(cfg, launch_dir, "FAILED", reason)
         raise PipelineError(f"{reason}: the rank's error is printed above; the job's files are in {output_dir}.")
-    result = json.loads((launch_dir / "result.json").read_text())
-    return JobResult(**result)
+    return json.loads((launch_dir / "result.json").read_text())
 
 
 def _pythonpath() -> str:
@@ -145,15 +155,9 @@ def _end_run(cfg: DictConfig, launch_dir: Path, status: str, reason: str) -> Non
     announced = launch_dir / "run.json"
     if not announced.is_file():
         return  # rank 0 failed before the run started (e.g. a data error): there is no run
-    import mlflow
-
     run_id = json.loads(announced.read_text())["run_id"]
-    client = mlflow.MlflowClient(str(cfg.tracking.uri))
-    run = client.get_run(run_id)
-    own = run.data.tags.get("failure_reason")
-    client.set_tag(run_id, "failure_reason", f"{reason}; rank 0: {own}"[:5000] if own else reason)
-    if run.info.status != status:
-        client.set_terminated(run_id, status)
+    own = client(str(cfg.tracking.uri)).get_run(run_id).data.tags.get("failure_reason")
+    end_run(run_id, status, f"{reason}; rank 0: {own}" if own else reason, tracking_uri=str(cfg.tracking.uri))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,36 +172,11 @@ def announce_run(run_id: str) -> None:
         (Path(folder) / "run.json").write_text(json.dumps({"run_id": run_id}))
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+def write_result(launch_dir: Path, result: dict) -> None:
+    """Rank 0: the job's result, for the launching process."""
+    (launch_dir / "result.json").write_text(json.dumps(result))
 
 
-def rank_main(launch_dir: Path) -> int:
-    """One rank: read the resolved config, run the job, rank 0 writes ``result.json``."""
-    import dataclasses
-
-    from pipeline.hardware import process_rank
-    from pipeline.job import run_job
-
-    rank = process_rank()
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format=f"[%(asctime)s][rank {rank}][%(name)s][%(levelname)s] - %(message)s",
-    )
-    signal.signal(signal.SIGTERM, _interrupt)
-    job = OmegaConf.load(launch_dir / "job.yaml")
-    try:
-        result = run_job(job.config, launch_dir.parent, list(job.overrides), dict(job.choices),
-                         extra_tags=dict(job.extra_tags), run_name=job.run_name)
-    except PipelineError as error:
-        print(f"error (rank {rank}): {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    if rank == 0:
-        (launch_dir / "result.json").write_text(json.dumps(dataclasses.asdict(result)))
-    return 0
-
-
-if __name__ == "__main__":
-    run_command(lambda: rank_main(Path(sys.argv[1])))
+def read_job(launch_dir: Path) -> DictConfig:
+    """A rank: the resolved config and the job's arguments, as the launching process wrote them."""
+    return OmegaConf.load(launch_dir / "job.yaml")

@@ -1,96 +1,26 @@
-"""The load stage: read and validate the data, then load the model(s), loss and evaluators.
+"""The load stage: read the data each stage needs and check every cell of it.
 
 Data is read and checked before any model loads, so a bad file costs seconds. Every error names
-the file, row and column and says how to fix it. Nothing here talks to MLflow: the entry point
-logs what this stage returns (data fingerprints and sources for dataset lineage).
+the file, row and column and says how to fix it. Nothing here talks to MLflow: the job logs what
+this stage returns (data fingerprints and sources, for dataset lineage).
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
-import json
 import logging
 import math
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from pipeline import REPO_ROOT, PipelineError
+from pipeline import PipelineError
+from pipeline.stages.smoke import smoke_split
+from pipeline.stages.splits import LABEL_COLUMNS, LoadedData, Split
 
 log = logging.getLogger(__name__)
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-# Column names sentence-transformers treats as the loss's label rather than a text input.
-LABEL_COLUMNS = ("score", "scores", "label", "labels")
-EXAMPLE_DIR = REPO_ROOT / "pipeline" / "data" / "example"
-SMOKE_ROWS = 16
-
-
-@dataclass(frozen=True)
-class Split:
-    """One split as read: the rows, where they came from and a content fingerprint."""
-
-    dataset: Any  # datasets.Dataset
-    source: str
-    fingerprint: str
-
-
-@dataclass(frozen=True)
-class LoadedData:
-    """What the load stage read: the train split(s), the evaluation splits by name, and the dev
-    split in the train layout when the trainer scores its loss on it.
-
-    ``train`` is one :class:`Split`, or a dict of named splits when the data config names several
-    train sets (``data.train_sets``); ``train_dataset`` is what the trainer takes either way.
-    """
-
-    train: Split | dict[str, Split] | None
-    eval_splits: dict[str, Split] = field(default_factory=dict)
-    eval_loss: Split | dict[str, Split] | None = None
-
-    @property
-    def train_splits(self) -> dict[str, Split]:
-        """The train split(s) by name: ``{"train": split}``, or ``{set name: split}`` for several."""
-        return _named(self.train, "train")
-
-    @property
-    def train_dataset(self):
-        """A ``datasets.Dataset``, or a ``DatasetDict`` of the named sets (the trainer then draws
-        batches from them with ``training.multi_dataset_batch_sampler``)."""
-        return _as_dataset(self.train)
-
-    @property
-    def eval_loss_dataset(self):
-        """The dev split(s) in the train layout, for the trainer's ``eval_loss`` (None: not read)."""
-        return _as_dataset(self.eval_loss)
-
-    @property
-    def fingerprint(self) -> str:
-        parts = [(name if name == "train" else f"train.{name}", split) for name, split in self.train_splits.items()]
-        parts += sorted(self.eval_splits.items())
-        digest = hashlib.sha256()
-        for name, split in parts:
-            if split is not None:
-                digest.update(f"{name}:{split.fingerprint};".encode())
-        return digest.hexdigest()[:16]
-
-
-def _named(splits: Split | dict[str, Split] | None, single: str) -> dict[str, Split]:
-    if splits is None:
-        return {}
-    return dict(splits) if isinstance(splits, dict) else {single: splits}
-
-
-def _as_dataset(splits: Split | dict[str, Split] | None):
-    if isinstance(splits, dict):
-        from datasets import DatasetDict
-
-        return DatasetDict({name: split.dataset for name, split in splits.items()})
-    return None if splits is None else splits.dataset
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,7 +84,7 @@ def train_sets(data: DictConfig) -> dict[str, tuple[DictConfig, str]]:
 def _read_train(data: DictConfig, key: str, smoke: bool, split: str = "train") -> Split:
     columns = list(data.train_columns)
     if smoke:
-        return _smoke_split(columns, split if key == "data" else f"{split}.{key.rsplit('.', 1)[-1]}")
+        return smoke_split(columns, split if key == "data" else f"{split}.{key.rsplit('.', 1)[-1]}")
     read = _read_split(data, key, split)
     ds = read.dataset
     transform = data.get("train_transform")
@@ -177,7 +107,7 @@ def _read_train(data: DictConfig, key: str, smoke: bool, split: str = "train") -
 def _read_eval(data: DictConfig, key: str, name: str, evaluator: DictConfig, smoke: bool) -> Split:
     columns = list(evaluator.columns)
     if smoke:
-        return _smoke_split(columns, name)
+        return smoke_split(columns, name)
     split = _read_split(data, key, name)
     ds = split.dataset
     _require_columns(ds, columns, split.source, key=f"evaluator.columns ({evaluator.name})")
@@ -204,7 +134,9 @@ def _read_split(data: DictConfig, key: str, split: str) -> Split:
             ds = ds.remove_columns(clashes)
         ds = ds.rename_columns(renames)
     if len(ds) == 0:
-        raise PipelineError(f"{source}: the {split} split has no rows (header only?): add rows or point {key}.local_dir elsewhere.")
+        raise PipelineError(
+            f"{source}: the {split} split has no rows (header only?): add rows or point {key}.local_dir elsewhere."
+        )
     return Split(ds, source, fingerprint)
 
 
@@ -259,7 +191,7 @@ def _has_no_rows(path: Path) -> bool:
 
 
 def _read_hub(data: DictConfig, key: str, split: str):
-    from pipeline.offline import hub_reachable
+    from pipeline.runtime.offline import hub_reachable
 
     online = hub_reachable()
     from datasets import load_dataset
@@ -274,7 +206,11 @@ def _read_hub(data: DictConfig, key: str, split: str):
                 ".csv/.jsonl/.parquet files (e.g. ../shared/data/stsb)."
             ) from error
         raise PipelineError(f"{key}.path={data.path!r} split {split!r}: cannot be loaded ({error}).") from error
-    return ds, f"hf://datasets/{data.path}" + (f"/{data.subset}" if data.get("subset") else "") + f"[{split}]", ds._fingerprint
+    return (
+        ds,
+        f"hf://datasets/{data.path}" + (f"/{data.subset}" if data.get("subset") else "") + f"[{split}]",
+        ds._fingerprint,
+    )
 
 
 def _require_columns(ds, columns: list[str], where: str, key: str) -> None:
@@ -322,111 +258,3 @@ def _check_cells(ds, columns: list[str], where: str, numeric, score_range=None) 
                         f"{as_number.iloc[row]}, outside evaluator.score_range=[{low}, {high}]: fix the "
                         "score or widen the range."
                     )
-
-
-def _smoke_split(columns: list[str], name: str) -> Split:
-    """A few rows of the bundled example in the given column layout (for debug=smoke)."""
-    import csv
-
-    from datasets import Dataset
-
-    with open(EXAMPLE_DIR / "train.csv", newline="") as f:
-        pairs = list(csv.DictReader(f))[: SMOKE_ROWS + 4]
-    with open(EXAMPLE_DIR / ("test.csv" if name == "test" else "dev.csv"), newline="") as f:
-        scored = list(csv.DictReader(f))[:SMOKE_ROWS]
-    text_columns = [c for c in columns if c not in LABEL_COLUMNS]
-    rows: dict[str, list] = {c: [] for c in columns}
-    for i in range(SMOKE_ROWS):
-        if len(text_columns) < len(columns):  # scored layout: (text, text, score)
-            texts = [scored[i]["sentence1"], scored[i]["sentence2"]]
-            for column in columns:
-                rows[column].append(float(scored[i]["score"]) if column in LABEL_COLUMNS else texts.pop(0) if texts else pairs[i]["anchor"])
-        else:  # anchor, positive, then negatives taken from other rows' positives
-            texts = [pairs[i]["anchor"], pairs[i]["positive"]] + [pairs[i + k]["positive"] for k in range(1, 4)]
-            for column, text in zip(columns, texts):
-                rows[column].append(text)
-    blob = json.dumps(rows, sort_keys=True).encode()
-    return Split(Dataset.from_dict(rows), f"smoke sample ({name}: {', '.join(columns)})", hashlib.sha256(blob).hexdigest()[:16])
-
-
-# ----------------------------------------------------------------------------------------------
-# Models, loss, evaluators
-# ----------------------------------------------------------------------------------------------
-
-
-def load_model(model_cfg: DictConfig, seed: int, key: str = "model"):
-    """A SentenceTransformer from a Hub id / folder, or built from ``architecture`` (random weights)."""
-    from sentence_transformers import SentenceTransformer
-
-    from pipeline.offline import resolve_model
-
-    if model_cfg.get("architecture"):
-        model = _build_from_architecture(model_cfg, seed, key)
-    else:
-        path = resolve_model(str(model_cfg.name_or_path), key=f"{key}.name_or_path")
-        model = SentenceTransformer(path, device="cpu", trust_remote_code=bool(model_cfg.get("trust_remote_code")))
-    if model_cfg.get("max_seq_length"):
-        model.max_seq_length = int(model_cfg.max_seq_length)
-    return model
-
-
-def _build_from_architecture(model_cfg: DictConfig, seed: int, key: str):
-    import torch
-    from safetensors.torch import save_file
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-    from pipeline.offline import resolve_model
-
-    if not model_cfg.get("tokenizer"):
-        raise PipelineError(f"{key}.architecture is set but {key}.tokenizer is not: name a tokenizer (Hub id or folder).")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(str(model_cfg.tokenizer), key=f"{key}.tokenizer"))
-    arch = OmegaConf.to_container(model_cfg.architecture, resolve=True)
-    model_type = arch.pop("model_type")
-    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **arch)
-    torch.manual_seed(seed)
-    auto_model = AutoModel.from_config(config)
-    with tempfile.TemporaryDirectory(prefix="pipeline-model-") as folder:
-        # Not save_pretrained: it writes on rank 0 only once a process group exists (several ranks).
-        config.save_pretrained(folder)
-        save_file(auto_model.state_dict(), f"{folder}/model.safetensors")
-        tokenizer.save_pretrained(folder)
-        transformer = Transformer(folder, max_seq_length=model_cfg.get("max_seq_length"))
-    modules = [transformer, Pooling(transformer.get_embedding_dimension(), pooling_mode=model_cfg.get("pooling", "mean"))]
-    if model_cfg.get("normalize"):
-        modules.append(Normalize())
-    return SentenceTransformer(modules=modules, device="cpu")
-
-
-def build_loss(loss_cfg: DictConfig, model, guide=None):
-    """Instantiate the loss class named by ``loss._target_`` around the model (and guide)."""
-    from hydra.utils import instantiate
-
-    factory = instantiate(loss_cfg)
-    takes_guide = "guide" in inspect.signature(factory.func).parameters
-    if takes_guide:
-        if guide is None:
-            raise PipelineError(f"loss {factory.func.__name__} needs a guide model: set guide=minilm (or another model).")
-        return factory(model=model, guide=guide)
-    return factory(model=model)
-
-
-def loss_takes_guide(loss_cfg: DictConfig) -> bool:
-    from hydra.utils import get_class
-
-    return "guide" in inspect.signature(get_class(loss_cfg._target_)).parameters
-
-
-EVALUATOR_KEYS = ("columns", "primary_metric", "splits", "score_range")
-
-
-def build_evaluator(evaluator_cfg: DictConfig, split: str, data: Split, batch_size: int):
-    """The evaluator class named by ``evaluator._target_`` over one split, named ``{name}-{split}``."""
-    from hydra.utils import instantiate
-
-    options = {k: v for k, v in evaluator_cfg.items() if k not in EVALUATOR_KEYS}
-    options["name"] = f"{evaluator_cfg.name}-{split}"
-    factory = instantiate(OmegaConf.create(options))
-    columns = [data.dataset[c] for c in evaluator_cfg.columns]
-    return factory(*columns, batch_size=batch_size)

@@ -10,7 +10,8 @@
   checkpoint is written, metrics are flushed, and the job raises ``KeyboardInterrupt`` so the run
   ends KILLED. A second signal (or one outside training) interrupts at once.
 
-Writes to MLflow: the ``checkpoint.dir`` tag (where ``pipeline.resume`` finds the checkpoints).
+The trainer callback that commits checkpoints is ``pipeline.runtime.callbacks.Checkpoints``. Writes
+nothing to MLflow (the job tags ``checkpoint.dir``, where ``pipeline.resume`` finds the checkpoints).
 """
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ def handle_signal(signum, frame) -> None:
     """Signal handler: first signal in training stops cleanly at the next step; else interrupt now."""
     if _training.is_set() and not _stop_requested.is_set():
         _stop_requested.set()
-        log.warning("Signal %d: stopping after this step (checkpoint, then the run ends KILLED); send it again to stop now", signum)
+        log.warning(
+            "Signal %d: stopping after this step (checkpoint, then the run ends KILLED); send it again to stop now",
+            signum,
+        )
         return
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -77,46 +81,22 @@ def latest_checkpoint(folder: Path | str) -> Path | None:
 def training_options(options: dict, optimized_metric: str | None) -> dict:
     """Defaults the pipeline adds to ``training.*``: honest loss logs and best-checkpoint tracking."""
     options.setdefault("logging_nan_inf_filter", False)  # a NaN loss is logged as NaN, not hidden
-    if str(options.get("save_strategy", "no")) != "no" and str(options.get("eval_strategy", "no")) != "no":
-        if not options.get("metric_for_best_model") and optimized_metric:
-            options["metric_for_best_model"] = f"eval_{optimized_metric}"
+    saves_and_evaluates = (
+        str(options.get("save_strategy", "no")) != "no" and str(options.get("eval_strategy", "no")) != "no"
+    )
+    if saves_and_evaluates and not options.get("metric_for_best_model") and optimized_metric:
+        options["metric_for_best_model"] = f"eval_{optimized_metric}"
     return options
 
 
-def make_callback():
-    """A TrainerCallback: commits each saved checkpoint and turns a stop request into a checkpoint + stop."""
-    from transformers import TrainerCallback
-
-    class Checkpoints(TrainerCallback):
-        def __init__(self) -> None:
-            self.stopped_at: int | None = None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            _stop_requested.clear()
-            _training.set()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if _stop_requested.is_set():
-                control.should_save = True
-                control.should_training_stop = True
-                self.stopped_at = state.global_step
-
-        def on_save(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-                if folder.is_dir():
-                    _flush_metrics()  # the run holds every metric up to a checkpoint before it counts
-                    commit(folder, state.global_step)
-
-    return Checkpoints()
+def begin_training() -> None:
+    """Training starts: the first signal from now on asks for a stop at the next step boundary."""
+    _stop_requested.clear()
+    _training.set()
 
 
-def _flush_metrics() -> None:
-    """Write the metrics MLflow still buffers (asynchronous logging) to the active run."""
-    import mlflow
-
-    if mlflow.active_run() is not None:
-        mlflow.flush_async_logging()
+def stop_requested() -> bool:
+    return _stop_requested.is_set()
 
 
 @contextmanager

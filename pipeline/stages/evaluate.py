@@ -32,7 +32,7 @@ def evaluate(model, evaluators: dict, output_dir: Path) -> EvalResult:
     """Score ``model`` with each evaluator; CSVs go under ``output_dir``."""
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {}
-    for split, evaluator in evaluators.items():
+    for evaluator in evaluators.values():
         scores = evaluator(model, output_path=str(output_dir))
         bad = [name for name, value in scores.items() if not math.isfinite(value)]
         if bad:

@@ -23,7 +23,7 @@ encoders that pass the check below). Before it turns on, packing encodes a few s
 compares: any difference beyond fp32 noise (or an error) turns it off with a notice.
 
 Writes to MLflow (when a run is active): the tag ``packing`` (``on: rows of N tokens`` or ``off: why``)
-(``packing.guide`` for a GIST guide) and, via :func:`log_metrics`, ``packing_real_tokens``, ``packing_processed_tokens`` and
+(``packing.guide`` for a GIST guide) and, via :func:`token_metrics`, ``packing_real_tokens``, ``packing_processed_tokens`` and
 ``packing_padded_tokens`` (what padding to the longest would have processed).
 """
 
@@ -37,6 +37,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from pipeline import PipelineError
+from pipeline.tracking import scrub, set_tags
+from pipeline.tracking.scrub import MAX_TAG_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,9 @@ def plan_rows(lengths: list[int], row_length: int) -> RowPlan:
         row = min(range(len(balanced)), key=lambda r: (balanced[r], r))
         placed_lb[index] = (row, balanced[row])
         balanced[row] += lengths[index]
-    fill, placed = (balanced, placed_lb) if max(balanced, default=0) < max(first_fit, default=0) else (first_fit, placed_ff)
+    fill, placed = (
+        (balanced, placed_lb) if max(balanced, default=0) < max(first_fit, default=0) else (first_fit, placed_ff)
+    )
     return RowPlan(
         rows=len(fill),
         width=max(fill, default=0),
@@ -220,7 +224,11 @@ class Packer:
         if self.eager:
             dtype = self.transformer.auto_model.dtype
             block = torch.zeros(block.shape, dtype=dtype, device=device).masked_fill_(~block, torch.finfo(dtype).min)
-        packed = {key: value for key, value in features.items() if key not in ("input_ids", "attention_mask", "token_type_ids")}
+        packed = {
+            key: value
+            for key, value in features.items()
+            if key not in ("input_ids", "attention_mask", "token_type_ids")
+        }
         packed["input_ids"] = scatter(input_ids, pad_id if pad_id is not None else 0)
         packed["attention_mask"] = block
         packed["position_ids"] = scatter(positions[None, :].expand(count, padded_length) + self.position_offset, 0)
@@ -235,7 +243,9 @@ class Packer:
             if key not in output:
                 continue
             value = output[key]
-            original[key] = [_gather(v, index) for v in value] if isinstance(value, (list, tuple)) else _gather(value, index)
+            original[key] = (
+                [_gather(v, index) for v in value] if isinstance(value, (list, tuple)) else _gather(value, index)
+            )
         return original
 
 
@@ -261,7 +271,9 @@ def switch(hardware: DictConfig) -> tuple[str, int]:
         raise PipelineError(f"hardware.packing={value!r}: use auto, true or false.")
     row_length = hardware.get("packing_row_length", DEFAULT_ROW_LENGTH)
     if not isinstance(row_length, int) or isinstance(row_length, bool) or row_length < 1:
-        raise PipelineError(f"hardware.packing_row_length={row_length!r}: must be a positive number of tokens (e.g. 128).")
+        raise PipelineError(
+            f"hardware.packing_row_length={row_length!r}: must be a positive number of tokens (e.g. 128)."
+        )
     return text, row_length
 
 
@@ -295,7 +307,9 @@ def position_offset(transformer) -> int:
 
     for module in transformer.auto_model.modules():
         padding_idx = getattr(module, "padding_idx", None)
-        if isinstance(padding_idx, int) and isinstance(getattr(module, "position_embeddings", None), torch.nn.Embedding):
+        if isinstance(padding_idx, int) and isinstance(
+            getattr(module, "position_embeddings", None), torch.nn.Embedding
+        ):
             return padding_idx + 1
     return 0
 
@@ -347,7 +361,7 @@ def enable(model, hardware: DictConfig, tag: str = "packing") -> Packer | None:
         tolerance = 1e-4 if transformer.auto_model.dtype == torch.float32 else 3e-2
         try:
             error = probe(model, candidate)
-        except Exception as problem:  # any architecture-specific refusal of a 4D mask or position ids
+        except Exception as problem:  # noqa: BLE001 - any architecture-specific refusal of a 4D mask or position ids
             decision = f"off: the model refused packed inputs ({type(problem).__name__}: {str(problem)[:200]})"
         else:
             if error <= tolerance:
@@ -370,21 +384,16 @@ def disable(model) -> None:
         packer.detach()
 
 
-def log_metrics(packer: Packer | None) -> None:
-    """The packer's token counts as MLflow metrics on the active run (nothing without either)."""
-    import mlflow
-
-    if packer is None or mlflow.active_run() is None:
-        return
-    mlflow.log_metrics({
+def token_metrics(packer: Packer | None) -> dict[str, float]:
+    """The packer's token counts, as the job logs them (empty without a packer)."""
+    if packer is None:
+        return {}
+    return {
         "packing_real_tokens": float(packer.stats.real_tokens),
         "packing_processed_tokens": float(packer.stats.processed_tokens),
         "packing_padded_tokens": float(packer.stats.padded_tokens),
-    })
+    }
 
 
 def _set_tag(tag: str, decision: str) -> None:
-    import mlflow
-
-    if mlflow.active_run() is not None:
-        mlflow.set_tag(tag, decision[:5000])
+    set_tags({tag: scrub(decision, limit=MAX_TAG_LENGTH)})

@@ -49,9 +49,7 @@ def resolve_precision(hardware: DictConfig, training: DictConfig) -> Precision:
     intended = "fp16" if training.get("fp16") else "bf16" if training.get("bf16") else "fp32"
     wanted = str(hardware.get("precision", "auto"))
     if hardware.accelerator == "cpu":
-        if wanted == "auto":
-            effective = "bf16" if cpu_has_fast_bf16() else "fp32"
-        elif wanted == "fp16":
+        if wanted == "auto" or wanted == "fp16":
             effective = "bf16" if cpu_has_fast_bf16() else "fp32"
         else:
             effective = wanted
@@ -60,8 +58,13 @@ def resolve_precision(hardware: DictConfig, training: DictConfig) -> Precision:
     else:
         effective = wanted
     if effective != intended and intended != "fp32":
-        log.warning("Precision: the recipe asks for %s; on %s this runs as %s (hardware.precision=%s)",
-                    intended, hardware.accelerator, effective, wanted)
+        log.warning(
+            "Precision: the recipe asks for %s; on %s this runs as %s (hardware.precision=%s)",
+            intended,
+            hardware.accelerator,
+            effective,
+            wanted,
+        )
     else:
         log.info("Precision: %s on %s (hardware.precision=%s)", effective, hardware.accelerator, wanted)
     return Precision(intended, effective, fp16=effective == "fp16", bf16=effective == "bf16")
@@ -130,26 +133,3 @@ def process_started() -> float:
     import psutil
 
     return float(os.environ.get("PIPELINE_STARTED_AT") or psutil.Process().create_time())
-
-
-def startup_callback():
-    """A TrainerCallback logging ``startup_seconds``: from the job's process start to the first step.
-
-    With several ranks the clock starts at the launching process (``PIPELINE_STARTED_AT``).
-    """
-    import time
-
-    from transformers import TrainerCallback
-
-    started = process_started()
-
-    class StartupTime(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):  # once per optimizer step
-            if state.global_step == 0 and state.is_world_process_zero:
-                import mlflow
-
-                seconds = time.time() - started
-                log.info("First training step %.1f s after the process started", seconds)
-                mlflow.log_metric("startup_seconds", seconds, synchronous=False)
-
-    return StartupTime()

@@ -1,0 +1,44 @@
+"""``python -m pipeline.rank LAUNCH_DIR``: one rank of a multi-process job (started by ``accelerate
+launch``, never by hand). It reads the resolved config the launching process wrote, runs the job, and
+rank 0 writes the result back (``pipeline.runtime.launch``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from pipeline.cli import reported, run_command
+from pipeline.job import Resume, run_job
+from pipeline.runtime import launch
+from pipeline.runtime.hardware import process_rank
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(launch_dir: Path) -> int:
+    rank = process_rank()
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"[%(asctime)s][rank {rank}][%(name)s][%(levelname)s] - %(message)s",
+    )
+    signal.signal(signal.SIGTERM, _interrupt)
+    job = launch.read_job(launch_dir)
+    resume = Resume(**job.resume) if job.get("resume") else None
+    with reported(interrupted=f"interrupted (rank {rank})", prefix=f"error (rank {rank})"):
+        result = run_job(
+            job.config, launch_dir.parent, list(job.overrides), dict(job.choices), extra_tags=dict(job.extra_tags),
+            run_name=job.run_name, resume=resume, on_run_start=launch.announce_run,
+        )  # fmt: skip
+    if rank == 0:
+        launch.write_result(launch_dir, dataclasses.asdict(result))
+    return 0
+
+
+if __name__ == "__main__":
+    run_command(lambda: main(Path(sys.argv[1])))

@@ -1,0 +1,7 @@
+"""The stages of a job, each a short function over its slice of the config.
+
+``validate`` (config checks, no data), ``load`` (read and check the data; ``smoke`` for
+``debug=smoke``, ``splits`` for what it returns, ``transforms`` for row transforms), ``build`` (model,
+guide, loss, evaluators), ``train``, ``evaluate``. Stages never start or end MLflow runs: the job
+(``pipeline.job``) logs what they return.
+"""

@@ -1,0 +1,109 @@
+"""The train stage: SentenceTransformerTrainer over the loaded model, loss and data.
+
+Writes to MLflow (through the callbacks it is given, from ``pipeline.tracking``): training loss,
+learning rate and grad norm every ``training.logging_steps``, and the dev evaluator's metrics
+(``eval_`` prefix) every ``training.eval_steps``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import PipelineError
+from pipeline.runtime import checkpoint, hardware
+from pipeline.runtime.hardware import Precision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    global_step: int
+    training_loss: float
+    runtime_s: float
+    samples_per_second: float
+
+
+def train(
+    model,
+    loss,
+    train_dataset,
+    args,
+    dev_evaluator=None,
+    callbacks=(),
+    eval_dataset=None,
+    resume_from_checkpoint: str | None = None,
+) -> TrainResult:
+    """Train ``model`` in place with ``loss`` on ``train_dataset`` under ``args``.
+
+    ``train_dataset`` is a ``datasets.Dataset`` or a ``DatasetDict`` of named sets (batches then
+    come from one set at a time, by ``args.multi_dataset_batch_sampler``). ``dev_evaluator`` runs
+    every ``args.eval_steps``; ``eval_dataset`` (same layout as the train data) adds ``eval_loss``.
+    ``resume_from_checkpoint`` continues from a ``checkpoint-N`` folder: weights, optimizer, scheduler,
+    RNG states and the position in the data are restored by the trainer.
+    """
+    from sentence_transformers import SentenceTransformerTrainer
+
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        loss=loss,
+        evaluator=dev_evaluator,
+        callbacks=list(callbacks),
+    )
+    if args.disable_tqdm:  # not a terminal: one plain line per logging step, not a dict of floats
+        from transformers.trainer_callback import PrinterCallback
+
+        from pipeline.runtime.callbacks import ProgressLines
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(ProgressLines())
+    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    metrics = output.metrics
+    return TrainResult(
+        global_step=output.global_step,
+        training_loss=float(output.training_loss),
+        runtime_s=float(metrics.get("train_runtime", 0.0)),
+        samples_per_second=float(metrics.get("train_samples_per_second", 0.0)),
+    )
+
+
+def training_arguments(
+    training: DictConfig, hardware_cfg: DictConfig, output_dir: Path, precision: Precision, best_metric: str | None
+):
+    """SentenceTransformerTrainingArguments from ``training.*`` (names unchanged) and the profile.
+
+    ``best_metric`` (the run's optimized metric, when an evaluator runs) picks the best checkpoint.
+    The trainer's progress bar shows on a terminal; elsewhere (CI, files) one line per logging step.
+    """
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    options = OmegaConf.to_container(training, resolve=True)
+    known = {f.name for f in dataclasses.fields(SentenceTransformerTrainingArguments)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise PipelineError(
+            f"training.{unknown[0]} is not a SentenceTransformerTrainingArguments field: fix the name "
+            "(field names are used unchanged, e.g. training.learning_rate, training.warmup_steps)."
+        )
+    checkpoint.training_options(options, best_metric)
+    options.update(
+        output_dir=str(output_dir / "trainer"),
+        report_to="none",
+        fp16=precision.fp16,
+        bf16=precision.bf16,
+        disable_tqdm=not sys.stderr.isatty(),
+        **hardware.trainer_options(hardware_cfg, training),
+    )
+    try:
+        return SentenceTransformerTrainingArguments(**options)
+    except (ValueError, TypeError) as error:
+        raise PipelineError(f"training: {error}") from None

@@ -1,0 +1,63 @@
+"""Everything MLflow: the store, what a run records, how it ends, replaying it, sweeps.
+
+Only this package calls MLflow's logging API; the stages and the runtime hand it what to record.
+Importing it is cheap (MLflow is imported where it is used).
+
+- ``store``: the tracking target, its experiment;
+- ``scrub``: the one scrubber (secrets, URI credentials, MLflow's length limits);
+- ``record``: params, replay tags, dataset lineage, metrics, the model;
+- ``run``: the job's run, and the one way any run ends with a reason;
+- ``replay``: a logged run's config and overrides, read back;
+- ``leaderboard``: runs side by side;
+- ``sweep``: the Hydra callback behind ``-m`` (parent and child runs).
+"""
+
+from pipeline.tracking.record import (
+    config_params,
+    flatten,
+    flush,
+    log_data_lineage,
+    log_files,
+    log_metrics,
+    log_model,
+    package_versions,
+    set_tags,
+)
+from pipeline.tracking.replay import logged_config, logged_list
+from pipeline.tracking.run import config_secrets, end_run, job_run
+from pipeline.tracking.scrub import redact, scrub
+from pipeline.tracking.store import (
+    check_target,
+    check_uri,
+    client,
+    default_tracking_uri,
+    is_server,
+    open_experiment,
+    ui_command,
+)
+
+__all__ = [
+    "check_target",
+    "check_uri",
+    "client",
+    "config_params",
+    "config_secrets",
+    "default_tracking_uri",
+    "end_run",
+    "flatten",
+    "flush",
+    "is_server",
+    "job_run",
+    "log_data_lineage",
+    "log_files",
+    "log_metrics",
+    "log_model",
+    "logged_config",
+    "logged_list",
+    "open_experiment",
+    "package_versions",
+    "redact",
+    "scrub",
+    "set_tags",
+    "ui_command",
+]

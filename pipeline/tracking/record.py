@@ -1,0 +1,177 @@
+"""What a run records besides its status: params, replay tags, dataset lineage, metrics, the model.
+
+- params: the composed config flattened with dot keys (``training.learning_rate``), secrets hidden;
+- tags: git commit and dirty flag, package versions (what ``pipeline.rerun`` compares);
+- artifacts: ``git.patch`` (uncommitted changes), ``model_card.md``, evaluator files under ``eval/``;
+- inputs: every split read, with its source and digest (``mlflow.log_inputs``);
+- metrics: whatever the stages hand to :func:`log_metrics`;
+- the model: an MLflow 3 LoggedModel in the ``sentence_transformers`` flavour.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import REPO_ROOT
+from pipeline.tracking.scrub import HIDDEN, MAX_PARAM_LENGTH, is_secret, redact
+
+log = logging.getLogger(__name__)
+
+PACKAGES = (
+    "torch",
+    "sentence-transformers",
+    "transformers",
+    "accelerate",
+    "datasets",
+    "mlflow",
+    "hydra-core",
+    "pandas",
+)
+LINEAGE_ATTEMPTS = 5
+# How SQLite, PostgreSQL and MySQL stores (directly or through a tracking server) report a duplicate row.
+_DUPLICATE_ROW = re.compile(r"IntegrityError|UniqueViolation|unique constraint|Duplicate entry", re.IGNORECASE)
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {dot.key: string}; secret-looking keys and URI credentials redacted."""
+    out: dict[str, str] = {}
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    key = prefix[:-1]
+    if is_secret(key.rsplit(".", 1)[-1], node):
+        text = HIDDEN
+    elif isinstance(node, (list, tuple)):
+        text = json.dumps(node)
+    else:
+        text = str(node)
+    out[key] = redact(text)[:MAX_PARAM_LENGTH]
+    return out
+
+
+def config_params(cfg: DictConfig) -> dict[str, str]:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    return flatten(container)
+
+
+def git_state() -> dict[str, str]:
+    """Commit, dirty flag and the uncommitted patch of the project's checkout (empty outside git)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        status = git("status", "--porcelain", "--untracked-files=no").strip()
+        patch = git("diff", "HEAD") if status else ""
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"commit": commit, "dirty": str(bool(status)).lower(), "patch": patch}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "missing"
+    return versions
+
+
+def log_metrics(values: dict[str, float], step: int | None = None, synchronous: bool = True) -> None:
+    """Metrics into the active run (no-op without one: ranks other than 0 own no run)."""
+    import mlflow
+
+    if values and mlflow.active_run() is not None:
+        mlflow.log_metrics(values, step=step, synchronous=synchronous)
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    """Tags on the active run (no-op without one)."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.set_tags(tags)
+
+
+def log_files(paths: list[Path], folder: str) -> None:
+    """Files as artifacts of the active run under ``folder``."""
+    import mlflow
+
+    for path in paths:
+        mlflow.log_artifact(str(path), folder)
+
+
+def flush() -> None:
+    """Write the metrics MLflow still buffers (asynchronous logging) to the active run."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.flush_async_logging()
+
+
+def log_data_lineage(data, name: str, eval_name: str) -> None:
+    """Every split read, logged in one ``mlflow.log_inputs`` (training / evaluation context); several
+    train sets each under its own name (``NAME-train``)."""
+    import mlflow
+
+    splits = [
+        ("training", f"{name}-train" if set_name == "train" else f"{set_name}-train", split)
+        for set_name, split in data.train_splits.items()
+    ]
+    splits += [("evaluation", f"{eval_name}-{split_name}", split) for split_name, split in data.eval_splits.items()]
+    datasets = []
+    for _, dataset_name, split in splits:
+        with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
+            warnings.simplefilter("ignore", UserWarning)
+            datasets.append(
+                mlflow.data.from_pandas(
+                    split.dataset.to_pandas(), source=_lineage_source(split.source), name=dataset_name
+                )
+            )
+    contexts = [context for context, _, _ in splits]
+    if not datasets:
+        return
+    for attempt in range(LINEAGE_ATTEMPTS):
+        try:
+            mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets))
+            return
+        except mlflow.exceptions.MlflowException as error:
+            # A dataset is stored once per experiment (name, digest). Jobs of one sweep that log the same
+            # data at the same moment race to insert it; the loser's transaction is rolled back whole,
+            # and the retry finds the winner's row and links to it.
+            if not _DUPLICATE_ROW.search(str(error)) or attempt == LINEAGE_ATTEMPTS - 1:
+                raise
+            log.info("dataset lineage: %s was stored by a concurrent job; linking to it", contexts)
+
+
+def _lineage_source(source: str) -> str:
+    return source if "://" in source or not Path(source).exists() else Path(source).resolve().as_uri()
+
+
+def log_model(model, folder: Path) -> None:
+    """Save the model, log its generated card as ``model_card.md`` and the model as ``model/``."""
+    import mlflow
+
+    model.save(str(folder))
+    card = folder / "README.md"
+    if card.exists():
+        mlflow.log_text(card.read_text(encoding="utf-8"), "model_card.md")
+    pinned = ("sentence-transformers", "torch", "transformers")
+    requirements = [f"{name}=={version}" for name, version in package_versions().items() if name in pinned]
+    mlflow.sentence_transformers.log_model(model, name="model", pip_requirements=requirements)

@@ -1,0 +1,112 @@
+"""The one MLflow run of a job, and the one way any run ends with a reason.
+
+:func:`job_run` starts (or continues) the run, logs its config, and ends it FINISHED, FAILED or
+KILLED: nothing leaves a run RUNNING. What it writes: params (the flattened config), tags (package
+versions, git state, overrides, the caller's tags), artifacts ``config.yaml`` (resolved, secrets
+hidden), ``overrides.yaml``, ``git.patch`` when the tree is dirty, and on failure the
+``failure_reason`` tag and ``error/traceback.txt``.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.tracking.record import config_params, git_state, package_versions
+from pipeline.tracking.scrub import MAX_RUN_NAME_LENGTH, MAX_TAG_LENGTH, redacted, scrub, secret_values
+
+
+def config_secrets(cfg: DictConfig) -> list[str]:
+    """Values of the config's secret-looking keys: scrubbed from every text written for the run."""
+    return secret_values(OmegaConf.to_container(cfg, resolve=True))
+
+
+@contextmanager
+def job_run(
+    cfg: DictConfig,
+    experiment_id: str,
+    run_name: str,
+    overrides: list[str],
+    tags: dict[str, str],
+    run_id: str | None = None,
+) -> Iterator[Any]:
+    """Start the job's MLflow run, log its config, and end it FINISHED, FAILED or KILLED.
+
+    An exception ends it FAILED with the reason as the ``failure_reason`` tag and the traceback as an
+    artifact; Ctrl-C/SIGTERM ends it KILLED. ``run_id`` continues an existing run (``pipeline.resume``).
+    """
+    import mlflow
+
+    secrets = config_secrets(cfg)
+    git = git_state()
+    all_tags = {
+        **{f"version.{name}": version for name, version in package_versions().items()},
+        "pipeline.overrides": scrub(" ".join(overrides), secrets, MAX_TAG_LENGTH),
+        **tags,
+    }
+    if git:
+        all_tags.update({"git.commit": git["commit"], "git.dirty": git["dirty"]})
+    if run_id:
+        run = mlflow.start_run(run_id=run_id, tags=all_tags)
+        if "failure_reason" in run.data.tags:  # from the interruption being resumed
+            mlflow.MlflowClient().delete_tag(run_id, "failure_reason")
+    else:
+        run = mlflow.start_run(
+            experiment_id=experiment_id, run_name=scrub(run_name, secrets, MAX_RUN_NAME_LENGTH), tags=all_tags
+        )
+    try:
+        mlflow.log_params(config_params(cfg))
+        mlflow.log_text(
+            scrub(OmegaConf.to_yaml(redacted(OmegaConf.to_container(cfg, resolve=True))), secrets), "config.yaml"
+        )
+        mlflow.log_text(scrub(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), secrets), "overrides.yaml")
+        if git.get("patch"):
+            mlflow.log_text(git["patch"], "git.patch")
+        yield run
+    except KeyboardInterrupt as error:
+        end_run(
+            run.info.run_id,
+            "KILLED",
+            f"interrupted (Ctrl-C or SIGTERM){f': {error}' if str(error) else ''}",
+            secrets=secrets,
+        )
+        raise
+    except BaseException as error:
+        end_run(run.info.run_id, "FAILED", f"{type(error).__name__}: {error}", traceback.format_exc(), secrets)
+        raise
+    else:
+        mlflow.flush_async_logging()
+        mlflow.end_run("FINISHED")
+
+
+def end_run(
+    run_id: str,
+    status: str,
+    reason: str | None = None,
+    trace: str | None = None,
+    secrets: Iterable[str] = (),
+    tracking_uri: str | None = None,
+) -> None:
+    """End a run ``status`` with ``reason`` as its ``failure_reason`` tag (and ``trace`` as
+    ``error/traceback.txt``), both scrubbed: the job's own active run, or any run by id."""
+    import mlflow
+
+    active = mlflow.active_run()
+    mine = active is not None and active.info.run_id == run_id
+    client = mlflow.MlflowClient(tracking_uri) if tracking_uri else mlflow.MlflowClient()
+    try:
+        if mine:
+            mlflow.flush_async_logging()
+        if reason:
+            client.set_tag(run_id, "failure_reason", scrub(reason, secrets, MAX_TAG_LENGTH))
+        if trace:
+            client.log_text(run_id, scrub(trace, secrets), "error/traceback.txt")
+    finally:
+        if mine:
+            mlflow.end_run(status)
+        else:
+            client.set_terminated(run_id, status)

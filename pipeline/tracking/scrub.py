@@ -1,0 +1,73 @@
+"""The one scrubber: every text the pipeline writes to MLflow passes through here.
+
+Values under secret-looking config keys (``api_token``, ``password``, ``*_secret``, ...) and
+``user:password@`` in URIs never reach params, tags, run names or artifacts; texts are cut to
+MLflow's length limits. Writes nothing itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+# MLflow's limits (mlflow.utils.validation): a param value holds 6000 characters, a tag value 8000
+# (kept lower here: a reason or override list longer than this is never read in full), a run name 250.
+MAX_PARAM_LENGTH = 6000
+MAX_TAG_LENGTH = 5000
+MAX_RUN_NAME_LENGTH = 250
+
+# A key (or its last dot part) that holds a secret: api_token, hf_token, password, secret_key, ...;
+# whole words between _ . - so that e.g. ``tokenizer`` is not one.
+SECRET_KEY = re.compile(
+    r"(^|[_.-])(token|password|passwd|secret|api[_-]?key|credentials?|auth)([_.-]|$)", re.IGNORECASE
+)
+URI_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+HIDDEN = "***"
+
+
+def redact(value: str) -> str:
+    """Strip ``user:password@`` from URIs in a string."""
+    return URI_CREDENTIALS.sub(f"{HIDDEN}@", value)
+
+
+def is_secret(key: str, value: Any) -> bool:
+    """A value under a secret-looking key (``api_key``, ``*_token``, ...) that is set: never logged."""
+    return bool(SECRET_KEY.search(key)) and value not in (None, "", False)
+
+
+def secret_values(container: Any) -> list[str]:
+    """Values of secret-looking keys anywhere in a plain config container (dicts and lists)."""
+    found: list[str] = []
+
+    def walk(node: Any, key: str = "") -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, str(k))
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, key)
+        elif SECRET_KEY.search(key) and isinstance(node, (str, int, float)) and not isinstance(node, bool):
+            found.append(str(node))
+
+    walk(container)
+    return [value for value in found if len(value) >= 4]  # shorter values cannot be told apart from other text
+
+
+def redacted(node: Any, key: str = "") -> Any:
+    """A config container with secret-looking values replaced by ``***`` (still valid YAML when dumped)."""
+    if isinstance(node, dict):
+        return {k: redacted(v, str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [redacted(v, key) for v in node]
+    if is_secret(key, node):
+        return HIDDEN
+    return redact(node) if isinstance(node, str) else node
+
+
+def scrub(text: str, secrets: Iterable[str] = (), limit: int | None = None) -> str:
+    """``text`` with every secret value and URI credential replaced by ``***``, cut to ``limit``."""
+    for secret in secrets:
+        text = text.replace(secret, HIDDEN)
+    text = redact(text)
+    return text[:limit] if limit else text
