@@ -2,18 +2,23 @@
 
 Recipe (both sides): all-MiniLM-L6-v2, MultipleNegativesRankingLoss on STSb train pairs scored
 >= 4.0 (1,406 pairs), batch 32, 1 epoch, lr 2e-5, warmup 0.1, no_duplicates, seed 42, then
-STSb-test Spearman. Contenders, run one after the other in each round (interleaved, medians over
-rounds):
+STSb-test Spearman. Contenders, each a fresh process, every round in a new shuffled order (medians
+over rounds, and the ratios round by round):
 
-- ``plain_fp32``: benchmarks/plain_st.py (the library at its defaults, fp32);
-- ``pipeline_fp32``: ``python -m pipeline ... hardware.precision=fp32`` (the pipeline's overhead);
-- ``pipeline_cpu``: ``python -m pipeline ...`` with the default ``hardware=cpu`` (auto precision);
-- ``pipeline_cpu_ddp``: ``hardware=cpu_ddp`` (2 gloo ranks; global batch 64: throughput only).
+- ``plain_fp32``: benchmarks/plain_st.py, the library at its defaults (fp32, evaluator batch 16);
+- ``plain_bf16``: the same script as a user who knows the library runs it: ``bf16=True`` and
+  evaluator batch 128 (one flag each);
+- ``pipeline_equal``: ``python -m pipeline`` at the plain script's settings (fp32, packing off,
+  evaluator batch 16): the pipeline's own overhead;
+- ``pipeline_cpu``: ``python -m pipeline`` with the default ``hardware=cpu`` profile;
+- ``pipeline_cpu_ddp`` (only with ``--only``): ``hardware=cpu_ddp``, 2 gloo ranks, global batch 64.
 
 Each is timed end to end as a subprocess (wall seconds, from start to exit). Also reported: time
 to the first training step, training samples/s, model FLOPs utilisation (dense-layer FLOPs of the
 real tokens against this machine's measured matmul peak in the precision used), /proc/loadavg
-before and after. Writes ``<out>/bench_cpu.json`` and ``<out>/bench_cpu.md``.
+before and after, the CPU's flags. Writes the raw results to
+``benchmarks/results/bench_cpu-<date>-<cpu kind>.json`` (committed with the figures they back) and
+the table to ``.md`` beside it.
 
     .venv/bin/python benchmarks/bench_cpu.py --data ../shared/data/stsb --rounds 3
     make bench ARGS="--rounds 3"
@@ -25,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
 import statistics
 import subprocess
@@ -34,8 +40,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CONTENDERS = ("plain_fp32", "pipeline_fp32", "pipeline_cpu", "pipeline_cpu_ddp")
-PRECISION = {"plain_fp32": "fp32", "pipeline_fp32": "fp32"}  # the others: what the run logs
+CONTENDERS = ("plain_fp32", "plain_bf16", "pipeline_equal", "pipeline_cpu", "pipeline_cpu_ddp")
+DEFAULT = ("plain_fp32", "plain_bf16", "pipeline_equal", "pipeline_cpu")
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
 def pipeline_command(name: str, data: str, store: Path, max_steps: int | None) -> list[str]:
@@ -51,8 +58,8 @@ def pipeline_command(name: str, data: str, store: Path, max_steps: int | None) -
         f"tracking.experiment_name={name}",
         f"hydra.run.dir={store}/{name}-{time.time_ns()}",
     ]
-    if name == "pipeline_fp32":
-        command.append("hardware.precision=fp32")
+    if name == "pipeline_equal":  # the plain script's settings: fp32, padded batches, evaluator batch 16
+        command += ["hardware.precision=fp32", "hardware.packing=false", "hardware.eval_batch_size=16"]
     if name == "pipeline_cpu_ddp":
         command.append("hardware=cpu_ddp")
     if max_steps:
@@ -61,15 +68,18 @@ def pipeline_command(name: str, data: str, store: Path, max_steps: int | None) -
 
 
 def run_contender(name: str, data: str, work: Path, max_steps: int | None) -> dict:
-    if name == "plain_fp32":
+    plain = name.startswith("plain_")
+    if plain:
         command = [
             sys.executable,
             str(REPO / "benchmarks" / "plain_st.py"),
             "--data",
             data,
             "--output",
-            str(work / "plain"),
+            str(work / name),
         ]
+        if name == "plain_bf16":
+            command += ["--bf16", "--eval-batch-size", "128"]
         if max_steps:
             command += ["--max-steps", str(max_steps)]
     else:
@@ -79,7 +89,7 @@ def run_contender(name: str, data: str, work: Path, max_steps: int | None) -> di
     wall = time.perf_counter() - started
     if out.returncode != 0:
         raise SystemExit(f"{name} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    if name == "plain_fp32":
+    if plain:
         result = json.loads(out.stdout.strip().splitlines()[-1])
         return {
             "wall_s": wall,
@@ -87,7 +97,7 @@ def run_contender(name: str, data: str, work: Path, max_steps: int | None) -> di
             "train_s": result["train_s"],
             "train_samples_per_s": result["train_samples_per_s"],
             "spearman": result["sts-test_spearman_cosine"],
-            "precision": "fp32",
+            "precision": "bf16" if name == "plain_bf16" else "fp32",
             "world_size": 1,
         }
     run_id = re.search(r"MLflow run (\w+) FINISHED", out.stdout).group(1)
@@ -152,11 +162,16 @@ def machine() -> dict:
 
     from pipeline.runtime.hardware import cpu_has_fast_bf16
 
+    present = set(flags.split())
     return {
         "cpu": model.group(1) if model else platform.processor(),
         "cores": os.cpu_count(),
-        "avx512_bf16": "avx512_bf16" in flags,
-        "amx_bf16": "amx_bf16" in flags,
+        "flags": [flag for flag in FLAGS if flag in present],
+        "kind": "avx512-bf16"
+        if {"avx512_bf16", "amx_bf16"} & present
+        else "avx512"
+        if "avx512f" in present
+        else "avx2",
         "onednn_bf16": cpu_has_fast_bf16(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -170,11 +185,11 @@ def loadavg() -> str:
 
 
 def markdown(report: dict) -> str:
-    s = report["summary"]
+    s, machine_ = report["summary"], report["machine"]
     lines = [
         f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, torch {report['machine']['torch']}, "
-        f"oneDNN bf16: {report['machine']['onednn_bf16']}  ",
+        f"Machine: {machine_['cpu']}, {machine_['cores']} cores, flags {' '.join(machine_['flags'])} "
+        f"({machine_['kind']}), oneDNN bf16: {machine_['onednn_bf16']}, torch {machine_['torch']}  ",
         f"Load (1/5/15 min) before: {report['load_before']}, after: {report['load_after']}; rounds: {report['rounds']}"
         + (f"; training.max_steps={report['max_steps']}" if report["max_steps"] else ""),
         "",
@@ -188,59 +203,111 @@ def markdown(report: dict) -> str:
             f"| {name} | {m['precision']} | {m['world_size']} | {m['wall_s']:.1f} | {startup} | {m['train_s']:.1f} | "
             f"{m['train_samples_per_s']:.1f} | {mfu} | {m['spearman']:.4f} |"
         )
+    peak = report["peak_flops"]
     lines += [
         "",
-        f"- matmul peak (2048², this machine): fp32 {report['peak_flops']['fp32'] / 1e9:.0f} GFLOP/s, "
-        f"bf16 {report['peak_flops']['bf16'] / 1e9:.0f} GFLOP/s",
+        f"- matmul peak (2048², this machine): fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s",
     ]
-    for key, text in (
-        ("pipeline_fp32_over_plain_wall", "pipeline fp32 / plain fp32 wall time (target <= 1.05)"),
-        ("pipeline_fp32_minus_plain_spearman", "pipeline fp32 - plain fp32 Spearman (target |d| <= 0.002)"),
-        (
-            "plain_over_pipeline_cpu_wall",
-            "speed-up of pipeline default (hardware=cpu) over plain fp32, end to end (target >= 2)",
-        ),
-        ("plain_over_pipeline_cpu_train", "the same, training alone"),
-        ("pipeline_cpu_minus_plain_spearman", "pipeline default - plain fp32 Spearman (target |d| <= 0.003)"),
-        ("cpu_ddp_over_cpu_train_throughput", "cpu_ddp / cpu training samples/s"),
-    ):
-        if key in s:
-            lines.append(f"- {text}: **{s[key]:+.4f}**" if "minus" in key else f"- {text}: **{s[key]:.3f}**")
-        if key == "plain_over_pipeline_cpu_wall" and s.get("plain_over_pipeline_cpu_wall_per_round"):
-            lines[-1] += (
-                " (round by round: " + ", ".join(f"{r:.2f}" for r in s["plain_over_pipeline_cpu_wall_per_round"]) + ")"
-            )
+    for key, text in SUMMARY_LINES:
+        if key not in s:
+            continue
+        value = f"**{s[key]:+.4f}**" if "minus" in key else f"**{s[key]:.3f}**"
+        rounds = s.get(f"{key}_per_round")
+        lines.append(
+            f"- {text}: {value}" + (f" (round by round: {', '.join(f'{r:.2f}' for r in rounds)})" if rounds else "")
+        )
     return "\n".join(lines) + "\n"
+
+
+SUMMARY_LINES = (
+    ("overhead", "pipeline at the plain script's settings / plain fp32, wall (target <= 1.05)"),
+    ("overhead_minus_spearman", "pipeline at equal settings - plain fp32, Spearman (target |d| <= 0.002)"),
+    ("speedup", "faster plain (fp32 or bf16 + evaluator batch 128) / pipeline default, wall (target >= 2)"),
+    ("speedup_train", "the same, training alone"),
+    ("speedup_minus_spearman", "pipeline default - that plain contender, Spearman (target |d| <= 0.003)"),
+    ("plain_fp32_over_pipeline", "plain fp32 / pipeline default, wall"),
+    ("cpu_ddp_over_cpu_train_throughput", "cpu_ddp / cpu training samples/s"),
+)
+
+
+def medians(report: dict, flops: float) -> dict:
+    out = {}
+    for name, runs in report["runs"].items():
+        median = {
+            k: statistics.median(r[k] for r in runs) for k in ("wall_s", "train_s", "train_samples_per_s", "spearman")
+        }
+        starts = [r["startup_s"] for r in runs if r.get("startup_s") is not None]
+        median["startup_s"] = statistics.median(starts) if starts else None
+        median["precision"], median["world_size"] = runs[0]["precision"], runs[0]["world_size"]
+        peak = report["peak_flops"].get(median["precision"])
+        median["mfu"] = flops / median["train_s"] / peak if peak and median["world_size"] == 1 else None
+        out[name] = median
+    return out
+
+
+def summary(report: dict) -> dict:
+    """The ratios the targets are stated in, from the medians and round by round."""
+    m, runs, out = report["medians"], report["runs"], {}
+
+    def ratio(key: str, slow: str, fast: str, field: str = "wall_s") -> None:
+        out[key] = m[slow][field] / m[fast][field]
+        if field == "wall_s":
+            out[f"{key}_per_round"] = [a[field] / b[field] for a, b in zip(runs[slow], runs[fast])]
+
+    if {"plain_fp32", "pipeline_equal"} <= m.keys():
+        ratio("overhead", "pipeline_equal", "plain_fp32")
+        out["overhead_minus_spearman"] = m["pipeline_equal"]["spearman"] - m["plain_fp32"]["spearman"]
+    plains = [name for name in ("plain_fp32", "plain_bf16") if name in m]
+    if plains and "pipeline_cpu" in m:
+        best = min(plains, key=lambda name: m[name]["wall_s"])
+        out["speedup_against"] = best
+        ratio("speedup", best, "pipeline_cpu")
+        ratio("speedup_train", best, "pipeline_cpu", "train_s")
+        out["speedup_minus_spearman"] = m["pipeline_cpu"]["spearman"] - m[best]["spearman"]
+        if "plain_fp32" in m:
+            ratio("plain_fp32_over_pipeline", "plain_fp32", "pipeline_cpu")
+    if {"pipeline_cpu", "pipeline_cpu_ddp"} <= m.keys():
+        out["cpu_ddp_over_cpu_train_throughput"] = (
+            m["pipeline_cpu_ddp"]["train_samples_per_s"] / m["pipeline_cpu"]["train_samples_per_s"]
+        )
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Pipeline vs a plain sentence-transformers script on this CPU.")
     parser.add_argument("--data", default="../shared/data/stsb", help="STS Benchmark folder (train.csv, test.csv)")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds of all contenders, interleaved; medians reported")
-    parser.add_argument("--only", nargs="+", choices=CONTENDERS, default=list(CONTENDERS), help="contenders to run")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of all contenders, shuffled; medians reported")
+    parser.add_argument("--only", nargs="+", choices=CONTENDERS, default=list(DEFAULT), help="contenders to run")
     parser.add_argument(
-        "--max-steps", type=int, default=None, help="shorten training (a quick check of the benchmark itself)"
+        "--max-steps", type=int, default=None, help="shorten training (a check of the benchmark itself)"
     )
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="folder for bench_cpu.json / .md")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled order")
+    parser.add_argument(
+        "--out", default=str(REPO / "benchmarks" / "results"), help="folder for the raw .json and the .md"
+    )
     args = parser.parse_args()
     data = str((REPO / args.data).resolve()) if not Path(args.data).is_absolute() else args.data
     if not Path(data, "train.csv").is_file():
         raise SystemExit(
             f"--data {args.data}: no train.csv there; point it at the STS Benchmark folder (../shared/data/stsb)."
         )
-
     report: dict = {
         "command": " ".join(["benchmarks/bench_cpu.py", *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
         "rounds": args.rounds,
         "max_steps": args.max_steps,
         "load_before": loadavg(),
         "runs": {n: [] for n in args.only},
+        "order": [],
     }
     report["peak_flops"] = {"fp32": matmul_peak("fp32"), "bf16": matmul_peak("bf16")}
+    shuffle = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="bench-cpu-") as folder:
         for round_index in range(args.rounds):
-            order = args.only if round_index % 2 == 0 else list(reversed(args.only))  # alternate who goes first
+            order = list(args.only)
+            shuffle.shuffle(order)
+            report["order"].append(order)
             for name in order:
                 print(f"round {round_index + 1}/{args.rounds}: {name} (load {loadavg()})", flush=True)
                 result = run_contender(name, data, Path(folder), args.max_steps)
@@ -248,42 +315,16 @@ def main() -> None:
                 report["runs"][name].append(result)
                 print(f"  {json.dumps({k: v for k, v in result.items() if k != 'run_id'})}", flush=True)
     report["load_after"] = loadavg()
-
-    flops = train_flops(data, args.max_steps)
-    report["train_flops"] = flops
-    report["medians"] = {}
-    for name, runs in report["runs"].items():
-        median = {
-            key: statistics.median(r[key] for r in runs)
-            for key in ("wall_s", "train_s", "train_samples_per_s", "spearman")
-        }
-        starts = [r["startup_s"] for r in runs if r.get("startup_s") is not None]
-        median["startup_s"] = statistics.median(starts) if starts else None
-        median["precision"], median["world_size"] = runs[0]["precision"], runs[0]["world_size"]
-        peak = report["peak_flops"].get(median["precision"])
-        median["mfu"] = flops / median["train_s"] / peak if peak and median["world_size"] == 1 else None
-        report["medians"][name] = median
-    m, summary = report["medians"], {}
-    if "plain_fp32" in m and "pipeline_fp32" in m:
-        summary["pipeline_fp32_over_plain_wall"] = m["pipeline_fp32"]["wall_s"] / m["plain_fp32"]["wall_s"]
-        summary["pipeline_fp32_minus_plain_spearman"] = m["pipeline_fp32"]["spearman"] - m["plain_fp32"]["spearman"]
-    if "plain_fp32" in m and "pipeline_cpu" in m:
-        summary["plain_over_pipeline_cpu_wall"] = m["plain_fp32"]["wall_s"] / m["pipeline_cpu"]["wall_s"]
-        summary["pipeline_cpu_minus_plain_spearman"] = m["pipeline_cpu"]["spearman"] - m["plain_fp32"]["spearman"]
-        summary["plain_over_pipeline_cpu_train"] = m["plain_fp32"]["train_s"] / m["pipeline_cpu"]["train_s"]
-        rounds = zip(report["runs"]["plain_fp32"], report["runs"]["pipeline_cpu"])
-        summary["plain_over_pipeline_cpu_wall_per_round"] = [plain["wall_s"] / ours["wall_s"] for plain, ours in rounds]
-    if "pipeline_cpu" in m and "pipeline_cpu_ddp" in m:
-        summary["cpu_ddp_over_cpu_train_throughput"] = (
-            m["pipeline_cpu_ddp"]["train_samples_per_s"] / m["pipeline_cpu"]["train_samples_per_s"]
-        )
-    report["summary"] = summary
-
+    report["train_flops"] = train_flops(data, args.max_steps)
+    report["medians"] = medians(report, report["train_flops"])
+    report["summary"] = summary(report)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_cpu.json").write_text(json.dumps(report, indent=2))
-    (out / "bench_cpu.md").write_text(markdown(report))
+    stem = f"bench_cpu-{time.strftime('%Y%m%d-%H%M')}-{report['machine']['kind']}"
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    (out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
+    print(f"raw results: {out / stem}.json")
 
 
 if __name__ == "__main__":

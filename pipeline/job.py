@@ -93,7 +93,7 @@ def run_job(
         if run is None:
             return JobResult("", "", {}, None)
         metrics = evaluate_stage(cfg, plan, built, output_dir)
-        log_outcome(cfg, built, output_dir, started)
+        log_outcome(cfg, built, started)
     target = metrics.get(str(cfg.optimized_metric)) if cfg.get("optimized_metric") else None
     return JobResult(run.info.run_id, run.info.experiment_id, metrics, target)
 
@@ -190,8 +190,8 @@ def evaluate_stage(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) 
     return outcome.metrics
 
 
-def log_outcome(cfg: DictConfig, built: Built, output_dir: Path, started: float) -> None:
+def log_outcome(cfg: DictConfig, built: Built, started: float) -> None:
     """The trained model, the job's seconds and the packer's token counts."""
     if "train" in cfg.stages and cfg.tracking.log_model:
-        tracking.log_model(built.model, output_dir / "model")
+        tracking.log_model(built.model)
     tracking.log_metrics({"job_seconds": time.perf_counter() - started, **packing.token_metrics(built.packer)})

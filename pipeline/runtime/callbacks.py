@@ -141,6 +141,12 @@ class ProgressLines(TrainerCallback):
             return
         step, total = state.global_step, state.max_steps
         elapsed = time.monotonic() - self.started
+        if "train_runtime" in logs:  # the trainer's closing log
+            print(
+                f"trained {step} steps in {elapsed:.0f} s, mean loss {_number(logs.get('train_loss', float('nan')))}",
+                file=self.stream,
+            )
+            return
         shown = " ".join(
             f"{key} {_number(value)}"
             for key, value in logs.items()

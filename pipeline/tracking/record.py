@@ -15,6 +15,7 @@ import logging
 import re
 import subprocess
 import sys
+import tempfile
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -164,14 +165,21 @@ def _lineage_source(source: str) -> str:
     return source if "://" in source or not Path(source).exists() else Path(source).resolve().as_uri()
 
 
-def log_model(model, folder: Path) -> None:
-    """Save the model, log its generated card as ``model_card.md`` and the model as ``model/``."""
+def log_model(model) -> None:
+    """Log the model (``model/``, saved once, by MLflow) and its generated card as ``model_card.md``."""
     import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.sentence_transformers import SENTENCE_TRANSFORMERS_DATA_PATH
 
-    model.save(str(folder))
-    card = folder / "README.md"
-    if card.exists():
-        mlflow.log_text(card.read_text(encoding="utf-8"), "model_card.md")
     pinned = ("sentence-transformers", "torch", "transformers")
     requirements = [f"{name}=={version}" for name, version in package_versions().items() if name in pinned]
-    mlflow.sentence_transformers.log_model(model, name="model", pip_requirements=requirements)
+    info = mlflow.sentence_transformers.log_model(model, name="model", pip_requirements=requirements)
+    location = mlflow.get_logged_model(info.model_id).artifact_location
+    with tempfile.TemporaryDirectory(prefix="pipeline-card-") as folder:
+        try:  # the card sentence-transformers wrote when MLflow saved the model
+            card = mlflow.artifacts.download_artifacts(
+                f"{location}/{SENTENCE_TRANSFORMERS_DATA_PATH}/README.md", dst_path=folder
+            )
+        except (MlflowException, OSError):
+            return
+        mlflow.log_text(Path(card).read_text(encoding="utf-8"), "model_card.md")

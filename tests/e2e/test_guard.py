@@ -29,7 +29,11 @@ def test_learning_rate_1e6_is_stopped_and_failed_with_the_reason(run_job, mlflow
     step = int(tags["guard.step"])
     assert 1 <= step < 12
     # the reason names what the check saw, not only the advice every reason carries
-    said = {"non_finite": ("is nan", "is inf", "not finite"), "collapse": ("collapsed",), "chance_loss": ("chance value",)}
+    said = {
+        "non_finite": ("is nan", "is inf", "not finite"),
+        "collapse": ("collapsed",),
+        "chance_loss": ("chance value",),
+    }
     assert f"step {step}" in tags["failure_reason"]
     assert any(words in tags["failure_reason"] for words in said[tags["guard.check"]]), tags["failure_reason"]
     # stopped there: no training step after the trip, and no model logged as a result
