@@ -9,9 +9,9 @@ STSb-test Spearman (cosine). Three parts, each printed as it finishes (markdown)
    packed interleaved batch by batch (so load from other processes hits both alike), fp32 and bf16
    autocast; pairs/s, real tokens/s, tokens processed per pair, useful-token MFU (model FLOPs of the
    real tokens only, against the measured peak).
-3. ``train``: the whole job through the pipeline (``run_job`` in-process on a temporary SQLite
-   store), ``hardware.packing=false`` then ``true`` at each of ``--row-lengths``, at each
-   ``--precisions``, interleaved over ``--rounds``; STSb-test Spearman (first round; the seed fixes
+3. ``train``: the whole job through the pipeline (``python -m pipeline``, a fresh process each, on a
+   temporary SQLite store), ``hardware.packing=false`` and ``true`` at each of ``--row-lengths``, at
+   each ``--precisions``, in a shuffled order in each of ``--rounds``; STSb-test Spearman (first round; the seed fixes
    it) and median train and job seconds of each.
 
     .venv/bin/python benchmarks/bench_packing.py [--data ../shared/data/stsb] [--parts peak,throughput,train]
@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -137,59 +140,61 @@ def throughput(data: Path, batches: int, precisions: list[str], peaks: dict[str,
         )
 
 
-def train(data: Path, precisions: list[str], row_lengths: list[int], rounds: int) -> None:
-    from hydra import compose, initialize_config_dir
+def train_once(overrides: list[str], folder: str, name: str) -> tuple[float, float, float]:
+    """One job of the recipe as a fresh ``python -m pipeline`` process: (train s, job s, Spearman)."""
+    import mlflow
 
-    from pipeline import CONF_DIR
-    from pipeline.job import run_job
+    store = f"sqlite:///{folder}/mlflow.db"
+    command = [sys.executable, "-m", "pipeline", *overrides, f"tracking.uri={store}", f"hydra.run.dir={folder}/{name}"]
+    started = time.perf_counter()
+    out = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    job_s = time.perf_counter() - started
+    if out.returncode != 0:
+        raise SystemExit(f"{name} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    run_id = re.search(r"MLflow run (\w+) FINISHED", out.stdout).group(1)
+    run = mlflow.MlflowClient(store).get_run(run_id)
+    return run.data.metrics["train_runtime"], job_s, run.data.metrics["sts-test_spearman_cosine"]
 
+
+def train(data: Path, precisions: list[str], row_lengths: list[int], rounds: int, seed: int = 0) -> None:
     layouts = [("padded", None)] + [(f"packed, rows of {n}", n) for n in row_lengths]
     print(
-        f"\n### Training the recipe through the pipeline (1 epoch, 44 steps): padded, then packed at each row length; {rounds} round(s), interleaved\n"
+        f"\n### Training the recipe through the pipeline (1 epoch, 44 steps): padded and packed at each row length; "
+        f"{rounds} round(s), each layout a fresh process, in a shuffled order every round\n"
     )
     print("| precision | batches | train s (median) | job s (median) | STSb-test Spearman | loadavg at end |")
     print("|---|---|---|---|---|---|")
+    shuffle = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="bench-packing-") as folder:
         for precision in precisions:
             seen: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _ in layouts}
             for round_ in range(rounds):
-                for label, row_length in layouts:
+                order = list(layouts)
+                shuffle.shuffle(order)
+                for label, row_length in order:
                     overrides = [
                         "model=minilm",
                         "data=stsb_pairs",
                         f"data.local_dir={data}",
-                        "loss=mnrl",
-                        "evaluator=sts",
                         "evaluator.splits=[test]",
                         f"hardware.precision={precision}",
                         f"hardware.packing={'false' if row_length is None else 'true'}",
                         *([f"hardware.packing_row_length={row_length}"] if row_length else []),
                         "tracking.log_model=false",
-                        f"tracking.uri=sqlite:///{folder}/mlflow.db",
-                        f"tracking.artifact_root={folder}/artifacts",
                         "tracking.experiment_name=bench_packing",
                     ]
-                    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                        cfg = compose("config", overrides=overrides)
-                    started = time.perf_counter()
-                    result = run_job(cfg, Path(folder) / f"{precision}-{row_length}-{round_}", overrides)
-                    job_s = time.perf_counter() - started
-                    import mlflow
-
-                    history = mlflow.MlflowClient(f"sqlite:///{folder}/mlflow.db").get_metric_history(
-                        result.run_id, "train_runtime"
-                    )
-                    train_s = history[-1].value if history else float("nan")
-                    seen[label].append((train_s, job_s, result.metrics["sts-test_spearman_cosine"]))
+                    seen[label].append(train_once(overrides, folder, f"{precision}-{row_length}-{round_}"))
+                    train_s, job_s, spearman = seen[label][-1]
                     print(
-                        f"<!-- round {round_ + 1} {precision} {label}: train {train_s:.1f} s, job {job_s:.1f} s, Spearman {seen[label][-1][2]:.4f}, loadavg {loadavg()} -->",
+                        f"<!-- round {round_ + 1} {precision} {label}: train {train_s:.1f} s, job {job_s:.1f} s, "
+                        f"Spearman {spearman:.4f}, loadavg {loadavg()} -->",
                         flush=True,
                     )
             for label, _ in layouts:
                 values = seen[label]
                 print(
-                    f"| {precision} | {label} | {statistics.median(v[0] for v in values):.1f} | {statistics.median(v[1] for v in values):.1f} "
-                    f"| {values[0][2]:.4f} | {loadavg()} |",
+                    f"| {precision} | {label} | {statistics.median(v[0] for v in values):.1f} | "
+                    f"{statistics.median(v[1] for v in values):.1f} | {values[0][2]:.4f} | {loadavg()} |",
                     flush=True,
                 )
             padded = seen["padded"][0][2]
