@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import REPO_ROOT
-from pipeline.tracking.scrub import HIDDEN, MAX_PARAM_LENGTH, is_secret, redact
+from pipeline.tracking.scrub import HIDDEN, MAX_PARAM_LENGTH, MAX_TAG_LENGTH, is_secret, scrub
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def flatten(node: Any, prefix: str = "") -> dict[str, str]:
         text = json.dumps(node)
     else:
         text = str(node)
-    out[key] = redact(text)[:MAX_PARAM_LENGTH]
+    out[key] = scrub(text, limit=MAX_PARAM_LENGTH)
     return out
 
 
@@ -102,11 +102,11 @@ def log_metrics(values: dict[str, float], step: int | None = None, synchronous: 
 
 
 def set_tags(tags: dict[str, str]) -> None:
-    """Tags on the active run (no-op without one)."""
+    """Tags on the active run (no-op without one), scrubbed."""
     import mlflow
 
     if mlflow.active_run() is not None:
-        mlflow.set_tags(tags)
+        mlflow.set_tags({key: scrub(str(value), limit=MAX_TAG_LENGTH) for key, value in tags.items()})
 
 
 def log_files(paths: list[Path], folder: str) -> None:
@@ -171,7 +171,7 @@ def log_model(model, folder: Path) -> None:
     model.save(str(folder))
     card = folder / "README.md"
     if card.exists():
-        mlflow.log_text(card.read_text(encoding="utf-8"), "model_card.md")
+        mlflow.log_text(scrub(card.read_text(encoding="utf-8")), "model_card.md")
     pinned = ("sentence-transformers", "torch", "transformers")
     requirements = [f"{name}=={version}" for name, version in package_versions().items() if name in pinned]
     mlflow.sentence_transformers.log_model(model, name="model", pip_requirements=requirements)
