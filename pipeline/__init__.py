@@ -12,6 +12,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
 
 OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT), replace=True)
+# ``${metric:sts,dev,spearman_cosine}`` -> ``sts-dev_spearman_cosine``; null without a primary metric
+# (evaluator=none): no evaluator, no metric to optimise.
+OmegaConf.register_new_resolver(
+    "metric", lambda name, split, primary: f"{name}-{split}_{primary}" if primary else None, replace=True
+)
 
 
 class PipelineError(ValueError):

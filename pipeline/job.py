@@ -178,13 +178,19 @@ def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None
 
 def evaluate_stage(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) -> dict[str, float]:
     """Score the model on the evaluator's splits, in the profile's precision; log metrics and files."""
-    from pipeline.stages.evaluate import evaluate
+    from pipeline.stages.evaluate import NonFiniteMetricError, evaluate
 
     if "evaluate" not in cfg.stages or not built.evaluators:
         return {}
     scored = {name: built.evaluators[name] for name in cfg.evaluator.splits if name in built.evaluators}
-    with hardware.autocast(plan.precision, built.model.device.type):  # as in training
-        outcome = evaluate(built.model, scored, output_dir / "eval")
+    try:
+        with hardware.autocast(plan.precision, built.model.device.type):  # as in training
+            outcome = evaluate(built.model, scored, output_dir / "eval")
+    except NonFiniteMetricError:  # the run ends FAILED, but what trained is kept
+        if "train" in cfg.stages and cfg.tracking.log_model:
+            log.warning("A final metric is not finite: logging the trained model before the run ends FAILED")
+            tracking.log_model(built.model, output_dir / "model")
+        raise
     tracking.log_metrics(outcome.metrics)
     tracking.log_files(outcome.files, "eval")
     return outcome.metrics
