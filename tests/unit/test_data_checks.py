@@ -62,3 +62,18 @@ def test_max_steps_null_is_a_one_line_error():
 def test_evaluator_none_has_no_optimized_metric():
     assert compose_config(["evaluator=none"]).optimized_metric is None
     assert compose_config([]).optimized_metric == "sts-dev_spearman_cosine"
+
+
+def test_warmup_ratio_is_an_alias_for_the_float_warmup_steps(tmp_path, caplog):
+    from pipeline.runtime.hardware import resolve_precision
+    from pipeline.stages.train import training_arguments
+
+    cfg = compose_config(["training.warmup_ratio=0.25"])
+    precision = resolve_precision(cfg.hardware, cfg.training)
+    args = training_arguments(cfg.training, cfg.hardware, tmp_path, precision, None)
+    assert args.warmup_steps == 0.25
+    assert "training.warmup_ratio=0.25 is read as training.warmup_steps=0.25" in caplog.text
+    with pytest.raises(PipelineError, match=r"training.warmup_ratio=1.5: must be a fraction"):
+        training_arguments(
+            compose_config(["training.warmup_ratio=1.5"]).training, cfg.hardware, tmp_path, precision, None
+        )
