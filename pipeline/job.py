@@ -131,6 +131,7 @@ def open_run(
         "pipeline.experiment": choices.get("experiment") or "none",
         "data.fingerprint": plan.data.fingerprint,
         **hardware.world_tags(cfg.training),
+        **hardware.owner_tags(),
         **({"checkpoint.dir": str(Path(plan.args.output_dir).resolve())} if plan.args else {}),
         "precision.intended": plan.precision.intended,
         "precision.effective": plan.precision.effective,

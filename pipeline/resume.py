@@ -20,7 +20,38 @@ from pipeline.cli import add_tracking_uri, print_summary, reported, run_command,
 log = logging.getLogger("pipeline.resume")
 
 
-def resume(run_id: str, uri: str):
+# A RUNNING run started on another host, with activity within this many minutes, may still be training.
+STALE_AFTER_MIN = 10.0
+
+
+def check_not_running(client, run, force: bool) -> None:
+    """Refuse a run whose process still runs: resuming it would delete its in-flight checkpoint and
+    train twice into one run. On this host the process is looked up by pid and start time; a run from
+    another host counts as live until it shows no activity for ``STALE_AFTER_MIN`` minutes."""
+    import time
+
+    from pipeline.runs import last_activity_ms
+    from pipeline.runtime.hardware import owner_alive
+
+    if force:
+        return
+    tags, run_id = run.data.tags, run.info.run_id
+    alive = owner_alive(tags)
+    if alive:
+        raise PipelineError(
+            f"run {run_id} is still running (process {tags['process.pid']} on {tags['process.host']}): let it "
+            f"finish, or stop it (kill -TERM {tags['process.pid']} checkpoints and ends it KILLED) and resume then."
+        )
+    idle_min = (time.time() * 1000 - last_activity_ms(client, run)) / 60000
+    if alive is None and run.info.status == "RUNNING" and idle_min < STALE_AFTER_MIN:
+        raise PipelineError(
+            f"run {run_id} is RUNNING on host {tags.get('process.host', 'unknown')} and was active "
+            f"{idle_min:.0f} min ago: it may still be training. Resume it after {STALE_AFTER_MIN:g} min without "
+            "activity, or pass --force if its process is gone."
+        )
+
+
+def resume(run_id: str, uri: str, force: bool = False):
     """Continue ``run_id`` from its last checkpoint; return the job's result."""
     from mlflow.exceptions import MlflowException
 
@@ -40,6 +71,7 @@ def resume(run_id: str, uri: str):
         raise PipelineError(
             f"run {run_id} already FINISHED: nothing to resume (python -m pipeline.rerun {run_id} replays it)."
         )
+    check_not_running(client, run, force)
     folder = run.data.tags.get("checkpoint.dir")
     last = checkpoint.latest_checkpoint(folder) if folder else None
     if last is None:
@@ -61,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.resume", description=__doc__.splitlines()[0])
     parser.add_argument("run_id", help="the MLflow run to continue")
     add_tracking_uri(parser)
+    parser.add_argument(
+        "--force", action="store_true", help="resume even if the run's process looks alive (you know it is not)"
+    )
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
 
@@ -68,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     install_signal_handlers()
     with reported():
-        result = resume(options.run_id, tracking_uri(options))
+        result = resume(options.run_id, tracking_uri(options), options.force)
     print_summary(result, "resumed")
     return 0
 

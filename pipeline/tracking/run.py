@@ -73,7 +73,9 @@ def job_run(
             experiment_id=experiment_id, run_name=scrub(run_name, secrets, MAX_RUN_NAME_LENGTH), tags=all_tags
         )
     try:
-        mlflow.log_params(config_params(cfg))
+        # a resumed run keeps the params it has: a config spelled differently for the same store (a
+        # relative --tracking-uri, localhost for 127.0.0.1) is not a changed param
+        mlflow.log_params({k: v for k, v in config_params(cfg).items() if k not in run.data.params})
         mlflow.log_text(
             scrub(OmegaConf.to_yaml(redacted(OmegaConf.to_container(cfg, resolve=True))), secrets), "config.yaml"
         )
