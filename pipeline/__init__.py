@@ -14,5 +14,21 @@ CONF_DIR = REPO_ROOT / "conf"
 OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT), replace=True)
 
 
+def _artifacts_beside(uri: str) -> str | None:
+    """``sqlite:////data/mlflow.db`` -> ``/data/artifacts``: a SQLite store keeps its artifacts beside
+    its database, so it moves or goes as one folder; other stores: None (the server decides)."""
+    if not str(uri).startswith("sqlite:///"):
+        return None
+    return str(Path(str(uri)[len("sqlite:///") :]).parent / "artifacts")
+
+
+OmegaConf.register_new_resolver("artifacts_beside", _artifacts_beside, replace=True)
+# ``${metric:sts,dev,spearman_cosine}`` -> ``sts-dev_spearman_cosine``; null without a primary metric
+# (evaluator=none): no evaluator, no metric to optimise.
+OmegaConf.register_new_resolver(
+    "metric", lambda name, split, primary: f"{name}-{split}_{primary}" if primary else None, replace=True
+)
+
+
 class PipelineError(ValueError):
     """A user mistake (config, data, tracking target): reported as one message, no traceback."""

@@ -131,6 +131,7 @@ def open_run(
         "pipeline.experiment": choices.get("experiment") or "none",
         "data.fingerprint": plan.data.fingerprint,
         **hardware.world_tags(cfg.training),
+        **hardware.owner_tags(),
         **({"checkpoint.dir": str(Path(plan.args.output_dir).resolve())} if plan.args else {}),
         "precision.intended": plan.precision.intended,
         "precision.effective": plan.precision.effective,
@@ -178,20 +179,29 @@ def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None
 
 def evaluate_stage(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) -> dict[str, float]:
     """Score the model on the evaluator's splits, in the profile's precision; log metrics and files."""
-    from pipeline.stages.evaluate import evaluate
+    from pipeline.stages.evaluate import NonFiniteMetricError, evaluate
 
     if "evaluate" not in cfg.stages or not built.evaluators:
         return {}
     scored = {name: built.evaluators[name] for name in cfg.evaluator.splits if name in built.evaluators}
-    with hardware.autocast(plan.precision, built.model.device.type):  # as in training
-        outcome = evaluate(built.model, scored, output_dir / "eval")
+    try:
+        with hardware.autocast(plan.precision, built.model.device.type):  # as in training
+            outcome = evaluate(built.model, scored, output_dir / "eval")
+    except NonFiniteMetricError:  # the run ends FAILED, but what trained is kept
+        log.warning("A final metric is not finite: the trained model is logged before the run ends FAILED")
+        log_trained_model(cfg, built)
+        raise
     tracking.log_metrics(outcome.metrics)
     tracking.log_files(outcome.files, "eval")
     return outcome.metrics
 
 
-def log_outcome(cfg: DictConfig, built: Built, started: float) -> None:
-    """The trained model, the job's seconds and the packer's token counts."""
+def log_trained_model(cfg: DictConfig, built: Built) -> None:
     if "train" in cfg.stages and cfg.tracking.log_model:
         tracking.log_model(built.model)
+
+
+def log_outcome(cfg: DictConfig, built: Built, started: float) -> None:
+    """The trained model, the job's seconds and the packer's token counts."""
+    log_trained_model(cfg, built)
     tracking.log_metrics({"job_seconds": time.perf_counter() - started, **packing.token_metrics(built.packer)})

@@ -25,10 +25,14 @@ def stale_runs(client, older_than_min: float) -> list:
     cutoff_ms = (time.time() - older_than_min * 60) * 1000
     stale = []
     for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=50000):
-        last = max([run.info.start_time or 0] + [m.timestamp for m in _latest_metrics(client, run)])
-        if last <= cutoff_ms:
+        if last_activity_ms(client, run) <= cutoff_ms:
             stale.append(run)
     return stale
+
+
+def last_activity_ms(client, run) -> int:
+    """The run's last sign of life (its latest metric, or its start), epoch milliseconds."""
+    return max([run.info.start_time or 0] + [m.timestamp for m in _latest_metrics(client, run)])
 
 
 def _latest_metrics(client, run) -> list:

@@ -133,3 +133,33 @@ def process_started() -> float:
     import psutil
 
     return float(os.environ.get("PIPELINE_STARTED_AT") or psutil.Process().create_time())
+
+
+def owner_tags() -> dict[str, str]:
+    """Who runs the job: host, process id and its start time (``pipeline.resume`` checks it is gone)."""
+    import socket
+
+    import psutil
+
+    return {
+        "process.host": socket.gethostname(),
+        "process.pid": str(os.getpid()),
+        "process.started": f"{psutil.Process().create_time():.3f}",
+    }
+
+
+def owner_alive(tags: dict[str, str]) -> bool | None:
+    """Whether the process named by :func:`owner_tags` still runs: None when it ran on another host
+    (or the run has no such tags), where this machine cannot tell."""
+    import socket
+
+    import psutil
+
+    if tags.get("process.host") != socket.gethostname() or "process.pid" not in tags:
+        return None
+    try:
+        started = psutil.Process(int(tags["process.pid"])).create_time()
+    except (psutil.Error, ValueError):
+        return False
+    # a pid is reused by later processes: the same pid with another start time is not the job
+    return abs(started - float(tags.get("process.started", 0))) < 1.0

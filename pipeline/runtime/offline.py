@@ -1,8 +1,9 @@
 """Offline-first resolution of Hub ids: never hang on a network call.
 
-The Hub is probed once per process with a short TCP connect. When it cannot be reached,
-``HF_HUB_OFFLINE=1`` is set (so every Hugging Face library answers from its cache at once) and
-known model ids resolve to copies shipped as Python packages.
+The Hub (``HF_ENDPOINT``, default huggingface.co) is probed once per process with a short TCP
+connect. When it cannot be reached, ``HF_HUB_OFFLINE=1`` is set, and so are the flags of
+``huggingface_hub`` and ``datasets`` when they are imported already (every Hugging Face library
+then answers from its cache at once), and known model ids resolve to copies shipped as Python packages.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import functools
 import logging
 import os
 import socket
+import sys
+import urllib.parse
 from pathlib import Path
 
 from pipeline import PipelineError
@@ -43,17 +46,31 @@ def hub_reachable(timeout: float = 2.0) -> bool:
     reachable this sets ``HF_HUB_OFFLINE=1`` for the rest of the process.
     """
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        go_offline()
         return False
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or f"https://{HUB_HOST}")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
     try:
-        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+        with socket.create_connection((endpoint.hostname or HUB_HOST, port), timeout=timeout):
             reachable = True
     except OSError:
         reachable = False
     if not reachable:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
+        go_offline()
         log.info("The Hugging Face Hub cannot be reached: working offline")
     return reachable
+
+
+def go_offline() -> None:
+    """Offline for every Hugging Face library, also those imported already: ``huggingface_hub`` and
+    ``datasets`` read ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE`` once, at import, into these flags."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
+    if "datasets" in sys.modules:
+        config = sys.modules["datasets"].config
+        config.HF_HUB_OFFLINE = config.HF_DATASETS_OFFLINE = True
 
 
 def resolve_model(name_or_path: str, key: str = "model.name_or_path") -> str:

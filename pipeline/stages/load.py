@@ -20,6 +20,8 @@ from pipeline.stages.splits import LABEL_COLUMNS, LoadedData, Split
 
 log = logging.getLogger(__name__)
 
+# Columns that hold numeric scores whatever the layout (``label`` may be text, e.g. NLI's "entailment").
+SCORE_COLUMNS = ("score", "scores")
 FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
@@ -91,7 +93,9 @@ def _read_train(data: DictConfig, key: str, smoke: bool, split: str = "train") -
     if transform:
         from hydra.utils import instantiate
 
-        _check_cells(ds, list(ds.column_names), read.source, numeric=())
+        # the transform reads scores as numbers: a text score is the user's row, not a TypeError
+        scores = [c for c in ds.column_names if c in SCORE_COLUMNS]
+        _check_cells(ds, list(ds.column_names), read.source, numeric=scores)
         ds = instantiate(transform)(ds)
         where = f"{read.source} (after {key}.train_transform)"
     else:
@@ -114,7 +118,9 @@ def _read_eval(data: DictConfig, key: str, name: str, evaluator: DictConfig, smo
     ds = ds.select_columns(columns)
     # The evaluators take (text, text, score) or (text, text, text): a third-column score is numeric.
     numeric = [c for c in columns if c in LABEL_COLUMNS]
-    _check_cells(ds, columns, split.source, numeric=numeric, score_range=evaluator.get("score_range"))
+    _check_cells(
+        ds, columns, split.source, numeric=numeric, score_range=evaluator.get("score_range"), constant_scores=True
+    )
     return Split(ds, split.source, split.fingerprint)
 
 
@@ -222,15 +228,14 @@ def _require_columns(ds, columns: list[str], where: str, key: str) -> None:
         )
 
 
-def _check_cells(ds, columns: list[str], where: str, numeric, score_range=None) -> None:
-    """Empty or missing cells, non-numeric or out-of-range scores: the first bad row, by number."""
+def _check_cells(ds, columns: list[str], where: str, numeric, score_range=None, constant_scores=False) -> None:
+    """Empty or whitespace-only cells, non-numeric or out-of-range scores: the first bad row, by number;
+    with ``constant_scores``, scores that are all equal (an evaluator's correlation would be NaN)."""
     frame = ds.select_columns(columns).to_pandas()
     line_offset = 2 if where.endswith((".csv", ".tsv")) else 1  # header row, 1-based lines
     for column in columns:
         values = frame[column]
-        empty = values.isna()
-        if values.dtype == object:
-            empty |= values.map(lambda v: isinstance(v, str) and not v.strip())
+        empty = values.isna() | values.map(lambda v: isinstance(v, str) and not v.strip()).astype(bool)
         if empty.any():
             row = int(empty.to_numpy().nonzero()[0][0])
             raise PipelineError(
@@ -247,6 +252,12 @@ def _check_cells(ds, columns: list[str], where: str, numeric, score_range=None) 
                 raise PipelineError(
                     f"{where}: row {row + 1} (line {row + line_offset}), column {column!r} holds "
                     f"{values.iloc[row]!r}, not a finite number: scores must be numeric."
+                )
+            if constant_scores and len(as_number) > 1 and as_number.nunique() == 1:
+                raise PipelineError(
+                    f"{where}: column {column!r} holds {as_number.iloc[0]} in every row: a correlation with "
+                    "constant scores is undefined (NaN), so this split cannot score a model; use a split with "
+                    "varied scores, or another evaluator."
                 )
             if score_range is not None:
                 low, high = float(score_range[0]), float(score_range[1])

@@ -76,6 +76,21 @@ def train(
     )
 
 
+def warmup_alias(options: dict) -> None:
+    """``warmup_ratio`` (the name model cards use) -> the float ``warmup_steps`` it means, with a notice."""
+    ratio = options.pop("warmup_ratio", None)
+    if ratio is None:
+        return
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+        raise PipelineError(f"training.warmup_ratio={ratio!r}: must be a fraction of the steps, 0 <= ratio < 1.")
+    log.warning(
+        "training.warmup_ratio=%s is read as training.warmup_steps=%s (a float < 1 is a ratio of the total steps)",
+        ratio,
+        float(ratio),
+    )
+    options["warmup_steps"] = float(ratio)
+
+
 def training_arguments(
     training: DictConfig, hardware_cfg: DictConfig, output_dir: Path, precision: Precision, best_metric: str | None
 ):
@@ -94,6 +109,7 @@ def training_arguments(
             f"training.{unknown[0]} is not a SentenceTransformerTrainingArguments field: fix the name "
             "(field names are used unchanged, e.g. training.learning_rate, training.warmup_steps)."
         )
+    warmup_alias(options)
     checkpoint.training_options(options, best_metric)
     options.update(
         output_dir=str(output_dir / "trainer"),

@@ -42,6 +42,11 @@ def check_config(cfg: DictConfig) -> None:
         value = training.get(key)
         if value is None or not isinstance(value, (int, float)) or value <= 0:
             raise PipelineError(f"training.{key}={value!r}: must be a positive number.")
+    for key in ("max_steps", "num_train_epochs"):
+        if key in training and (isinstance(training[key], bool) or not isinstance(training[key], (int, float))):
+            raise PipelineError(
+                f"training.{key}={training[key]!r}: must be a number (max_steps=-1 trains num_train_epochs epochs)."
+            )
     if training.get("max_steps", -1) in (0,) or (
         training.get("max_steps", -1) < 0 and training.get("num_train_epochs", 1) <= 0
     ):

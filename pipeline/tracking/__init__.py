@@ -23,7 +23,7 @@ from pipeline.tracking.record import (
     package_versions,
     set_tags,
 )
-from pipeline.tracking.replay import logged_config, logged_list
+from pipeline.tracking.replay import hidden_keys, logged_config, logged_list
 from pipeline.tracking.run import config_secrets, end_run, job_run
 from pipeline.tracking.scrub import redact, scrub
 from pipeline.tracking.store import (
@@ -46,6 +46,7 @@ __all__ = [
     "end_run",
     "flatten",
     "flush",
+    "hidden_keys",
     "is_server",
     "job_run",
     "log_data_lineage",

@@ -105,6 +105,8 @@ def plot(frame, optimized_metric: str | None, path: Path, title: str = "") -> Pa
 
 def ranked_by(runs) -> str | None:
     """The runs' ``optimized_metric`` param (the most common value)."""
-    if "params.optimized_metric" in runs and runs["params.optimized_metric"].notna().any():
-        return str(runs["params.optimized_metric"].mode().iloc[0])
-    return None
+    if "params.optimized_metric" not in runs:
+        return None
+    named = runs["params.optimized_metric"].dropna()
+    named = named[named != "None"]  # evaluator=none: no metric
+    return str(named.mode().iloc[0]) if len(named) else None

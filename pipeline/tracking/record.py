@@ -24,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import REPO_ROOT
-from pipeline.tracking.scrub import HIDDEN, MAX_PARAM_LENGTH, is_secret, redact
+from pipeline.tracking.scrub import HIDDEN, MAX_PARAM_LENGTH, MAX_TAG_LENGTH, is_secret, scrub
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def flatten(node: Any, prefix: str = "") -> dict[str, str]:
         text = json.dumps(node)
     else:
         text = str(node)
-    out[key] = redact(text)[:MAX_PARAM_LENGTH]
+    out[key] = scrub(text, limit=MAX_PARAM_LENGTH)
     return out
 
 
@@ -103,11 +103,11 @@ def log_metrics(values: dict[str, float], step: int | None = None, synchronous: 
 
 
 def set_tags(tags: dict[str, str]) -> None:
-    """Tags on the active run (no-op without one)."""
+    """Tags on the active run (no-op without one), scrubbed."""
     import mlflow
 
     if mlflow.active_run() is not None:
-        mlflow.set_tags(tags)
+        mlflow.set_tags({key: scrub(str(value), limit=MAX_TAG_LENGTH) for key, value in tags.items()})
 
 
 def log_files(paths: list[Path], folder: str) -> None:
@@ -182,4 +182,4 @@ def log_model(model) -> None:
             )
         except (MlflowException, OSError):
             return
-        mlflow.log_text(Path(card).read_text(encoding="utf-8"), "model_card.md")
+        mlflow.log_text(scrub(Path(card).read_text(encoding="utf-8")), "model_card.md")

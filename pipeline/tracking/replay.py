@@ -61,3 +61,20 @@ def artifact_text(client, run_id: str, name: str) -> str:
             return Path(client.download_artifacts(run_id, name, folder)).read_text(encoding="utf-8")
         except (MlflowException, OSError) as error:
             raise LookupError(str(error)) from None
+
+
+def hidden_keys(cfg: DictConfig) -> list[str]:
+    """Dot keys of the config whose logged value is the scrubber's ``***`` (secrets never logged)."""
+    from pipeline.tracking.scrub import HIDDEN
+
+    found: list[str] = []
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        elif node == HIDDEN:
+            found.append(prefix[:-1])
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return found

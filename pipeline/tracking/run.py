@@ -17,12 +17,26 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.tracking.record import config_params, git_state, package_versions
-from pipeline.tracking.scrub import MAX_RUN_NAME_LENGTH, MAX_TAG_LENGTH, redacted, scrub, secret_values
+from pipeline.tracking.scrub import (
+    MAX_RUN_NAME_LENGTH,
+    MAX_TAG_LENGTH,
+    override_secrets,
+    redacted,
+    scrub,
+    secret_values,
+)
 
 
-def config_secrets(cfg: DictConfig) -> list[str]:
-    """Values of the config's secret-looking keys: scrubbed from every text written for the run."""
-    return secret_values(OmegaConf.to_container(cfg, resolve=True))
+def config_secrets(cfg: DictConfig, overrides: Iterable[str] = ()) -> list[str]:
+    """Values of the config's secret-looking keys and of secret overrides: scrubbed from every text
+    written for the run. A config that does not resolve gives the overrides' alone."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        found = secret_values(OmegaConf.to_container(cfg, resolve=True))
+    except OmegaConfBaseException:
+        found = []
+    return found + override_secrets(overrides)
 
 
 @contextmanager
@@ -41,12 +55,12 @@ def job_run(
     """
     import mlflow
 
-    secrets = config_secrets(cfg)
+    secrets = config_secrets(cfg, overrides)
     git = git_state()
     all_tags = {
         **{f"version.{name}": version for name, version in package_versions().items()},
         "pipeline.overrides": scrub(" ".join(overrides), secrets, MAX_TAG_LENGTH),
-        **tags,
+        **{key: scrub(str(value), secrets, MAX_TAG_LENGTH) for key, value in tags.items()},
     }
     if git:
         all_tags.update({"git.commit": git["commit"], "git.dirty": git["dirty"]})
@@ -59,13 +73,15 @@ def job_run(
             experiment_id=experiment_id, run_name=scrub(run_name, secrets, MAX_RUN_NAME_LENGTH), tags=all_tags
         )
     try:
-        mlflow.log_params(config_params(cfg))
+        # a resumed run keeps the params it has: a config spelled differently for the same store (a
+        # relative --tracking-uri, localhost for 127.0.0.1) is not a changed param
+        mlflow.log_params({k: v for k, v in config_params(cfg).items() if k not in run.data.params})
         mlflow.log_text(
             scrub(OmegaConf.to_yaml(redacted(OmegaConf.to_container(cfg, resolve=True))), secrets), "config.yaml"
         )
         mlflow.log_text(scrub(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), secrets), "overrides.yaml")
         if git.get("patch"):
-            mlflow.log_text(git["patch"], "git.patch")
+            mlflow.log_text(scrub(git["patch"], secrets), "git.patch")
         yield run
     except KeyboardInterrupt as error:
         end_run(

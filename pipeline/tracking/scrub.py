@@ -23,7 +23,13 @@ SECRET_KEY = re.compile(
     r"(^|[_.-])(token|password|passwd|secret|api[_-]?key|credentials?|auth)([_.-]|$)", re.IGNORECASE
 )
 URI_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+# ``key: value`` / ``key=value`` in free text (an override, a YAML line of a patch, a dict in an error
+# message): the value is hidden when the key looks secret, whatever the value.
+ASSIGNMENT = re.compile(
+    r"(?P<key>[A-Za-z0-9_.+~-]+)(?P<sep>['\"]?\s*[:=]\s*['\"]?)(?P<value>[^\s'\",}\]]+(?:,[^\s'\",}\]]+)*)"
+)
 HIDDEN = "***"
+UNSET = ("null", "None", "~", "''", '""', HIDDEN)
 
 
 def redact(value: str) -> str:
@@ -65,9 +71,27 @@ def redacted(node: Any, key: str = "") -> Any:
     return redact(node) if isinstance(node, str) else node
 
 
+def _hide_assignment(match: re.Match) -> str:
+    if not SECRET_KEY.search(match["key"].lstrip("+~")) or match["value"] in UNSET:
+        return match[0]
+    return f"{match['key']}{match['sep']}{HIDDEN}"
+
+
+def override_secrets(overrides: Iterable[str]) -> list[str]:
+    """Values of Hydra overrides on secret-looking keys (``+tracking.api_token=X`` -> ``X``), each value
+    of a sweep (``a,b``) too: known before the config composes, so a job that fails early hides them."""
+    found: list[str] = []
+    for override in overrides:
+        key, _, value = str(override).partition("=")
+        if value and SECRET_KEY.search(key.lstrip("+~")):
+            found += [value, *value.split(",")]
+    return [value for value in found if len(value) >= 4]
+
+
 def scrub(text: str, secrets: Iterable[str] = (), limit: int | None = None) -> str:
-    """``text`` with every secret value and URI credential replaced by ``***``, cut to ``limit``."""
-    for secret in secrets:
+    """``text`` with every secret value, every value under a secret-looking key (``api_token=X``,
+    ``password: X``) and URI credentials replaced by ``***``, cut to ``limit``."""
+    for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, HIDDEN)
-    text = redact(text)
+    text = ASSIGNMENT.sub(_hide_assignment, redact(text))
     return text[:limit] if limit else text

@@ -38,7 +38,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
-from pipeline.tracking.scrub import MAX_PARAM_LENGTH, MAX_RUN_NAME_LENGTH, MAX_TAG_LENGTH, scrub
+from pipeline.tracking.scrub import HIDDEN, MAX_PARAM_LENGTH, MAX_RUN_NAME_LENGTH, MAX_TAG_LENGTH, is_secret, scrub
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class MLflowSweep(Callback):
         experiment_id = tracking.open_experiment(config.tracking)
         keys = swept_keys(hydra_cfg)
         overrides = [str(o) for o in hydra_cfg.overrides.task]
-        secrets = tracking.config_secrets(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+        secrets = tracking.config_secrets(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), overrides)
         sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         name = f"sweep {config.name} " + " ".join(o for o in overrides if override_key(o) in keys)
         client = mlflow.MlflowClient(str(config.tracking.uri))
@@ -156,7 +156,9 @@ class MLflowSweep(Callback):
             client.log_batch(
                 run_id,
                 params=[
-                    mlflow.entities.Param(f"sweep.{k}", tracking.scrub(v, secrets, MAX_PARAM_LENGTH))
+                    mlflow.entities.Param(
+                        f"sweep.{k}", HIDDEN if is_secret(k, v) else scrub(v, secrets, MAX_PARAM_LENGTH)
+                    )
                     for k, v in space.items()
                 ],
             )
@@ -344,8 +346,9 @@ def record_failure(
     from omegaconf.errors import OmegaConfBaseException
 
     from pipeline.tracking.record import config_params
-    from pipeline.tracking.run import end_run
+    from pipeline.tracking.run import config_secrets, end_run
 
+    secrets = config_secrets(cfg, overrides)
     client = mlflow.MlflowClient(sweep.tracking_uri)
     found = client.search_runs(
         [sweep.experiment_id],
@@ -356,12 +359,17 @@ def record_failure(
     if found:
         run_id = found[0].info.run_id
     else:
-        tags = {**job_tags(sweep, job_number), "pipeline.overrides": scrub(" ".join(overrides), limit=MAX_TAG_LENGTH)}
-        run_id = client.create_run(sweep.experiment_id, run_name=run_name, tags=tags).info.run_id
+        tags = {
+            **job_tags(sweep, job_number),
+            "pipeline.overrides": scrub(" ".join(overrides), secrets, MAX_TAG_LENGTH),
+        }
+        name = scrub(run_name, secrets, MAX_RUN_NAME_LENGTH)
+        run_id = client.create_run(sweep.experiment_id, run_name=name, tags=tags).info.run_id
         try:
             params = config_params(cfg)
         except OmegaConfBaseException:  # the config itself is what failed: the swept values, unresolved
-            params = {override_key(o): scrub(o.split("=", 1)[1], limit=MAX_PARAM_LENGTH) for o in overrides if "=" in o}
+            params = {override_key(o): o.split("=", 1)[1] for o in overrides if "=" in o}
+        params = {k: HIDDEN if is_secret(k, v) else scrub(v, secrets, MAX_PARAM_LENGTH) for k, v in params.items()}
         client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])  # chunked by MLflow
-    end_run(run_id, "FAILED", f"{type(error).__name__}: {error}", tracking_uri=sweep.tracking_uri)
+    end_run(run_id, "FAILED", f"{type(error).__name__}: {error}", secrets=secrets, tracking_uri=sweep.tracking_uri)
     return run_id

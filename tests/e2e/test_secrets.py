@@ -1,0 +1,61 @@
+"""Planted secrets reach no byte of the store: params, tags, run names, artifacts, on every path.
+
+A 2-job sweep (one job fails validation before its run starts) with a secret override, a credential
+in a URI, and an uncommitted config change holding a token (a real git checkout named through
+``GIT_DIR`` / ``GIT_WORK_TREE``); then the whole SQLite file and artifact root are read as bytes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import all_runs
+
+TOKEN = "tok-9f8e7d6c5b4a"  # on the command line
+PASSWORD = "hunter2-s3cr3t"  # in a URI
+PATCH_TOKEN = "ptk-5e4d3c2b1a"  # only in an uncommitted file
+
+
+def dirty_checkout(folder) -> dict[str, str]:
+    """A git checkout whose uncommitted change holds a token; the environment that points git at it."""
+    folder.mkdir()
+    (folder / "secrets.yaml").write_text("api_token: null\n")
+    env = {"GIT_DIR": str(folder / ".git"), "GIT_WORK_TREE": str(folder)}
+    for command in (
+        ["init", "-q"],
+        ["add", "secrets.yaml"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start"],
+    ):
+        subprocess.run(["git", *command], cwd=folder, check=True, env={"PATH": "/usr/bin:/bin", **env})
+    (folder / "secrets.yaml").write_text(f"api_token: {PATCH_TOKEN}\nhf_token: {TOKEN}\n")
+    return env
+
+
+@pytest.mark.slow
+def test_secrets_reach_no_byte_of_the_store_on_any_path(cli, mlflow_client, tmp_path, store):
+    env = dirty_checkout(tmp_path / "checkout")
+    out = cli(
+        "-m",
+        "debug=smoke",
+        "tracking.log_model=false",
+        "training.lr_scheduler_type=bogus,linear",  # job 0 fails before its run starts
+        f"+tracking.api_token={TOKEN}",
+        f"+data.mirror=https://bob:{PASSWORD}@data.example.com/sets",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        env=env,
+    )
+    assert out.returncode == 1 and "1 of 2 jobs FAILED" in out.stderr, out.stderr[-3000:]
+    runs = all_runs(mlflow_client)
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED", "FINISHED"]  # parent, failed job, job
+    finished = next(r for r in runs if r.info.status == "FINISHED")
+    assert finished.data.params["tracking.api_token"] == "***" and finished.data.tags["git.dirty"] == "true"
+    patch = mlflow_client.download_artifacts(finished.info.run_id, "git.patch", str(tmp_path / "patch"))
+    assert "api_token: ***" in Path(patch).read_text()  # the patch is kept, its secret is not
+    blobs = [(tmp_path / "mlflow.db").read_bytes()]
+    blobs += [p.read_bytes() for p in (tmp_path / "artifacts").rglob("*") if p.is_file()]
+    assert len(blobs) > 5 and any(b"leaderboard" in p.name.encode() for p in (tmp_path / "artifacts").rglob("*"))
+    for secret in (TOKEN, PASSWORD, PATCH_TOKEN):
+        assert not any(secret.encode() in blob for blob in blobs), secret
