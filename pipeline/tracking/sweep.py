@@ -103,6 +103,7 @@ class MLflowSweep(Callback):
             sys.exit(2)
         os.environ[ENV] = json.dumps(self.sweep.__dict__)
         atexit.register(self._end_if_running)
+        _note_interruptions()
         log.info(
             "Sweep %s: parent MLflow run %s in experiment %r",
             self.sweep.sweep_id,
@@ -208,12 +209,43 @@ class MLflowSweep(Callback):
         from pipeline.tracking.run import end_run
 
         status = "KILLED" if INTERRUPTED["value"] else "FAILED"
+        end_orphans(self.sweep, status)
         end_run(
             self.sweep.parent_run_id,
             status,
             "the sweep stopped before all jobs ran (interrupted or crashed)",
             tracking_uri=self.sweep.tracking_uri,
         )
+
+
+def _note_interruptions() -> None:
+    """In the sweep's own process, Ctrl-C / SIGTERM mark the sweep interrupted (its parent then ends
+    KILLED, not FAILED) before they stop it: with a launcher whose jobs run in worker processes
+    (joblib), the jobs' own handlers never run here."""
+    import signal
+
+    def stop(signum, frame):
+        INTERRUPTED["value"] = True
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+
+
+def end_orphans(sweep: Sweep, status: str = "FAILED") -> list[str]:
+    """End the sweep's children still RUNNING: their process died without ending them (a worker
+    killed by the OS, or stopped with the sweep)."""
+    from pipeline.tracking.run import end_run
+    from pipeline.tracking.store import client
+
+    found = client(sweep.tracking_uri).search_runs(
+        [sweep.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{sweep.parent_run_id}' and attributes.status = 'RUNNING'",
+    )
+    reason = "interrupted with the sweep" if status == "KILLED" else "the job's process died before the job ended"
+    for run in found:
+        end_run(run.info.run_id, status, reason, tracking_uri=sweep.tracking_uri)
+    return [run.info.run_id for run in found]
 
 
 def finish(sweep: Sweep, optimized_metric: str) -> tuple[int, int]:
@@ -224,6 +256,7 @@ def finish(sweep: Sweep, optimized_metric: str) -> tuple[int, int]:
     from pipeline.tracking.run import end_run
 
     client = mlflow.MlflowClient(sweep.tracking_uri)
+    end_orphans(sweep)  # every job has returned: a child still RUNNING lost its process
     runs = leaderboard.search(sweep.tracking_uri, [sweep.experiment_id], parent=sweep.parent_run_id)
     total = len(runs)
     failed = int((runs["status"] != "FINISHED").sum()) if total else 0

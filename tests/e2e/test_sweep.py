@@ -186,3 +186,49 @@ def test_parallel_sweep_into_a_fresh_sqlite_store_loses_nothing(cli, mlflow_clie
         for name in ("sts-dev_spearman_cosine", "sts-test_spearman_cosine", "job_seconds"):
             assert math.isfinite(child.data.metrics[name]), name
         assert {"config.yaml", "overrides.yaml", "eval"} <= artifact_names(mlflow_client, child.info.run_id)
+
+
+def _start_parallel_sweep(tmp_path, store_overrides, mlflow_client):
+    """A joblib sweep of 2 long jobs; returns the process once both children are RUNNING."""
+    args = sweep_args(tmp_path, "sweep=parallel", "seed=1,2", "training.max_steps=400")
+    command = [sys.executable, "-m", "pipeline", *args, *store_overrides]
+    sweep = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while (
+        len(
+            [
+                r
+                for r in _runs(mlflow_client)
+                if r.info.status == "RUNNING" and r.data.tags.get("pipeline.role") == "job"
+            ]
+        )
+        < 2
+    ):
+        assert sweep.poll() is None and time.monotonic() < deadline, "the jobs did not start"
+        time.sleep(1)
+    time.sleep(2)
+    return sweep
+
+
+@pytest.mark.slow
+def test_joblib_sweep_interrupted_ends_parent_killed_and_a_killed_worker_leaves_no_run_running(
+    tmp_path, store_overrides, mlflow_client
+):
+    import psutil
+
+    sweep = _start_parallel_sweep(tmp_path, store_overrides, mlflow_client)
+    try:
+        workers = [p for p in psutil.Process(sweep.pid).children(recursive=True) if "loky" in " ".join(p.cmdline())]
+        assert workers, "joblib runs the jobs in worker processes"
+        workers[0].kill()  # as the OS's OOM killer would
+        time.sleep(3)
+        sweep.send_signal(signal.SIGINT)  # Ctrl-C in the sweep's own process
+        assert sweep.wait(timeout=180) == 130, sweep.stderr.read()[-3000:]
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait()
+    parent, children = parent_and_children(mlflow_client)
+    assert parent.info.status == "KILLED"
+    assert len(children) == 2 and all(c.info.status in ("KILLED", "FAILED") for c in children)
+    assert all(c.data.tags.get("failure_reason") for c in children)
