@@ -164,8 +164,9 @@ def _lineage_source(source: str) -> str:
     return source if "://" in source or not Path(source).exists() else Path(source).resolve().as_uri()
 
 
-def log_model(model, folder: Path) -> None:
-    """Save the model, log its generated card as ``model_card.md`` and the model as ``model/``."""
+def log_model(model, folder: Path) -> str:
+    """Save the model, log its generated card as ``model_card.md`` and the model as ``model/``;
+    returns its ``models:/<model_id>`` URI."""
     import mlflow
 
     model.save(str(folder))
@@ -174,4 +175,4 @@ def log_model(model, folder: Path) -> None:
         mlflow.log_text(card.read_text(encoding="utf-8"), "model_card.md")
     pinned = ("sentence-transformers", "torch", "transformers")
     requirements = [f"{name}=={version}" for name, version in package_versions().items() if name in pinned]
-    mlflow.sentence_transformers.log_model(model, name="model", pip_requirements=requirements)
+    return mlflow.sentence_transformers.log_model(model, name="model", pip_requirements=requirements).model_uri
