@@ -86,6 +86,25 @@ def swept_keys(hydra_cfg: DictConfig) -> list[str]:
     return keys
 
 
+def check_study_storage(url: str) -> None:
+    """Open the Optuna storage ``hydra.sweeper.storage`` names, before any job: one line when it cannot."""
+    import optuna
+
+    try:
+        optuna.storages.get_storage(url)
+    except Exception as error:  # noqa: BLE001 - any failure to open it is the user's to fix
+        if isinstance(error, AssertionError) and optuna.__version__.startswith(
+            "2."
+        ):  # its schema check under SQLAlchemy 2
+            reason = "optuna 2.x, which hydra-optuna-sweeper pins, cannot read SQL storages with SQLAlchemy 2"
+        else:
+            reason = " ".join(f"{type(error).__name__}: {error}".split()).rstrip(":")[:300]
+        raise PipelineError(
+            f"hydra.sweeper.storage={scrub(url)!r} cannot be opened ({scrub(reason)}): "
+            "fix the URL, or leave it null (an in-memory study)."
+        ) from None
+
+
 class MLflowSweep(Callback):
     """Creates the experiment and parent run before a multirun's jobs; ranks them when it ends."""
 
@@ -127,6 +146,8 @@ class MLflowSweep(Callback):
             raise PipelineError(
                 f"hydra.sweeper.direction={direction!r}: use maximize or minimize (one objective: optimized_metric)."
             )
+        if needs_metric and hydra_cfg.sweeper.get("storage"):
+            check_study_storage(str(hydra_cfg.sweeper.storage))
         tracking.check_target(config.tracking)
         experiment_id = tracking.open_experiment(config.tracking)
         keys = swept_keys(hydra_cfg)

@@ -207,3 +207,13 @@ def test_parallel_sweep_into_a_fresh_sqlite_store_loses_nothing(cli, mlflow_clie
         for name in ("sts-dev_spearman_cosine", "sts-test_spearman_cosine", "job_seconds"):
             assert math.isfinite(child.data.metrics[name]), name
         assert {"config.yaml", "overrides.yaml", "eval"} <= artifact_names(mlflow_client, child.info.run_id)
+
+
+def test_an_optuna_storage_that_cannot_be_opened_is_one_line_before_any_job(cli, store, tmp_path):
+    out = cli(*sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=1",
+                          "hydra.sweeper.storage=postgresql://team:s3cret@127.0.0.1:1/optuna"))  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    line = next(line for line in out.stderr.splitlines() if line.startswith("error:"))
+    assert "hydra.sweeper.storage='postgresql://***@127.0.0.1:1/optuna' cannot be opened" in line
+    assert "s3cret" not in out.stderr and "job 0" not in out.stdout
+    assert not (tmp_path / "mlflow.db").exists()  # refused before the MLflow store was touched
