@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint format ui chromium bench clean
+.PHONY: setup run test test-fast lint format ui chromium postgresql bench clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,9 @@ ui: $(STAMP)
 # Headless Chromium (Debian's package) for the MLflow UI test; its fixture runs this when missing.
 chromium:
 	test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+postgresql:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_cpu.py $(ARGS)

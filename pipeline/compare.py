@@ -7,6 +7,7 @@ job's seconds), sorted by ``optimized_metric`` (best first). Reads MLflow only; 
 
     python -m pipeline.compare --experiment example
     python -m pipeline.compare --parent RUN_ID --format markdown --plot sweep.png
+    python -m pipeline.compare --parent RUN_ID --group-by seed     # mean, std and n over seeds
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from pipeline import PipelineError, tracking
 from pipeline.cli import add_tracking_uri, reported, run_command, tracking_uri
-from pipeline.tracking.leaderboard import markdown, plot, ranked_by, search, table
+from pipeline.tracking.leaderboard import compare_url, grouped, markdown, plot, ranked_by, search, table
 
 FORMATS = ("table", "csv", "markdown")
 
@@ -60,15 +61,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--plot", type=Path, help="also write a bar chart of the key metrics to this file (.png, .svg, .pdf)"
     )
+    parser.add_argument(
+        "--group-by",
+        metavar="KEY",
+        help="fold runs that differ only in this param (e.g. seed) into one row: mean, std and n of each metric",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with reported():
         uri = tracking_uri(args)
         tracking.check_uri(uri)
-        runs = search(uri, _experiment_ids(tracking.client(uri), args.experiment, args.parent), args.parent)
+        experiment_ids = _experiment_ids(tracking.client(uri), args.experiment, args.parent)
+        runs = search(uri, experiment_ids, args.parent)
         if runs.empty:
             raise PipelineError("no runs found: check --experiment / --parent and --tracking-uri.")
         frame = table(runs, args.metric, args.ascending)
+        if args.group_by:
+            frame = grouped(frame, args.group_by, args.metric or ranked_by(runs), args.ascending)
     if args.format == "csv":
         sys.stdout.write(frame.to_csv(index=False))
     elif args.format == "markdown":
@@ -78,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         plot(frame, args.metric or ranked_by(runs), args.plot)
         print(f"plot: {args.plot}", file=sys.stderr)
+    if args.parent:
+        print(f"side by side in MLflow: {compare_url(uri, experiment_ids[0], list(runs['run_id']))}", file=sys.stderr)
     return 0
 
 

@@ -93,7 +93,7 @@ def run_job(
         if run is None:
             return JobResult("", "", {}, None)
         metrics = evaluate_stage(cfg, plan, built, output_dir)
-        log_outcome(cfg, built, started)
+        log_outcome(cfg, built, started, metrics)
     target = metrics.get(str(cfg.optimized_metric)) if cfg.get("optimized_metric") else None
     return JobResult(run.info.run_id, run.info.experiment_id, metrics, target)
 
@@ -104,6 +104,12 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
 
     validate.check_config(cfg)
     tracking.check_target(cfg.tracking)
+    if cfg.tracking.get("register_as"):
+        if not (cfg.tracking.log_model and "train" in cfg.stages):
+            raise PipelineError(
+                "tracking.register_as registers the trained model: it needs tracking.log_model=true and a train stage."
+            )
+        tracking.check_registry(str(cfg.tracking.uri), str(cfg.tracking.register_as))
     data = load.load_data(cfg)
     log.info("Data: %s", ", ".join(f"{n} {len(s.dataset)} rows from {s.source}" for n, s in data.all_splits()))
     if resume and resume.fingerprint and resume.fingerprint != data.fingerprint:
@@ -196,12 +202,19 @@ def evaluate_stage(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) 
     return outcome.metrics
 
 
-def log_trained_model(cfg: DictConfig, built: Built) -> None:
+def log_trained_model(cfg: DictConfig, built: Built) -> str | None:
+    """The trained model, logged (``tracking.log_model``); its ``models:/`` URI, None when not logged."""
     if "train" in cfg.stages and cfg.tracking.log_model:
-        tracking.log_model(built.model)
+        return tracking.log_model(built.model)
+    return None
 
 
-def log_outcome(cfg: DictConfig, built: Built, started: float) -> None:
-    """The trained model, the job's seconds and the packer's token counts."""
-    log_trained_model(cfg, built)
+def log_outcome(cfg: DictConfig, built: Built, started: float, metrics: dict[str, float]) -> None:
+    """The trained model (a new registry version with ``tracking.register_as``), the job's seconds
+    and the packer's token counts."""
+    model_uri = log_trained_model(cfg, built)
+    if model_uri and cfg.tracking.get("register_as"):
+        name = str(cfg.tracking.register_as)
+        version = tracking.register_model(model_uri, name, tracking.config_params(cfg), metrics)
+        log.info("Registered %s version %s", name, version)
     tracking.log_metrics({"job_seconds": time.perf_counter() - started, **packing.token_metrics(built.packer)})

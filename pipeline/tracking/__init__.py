@@ -9,6 +9,7 @@ Importing it is cheap (MLflow is imported where it is used).
 - ``run``: the job's run, and the one way any run ends with a reason;
 - ``replay``: a logged run's config and overrides, read back;
 - ``leaderboard``: runs side by side;
+- ``registry``: model versions, aliases (promotion);
 - ``sweep``: the Hydra callback behind ``-m`` (parent and child runs).
 """
 
@@ -23,6 +24,7 @@ from pipeline.tracking.record import (
     package_versions,
     set_tags,
 )
+from pipeline.tracking.registry import check_registry, register_model
 from pipeline.tracking.replay import hidden_keys, logged_config, logged_list
 from pipeline.tracking.run import config_secrets, end_run, job_run
 from pipeline.tracking.scrub import redact, scrub
@@ -37,6 +39,7 @@ from pipeline.tracking.store import (
 )
 
 __all__ = [
+    "check_registry",
     "check_target",
     "check_uri",
     "client",
@@ -58,6 +61,7 @@ __all__ = [
     "open_experiment",
     "package_versions",
     "redact",
+    "register_model",
     "scrub",
     "set_tags",
     "ui_command",

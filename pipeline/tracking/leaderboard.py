@@ -7,12 +7,19 @@ job's seconds), sorted by ``optimized_metric`` (best first). Reads MLflow only.
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.parse
 from pathlib import Path
+
+from pipeline import PipelineError
+from pipeline.tracking.scrub import redact
 
 # Final evaluator metrics: "{evaluator}-{split}_{metric}" (the trainer's eval_ copies excluded).
 EVALUATOR_METRIC = re.compile(r"^(?!eval_)[^-]+-[^_]+_.+$")
 EXTRA_METRICS = ("train_loss", "job_seconds")
+LOCAL_UI = "http://127.0.0.1:5000"  # where ``store.ui_command`` serves a local store
+BOOKKEEPING = ("rank", "run", "run_id", "status")
 
 
 def search(tracking_uri: str, experiment_ids: list[str], parent: str | None = None):
@@ -61,7 +68,49 @@ def table(runs, optimized_metric: str | None = None, ascending: bool = False):
     if optimized_metric:
         out = out.sort_values(optimized_metric, ascending=ascending, na_position="last", kind="stable")
     out.insert(0, "rank", range(1, len(out) + 1))
+    out = out.reset_index(drop=True)
+    out.attrs["metrics"] = key  # which columns are metrics (the rest: bookkeeping and params)
+    return out
+
+
+def grouped(frame, key: str, optimized_metric: str | None = None, ascending: bool = False):
+    """Fold the rows of :func:`table` that differ only in ``key`` (a seed; params that always equal it,
+    such as ``training.seed``, go with it) into one row each: the other differing params, ``n`` (finished runs folded) and the mean and std of every metric, best
+    mean of ``optimized_metric`` first. Unfinished runs are left out.
+
+    Raises:
+        PipelineError: ``key`` is not a param that differs between the runs.
+    """
+    import pandas as pd
+
+    metrics = list(frame.attrs.get("metrics") or [c for c in frame.columns if _is_metric(c)])
+    params = [c for c in frame.columns if c not in BOOKKEEPING and c not in metrics]
+    if key not in params:
+        raise PipelineError(
+            f"--group-by {key}: not a param that differs between these runs; pick one of the swept keys "
+            f"({', '.join(params) or 'none'})."
+        )
+    finished = frame[frame["status"] == "FINISHED"]
+    # the key and its copies (training.seed: ${seed}) are what is folded
+    params = [p for p in params if not (frame[p].astype(str) == frame[key].astype(str)).all()]
+    rows = []
+    for values, group in finished.groupby(params, dropna=False, sort=False) if params else [((), finished)]:
+        values = values if isinstance(values, tuple) else (values,)
+        row = {"run": " ".join(f"{p}={v}" for p, v in zip(params, values)) or "all", **dict(zip(params, values))}
+        row["n"] = len(group)
+        for name in metrics:
+            row[name] = group[name].mean()
+            row[f"{name}_std"] = group[name].std()
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=["run", *params, "n", *[c for m in metrics for c in (m, f"{m}_std")]])
+    if optimized_metric in out:
+        out = out.sort_values(optimized_metric, ascending=ascending, na_position="last", kind="stable")
+    out.insert(0, "rank", range(1, len(out) + 1))
     return out.reset_index(drop=True)
+
+
+def _is_metric(column: str) -> bool:
+    return bool(EVALUATOR_METRIC.match(column)) or column in EXTRA_METRICS
 
 
 def markdown(frame) -> str:
@@ -83,7 +132,11 @@ def plot(frame, optimized_metric: str | None, path: Path, title: str = "") -> Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [c for c in frame.columns if EVALUATOR_METRIC.match(str(c)) and frame[c].notna().any()]
+    metrics = [
+        c
+        for c in frame.columns
+        if EVALUATOR_METRIC.match(str(c)) and not str(c).endswith("_std") and frame[c].notna().any()
+    ]
     if optimized_metric in frame and optimized_metric not in metrics:
         metrics.insert(0, optimized_metric)
     data = frame.set_index("run")[metrics].iloc[::-1] if metrics else None
@@ -101,6 +154,18 @@ def plot(frame, optimized_metric: str | None, path: Path, title: str = "") -> Pa
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def compare_url(tracking_uri: str, experiment_id: str, run_ids: list[str]) -> str:
+    """MLflow's own compare page for ``run_ids``: params side by side, a parallel coordinates plot.
+
+    On a tracking server, its address; on a local store, the UI that ``ui_command`` starts."""
+    from pipeline.tracking.store import is_server
+
+    base = redact(tracking_uri).rstrip("/") if is_server(tracking_uri) else LOCAL_UI
+    runs = urllib.parse.quote(json.dumps(list(run_ids), separators=(",", ":")))
+    experiments = urllib.parse.quote(json.dumps([experiment_id], separators=(",", ":")))
+    return f"{base}/#/compare-runs?runs={runs}&experiments={experiments}"
 
 
 def ranked_by(runs) -> str | None:

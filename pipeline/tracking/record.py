@@ -165,8 +165,9 @@ def _lineage_source(source: str) -> str:
     return source if "://" in source or not Path(source).exists() else Path(source).resolve().as_uri()
 
 
-def log_model(model) -> None:
-    """Log the model (``model/``, saved once, by MLflow) and its generated card as ``model_card.md``."""
+def log_model(model) -> str:
+    """Log the model (``model/``, saved once, by MLflow) and its generated card as ``model_card.md``;
+    returns its ``models:/<model_id>`` URI."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.sentence_transformers import SENTENCE_TRANSFORMERS_DATA_PATH
@@ -180,6 +181,7 @@ def log_model(model) -> None:
             card = mlflow.artifacts.download_artifacts(
                 f"{location}/{SENTENCE_TRANSFORMERS_DATA_PATH}/README.md", dst_path=folder
             )
-        except (MlflowException, OSError):
-            return
-        mlflow.log_text(scrub(Path(card).read_text(encoding="utf-8")), "model_card.md")
+            mlflow.log_text(scrub(Path(card).read_text(encoding="utf-8")), "model_card.md")
+        except (MlflowException, OSError) as error:
+            log.warning("The model card could not be read back from the logged model (%s)", error)
+    return info.model_uri

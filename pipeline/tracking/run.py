@@ -4,7 +4,8 @@
 KILLED: nothing leaves a run RUNNING. What it writes: params (the flattened config), tags (package
 versions, git state, overrides, the caller's tags), artifacts ``config.yaml`` (resolved, secrets
 hidden), ``overrides.yaml``, ``git.patch`` when the tree is dirty, and on failure the
-``failure_reason`` tag and ``error/traceback.txt``.
+``failure_reason`` tag and ``error/traceback.txt``; with ``tracking.system_metrics``, MLflow's
+``system/*`` metrics for the run's lifetime.
 """
 
 from __future__ import annotations
@@ -64,13 +65,17 @@ def job_run(
     }
     if git:
         all_tags.update({"git.commit": git["commit"], "git.dirty": git["dirty"]})
+    system_metrics = _system_metrics(cfg.tracking)
     if run_id:
-        run = mlflow.start_run(run_id=run_id, tags=all_tags)
+        run = mlflow.start_run(run_id=run_id, tags=all_tags, log_system_metrics=system_metrics)
         if "failure_reason" in run.data.tags:  # from the interruption being resumed
             mlflow.MlflowClient().delete_tag(run_id, "failure_reason")
     else:
         run = mlflow.start_run(
-            experiment_id=experiment_id, run_name=scrub(run_name, secrets, MAX_RUN_NAME_LENGTH), tags=all_tags
+            experiment_id=experiment_id,
+            run_name=scrub(run_name, secrets, MAX_RUN_NAME_LENGTH),
+            tags=all_tags,
+            log_system_metrics=system_metrics,
         )
     try:
         # a resumed run keeps the params it has: a config spelled differently for the same store (a
@@ -97,6 +102,19 @@ def job_run(
     else:
         mlflow.flush_async_logging()
         mlflow.end_run("FINISHED")
+
+
+def _system_metrics(tracking: DictConfig) -> bool:
+    """``tracking.system_metrics``: MLflow samples CPU, memory, disk, network (and GPUs, with
+    ``pynvml``) every ``tracking.system_metrics_interval`` seconds into ``system/*`` metrics while
+    the run is open."""
+    import mlflow
+
+    if not tracking.get("system_metrics"):
+        return False
+    mlflow.system_metrics.set_system_metrics_sampling_interval(float(tracking.get("system_metrics_interval") or 10))
+    mlflow.system_metrics.set_system_metrics_samples_before_logging(1)
+    return True
 
 
 def end_run(

@@ -86,6 +86,25 @@ def swept_keys(hydra_cfg: DictConfig) -> list[str]:
     return keys
 
 
+def check_study_storage(url: str) -> None:
+    """Open the Optuna storage ``hydra.sweeper.storage`` names, before any job: one line when it cannot."""
+    import optuna
+
+    try:
+        optuna.storages.get_storage(url)
+    except Exception as error:  # noqa: BLE001 - any failure to open it is the user's to fix
+        if isinstance(error, AssertionError) and optuna.__version__.startswith(
+            "2."
+        ):  # its schema check under SQLAlchemy 2
+            reason = "optuna 2.x, which hydra-optuna-sweeper pins, cannot read SQL storages with SQLAlchemy 2"
+        else:
+            reason = " ".join(f"{type(error).__name__}: {error}".split()).rstrip(":")[:300]
+        raise PipelineError(
+            f"hydra.sweeper.storage={scrub(url)!r} cannot be opened ({scrub(reason)}): "
+            "fix the URL, or leave it null (an in-memory study)."
+        ) from None
+
+
 class MLflowSweep(Callback):
     """Creates the experiment and parent run before a multirun's jobs; ranks them when it ends."""
 
@@ -128,6 +147,8 @@ class MLflowSweep(Callback):
             raise PipelineError(
                 f"hydra.sweeper.direction={direction!r}: use maximize or minimize (one objective: optimized_metric)."
             )
+        if needs_metric and hydra_cfg.sweeper.get("storage"):
+            check_study_storage(str(hydra_cfg.sweeper.storage))
         tracking.check_target(config.tracking)
         experiment_id = tracking.open_experiment(config.tracking)
         keys = swept_keys(hydra_cfg)
@@ -262,14 +283,13 @@ def finish(sweep: Sweep, optimized_metric: str) -> tuple[int, int]:
     failed = int((runs["status"] != "FINISHED").sum()) if total else 0
     with tempfile.TemporaryDirectory() as folder:
         if total:
-            board = leaderboard.table(runs, optimized_metric or None, ascending=sweep.direction == "minimize")
-            (Path(folder) / "leaderboard.csv").write_text(board.to_csv(index=False), encoding="utf-8")
-            (Path(folder) / "leaderboard.md").write_text(leaderboard.markdown(board), encoding="utf-8")
-            leaderboard.plot(
-                board, optimized_metric or None, Path(folder) / "comparison.png", title=f"sweep {sweep.sweep_id}"
-            )
+            write_leaderboard(runs, sweep, optimized_metric or None, Path(folder))
         for path in sorted(Path(folder).iterdir()):
             client.log_artifact(sweep.parent_run_id, str(path))
+    if total:
+        url = leaderboard.compare_url(sweep.tracking_uri, sweep.experiment_id, list(runs["run_id"]))
+        client.set_tag(sweep.parent_run_id, "pipeline.compare_url", url[:MAX_TAG_LENGTH])
+        print(f"the {total} jobs side by side in MLflow's compare page: {url}")
     metrics = {"sweep.jobs": float(total), "sweep.failed": float(failed)}
     column = f"metrics.{optimized_metric}"
     if total and optimized_metric and column in runs:
@@ -290,6 +310,22 @@ def finish(sweep: Sweep, optimized_metric: str) -> tuple[int, int]:
         sweep.parent_run_id,
     )
     return failed, total
+
+
+def write_leaderboard(runs, sweep: Sweep, optimized_metric: str | None, folder: Path) -> None:
+    """``leaderboard.csv`` / ``.md`` and ``comparison.png`` in ``folder``: one row per job, or, when
+    ``seed`` is swept, one row per configuration (mean, std, n over its seeds; ``runs.csv`` then
+    keeps the row per job)."""
+    from pipeline.tracking import leaderboard
+
+    ascending = sweep.direction == "minimize"
+    board = leaderboard.table(runs, optimized_metric, ascending=ascending)
+    if "seed" in sweep.swept_keys and "seed" in board.columns:
+        (folder / "runs.csv").write_text(board.to_csv(index=False), encoding="utf-8")
+        board = leaderboard.grouped(board, "seed", optimized_metric, ascending=ascending)
+    (folder / "leaderboard.csv").write_text(board.to_csv(index=False), encoding="utf-8")
+    (folder / "leaderboard.md").write_text(leaderboard.markdown(board), encoding="utf-8")
+    leaderboard.plot(board, optimized_metric, folder / "comparison.png", title=f"sweep {sweep.sweep_id}")
 
 
 # ----------------------------------------------------------------------------------------------

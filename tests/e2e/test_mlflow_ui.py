@@ -7,16 +7,15 @@ The screenshots stay in the test's tmp dir (their paths are printed: ``pytest -s
 from __future__ import annotations
 
 import html
-import json
 import os
 import re
 import subprocess
-import urllib.parse
 from pathlib import Path
 
 import pytest
 
 from pipeline import REPO_ROOT
+from pipeline.tracking.leaderboard import LOCAL_UI
 from tests.conftest import all_runs, mlflow_server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -81,10 +80,13 @@ def test_experiment_and_compare_pages_show_the_sweep(cli, mlflow_client, ui_serv
     assert shot.stat().st_size > 10_000
     print(f"\nscreenshot: {shot}")
 
-    # The compare view: both children side by side, the swept param lined up with its two values.
-    ids = urllib.parse.quote(json.dumps([c.info.run_id for c in children]))
-    compare_url = f"{ui_server}/#/compare-runs?runs={ids}&experiments={urllib.parse.quote(json.dumps([experiment]))}"
+    # The compare view, at the address the sweep printed (and tagged on the parent) for a local UI:
+    # both children side by side, the swept param lined up with its two values.
+    compare_url = parent.data.tags["pipeline.compare_url"]
+    assert compare_url in out.stdout and compare_url.startswith(f"{LOCAL_UI}/#/compare-runs?")
+    compare_url = ui_server + compare_url[len(LOCAL_UI) :]
     text = page(chromium, compare_url, profile)
+    assert "Comparing 2 Runs" in text, text[:3000]
     for child in children:
         assert child.data.tags["mlflow.runName"] in text, text[:3000]
     assert re.search(r"\bseed (7 8|8 7)\b", text), text[:3000]

@@ -64,13 +64,26 @@ def test_four_job_sweep_makes_one_parent_four_children_and_a_leaderboard(cli, ml
     assert {"leaderboard.csv", "leaderboard.md", "comparison.png", "overrides.yaml"} <= artifact_names(
         mlflow_client, parent.info.run_id
     )
-    board = pd.read_csv(mlflow_client.download_artifacts(parent.info.run_id, "leaderboard.csv"))
+    board = pd.read_csv(mlflow_client.download_artifacts(parent.info.run_id, "runs.csv"))
     assert sorted(board["run_id"]) == sorted(c.info.run_id for c in children)
     assert list(board["sts-dev_spearman_cosine"]) == sorted(board["sts-dev_spearman_cosine"], reverse=True)
     assert (
         parent.data.metrics["sweep.jobs"] == 4
         and parent.data.metrics["sweep.best"] == board["sts-dev_spearman_cosine"].max()
     )
+    # seed is swept: the leaderboard folds the seeds of each learning rate into one row, ranked by the mean
+    folded = pd.read_csv(mlflow_client.download_artifacts(parent.info.run_id, "leaderboard.csv"))
+    assert len(folded) == 2 and list(folded["n"]) == [2, 2] and "seed" not in folded.columns
+    means = [
+        board[board["training.learning_rate"] == lr]["sts-dev_spearman_cosine"]
+        for lr in folded["training.learning_rate"]
+    ]
+    assert list(folded["sts-dev_spearman_cosine"]) == pytest.approx([m.mean() for m in means])
+    assert list(folded["sts-dev_spearman_cosine_std"]) == pytest.approx([m.std() for m in means])
+    assert list(folded["sts-dev_spearman_cosine"]) == sorted(folded["sts-dev_spearman_cosine"], reverse=True)
+    # MLflow's compare page for the four children, printed and kept on the parent
+    url = parent.data.tags["pipeline.compare_url"]
+    assert url in out.stdout and all(c.info.run_id in url for c in children)
     # compare: one row per child, the differing params as columns
     table = cli(
         "--parent",
@@ -88,6 +101,14 @@ def test_four_job_sweep_makes_one_parent_four_children_and_a_leaderboard(cli, ml
     assert len(rows) == 4 and {"training.learning_rate", "seed", "sts-test_spearman_cosine"} <= set(rows.columns)
     assert "model.name_or_path" not in rows.columns  # the same in every run
     assert (tmp_path / "cmp.png").stat().st_size > 1000
+    assert url in table.stderr
+    grouped = cli("--parent", parent.info.run_id, "--tracking-uri", store["uri"], "--format", "csv", "--group-by", "seed",
+                  module="pipeline.compare")  # fmt: skip
+    assert grouped.returncode == 0, grouped.stderr[-3000:]
+    assert pd.read_csv(io.StringIO(grouped.stdout)).equals(folded)
+    bogus = cli("--parent", parent.info.run_id, "--tracking-uri", store["uri"], "--group-by", "loss.scale",
+                module="pipeline.compare")  # fmt: skip
+    assert bogus.returncode == 2 and "--group-by loss.scale" in bogus.stderr and "Traceback" not in bogus.stderr
 
 
 @pytest.mark.slow
@@ -232,3 +253,13 @@ def test_joblib_sweep_interrupted_ends_parent_killed_and_a_killed_worker_leaves_
     assert parent.info.status == "KILLED"
     assert len(children) == 2 and all(c.info.status in ("KILLED", "FAILED") for c in children)
     assert all(c.data.tags.get("failure_reason") for c in children)
+
+
+def test_an_optuna_storage_that_cannot_be_opened_is_one_line_before_any_job(cli, store, tmp_path):
+    out = cli(*sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=1",
+                          "hydra.sweeper.storage=postgresql://team:s3cret@127.0.0.1:1/optuna"))  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    line = next(line for line in out.stderr.splitlines() if line.startswith("error:"))
+    assert "hydra.sweeper.storage='postgresql://***@127.0.0.1:1/optuna' cannot be opened" in line
+    assert "s3cret" not in out.stderr and "job 0" not in out.stdout
+    assert not (tmp_path / "mlflow.db").exists()  # refused before the MLflow store was touched

@@ -1,0 +1,73 @@
+"""``python -m pipeline.promote``: register the best run of a sweep (or one run) in the MLflow Model
+Registry and point an alias at it.
+
+The best child of ``--parent`` is the FINISHED one with the best ``--metric`` (default: the sweep's
+``optimized_metric``, in the sweep's direction). A FAILED or unfinished run, a run without that metric
+or without a logged model is refused (exit 2). The new model version carries the run id, the config
+digest and the key metrics as tags (``pipeline.tracking.registry``).
+
+    python -m pipeline.promote --parent SWEEP_RUN_ID --alias champion
+    python -m pipeline.promote --run RUN_ID --register-as sts-minilm
+    python -c 'import mlflow; mlflow.sentence_transformers.load_model("models:/sts-minilm@champion")'
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from pipeline import PipelineError, tracking
+from pipeline.cli import add_tracking_uri, reported, run_command, tracking_uri
+from pipeline.tracking import registry
+
+
+def _run(client, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise PipelineError(f"--run {run_id}: no such run in this store: copy the run id from the MLflow UI.") from None
+
+
+def _name(client, run, register_as: str | None) -> str:
+    """``--register-as``, else the run's own ``tracking.register_as``, else its experiment's name."""
+    logged = run.data.params.get("tracking.register_as")
+    if register_as or (logged and logged != "None"):
+        return register_as or logged
+    return client.get_experiment(run.info.experiment_id).name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.promote", description=__doc__.split("\n\n")[0])
+    add_tracking_uri(parser)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--parent", metavar="SWEEP_RUN_ID", help="promote the best FINISHED child of this sweep")
+    which.add_argument("--run", metavar="RUN_ID", help="promote this run")
+    parser.add_argument("--alias", default="champion", help="the alias set on the new version (default: champion)")
+    parser.add_argument("--metric", help="rank / check by this metric (default: the optimized_metric)")
+    parser.add_argument("--register-as", metavar="NAME", help="registered model name (default: the experiment's)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    with reported():
+        uri = tracking_uri(args)
+        tracking.check_uri(uri)
+        registry.check_alias(args.alias)
+        registry.check_registry(uri, args.register_as, "--register-as")
+        client = tracking.client(uri)
+        if args.parent:
+            run, metric = registry.best_child(client, args.parent, args.metric)
+        else:
+            run = _run(client, args.run)
+            metric = args.metric or run.data.params.get("optimized_metric")
+        value = registry.check_promotable(run, metric)
+        name = _name(client, run, args.register_as)
+        version = registry.promote(uri, run, name, args.alias)
+    scored = f", {metric}={value:.4f}" if value is not None else ""
+    print(f"run {run.info.run_id}{scored} -> {name} version {version.version}, alias {args.alias!r}")
+    print(f'load it: mlflow.sentence_transformers.load_model("models:/{name}@{args.alias}")')
+    return 0
+
+
+if __name__ == "__main__":
+    run_command(main)
