@@ -175,18 +175,9 @@ class Packer:
         """Packed copy of ``features`` and the index that scatters rows back; None to run padded."""
         import torch
 
-        input_ids = features.get("input_ids")
-        mask = features.get("attention_mask")
-        if (
-            features.get("modality", "text") != "text"
-            or not isinstance(input_ids, torch.Tensor)
-            or not isinstance(mask, torch.Tensor)
-            or input_ids.ndim != 2
-            or mask.shape != input_ids.shape
-            or "inputs_embeds" in features
-            or "position_ids" in features
-        ):
+        if not _packable(features):
             return None
+        input_ids, mask = features["input_ids"], features["attention_mask"]
         count, padded_length = input_ids.shape
         lengths_t = mask.sum(dim=1)
         positions = torch.arange(padded_length, device=mask.device)
@@ -247,6 +238,22 @@ class Packer:
                 [_gather(v, index) for v in value] if isinstance(value, (list, tuple)) else _gather(value, index)
             )
         return original
+
+
+def _packable(features: dict[str, Any]) -> bool:
+    """A padded batch of token ids with a 2D mask, nothing the model positions itself."""
+    import torch
+
+    input_ids, mask = features.get("input_ids"), features.get("attention_mask")
+    return (
+        features.get("modality", "text") == "text"
+        and isinstance(input_ids, torch.Tensor)
+        and isinstance(mask, torch.Tensor)
+        and input_ids.ndim == 2
+        and mask.shape == input_ids.shape
+        and "inputs_embeds" not in features
+        and "position_ids" not in features
+    )
 
 
 def _gather(packed, index):

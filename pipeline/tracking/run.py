@@ -58,43 +58,13 @@ def job_run(
 
     secrets = config_secrets(cfg, overrides)
     git = git_state()
-    all_tags = {
-        **{f"version.{name}": version for name, version in package_versions().items()},
-        "pipeline.overrides": scrub(" ".join(overrides), secrets, MAX_TAG_LENGTH),
-        **{key: scrub(str(value), secrets, MAX_TAG_LENGTH) for key, value in tags.items()},
-    }
-    if git:
-        all_tags.update({"git.commit": git["commit"], "git.dirty": git["dirty"]})
-    system_metrics = _system_metrics(cfg.tracking)
-    if run_id:
-        run = mlflow.start_run(run_id=run_id, tags=all_tags, log_system_metrics=system_metrics)
-        if "failure_reason" in run.data.tags:  # from the interruption being resumed
-            mlflow.MlflowClient().delete_tag(run_id, "failure_reason")
-    else:
-        run = mlflow.start_run(
-            experiment_id=experiment_id,
-            run_name=scrub(run_name, secrets, MAX_RUN_NAME_LENGTH),
-            tags=all_tags,
-            log_system_metrics=system_metrics,
-        )
+    run = _start(cfg, experiment_id, run_name, _start_tags(overrides, tags, git, secrets), secrets, run_id)
     try:
-        # a resumed run keeps the params it has: a config spelled differently for the same store (a
-        # relative --tracking-uri, localhost for 127.0.0.1) is not a changed param
-        mlflow.log_params({k: v for k, v in config_params(cfg).items() if k not in run.data.params})
-        mlflow.log_text(
-            scrub(OmegaConf.to_yaml(redacted(OmegaConf.to_container(cfg, resolve=True))), secrets), "config.yaml"
-        )
-        mlflow.log_text(scrub(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), secrets), "overrides.yaml")
-        if git.get("patch"):
-            mlflow.log_text(scrub(git["patch"], secrets), "git.patch")
+        _log_config(run, cfg, overrides, git, secrets)
         yield run
     except KeyboardInterrupt as error:
-        end_run(
-            run.info.run_id,
-            "KILLED",
-            f"interrupted (Ctrl-C or SIGTERM){f': {error}' if str(error) else ''}",
-            secrets=secrets,
-        )
+        reason = f"interrupted (Ctrl-C or SIGTERM){f': {error}' if str(error) else ''}"
+        end_run(run.info.run_id, "KILLED", reason, secrets=secrets)
         raise
     except BaseException as error:
         end_run(run.info.run_id, "FAILED", f"{type(error).__name__}: {error}", traceback.format_exc(), secrets)
@@ -102,6 +72,50 @@ def job_run(
     else:
         mlflow.flush_async_logging()
         mlflow.end_run("FINISHED")
+
+
+def _start_tags(overrides: list[str], tags: dict[str, str], git: dict[str, str], secrets: list[str]) -> dict[str, str]:
+    """Package versions, git state, the overrides and the caller's tags, scrubbed."""
+    out = {
+        **{f"version.{name}": version for name, version in package_versions().items()},
+        "pipeline.overrides": scrub(" ".join(overrides), secrets, MAX_TAG_LENGTH),
+        **{key: scrub(str(value), secrets, MAX_TAG_LENGTH) for key, value in tags.items()},
+    }
+    if git:
+        out.update({"git.commit": git["commit"], "git.dirty": git["dirty"]})
+    return out
+
+
+def _start(
+    cfg: DictConfig, experiment_id: str, run_name: str, tags: dict[str, str], secrets: list[str], run_id: str | None
+):
+    """A new run, or ``run_id`` again (RUNNING, the interruption's reason dropped)."""
+    import mlflow
+
+    system_metrics = _system_metrics(cfg.tracking)
+    if not run_id:
+        name = scrub(run_name, secrets, MAX_RUN_NAME_LENGTH)
+        return mlflow.start_run(
+            experiment_id=experiment_id, run_name=name, tags=tags, log_system_metrics=system_metrics
+        )
+    run = mlflow.start_run(run_id=run_id, tags=tags, log_system_metrics=system_metrics)
+    if "failure_reason" in run.data.tags:  # from the interruption being resumed
+        mlflow.MlflowClient().delete_tag(run_id, "failure_reason")
+    return run
+
+
+def _log_config(run, cfg: DictConfig, overrides: list[str], git: dict[str, str], secrets: list[str]) -> None:
+    """Params, ``config.yaml`` (resolved, secrets hidden), ``overrides.yaml``, ``git.patch``."""
+    import mlflow
+
+    # a resumed run keeps the params it has: a config spelled differently for the same store (a
+    # relative --tracking-uri, localhost for 127.0.0.1) is not a changed param
+    mlflow.log_params({k: v for k, v in config_params(cfg).items() if k not in run.data.params})
+    config_text = OmegaConf.to_yaml(redacted(OmegaConf.to_container(cfg, resolve=True)))
+    mlflow.log_text(scrub(config_text, secrets), "config.yaml")
+    mlflow.log_text(scrub(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), secrets), "overrides.yaml")
+    if git.get("patch"):
+        mlflow.log_text(scrub(git["patch"], secrets), "git.patch")
 
 
 def _system_metrics(tracking: DictConfig) -> bool:

@@ -131,62 +131,15 @@ class MLflowSweep(Callback):
         )
 
     def _start(self, config: DictConfig) -> Sweep:
-        import mlflow
-
         from pipeline import tracking
 
         hydra_cfg = config.hydra
-        sweeper = str(hydra_cfg.sweeper._target_).rsplit(".", 1)[-1]
-        needs_metric = "optuna" in str(hydra_cfg.sweeper._target_).lower()
-        if needs_metric and not config.get("optimized_metric"):
-            raise PipelineError(
-                "the Optuna sweeper optimises optimized_metric, which is null: set optimized_metric=NAME (e.g. sts-dev_spearman_cosine)."
-            )
-        direction = str(hydra_cfg.sweeper.get("direction") or "maximize")
-        if direction not in ("maximize", "minimize"):
-            raise PipelineError(
-                f"hydra.sweeper.direction={direction!r}: use maximize or minimize (one objective: optimized_metric)."
-            )
-        if needs_metric and hydra_cfg.sweeper.get("storage"):
-            check_study_storage(str(hydra_cfg.sweeper.storage))
+        needs_metric, direction = _check_sweeper(config)
         tracking.check_target(config.tracking)
         experiment_id = tracking.open_experiment(config.tracking)
         keys = swept_keys(hydra_cfg)
-        overrides = [str(o) for o in hydra_cfg.overrides.task]
-        secrets = tracking.config_secrets(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), overrides)
         sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        name = f"sweep {config.name} " + " ".join(o for o in overrides if override_key(o) in keys)
-        client = mlflow.MlflowClient(str(config.tracking.uri))
-        run = client.create_run(
-            experiment_id,
-            run_name=tracking.scrub(name.strip(), secrets, MAX_RUN_NAME_LENGTH),
-            tags={
-                "pipeline.role": "sweep",
-                "pipeline.sweep_id": sweep_id,
-                "pipeline.experiment_name": str(config.tracking.experiment_name),
-                "pipeline.sweeper": sweeper,
-                "pipeline.launcher": str(hydra_cfg.launcher._target_).rsplit(".", 1)[-1],
-                "pipeline.overrides": tracking.scrub(" ".join(overrides), secrets, MAX_TAG_LENGTH),
-                "pipeline.optimized_metric": str(config.get("optimized_metric") or ""),
-                "pipeline.direction": direction,
-            },
-        )
-        run_id = run.info.run_id
-        space = {override_key(o): o.split("=", 1)[1] for o in overrides if "=" in o and override_key(o) in keys}
-        space.update({str(k): str(v) for k, v in (hydra_cfg.sweeper.get("params") or {}).items()})
-        if space:
-            client.log_batch(
-                run_id,
-                params=[
-                    mlflow.entities.Param(
-                        f"sweep.{k}", HIDDEN if is_secret(k, v) else scrub(v, secrets, MAX_PARAM_LENGTH)
-                    )
-                    for k, v in space.items()
-                ],
-            )
-        client.log_text(
-            run_id, tracking.scrub(OmegaConf.to_yaml(OmegaConf.create(overrides)), secrets), "overrides.yaml"
-        )
+        run_id = _create_parent(config, experiment_id, sweep_id, keys, direction)
         return Sweep(
             tracking_uri=str(config.tracking.uri),
             experiment_id=experiment_id,
@@ -237,6 +190,60 @@ class MLflowSweep(Callback):
             "the sweep stopped before all jobs ran (interrupted or crashed)",
             tracking_uri=self.sweep.tracking_uri,
         )
+
+
+def _check_sweeper(config: DictConfig) -> tuple[bool, str]:
+    """(whether the sweeper optimises the returned metric, its direction), checked before any job."""
+    sweeper = config.hydra.sweeper
+    needs_metric = "optuna" in str(sweeper._target_).lower()
+    if needs_metric and not config.get("optimized_metric"):
+        raise PipelineError(
+            "the Optuna sweeper optimises optimized_metric, which is null: set optimized_metric=NAME (e.g. sts-dev_spearman_cosine)."
+        )
+    direction = str(sweeper.get("direction") or "maximize")
+    if direction not in ("maximize", "minimize"):
+        raise PipelineError(
+            f"hydra.sweeper.direction={direction!r}: use maximize or minimize (one objective: optimized_metric)."
+        )
+    if needs_metric and sweeper.get("storage"):
+        check_study_storage(str(sweeper.storage))
+    return needs_metric, direction
+
+
+def _create_parent(config: DictConfig, experiment_id: str, sweep_id: str, keys: list[str], direction: str) -> str:
+    """The sweep's parent run, RUNNING: its tags, its search space as ``sweep.*`` params, its overrides."""
+    import mlflow
+
+    from pipeline import tracking
+
+    hydra_cfg = config.hydra
+    overrides = [str(o) for o in hydra_cfg.overrides.task]
+    secrets = tracking.config_secrets(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), overrides)
+    name = f"sweep {config.name} " + " ".join(o for o in overrides if override_key(o) in keys)
+    tags = {
+        "pipeline.role": "sweep",
+        "pipeline.sweep_id": sweep_id,
+        "pipeline.experiment_name": str(config.tracking.experiment_name),
+        "pipeline.sweeper": str(hydra_cfg.sweeper._target_).rsplit(".", 1)[-1],
+        "pipeline.launcher": str(hydra_cfg.launcher._target_).rsplit(".", 1)[-1],
+        "pipeline.overrides": scrub(" ".join(overrides), secrets, MAX_TAG_LENGTH),
+        "pipeline.optimized_metric": str(config.get("optimized_metric") or ""),
+        "pipeline.direction": direction,
+    }
+    client = mlflow.MlflowClient(str(config.tracking.uri))
+    run_id = client.create_run(
+        experiment_id, run_name=scrub(name.strip(), secrets, MAX_RUN_NAME_LENGTH), tags=tags
+    ).info.run_id
+    space = {override_key(o): o.split("=", 1)[1] for o in overrides if "=" in o and override_key(o) in keys}
+    space.update({str(k): str(v) for k, v in (hydra_cfg.sweeper.get("params") or {}).items()})
+    params = [
+        mlflow.entities.Param(f"sweep.{k}", HIDDEN if is_secret(k, v) else scrub(v, secrets, MAX_PARAM_LENGTH))
+        for k, v in space.items()
+    ]
+    if params:
+        client.log_batch(run_id, params=params)
+    client.log_text(run_id, scrub(OmegaConf.to_yaml(OmegaConf.create(overrides)), secrets), "overrides.yaml")
+    return run_id
 
 
 def _note_interruptions() -> None:
