@@ -62,7 +62,9 @@ def test_no_module_imports_one_that_imports_it_back():
 
 
 def test_lower_layers_never_import_higher_ones():
-    wrong = [(a, b) for a, targets in graph().items() for b in targets if layer(b) > layer(a) and not b.startswith(f"{a}.")]
+    wrong = [
+        (a, b) for a, targets in graph().items() for b in targets if layer(b) > layer(a) and not b.startswith(f"{a}.")
+    ]
     assert not wrong, f"imports upward (tracking < runtime < stages < job/commands): {wrong}"
 
 
