@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -121,6 +122,11 @@ class MLflowSweep(Callback):
         if needs_metric and not config.get("optimized_metric"):
             raise PipelineError(
                 "the Optuna sweeper optimises optimized_metric, which is null: set optimized_metric=NAME (e.g. sts-dev_spearman_cosine)."
+            )
+        if str(hydra_cfg.launcher._target_).endswith("SlurmLauncher") and not shutil.which("sbatch"):
+            raise PipelineError(
+                "sweep=slurm submits each job with sbatch, which is not on the PATH: run the sweep on the "
+                "cluster's login node, or sweep=submitit_local to run the same jobs on this machine."
             )
         direction = str(hydra_cfg.sweeper.get("direction") or "maximize")
         if direction not in ("maximize", "minimize"):
