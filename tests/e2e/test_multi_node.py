@@ -56,10 +56,14 @@ def finish(machines: list[subprocess.Popen], timeout: float) -> list[str]:
 
 
 def stop(machines: list[subprocess.Popen]) -> None:
-    """Kill what is left of each machine: its command, launcher and ranks (one process group each)."""
+    """Kill what is left of each machine: its command, launcher and ranks (the launcher has its own session)."""
+    import psutil
+
     for machine in machines:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(machine.pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for process in [*psutil.Process(machine.pid).children(recursive=True), psutil.Process(machine.pid)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
         machine.wait()
 
 
