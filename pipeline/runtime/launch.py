@@ -175,8 +175,8 @@ def _stop(process: subprocess.Popen, grace: float = 30.0) -> None:
         process.send_signal(signal.SIGTERM)  # the elastic agent forwards it to every rank
         try:
             process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        except subprocess.TimeoutExpired:  # the agent and its ranks: their own process group
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 
