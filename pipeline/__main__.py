@@ -43,6 +43,9 @@ def main(cfg: DictConfig) -> float | None:
         return sweeps.run_sweep_job(cfg, sweep, int(hydra_cfg.job.num), output_dir, overrides, choices, start_job)
     with reported():
         result = start_job(cfg, output_dir, overrides, choices)
+    if not result.run_id:  # machine_rank > 0 of a multi-node job: machine 0 logs the run
+        print(f"\nMachine {cfg.hardware.machine_rank}: its ranks finished; machine 0 logged the MLflow run.")
+        return None
     print_summary(result, f"experiment {cfg.tracking.experiment_name!r}", str(cfg.tracking.uri))
     return result.optimized_metric
 

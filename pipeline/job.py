@@ -151,7 +151,7 @@ def open_run(
 def build_stage(cfg: DictConfig, plan: Plan) -> Built:
     """The model (packed where exact) and one evaluator per evaluation split."""
     hardware.configure_threads(cfg.hardware)
-    model = build.load_model(cfg.model, cfg.seed)
+    model = build.load_model(cfg.model, cfg.seed).to(hardware.device(cfg.hardware))  # evaluate-only runs too
     packer = packing.enable(model, cfg.hardware)
     batch = hardware.eval_batch_size(cfg.hardware, cfg.training)
     evaluators = {
@@ -165,7 +165,7 @@ def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None
     from pipeline.runtime import callbacks
     from pipeline.stages.train import train
 
-    guide = build.load_model(cfg.guide, cfg.seed, key="guide") if plan.needs_guide else None
+    guide = build.load_model(cfg.guide, cfg.seed, key="guide").to(built.model.device) if plan.needs_guide else None
     packing.enable(guide, cfg.hardware, tag="packing.guide")
     loss = build.build_loss(cfg.loss, built.model, guide)
     dev = built.evaluators.get("dev") if str(cfg.training.eval_strategy) != "no" else None

@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
 import sys
 from pathlib import Path
 
 from pipeline.cli import reported, run_command
 from pipeline.job import Resume, run_job
 from pipeline.runtime import launch
+from pipeline.runtime.checkpoint import install_signal_handlers
 from pipeline.runtime.hardware import process_rank
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(launch_dir: Path) -> int:
@@ -27,10 +23,11 @@ def main(launch_dir: Path) -> int:
         level=logging.INFO if rank == 0 else logging.WARNING,
         format=f"[%(asctime)s][rank {rank}][%(name)s][%(levelname)s] - %(message)s",
     )
-    signal.signal(signal.SIGTERM, _interrupt)
+    install_signal_handlers()  # the first SIGTERM / SIGINT in training: a checkpoint at the next step, then KILLED
     job = launch.read_job(launch_dir)
     resume = Resume(**job.resume) if job.get("resume") else None
     with reported(interrupted=f"interrupted (rank {rank})", prefix=f"error (rank {rank})"):
+        launch.check_same_config(job.config)
         result = run_job(
             job.config, launch_dir.parent, list(job.overrides), dict(job.choices), extra_tags=dict(job.extra_tags),
             run_name=job.run_name, resume=resume, on_run_start=launch.announce_run,

@@ -152,6 +152,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "realdata" in item.keywords and not SHARED_DATA.is_dir():
             item.add_marker(skip_data)
+    if any("gpu" in item.keywords for item in items):
+        import torch
+
+        if not torch.cuda.is_available():
+            skip_gpu = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+            for item in items:
+                if "gpu" in item.keywords:
+                    item.add_marker(skip_gpu)
 
 
 def logged_models(client, run) -> list:

@@ -59,7 +59,7 @@ class Checkpoints(TrainerCallback):
         checkpoint.begin_training()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if checkpoint.stop_requested():
+        if checkpoint.stop_requested(args.device if args.world_size > 1 else None):
             control.should_save = True
             control.should_training_stop = True
             self.stopped_at = state.global_step
@@ -81,6 +81,7 @@ class TrainingGuard(TrainerCallback):
         self.chance = chance
         self.trip: Trip | None = None
         self._chance_since: int | None = None
+        self._skipped = 0  # consecutive logged fp16 steps the GradScaler skipped (finite loss, inf grad_norm)
 
     def _stop(self, control, trip: Trip, step: int) -> None:
         if self.trip is None:
@@ -94,6 +95,18 @@ class TrainingGuard(TrainerCallback):
         if not logs or self.trip is not None:
             return
         bad = non_finite(logs, ("loss", "grad_norm"))
+        if bad == "grad_norm" and getattr(args, "fp16", False):  # a GradScaler skip, unless it persists
+            self._skipped += 1
+            patience = self.settings.nonfinite_patience
+            log.warning(
+                "Guard: grad_norm is %s at step %d (fp16 step skipped by the GradScaler)", logs[bad], state.global_step
+            )
+            if self._skipped < patience:
+                return
+            reason = f"grad_norm is {logs[bad]} for {self._skipped} consecutive logged steps (guard.nonfinite_patience={patience})"
+            self._stop(control, Trip("non_finite", 0, reason), state.global_step)
+            return
+        self._skipped = 0
         if bad:
             self._stop(control, Trip("non_finite", 0, f"{bad} is {logs[bad]}"), state.global_step)
             return

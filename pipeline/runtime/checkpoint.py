@@ -8,7 +8,9 @@
   leftovers.
 - The first SIGINT / SIGTERM during training asks for a stop at the next step boundary: a
   checkpoint is written, metrics are flushed, and the job raises ``KeyboardInterrupt`` so the run
-  ends KILLED. A second signal (or one outside training) interrupts at once.
+  ends KILLED. A second signal (or one outside training) interrupts at once. With several ranks,
+  the launcher forwards one SIGTERM to the ranks (started in their own session, so a terminal's
+  Ctrl-C does not reach them twice) and the ranks agree on the step to stop at.
 
 The trainer callback that commits checkpoints is ``pipeline.runtime.callbacks.Checkpoints``. Writes
 nothing to MLflow (the job tags ``checkpoint.dir``, where ``pipeline.resume`` finds the checkpoints).
@@ -95,8 +97,19 @@ def begin_training() -> None:
     _training.set()
 
 
-def stop_requested() -> bool:
-    return _stop_requested.is_set()
+def stop_requested(device=None) -> bool:
+    """A stop was asked for, here or (with several ranks, ``device`` given) on any rank: every rank
+    then stops at the same step, so none waits in a collective for a rank that stopped."""
+    import torch.distributed as dist
+
+    requested = _stop_requested.is_set()
+    if device is None or not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return requested
+    import torch
+
+    flag = torch.tensor([int(requested)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # one tiny collective per step
+    return bool(flag.item())
 
 
 @contextmanager

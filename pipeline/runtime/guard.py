@@ -1,7 +1,10 @@
 """Divergence and collapse guard: stop a training run that has gone bad, and fail it honestly.
 
 Checks, while the trainer runs (``guard.*`` in the config):
-- the training loss and the gradient norm at every logging step are finite;
+- the training loss at every logging step is finite, and so is the gradient norm, except where fp16's
+  GradScaler skips a step by design (an overflow: non-finite ``grad_norm``, finite loss, the scale
+  then halved): with ``training.fp16`` such steps trip only after ``guard.nonfinite_patience``
+  consecutive logged steps;
 - every metric of an in-training evaluation is finite;
 - the loss of an in-batch-negatives loss (MNRL and its cached variant) does not sit at its chance
   value, ln(number of candidates), for ``guard.chance_patience`` steps (the signature of
@@ -66,6 +69,7 @@ class GuardSettings:
     """``guard.*`` of the config (see ``conf/config.yaml``)."""
 
     chance_patience: int = 100
+    nonfinite_patience: int = 10
     chance_tolerance: float = 1e-3
     collapse_every: int = 50
     collapse_similarity: float = 0.99999
@@ -77,6 +81,7 @@ class GuardSettings:
             return None
         return cls(
             chance_patience=int(guard_cfg.get("chance_patience", 100)),
+            nonfinite_patience=int(guard_cfg.get("nonfinite_patience", 10)),
             chance_tolerance=float(guard_cfg.get("chance_tolerance", 1e-3)),
             collapse_every=int(guard_cfg.get("collapse_every", 50)),
             collapse_similarity=float(guard_cfg.get("collapse_similarity", 0.99999)),

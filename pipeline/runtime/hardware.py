@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
+from pipeline import PipelineError
+
 log = logging.getLogger(__name__)
 
 
@@ -24,6 +26,32 @@ class Precision:
     effective: str  # what runs here
     fp16: bool
     bf16: bool
+
+
+def check_profile(hardware: DictConfig) -> None:
+    """The profile fits this machine and itself: a CUDA device for a cuda profile, machines and
+    processes that add up. Raises :class:`PipelineError` naming the key and the fix."""
+    processes = int(hardware.get("num_processes") or 1)
+    machines = int(hardware.get("num_machines") or 1)
+    machine = int(hardware.get("machine_rank") or 0)
+    if not 0 <= machine < machines:
+        raise PipelineError(
+            f"hardware.machine_rank={machine} with hardware.num_machines={machines}: set it to this machine's index, "
+            f"0 .. {machines - 1}."
+        )
+    if processes % machines:
+        raise PipelineError(
+            f"hardware.num_processes={processes} is not divisible by hardware.num_machines={machines}: set "
+            "num_processes to the processes per machine times the machines."
+        )
+    if hardware.accelerator == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PipelineError(
+                "hardware.accelerator=cuda but torch sees no CUDA device on this machine (torch "
+                f"{torch.__version__}): use hardware=cpu or cpu_ddp here, or install a CUDA build of torch (README)."
+            )
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -80,6 +108,14 @@ def configure_threads(hardware: DictConfig) -> None:
         from transformers.utils import enable_tf32  # the API of this torch (the trainer's own switch)
 
         enable_tf32(True)
+
+
+def device(hardware: DictConfig) -> str:
+    """Where this process's models live: ``cpu``, or its own GPU (``cuda:LOCAL_RANK``) on a cuda profile.
+    The trainer moves the model itself; evaluation without training needs this."""
+    if hardware.accelerator != "cuda":
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
 
 
 def process_rank() -> int:

@@ -10,6 +10,14 @@ per-device and global batch among its tags); the other ranks train and write not
 Rank 0 records the run id in ``launch/run.json`` as soon as the run starts and the job's result
 in ``launch/result.json``.
 
+Several machines (``hardware.num_machines > 1``): every machine runs the same command with its own
+``hardware.machine_rank`` and its own output folder. Machine 0 hosts the rendezvous and global rank
+0, so only its launcher reads ``result.json``; another machine first waits (at most
+``hardware.join_timeout_s``) for machine 0's rendezvous port to answer, and its job is done when its
+ranks exit 0. Before any rank reads data, the ranks compare a digest of the resolved config (all
+but ``hardware.machine_rank``) through the rendezvous store: a machine started with another config
+is refused on every machine, before any MLflow run exists.
+
 A rank that fails or dies ends the job at once: the elastic agent stops the other ranks
 (``max_restarts`` 0) and collectives time out after ``hardware.timeout_s``. The launching process
 then ends the run FAILED with a ``failure_reason`` tag if rank 0 could not (its only MLflow write).
@@ -100,6 +108,9 @@ def run_launched(cfg: DictConfig, output_dir: Path, job: dict) -> dict:
         OmegaConf.create({"config": OmegaConf.to_container(cfg, resolve=True), **job}), launch_dir / "job.yaml"
     )
     argv = command(cfg.hardware, launch_dir)
+    machine = int(cfg.hardware.get("machine_rank") or 0)
+    if machine > 0:
+        wait_for_machine_0(cfg.hardware)
     env = {
         **os.environ,
         LAUNCH_DIR_ENV: str(launch_dir),
@@ -110,7 +121,8 @@ def run_launched(cfg: DictConfig, output_dir: Path, job: dict) -> dict:
         env["ACCELERATE_USE_CPU"] = "true"
     log.info("Launching %s ranks: %s", cfg.hardware.num_processes, " ".join(argv))
     started = time.monotonic()
-    process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env)
+    # own session: a terminal's Ctrl-C reaches this process only, which forwards one SIGTERM (_stop)
+    process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, start_new_session=True)
     try:
         code = process.wait()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the ranks, rank 0 ends its run KILLED
@@ -121,7 +133,29 @@ def run_launched(cfg: DictConfig, output_dir: Path, job: dict) -> dict:
         reason = f"a rank failed (accelerate launch exited with status {code} after {time.monotonic() - started:.0f} s)"
         _end_run(cfg, launch_dir, "FAILED", reason)
         raise PipelineError(f"{reason}: the rank's error is printed above; the job's files are in {output_dir}.")
+    if machine > 0:  # global rank 0 is on machine 0: its launcher has the run and the metrics
+        return {"run_id": "", "experiment_id": "", "metrics": {}, "optimized_metric": None}
     return json.loads((launch_dir / "result.json").read_text())
+
+
+def wait_for_machine_0(hardware: DictConfig) -> None:
+    """Machine ``machine_rank > 0``: wait until machine 0's rendezvous port answers, at most
+    ``hardware.join_timeout_s`` seconds, so a wrong address fails in bounded time with a clear error."""
+    host, port = str(hardware.main_process_ip), int(hardware.main_process_port)
+    limit = float(hardware.get("join_timeout_s") or 300)
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=min(5.0, limit)):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise PipelineError(
+                    f"machine 0 at {host}:{port} did not answer within {limit:.0f} s ({error}): start machine 0's "
+                    "command, check hardware.main_process_ip / main_process_port and that the port is open "
+                    "between the machines (hardware.join_timeout_s sets the wait)."
+                ) from None
+        time.sleep(1.0)
 
 
 def _pythonpath() -> str:
@@ -141,8 +175,8 @@ def _stop(process: subprocess.Popen, grace: float = 30.0) -> None:
         process.send_signal(signal.SIGTERM)  # the elastic agent forwards it to every rank
         try:
             process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        except subprocess.TimeoutExpired:  # the agent and its ranks: their own process group
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 
@@ -180,3 +214,39 @@ def write_result(launch_dir: Path, result: dict) -> None:
 def read_job(launch_dir: Path) -> DictConfig:
     """A rank: the resolved config and the job's arguments, as the launching process wrote them."""
     return OmegaConf.load(launch_dir / "job.yaml")
+
+
+def config_digest(config: DictConfig) -> str:
+    """SHA-256 of the resolved config, all but ``hardware.machine_rank`` (the one key machines differ in)."""
+    import hashlib
+
+    plain = OmegaConf.to_container(config, resolve=True)
+    plain.get("hardware", {}).pop("machine_rank", None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_same_config(config: DictConfig) -> None:
+    """A rank: publish this machine's config digest in the rendezvous store and compare every rank's.
+
+    Raises :class:`PipelineError` on every rank when one machine runs another config. Uses the
+    elastic agent's store (``MASTER_ADDR``/``MASTER_PORT``), not the process group: nothing else changes.
+    """
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    from pipeline.runtime.hardware import process_rank, world_size
+
+    timeout = timedelta(seconds=int(config.hardware.get("timeout_s") or 300))
+    store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
+    prefix = f"pipeline/config/{os.environ.get('TORCHELASTIC_RUN_ID', 'none')}"
+    machine = int(config.hardware.get("machine_rank") or 0)
+    store.set(f"{prefix}/{process_rank()}", json.dumps({"machine": machine, "digest": config_digest(config)}))
+    seen = [json.loads(store.get(f"{prefix}/{rank}")) for rank in range(world_size())]
+    odd = [entry for entry in seen if entry["digest"] != seen[0]["digest"]]
+    if odd:
+        raise PipelineError(
+            f"machine {odd[0]['machine']} joined with config {odd[0]['digest']}, machine {seen[0]['machine']} runs "
+            f"{seen[0]['digest']}: run the same command with the same overrides and checkout on every machine "
+            "(only hardware.machine_rank differs)."
+        )

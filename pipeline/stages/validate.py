@@ -9,7 +9,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from pipeline import PipelineError
-from pipeline.runtime import packing
+from pipeline.runtime import hardware, packing
 from pipeline.stages.load import train_sets
 from pipeline.stages.splits import LABEL_COLUMNS
 
@@ -64,6 +64,7 @@ def check_config(cfg: DictConfig) -> None:
             "stages=[load,evaluate] with evaluator=none evaluates nothing: pick evaluator=sts or evaluator=triplet."
         )
     packing.switch(cfg.hardware)  # hardware.packing / packing_row_length
+    hardware.check_profile(cfg.hardware)  # a CUDA device for cuda profiles; machines and processes add up
 
 
 def _check_loss_columns(cfg: DictConfig) -> None:

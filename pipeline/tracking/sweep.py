@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -207,6 +208,11 @@ def _check_sweeper(config: DictConfig) -> tuple[bool, str]:
         )
     if needs_metric and sweeper.get("storage"):
         check_study_storage(str(sweeper.storage))
+    if str(config.hydra.launcher._target_).endswith("SlurmLauncher") and not shutil.which("sbatch"):
+        raise PipelineError(
+            "sweep=slurm submits each job with sbatch, which is not on the PATH: run the sweep on the "
+            "cluster's login node, or sweep=submitit_local to run the same jobs on this machine."
+        )
     return needs_metric, direction
 
 

@@ -1,4 +1,5 @@
-"""hardware=cpu_ddp: two real gloo ranks on CPU started by `accelerate launch`, one MLflow run."""
+"""hardware=cpu_ddp: two real gloo ranks on CPU started by `accelerate launch`, one MLflow run; reruns,
+resumes and signals go through the same launcher."""
 
 from __future__ import annotations
 
@@ -94,3 +95,46 @@ def test_a_dead_rank_ends_the_job_quickly_and_the_run_failed(mlflow_client, stor
     assert len(runs) == 1 and runs[0].info.status == "FAILED", runs[0].data.tags
     assert "a rank failed" in runs[0].data.tags["failure_reason"]
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in ranks)
+
+
+def test_rerun_of_a_cpu_ddp_run_replays_it_in_2_ranks_with_identical_metrics(cli, mlflow_client, store):
+    assert cli(*DDP, "tracking.log_model=false", timeout=600).returncode == 0
+    (original,) = all_runs(mlflow_client)
+    out = cli(original.info.run_id, "--tracking-uri", store["uri"], module="pipeline.rerun", timeout=600)
+    assert out.returncode == 0 and "metrics match" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    (replay,) = [r for r in all_runs(mlflow_client) if r.data.tags.get("pipeline.rerun_of") == original.info.run_id]
+    assert replay.info.status == "FINISHED" and replay.data.tags["world_size"] == "2"
+    assert replay.data.metrics["sts-test_spearman_cosine"] == original.data.metrics["sts-test_spearman_cosine"]
+
+
+def test_sigterm_of_a_cpu_ddp_job_checkpoints_ends_killed_and_resume_finishes_it(
+    cli, mlflow_client, store, store_overrides, tmp_path
+):
+    from pipeline.runtime.checkpoint import MARKER
+
+    train = ("training.save_strategy=steps", "training.save_steps=2", "training.logging_steps=1")
+    command = [sys.executable, "-m", "pipeline", *DDP, *train, "training.max_steps=60", *store_overrides]
+    job = subprocess.Popen(
+        [*command, f"hydra.run.dir={tmp_path}/hydra"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    marker = tmp_path / "hydra" / "trainer" / "checkpoint-2" / MARKER
+    deadline = time.monotonic() + 300
+    while not marker.exists() and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.05)
+    job.send_signal(signal.SIGTERM)  # to the command only: it stops its ranks
+    output, _ = job.communicate(timeout=180)
+    assert job.returncode == 130, output[-3000:]
+    assert output.count("stopping after this step") == 2, output[-3000:]  # each rank took it as a stop request
+    (run,) = all_runs(mlflow_client)
+    assert run.info.status == "KILLED", run.data.tags
+    stopped = max(m.step for m in mlflow_client.get_metric_history(run.info.run_id, "loss"))
+    assert 2 <= stopped < 60, "the job must be interrupted mid-training"
+    # both ranks stopped at one step boundary and the checkpoint of that step was committed
+    assert (tmp_path / "hydra" / "trainer" / f"checkpoint-{stopped}" / MARKER).is_file(), output[-3000:]
+    resumed = cli(run.info.run_id, "--tracking-uri", store["uri"], module="pipeline.resume", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    finished = mlflow_client.get_run(run.info.run_id)
+    assert finished.info.status == "FINISHED" and finished.data.tags["world_size"] == "2"
+    assert max(m.step for m in mlflow_client.get_metric_history(run.info.run_id, "loss")) == 60
+    assert len(all_runs(mlflow_client)) == 1

@@ -74,3 +74,37 @@ def test_loss_at_chance_for_patience_steps_trips():
     guard.on_log(None, state, control, logs={"loss": chance, "grad_norm": 0.1})
     assert guard.trip.check == "chance_loss" and guard.trip.step == 5 and control.should_training_stop
     assert not control.should_save
+
+
+@pytest.mark.parametrize("fp16", [True, False])
+def test_gradscaler_skips_are_tolerated_up_to_the_patience_divergence_is_not(fp16, tmp_path):
+    """fp16: a non-finite grad_norm with a finite loss is a GradScaler skip; only
+    guard.nonfinite_patience consecutive ones trip. Without fp16 (no scaler) it trips at once."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    args = TrainingArguments(output_dir=str(tmp_path), fp16=fp16, use_cpu=True)
+    settings = GuardSettings.from_config(compose_config(["guard.nonfinite_patience=3"]).guard)
+    guard = TrainingGuard(settings, model=None, chance=None)
+    state, control = TrainerState(), TrainerControl()
+    logged = [(1, math.inf), (2, math.inf), (3, 0.5), (4, math.inf), (5, math.nan), (6, math.inf)]
+    for step, grad_norm in logged:
+        state.global_step = step
+        guard.on_log(args, state, control, logs={"loss": 1.0, "grad_norm": grad_norm})
+        if guard.trip:
+            break
+    assert guard.trip.check == "non_finite" and control.should_training_stop
+    # fp16: two skips, a good step, then the third consecutive skip at step 6; no scaler: step 1
+    assert guard.trip.step == (6 if fp16 else 1), guard.trip
+    if fp16:
+        assert "3 consecutive logged steps" in guard.trip.reason
+
+
+def test_a_non_finite_loss_trips_at_once_even_in_fp16(tmp_path):
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    args = TrainingArguments(output_dir=str(tmp_path), fp16=True, use_cpu=True)
+    guard = TrainingGuard(GuardSettings(), model=None, chance=None)
+    state, control = TrainerState(), TrainerControl()
+    state.global_step = 1
+    guard.on_log(args, state, control, logs={"loss": math.nan, "grad_norm": math.inf})
+    assert guard.trip.step == 1 and guard.trip.reason == "loss is nan"

@@ -1,0 +1,47 @@
+"""Sweeps on a cluster engine: Hydra's submitit launcher. ``sweep=submitit_local`` runs each job as a
+process started by submitit's local executor (the code path ``sweep=slurm`` takes through sbatch),
+logging to a real ``mlflow server`` on loopback with proxied artifacts, as cluster nodes would."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pandas as pd
+import pytest
+
+from tests.conftest import all_runs, mlflow_server
+from tests.e2e.test_sweep import parent_and_children
+
+
+@pytest.mark.slow
+def test_submitit_local_grid_reaches_one_parent_through_a_tracking_server(cli, tmp_path):
+    import mlflow
+
+    with mlflow_server(tmp_path / "server", f"sqlite:///{tmp_path}/server.db", tmp_path / "served") as uri:
+        out = cli(
+            "-m", "sweep=submitit_local", "debug=smoke", "tracking.log_model=false",
+            "training.learning_rate=1e-5,1e-3", "seed=1,2", f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path}/sweep",
+            with_store=False, timeout=600,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        client = mlflow.MlflowClient(uri)
+        parent, children = parent_and_children(client)
+        assert parent.info.status == "FINISHED" and parent.data.tags["pipeline.launcher"] == "LocalLauncher"
+        assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+        assert all(math.isfinite(c.data.metrics["sts-dev_spearman_cosine"]) for c in children)
+        # each job ran in its own process started by submitit (one folder each, named by its process id)
+        assert len(list((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))) == 4
+        # the leaderboard went through the server's proxied artifact store
+        assert parent.info.artifact_uri.startswith("mlflow-artifacts:")
+        board = pd.read_csv(client.download_artifacts(parent.info.run_id, "leaderboard.csv"))
+        assert sorted(board["run_id"]) == sorted(c.info.run_id for c in children)
+        assert any(p.name == "leaderboard.csv" for p in (tmp_path / "served").rglob("*"))
+
+
+def test_slurm_sweep_without_sbatch_is_one_line(cli, mlflow_client, tmp_path):
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not os.path.exists(f"{p}/sbatch"))
+    out = cli("-m", "sweep=slurm", "debug=smoke", f"hydra.sweep.dir={tmp_path}/sweep", env={"PATH": path})
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "sbatch, which is not on the PATH" in out.stderr and "Traceback" not in out.stderr
+    assert all_runs(mlflow_client) == []
