@@ -19,13 +19,14 @@ from pipeline.tracking.record import (
     log_data_lineage,
     log_files,
     log_metrics,
+    log_mined_set,
     log_model,
     package_versions,
     set_tags,
 )
 from pipeline.tracking.replay import logged_config, logged_list
 from pipeline.tracking.run import config_secrets, end_run, job_run
-from pipeline.tracking.scrub import redact, scrub
+from pipeline.tracking.scrub import metric_key, redact, scrub
 from pipeline.tracking.store import (
     check_target,
     check_uri,
@@ -51,9 +52,11 @@ __all__ = [
     "log_data_lineage",
     "log_files",
     "log_metrics",
+    "log_mined_set",
     "log_model",
     "logged_config",
     "logged_list",
+    "metric_key",
     "open_experiment",
     "package_versions",
     "redact",

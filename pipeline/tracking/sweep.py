@@ -38,7 +38,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
-from pipeline.tracking.scrub import MAX_PARAM_LENGTH, MAX_RUN_NAME_LENGTH, MAX_TAG_LENGTH, scrub
+from pipeline.tracking.scrub import MAX_PARAM_LENGTH, MAX_RUN_NAME_LENGTH, MAX_TAG_LENGTH, metric_key, scrub
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def finish(sweep: Sweep, optimized_metric: str) -> tuple[int, int]:
         for path in sorted(Path(folder).iterdir()):
             client.log_artifact(sweep.parent_run_id, str(path))
     metrics = {"sweep.jobs": float(total), "sweep.failed": float(failed)}
-    column = f"metrics.{optimized_metric}"
+    column = f"metrics.{metric_key(optimized_metric)}"
     if total and optimized_metric and column in runs:
         values = [v for v in runs.loc[runs["status"] == "FINISHED", column] if v is not None and math.isfinite(v)]
         if values:
