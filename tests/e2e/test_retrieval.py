@@ -46,3 +46,33 @@ def test_an_optimized_metric_no_evaluator_logs_is_one_line_and_no_run(cli, mlflo
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "optimized_metric='ir-dev_cosine_ndcg@5'" in out.stderr and "ir-dev_cosine_ndcg@10" in out.stderr
     assert all_runs(mlflow_client) == []
+
+
+def test_mine_stage_trains_on_mined_triplets_logs_them_and_reuses_them(run_job, mlflow_client, tmp_path):
+    from datasets import load_from_disk
+
+    mine = ("debug=smoke", "stages=[load,mine,train,evaluate]", f"mine.cache_dir={tmp_path / 'mined'}")
+    first = mlflow_client.get_run(run_job(*mine).run_id)
+    assert first.info.status == "FINISHED" and first.data.tags["mine.cache"] == "miss"
+    folder = first.data.tags["mine.folder"]
+    mined = load_from_disk(folder)
+    assert mined.column_names == ["anchor", "positive", "negative"] and len(mined) > 0
+    assert all(row["negative"] != row["positive"] for row in mined)  # a negative is never the row's own positive
+    inputs = {d.dataset.name: d for d in first.inputs.dataset_inputs}
+    assert inputs["example-mined"].tags[0].value == "training" or any(
+        t.value == "training" for t in inputs["example-mined"].tags
+    )
+    second = mlflow_client.get_run(run_job(*mine).run_id)
+    assert second.data.tags["mine.cache"] == "hit" and second.data.tags["mine.folder"] == folder
+    again = {d.dataset.name: d for d in second.inputs.dataset_inputs}
+    assert again["example-mined"].dataset.digest == inputs["example-mined"].dataset.digest
+    # another option, another fingerprint: mined afresh
+    third = mlflow_client.get_run(run_job(*mine, "mine.range_max=5").run_id)
+    assert third.data.tags["mine.cache"] == "miss" and third.data.tags["mine.folder"] != folder
+
+
+def test_mine_with_range_max_below_num_negatives_is_one_line_and_no_run(cli, mlflow_client):
+    out = cli("debug=smoke", "stages=[load,mine,train,evaluate]", "mine.range_max=2", "mine.num_negatives=3")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "mine.range_max=2" in out.stderr and "mine.num_negatives=3" in out.stderr
+    assert all_runs(mlflow_client) == []

@@ -80,3 +80,15 @@ def test_judged_pairs_keep_positives_and_add_judged_negatives():
         ("q1", "c1", "b1"),
         ("q2", "a2", "b2"),
     ]
+
+
+def test_mine_needs_pairs_and_a_range_that_holds_the_negatives():
+    from pipeline.stages.validate import check_config
+
+    check_config(compose_config(["stages=[load,mine,train,evaluate]"]))  # (anchor, positive): fine
+    with pytest.raises(PipelineError, match=r"mine stage needs \(anchor, positive\) pairs; data 'allnli_triplets'"):
+        check_config(compose_config(["experiment=allnli", "stages=[load,mine,train,evaluate]"]))
+    with pytest.raises(PipelineError, match=r"mine.range_max=2 .* fewer than mine.num_negatives=3"):
+        check_config(compose_config(["stages=[load,mine,train,evaluate]", "mine.range_max=2", "mine.num_negatives=3"]))
+    with pytest.raises(PipelineError, match="order load, mine, train, evaluate"):
+        check_config(compose_config(["stages=[load,train,mine,evaluate]"]))
