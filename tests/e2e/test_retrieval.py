@@ -59,15 +59,13 @@ def test_mine_stage_trains_on_mined_triplets_logs_them_and_reuses_them(run_job, 
     assert mined.column_names == ["anchor", "positive", "negative"] and len(mined) > 0
     assert all(row["negative"] != row["positive"] for row in mined)  # a negative is never the row's own positive
     inputs = {d.dataset.name: d for d in first.inputs.dataset_inputs}
-    assert inputs["example-mined"].tags[0].value == "training" or any(
-        t.value == "training" for t in inputs["example-mined"].tags
-    )
+    assert [t.value for t in inputs["example-mined"].tags if t.key == "mlflow.data.context"] == ["training"]
     second = mlflow_client.get_run(run_job(*mine).run_id)
     assert second.data.tags["mine.cache"] == "hit" and second.data.tags["mine.folder"] == folder
     again = {d.dataset.name: d for d in second.inputs.dataset_inputs}
     assert again["example-mined"].dataset.digest == inputs["example-mined"].dataset.digest
     # another option, another fingerprint: mined afresh
-    third = mlflow_client.get_run(run_job(*mine, "mine.range_max=5").run_id)
+    third = mlflow_client.get_run(run_job(*mine, "mine.sampling_strategy=random").run_id)
     assert third.data.tags["mine.cache"] == "miss" and third.data.tags["mine.folder"] != folder
 
 
