@@ -65,11 +65,9 @@ def load_data(cfg: DictConfig) -> LoadedData:
         for name, names in needed.items()
         if cfg.smoke or _present(eval_cfg, eval_key, name)
     }
-    corpora = {
-        name: read_corpus(spec.corpus, f"evaluator.corpus ({name})")
-        for name, spec in specs.items()
-        if spec.get("corpus")
-    }
+    # A larger retrieval corpus: evaluator.corpus, else the evaluation data's own data.corpus (ir only).
+    corpus_files = {name: spec.corpus or eval_cfg.get("corpus") for name, spec in specs.items() if "corpus" in spec}
+    corpora = {name: read_corpus(path, f"corpus of evaluator {name}") for name, path in corpus_files.items() if path}
     mining = "mine" in cfg.stages and cfg.mine.corpus == "split" and not cfg.smoke
     candidates = candidate_texts(cfg.data) if mining else None
     return LoadedData(train=train, eval_splits=splits, eval_loss=eval_loss, corpora=corpora, candidates=candidates)

@@ -74,3 +74,12 @@ def test_mine_with_range_max_below_num_negatives_is_one_line_and_no_run(cli, mlf
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "mine.range_max=2" in out.stderr and "mine.num_negatives=3" in out.stderr
     assert all_runs(mlflow_client) == []
+
+
+def test_a_corpus_file_with_repeated_ids_is_one_line_and_no_run(cli, mlflow_client, tmp_path):
+    corpus = tmp_path / "corpus.csv"
+    corpus.write_text("id,text\nd1,one\nd2,two\nd1,three\n")
+    out = cli("debug=smoke", "evaluator=ir", f"+data.corpus={corpus}", "stages=[load,evaluate]")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{corpus}: row 3, id 'd1' appears 2 times" in out.stderr
+    assert all_runs(mlflow_client) == []
