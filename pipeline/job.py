@@ -5,7 +5,8 @@ Order matters and is the point of this module:
 1. preflight: config checks (no data, no model), tracking target, data read and validated, training
    arguments built (unknown ``training.*`` names rejected): a mistake costs seconds and creates no run;
 2. the MLflow run starts (rank 0 only: other ranks train and write nothing);
-3. the model, guide, loss and evaluators load; train; evaluate; the model is logged; the run ends
+3. the model and evaluators load; hard negatives are mined (``mine`` stage); the evaluators score the
+   starting model (``baseline/`` metrics); train; evaluate; the model is logged; the run ends
    FINISHED (or FAILED / KILLED, never left RUNNING: ``pipeline.tracking.run``).
 """
 
