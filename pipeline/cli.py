@@ -93,10 +93,15 @@ def tracking_uri(options: argparse.Namespace) -> str:
 
 
 def print_summary(result, heading: str, tracking_uri: str | None = None) -> None:
-    """``MLflow run ID FINISHED (...)``, each final metric, and how to open the run."""
+    """``MLflow run ID FINISHED (...)``, each final metric (with its change from the ``baseline/`` score
+    of the starting model, when there is one), and how to open the run."""
     print(f"\nMLflow run {result.run_id} FINISHED ({heading})")
-    for name in sorted(result.metrics):
-        print(f"  {name:<40} {result.metrics[name]:.4f}")
+    for name in sorted(n for n in result.metrics if not n.startswith("baseline/")):
+        baseline = result.metrics.get(f"baseline/{name}")
+        change = (
+            f"  ({result.metrics[name] - baseline:+.4f} from baseline {baseline:.4f})" if baseline is not None else ""
+        )
+        print(f"  {name:<40} {result.metrics[name]:.4f}{change}")
     if tracking_uri:
         from pipeline.tracking import ui_command
 

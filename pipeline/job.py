@@ -5,7 +5,8 @@ Order matters and is the point of this module:
 1. preflight: config checks (no data, no model), tracking target, data read and validated, training
    arguments built (unknown ``training.*`` names rejected): a mistake costs seconds and creates no run;
 2. the MLflow run starts (rank 0 only: other ranks train and write nothing);
-3. the model, guide, loss and evaluators load; train; evaluate; the model is logged; the run ends
+3. the model and evaluators load; hard negatives are mined (``mine`` stage); the evaluators score the
+   starting model (``baseline/`` metrics); train; evaluate; the model is logged; the run ends
    FINISHED (or FAILED / KILLED, never left RUNNING: ``pipeline.tracking.run``).
 """
 
@@ -25,6 +26,7 @@ from pipeline import PipelineError, tracking
 from pipeline.runtime import checkpoint, guard, hardware, packing
 from pipeline.runtime.hardware import Precision
 from pipeline.stages import build, load, validate
+from pipeline.stages.evaluators import check_optimized_metric, eval_splits, evaluator_specs, splits_needed
 from pipeline.stages.splits import LoadedData
 
 log = logging.getLogger(__name__)
@@ -88,11 +90,14 @@ def run_job(
             (on_run_start or (lambda _: None))(run.info.run_id)
             tracking.log_data_lineage(plan.data, cfg.data.name, (cfg.get("eval_data") or cfg.data).name)
         built = build_stage(cfg, plan)
+        if "mine" in cfg.stages:
+            plan = mine_stage(cfg, plan, built)
+        baseline = baseline_step(cfg, plan, built, output_dir) if run is not None and not resume else {}
         if "train" in cfg.stages:
             train_stage(cfg, plan, built, resume)
         if run is None:
             return JobResult("", "", {}, None)
-        metrics = evaluate_stage(cfg, plan, built, output_dir)
+        metrics = {**baseline, **evaluate_stage(cfg, plan, built, output_dir)}
         log_outcome(cfg, built, started, metrics)
     target = metrics.get(str(cfg.optimized_metric)) if cfg.get("optimized_metric") else None
     return JobResult(run.info.run_id, run.info.experiment_id, metrics, target)
@@ -103,6 +108,7 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     from pipeline.stages.train import training_arguments
 
     validate.check_config(cfg)
+    check_optimized_metric(cfg, evaluator_specs(cfg))
     tracking.check_target(cfg.tracking)
     if cfg.tracking.get("register_as"):
         if not (cfg.tracking.log_model and "train" in cfg.stages):
@@ -119,7 +125,7 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
         )
     precision = hardware.resolve_precision(cfg.hardware, cfg.training)
     training = "train" in cfg.stages
-    best_metric = cfg.get("optimized_metric") if cfg.evaluator.get("_target_") else None
+    best_metric = cfg.get("optimized_metric") if evaluator_specs(cfg) else None
     args = training_arguments(cfg.training, cfg.hardware, output_dir, precision, best_metric) if training else None
     needs_guide = training and build.loss_takes_guide(cfg.loss)
     if needs_guide and not cfg.get("guide"):
@@ -149,15 +155,63 @@ def open_run(
 
 
 def build_stage(cfg: DictConfig, plan: Plan) -> Built:
-    """The model (packed where exact) and one evaluator per evaluation split."""
+    """The model (packed where exact) and every evaluator on every split it scores (``{name}-{split}``)."""
     hardware.configure_threads(cfg.hardware)
     model = build.load_model(cfg.model, cfg.seed).to(hardware.device(cfg.hardware))  # evaluate-only runs too
     packer = packing.enable(model, cfg.hardware)
     batch = hardware.eval_batch_size(cfg.hardware, cfg.training)
-    evaluators = {
-        name: build.build_evaluator(cfg.evaluator, name, split, batch) for name, split in plan.data.eval_splits.items()
-    }
+    specs = evaluator_specs(cfg)
+    evaluators = build.build_evaluators(
+        specs, splits_needed(cfg, specs), plan.data.eval_splits, batch, plan.data.corpora
+    )
     return Built(model, packer, evaluators)
+
+
+def mine_stage(cfg: DictConfig, plan: Plan, built: Built) -> Plan:
+    """Hard negatives for the train pairs (``stages=[load,mine,train,...]``): the mined set, logged as a
+    training dataset input, replaces the train split."""
+    from pipeline.stages import mine
+
+    train = plan.data.train_splits["train"]
+    key = mine.fingerprint(train, plan.data.candidates, cfg.get("miner") or cfg.model, cfg.seed, cfg.mine)
+    miner = built.model
+    if cfg.get("miner") and not mine.cached(cfg.mine, key):
+        miner = build.load_model(cfg.miner, cfg.seed, key="miner")
+    mined = mine.mine(train, miner, cfg.mine, plan.data.candidates, key)
+    tracking.log_mined_set(mined.split.dataset, mined.split.source, f"{cfg.data.name}-mined", mined.cached)
+    return dataclasses.replace(plan, data=dataclasses.replace(plan.data, train=mined.split))
+
+
+def final_evaluators(cfg: DictConfig, built: Built) -> dict[str, Any]:
+    """The evaluators the evaluate stage (and the baseline) run: each evaluator on its own ``splits``."""
+    specs = evaluator_specs(cfg)
+    wanted = [f"{name}-{split}" for split in eval_splits(specs) for name, spec in specs.items() if split in spec.splits]
+    return {name: built.evaluators[name] for name in wanted if name in built.evaluators}
+
+
+def dev_evaluator(built: Built):
+    """What the trainer runs on the dev split: the one dev evaluator, or all of them in sequence
+    (ranked by the first one's primary metric; each metric keeps its evaluator's prefix)."""
+    from sentence_transformers.sentence_transformer.evaluation import SequentialEvaluator
+
+    dev = [evaluator for name, evaluator in built.evaluators.items() if name.endswith("-dev")]
+    if len(dev) <= 1:
+        return dev[0] if dev else None
+    return SequentialEvaluator(dev, main_score_function=lambda scores: scores[0])
+
+
+def baseline_step(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) -> dict[str, float]:
+    """The starting model scored once by the final evaluators, before training: ``baseline/`` metrics."""
+    from pipeline.stages.evaluate import evaluate
+
+    scored = final_evaluators(cfg, built)
+    if not cfg.get("baseline") or "train" not in cfg.stages or "evaluate" not in cfg.stages or not scored:
+        return {}
+    with hardware.autocast(plan.precision, built.model.device.type):
+        outcome = evaluate(built.model, scored, output_dir / "baseline")
+    metrics = {f"baseline/{name}": value for name, value in outcome.metrics.items()}
+    tracking.log_metrics(metrics)
+    return metrics
 
 
 def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None) -> None:
@@ -168,8 +222,9 @@ def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None
     guide = build.load_model(cfg.guide, cfg.seed, key="guide").to(built.model.device) if plan.needs_guide else None
     packing.enable(guide, cfg.hardware, tag="packing.guide")
     loss = build.build_loss(cfg.loss, built.model, guide)
-    dev = built.evaluators.get("dev") if str(cfg.training.eval_strategy) != "no" else None
-    columns, batch = list(cfg.data.train_columns), int(cfg.training.per_device_train_batch_size)
+    dev = dev_evaluator(built) if str(cfg.training.eval_strategy) != "no" else None
+    batch = int(cfg.training.per_device_train_batch_size)
+    columns = list(plan.data.train_dataset.column_names) if not cfg.data.get("train_sets") else []
     chance = None if cfg.data.get("train_sets") else guard.chance_loss(cfg.loss, columns, batch)
     settings = guard.GuardSettings.from_config(cfg.get("guard"))
     watch = callbacks.TrainingGuard(settings, built.model, chance) if settings else None
@@ -187,9 +242,9 @@ def evaluate_stage(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) 
     """Score the model on the evaluator's splits, in the profile's precision; log metrics and files."""
     from pipeline.stages.evaluate import NonFiniteMetricError, evaluate
 
-    if "evaluate" not in cfg.stages or not built.evaluators:
+    if "evaluate" not in cfg.stages:
         return {}
-    scored = {name: built.evaluators[name] for name in cfg.evaluator.splits if name in built.evaluators}
+    scored = final_evaluators(cfg, built)
     try:
         with hardware.autocast(plan.precision, built.model.device.type):  # as in training
             outcome = evaluate(built.model, scored, output_dir / "eval")

@@ -7,13 +7,17 @@ Runs after every check that needs no model. Models load on the CPU; Hub ids reso
 from __future__ import annotations
 
 import inspect
+import logging
 import tempfile
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
 from pipeline.runtime.offline import resolve_model
 from pipeline.stages.splits import Split
+
+log = logging.getLogger(__name__)
 
 
 def load_model(model_cfg: DictConfig, seed: int, key: str = "model"):
@@ -83,15 +87,80 @@ def loss_takes_guide(loss_cfg: DictConfig) -> bool:
     return "guide" in inspect.signature(get_class(loss_cfg._target_)).parameters
 
 
-EVALUATOR_KEYS = ("columns", "primary_metric", "splits", "score_range")
+# Evaluator config keys the pipeline reads itself; every other key is passed to the evaluator class.
+EVALUATOR_KEYS = ("columns", "primary_metric", "metrics", "splits", "score_range", "label", "corpus")
 
 
-def build_evaluator(evaluator_cfg: DictConfig, split: str, data: Split, batch_size: int):
-    """The evaluator class named by ``evaluator._target_`` over one split, named ``{name}-{split}``."""
-    from hydra.utils import instantiate
+def build_evaluators(
+    specs: dict[str, DictConfig], needed: dict[str, list[str]], splits: dict[str, Split], batch_size: int,
+    corpora: dict[str, Split] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Every evaluator on every split it scores: ``{name}-{split}`` -> evaluator (built, not run).
+
+    ``needed`` is split -> evaluator names (``evaluators.splits_needed``); ``corpora`` holds the extra
+    corpus read for an ``ir`` evaluator (``evaluator.corpus``), by evaluator name.
+    """
+    built = {}
+    for split, names in needed.items():
+        for name in names if split in splits else []:  # an optional split the data does not have
+            corpus = (corpora or {}).get(name)
+            built[f"{name}-{split}"] = build_evaluator(specs[name], split, splits[split], batch_size, corpus)
+    return built
+
+
+def build_evaluator(evaluator_cfg: DictConfig, split: str, data: Split, batch_size: int, corpus: Split | None = None):
+    """The evaluator class named by ``evaluator._target_`` over one split, named ``{name}-{split}``.
+
+    A class that takes ``relevant_docs`` (InformationRetrievalEvaluator) gets queries, corpus and
+    relevance built from the rows (:func:`retrieval_inputs`); the others get the columns in order.
+    """
+    from hydra.utils import get_class, instantiate
 
     options = {k: v for k, v in evaluator_cfg.items() if k not in EVALUATOR_KEYS}
     options["name"] = f"{evaluator_cfg.name}-{split}"
     factory = instantiate(OmegaConf.create(options))
+    if "relevant_docs" in inspect.signature(get_class(evaluator_cfg._target_)).parameters:
+        label = evaluator_cfg.get("label")
+        label = label if label in data.dataset.column_names else None
+        queries, documents, relevant = retrieval_inputs(data, list(evaluator_cfg.columns), label, corpus)
+        return factory(queries=queries, corpus=documents, relevant_docs=relevant, batch_size=batch_size)
     columns = [data.dataset[c] for c in evaluator_cfg.columns]
     return factory(*columns, batch_size=batch_size)
+
+
+def retrieval_inputs(data: Split, columns: list[str], label: str | None = None, corpus: Split | None = None):
+    """(queries, corpus, relevant_docs) for InformationRetrievalEvaluator from one split's rows.
+
+    Queries: the first column, deduplicated. Corpus: every distinct text of the other columns (every
+    candidate, relevant or not), plus ``corpus`` (``id``/``text`` rows). Relevant: per query, the second
+    column of its rows (only rows whose ``label`` is 1 when given). Queries with nothing relevant are
+    dropped and counted; none left is an error.
+    """
+    rows = data.dataset.to_pandas()
+    query_ids: dict[str, str] = {}
+    doc_ids: dict[str, str] = {}
+    relevant: dict[str, set[str]] = {}
+    for row in rows.itertuples(index=False):
+        values = row._asdict()
+        qid = query_ids.setdefault(str(values[columns[0]]), f"q{len(query_ids)}")
+        for column in columns[1:]:
+            doc_ids.setdefault(str(values[column]), f"d{len(doc_ids)}")
+        if label is None or float(values[label]) == 1:
+            relevant.setdefault(qid, set()).add(doc_ids[str(values[columns[1]])])
+    documents = {cid: text for text, cid in doc_ids.items()}
+    if corpus is not None:
+        for cid, text in zip(corpus.dataset["id"], corpus.dataset["text"]):
+            if str(text) not in doc_ids:
+                documents[f"c{cid}"] = str(text)
+    dropped = len(query_ids) - len(relevant)
+    if dropped:
+        log.info(
+            "%s: %d of %d queries have no relevant document and are left out", data.source, dropped, len(query_ids)
+        )
+    if not relevant:
+        raise PipelineError(
+            f"{data.source}: no query has a relevant document (no row labelled 1 in column {label!r}): "
+            "the retrieval evaluator needs at least one (query, relevant document) row."
+        )
+    queries = {qid: text for text, qid in query_ids.items() if qid in relevant}
+    return queries, documents, relevant

@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from pipeline import PipelineError
+from pipeline.stages.evaluators import evaluator_specs, splits_needed
 from pipeline.stages.smoke import smoke_split
 from pipeline.stages.splits import LABEL_COLUMNS, LoadedData, Split
 
@@ -39,13 +40,8 @@ def load_data(cfg: DictConfig) -> LoadedData:
     """
     needs_train = "train" in cfg.stages
     evaluates_during_training = needs_train and str(cfg.training.get("eval_strategy", "no")) != "no"
-    evaluator = cfg.evaluator
-    eval_splits_needed: list[str] = []
-    if evaluator.get("_target_"):
-        if "evaluate" in cfg.stages:
-            eval_splits_needed += list(evaluator.splits)
-        if evaluates_during_training and "dev" not in eval_splits_needed:
-            eval_splits_needed.append("dev")
+    specs = evaluator_specs(cfg)
+    needed = splits_needed(cfg, specs)
 
     train = eval_loss = None
     if needs_train:
@@ -59,17 +55,34 @@ def load_data(cfg: DictConfig) -> LoadedData:
                     f"(training.per_device_train_batch_size={batch}): add rows or lower the batch size."
                 )
         train = read if cfg.data.get("train_sets") else read["train"]
-        if evaluates_during_training and not evaluator.get("_target_"):
+        if evaluates_during_training and not specs:
             # No evaluator: the trainer scores the loss on the dev split (logged as eval_loss).
             dev = {name: _read_train(data, key, smoke=cfg.smoke, split="dev") for name, (data, key) in sets.items()}
             eval_loss = dev if cfg.data.get("train_sets") else dev["train"]
 
     eval_cfg = cfg.eval_data if cfg.get("eval_data") else cfg.data
     eval_key = "eval_data" if cfg.get("eval_data") else "data"
-    splits = {}
-    for name in eval_splits_needed:
-        splits[name] = _read_eval(eval_cfg, eval_key, name, evaluator, smoke=cfg.smoke)
-    return LoadedData(train=train, eval_splits=splits, eval_loss=eval_loss)
+    splits = {
+        name: _read_eval(eval_cfg, eval_key, name, [specs[n] for n in names], smoke=cfg.smoke)
+        for name, names in needed.items()
+        if cfg.smoke or _present(eval_cfg, eval_key, name)
+    }
+    # A larger retrieval corpus: evaluator.corpus, else the evaluation data's own data.corpus (ir only).
+    corpus_files = {name: spec.corpus or eval_cfg.get("corpus") for name, spec in specs.items() if "corpus" in spec}
+    corpora = {name: read_corpus(path, f"corpus of evaluator {name}") for name, path in corpus_files.items() if path}
+    mining = "mine" in cfg.stages and cfg.mine.corpus == "split" and not cfg.smoke
+    candidates = candidate_texts(cfg.data) if mining else None
+    return LoadedData(train=train, eval_splits=splits, eval_loss=eval_loss, corpora=corpora, candidates=candidates)
+
+
+def candidate_texts(data: DictConfig, key: str = "data") -> list[str] | None:
+    """The mine stage's candidates: every distinct text of the train file's positive column (the second of
+    ``train_columns``, after renames, before ``train_transform``); None when the file has no such column."""
+    read = _read_split(data, key, "train")
+    column = list(data.train_columns)[1]
+    if column not in read.dataset.column_names:
+        return None
+    return list(dict.fromkeys(str(text) for text in read.dataset[column] if text is not None and str(text).strip()))
 
 
 def train_sets(data: DictConfig) -> dict[str, tuple[DictConfig, str]]:
@@ -83,8 +96,27 @@ def train_sets(data: DictConfig) -> dict[str, tuple[DictConfig, str]]:
     return {str(name): (named[name], f"data.train_sets.{name}") for name in named}
 
 
+def train_layout(data: DictConfig) -> list[str]:
+    """The columns a data config trains on: ``train_columns``, plus ``negative`` with judged negatives
+    (``data.negatives=labelled``)."""
+    extra = ["negative"] if data.get("negatives") == "labelled" else []
+    return list(data.train_columns) + extra
+
+
+def _present(data: DictConfig, key: str, split: str) -> bool:
+    """False for a split listed in ``optional_splits`` that ``local_dir`` does not hold (it is skipped)."""
+    if split not in (data.get("optional_splits") or []) or not data.get("local_dir"):
+        return True
+    stem = data.splits.get(split, split) if data.get("splits") else split
+    folder = Path(data.local_dir).expanduser()
+    found = any((folder / f"{name}{ext}").is_file() for name in {stem, split} for ext in FORMATS)
+    if not found:
+        log.info("%s.local_dir=%s has no %s split: not scored (%s.optional_splits)", key, folder, split, key)
+    return found
+
+
 def _read_train(data: DictConfig, key: str, smoke: bool, split: str = "train") -> Split:
-    columns = list(data.train_columns)
+    columns = train_layout(data)
     if smoke:
         return smoke_split(columns, split if key == "data" else f"{split}.{key.rsplit('.', 1)[-1]}")
     read = _read_split(data, key, split)
@@ -108,20 +140,53 @@ def _read_train(data: DictConfig, key: str, smoke: bool, split: str = "train") -
     return Split(ds, read.source, read.fingerprint)
 
 
-def _read_eval(data: DictConfig, key: str, name: str, evaluator: DictConfig, smoke: bool) -> Split:
-    columns = list(evaluator.columns)
+def _read_eval(data: DictConfig, key: str, name: str, specs: list[DictConfig], smoke: bool) -> Split:
+    """One evaluation split with the columns of every evaluator that scores it, each checked."""
+    columns = list(dict.fromkeys(str(c) for spec in specs for c in spec.columns))
     if smoke:
         return smoke_split(columns, name)
     split = _read_split(data, key, name)
     ds = split.dataset
-    _require_columns(ds, columns, split.source, key=f"evaluator.columns ({evaluator.name})")
-    ds = ds.select_columns(columns)
+    for spec in specs:
+        _require_columns(ds, list(spec.columns), split.source, key=f"evaluator.columns ({spec.name})")
+    labels = [str(s.label) for s in specs if s.get("label") and s.label in ds.column_names and s.label not in columns]
+    ds = ds.select_columns(columns + labels)
     # The evaluators take (text, text, score) or (text, text, text): a third-column score is numeric.
-    numeric = [c for c in columns if c in LABEL_COLUMNS]
-    _check_cells(
-        ds, columns, split.source, numeric=numeric, score_range=evaluator.get("score_range"), constant_scores=True
-    )
+    for spec in specs:
+        spec_columns = list(spec.columns) + [c for c in labels if c == spec.get("label")]
+        numeric = [c for c in spec_columns if c in LABEL_COLUMNS]
+        _check_cells(
+            ds,
+            spec_columns,
+            split.source,
+            numeric=numeric,
+            score_range=spec.get("score_range"),
+            constant_scores=not spec.get("label"),  # judged relevance (ir) may be all 1
+        )
     return Split(ds, split.source, split.fingerprint)
+
+
+def read_corpus(path: str, key: str) -> Split:
+    """An extra retrieval corpus: a ``text`` column and an optional ``id`` column of unique ids."""
+    file = Path(path).expanduser()
+    if not file.is_file() or file.suffix not in FORMATS:
+        raise PipelineError(
+            f"{key}={path!r} is not a .csv/.jsonl/.parquet file: point it at a file with a text column."
+        )
+    ds, source, fingerprint = _read_local(file.parent, file.stem, key, "corpus")
+    _require_columns(ds, ["text"], source, key=key)
+    if "id" not in ds.column_names:
+        ds = ds.add_column("id", [str(i) for i in range(len(ds))])
+    _check_cells(ds, ["id", "text"], source, numeric=())
+    ids = ds.to_pandas()["id"].astype(str)
+    repeated = ids[ids.duplicated()]
+    if len(repeated):
+        row = int(repeated.index[0])
+        raise PipelineError(
+            f"{source}: row {row + 1}, id {ids.iloc[row]!r} appears {int((ids == ids.iloc[row]).sum())} times "
+            f"({len(repeated)} repeated id(s)): corpus ids must be unique; drop or renumber the repeats."
+        )
+    return Split(ds.select_columns(["id", "text"]), source, fingerprint)
 
 
 def _read_split(data: DictConfig, key: str, split: str) -> Split:

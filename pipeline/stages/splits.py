@@ -34,6 +34,8 @@ class LoadedData:
     train: Split | dict[str, Split] | None
     eval_splits: dict[str, Split] = field(default_factory=dict)
     eval_loss: Split | dict[str, Split] | None = None
+    corpora: dict[str, Split] = field(default_factory=dict)  # evaluator name -> extra retrieval corpus
+    candidates: list[str] | None = None  # the mine stage's candidate texts (None: the pairs' positives)
 
     @property
     def train_splits(self) -> dict[str, Split]:

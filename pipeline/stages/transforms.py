@@ -81,3 +81,43 @@ def nli_triplets(
             "hypothesis. Check data.columns and the label values in data.train_transform."
         )
     return Dataset.from_dict(rows)
+
+
+def judged_pairs(
+    dataset: Dataset,
+    negatives: str = "in_batch",
+    max_negatives: int = 3,
+    anchor: str = "anchor",
+    positive: str = "positive",
+    label: str = "label",
+) -> Dataset:
+    """Labelled (query, text, label 1/0) rows -> training pairs, the TREC QA way.
+
+    ``negatives=in_batch``: (anchor, positive) for every row labelled 1 (MNRL takes its negatives from
+    the batch). ``negatives=labelled``: (anchor, positive, negative) rows, each positive paired with up
+    to ``max_negatives`` of its query's rows labelled 0, in file order (a query without any keeps its
+    positives out).
+    """
+    if negatives not in ("in_batch", "labelled"):
+        raise PipelineError(f"data.negatives={negatives!r}: use in_batch or labelled (the rows labelled 0).")
+    for column in (anchor, positive, label):
+        if column not in dataset.column_names:
+            raise PipelineError(
+                f"judged_pairs needs columns {anchor!r}, {positive!r}, {label!r}; the data has "
+                f"{dataset.column_names}: map them with data.columns.anchor=..., data.columns.positive=..."
+            )
+    judged: dict[str, dict[bool, list[str]]] = defaultdict(lambda: {True: [], False: []})
+    for row in dataset.select_columns([anchor, positive, label]):
+        judged[row[anchor]][float(row[label]) == 1].append(row[positive])
+    rows: dict[str, list[str]] = {"anchor": [], "positive": []} | ({"negative": []} if negatives == "labelled" else {})
+    for query, texts in judged.items():
+        for text in texts[True]:
+            pairs = [None] if negatives == "in_batch" else texts[False][:max_negatives]
+            for negative in pairs:
+                rows["anchor"].append(query)
+                rows["positive"].append(text)
+                if negative is not None:
+                    rows["negative"].append(negative)
+    if not rows["anchor"]:
+        raise PipelineError("judged_pairs made no training row: no row is labelled 1 (or no positive has a negative).")
+    return Dataset.from_dict(rows)

@@ -10,10 +10,12 @@ from omegaconf import DictConfig
 
 from pipeline import PipelineError
 from pipeline.runtime import hardware, packing
-from pipeline.stages.load import train_sets
+from pipeline.stages.evaluators import evaluator_specs
+from pipeline.stages.load import train_layout, train_sets
+from pipeline.stages.mine import check_options
 from pipeline.stages.splits import LABEL_COLUMNS
 
-STAGES = ("load", "train", "evaluate")
+STAGES = ("load", "mine", "train", "evaluate")
 
 # What each loss trains on: (min text columns, max text columns, needs a label column).
 # From the losses' docstrings ("Inputs" tables) in sentence-transformers.
@@ -33,10 +35,18 @@ LOSS_INPUTS: dict[str, tuple[int, int | None, bool]] = {
 def check_config(cfg: DictConfig) -> None:
     stages = list(cfg.stages)
     unknown = [s for s in stages if s not in STAGES]
-    if unknown or not stages or stages[0] != "load":
+    in_order = [s for s in STAGES if s in stages] == stages and ("mine" not in stages or "train" in stages)
+    if unknown or not stages or stages[0] != "load" or not in_order:
         raise PipelineError(
-            f"stages={stages}: stages run in the order load, train, evaluate and start with load; e.g. stages=[load,evaluate]."
+            f"stages={stages}: stages run in the order load, mine, train, evaluate and start with load (mine only "
+            "before train); e.g. stages=[load,evaluate] or stages=[load,mine,train,evaluate]."
         )
+    if "mine" in stages:
+        if cfg.data.get("train_sets"):
+            raise PipelineError(
+                "the mine stage mines one train set; data.train_sets names several: drop mine from stages."
+            )
+        check_options(cfg.mine, train_layout(cfg.data), str(cfg.data.name))
     training = cfg.training
     for key in ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size"):
         value = training.get(key)
@@ -58,10 +68,9 @@ def check_config(cfg: DictConfig) -> None:
         raise PipelineError("training.eval_strategy=steps needs training.eval_steps (a number of steps).")
     if "train" in stages:
         _check_loss_columns(cfg)
-    evaluator = cfg.evaluator
-    if "evaluate" in stages and not evaluator.get("_target_") and "train" not in stages:
+    if "evaluate" in stages and not evaluator_specs(cfg) and "train" not in stages:
         raise PipelineError(
-            "stages=[load,evaluate] with evaluator=none evaluates nothing: pick evaluator=sts or evaluator=triplet."
+            "stages=[load,evaluate] with evaluator=none evaluates nothing: pick evaluator=sts, triplet or ir."
         )
     packing.switch(cfg.hardware)  # hardware.packing / packing_row_length
     hardware.check_profile(cfg.hardware)  # a CUDA device for cuda profiles; machines and processes add up
@@ -73,7 +82,8 @@ def _check_loss_columns(cfg: DictConfig) -> None:
         return
     low, high, needs_label = LOSS_INPUTS[name]
     for set_name, (data, key) in train_sets(cfg.data).items():
-        columns = list(data.get("train_columns") or [])
+        columns = train_layout(data) if data.get("train_columns") else []
+        columns += ["negative"] if "mine" in cfg.stages else []  # the mine stage adds one
         texts = [c for c in columns if c not in LABEL_COLUMNS]
         labels = [c for c in columns if c in LABEL_COLUMNS]
         shape = f"{low}" if low == high else f"{low}+" if high is None else f"{low}-{high}"

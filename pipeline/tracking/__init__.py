@@ -20,6 +20,7 @@ from pipeline.tracking.record import (
     log_data_lineage,
     log_files,
     log_metrics,
+    log_mined_set,
     log_model,
     package_versions,
     set_tags,
@@ -27,7 +28,7 @@ from pipeline.tracking.record import (
 from pipeline.tracking.registry import check_registry, register_model
 from pipeline.tracking.replay import hidden_keys, logged_config, logged_list
 from pipeline.tracking.run import config_secrets, end_run, job_run
-from pipeline.tracking.scrub import redact, scrub
+from pipeline.tracking.scrub import metric_key, redact, scrub
 from pipeline.tracking.store import (
     check_target,
     check_uri,
@@ -55,9 +56,11 @@ __all__ = [
     "log_data_lineage",
     "log_files",
     "log_metrics",
+    "log_mined_set",
     "log_model",
     "logged_config",
     "logged_list",
+    "metric_key",
     "open_experiment",
     "package_versions",
     "redact",

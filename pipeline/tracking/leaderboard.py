@@ -2,7 +2,8 @@
 
 One row per run: its name, status, the params that differ between the runs and the key metrics
 (the optimized metric first, then the evaluators' final metrics, the final training loss and the
-job's seconds), sorted by ``optimized_metric`` (best first). Reads MLflow only.
+job's seconds), sorted by ``optimized_metric`` (best first). A run that logged ``baseline/`` metrics
+(its starting model) also shows the optimized metric's change over it (``... delta``). Reads MLflow only.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import urllib.parse
 from pathlib import Path
 
 from pipeline import PipelineError
-from pipeline.tracking.scrub import redact
+from pipeline.tracking.scrub import metric_key, redact
 
 # Final evaluator metrics: "{evaluator}-{split}_{metric}" (the trainer's eval_ copies excluded).
-EVALUATOR_METRIC = re.compile(r"^(?!eval_)[^-]+-[^_]+_.+$")
+EVALUATOR_METRIC = re.compile(r"^(?!eval_|baseline/)[^-]+-[^_]+_.+$")
+BASELINE = "baseline/"
 EXTRA_METRICS = ("train_loss", "job_seconds")
 LOCAL_UI = "http://127.0.0.1:5000"  # where ``store.ui_command`` serves a local store
 BOOKKEEPING = ("rank", "run", "run_id", "status")
@@ -46,6 +48,7 @@ def table(runs, optimized_metric: str | None = None, ascending: bool = False):
     import pandas as pd
 
     optimized_metric = optimized_metric or ranked_by(runs)
+    optimized_metric = metric_key(optimized_metric) if optimized_metric else None
     params = [c for c in runs.columns if c.startswith("params.") and runs[c].nunique(dropna=True) > 1]
     metric_names = [c[len("metrics.") :] for c in runs.columns if c.startswith("metrics.")]
     key = [m for m in metric_names if EVALUATOR_METRIC.match(m)]
@@ -65,6 +68,9 @@ def table(runs, optimized_metric: str | None = None, ascending: bool = False):
         out[column[len("params.") :]] = runs[column]
     for name in key:
         out[name] = runs[f"metrics.{name}"] if f"metrics.{name}" in runs else float("nan")
+    if optimized_metric and f"metrics.{BASELINE}{optimized_metric}" in runs and optimized_metric in out:
+        change = out[optimized_metric] - runs[f"metrics.{BASELINE}{optimized_metric}"]
+        out.insert(out.columns.get_loc(optimized_metric) + 1, f"{optimized_metric} delta", change)
     if optimized_metric:
         out = out.sort_values(optimized_metric, ascending=ascending, na_position="last", kind="stable")
     out.insert(0, "rank", range(1, len(out) + 1))

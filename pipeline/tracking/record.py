@@ -3,7 +3,7 @@
 - params: the composed config flattened with dot keys (``training.learning_rate``), secrets hidden;
 - tags: git commit and dirty flag, package versions (what ``pipeline.rerun`` compares);
 - artifacts: ``git.patch`` (uncommitted changes), ``model_card.md``, evaluator files under ``eval/``;
-- inputs: every split read, with its source and digest (``mlflow.log_inputs``);
+- inputs: every split read, with its source and digest (``mlflow.log_inputs``); a mined train set;
 - metrics: whatever the stages hand to :func:`log_metrics`;
 - the model: an MLflow 3 LoggedModel in the ``sentence_transformers`` flavour.
 """
@@ -24,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import REPO_ROOT
-from pipeline.tracking.scrub import HIDDEN, MAX_PARAM_LENGTH, MAX_TAG_LENGTH, is_secret, scrub
+from pipeline.tracking.scrub import HIDDEN, MAX_PARAM_LENGTH, MAX_TAG_LENGTH, is_secret, metric_key, scrub
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,13 @@ def package_versions() -> dict[str, str]:
 
 
 def log_metrics(values: dict[str, float], step: int | None = None, synchronous: bool = True) -> None:
-    """Metrics into the active run (no-op without one: ranks other than 0 own no run)."""
+    """Metrics into the active run (no-op without one: ranks other than 0 own no run), under the names
+    MLflow accepts (``@`` -> ``_at_``: :func:`pipeline.tracking.scrub.metric_key`)."""
     import mlflow
 
     if values and mlflow.active_run() is not None:
-        mlflow.log_metrics(values, step=step, synchronous=synchronous)
+        named = {metric_key(name): value for name, value in values.items()}
+        mlflow.log_metrics(named, step=step, synchronous=synchronous)
 
 
 def set_tags(tags: dict[str, str]) -> None:
@@ -159,6 +161,20 @@ def log_data_lineage(data, name: str, eval_name: str) -> None:
             if not _DUPLICATE_ROW.search(str(error)) or attempt == LINEAGE_ATTEMPTS - 1:
                 raise
             log.info("dataset lineage: %s was stored by a concurrent job; linking to it", contexts)
+
+
+def log_mined_set(dataset, folder: str, name: str, cached: bool) -> None:
+    """The mine stage's output as a training dataset input (name, digest, its cache folder as source),
+    and tags ``mine.cache`` (hit / miss) and ``mine.folder``."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
+        warnings.simplefilter("ignore", UserWarning)
+        mined = mlflow.data.from_pandas(dataset.to_pandas(), source=_lineage_source(folder), name=name)
+    mlflow.log_input(mined, context="training", tags={"pipeline.mined": "true"})
+    mlflow.set_tags({"mine.cache": "hit" if cached else "miss", "mine.folder": folder})
 
 
 def _lineage_source(source: str) -> str:

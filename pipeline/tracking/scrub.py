@@ -32,6 +32,12 @@ HIDDEN = "***"
 UNSET = ("null", "None", "~", "''", '""', HIDDEN)
 
 
+def metric_key(name: str) -> str:
+    """A metric name as MLflow stores it: MLflow refuses "@", which sentence-transformers' retrieval
+    metrics hold (``ir-dev_cosine_ndcg@10`` -> ``ir-dev_cosine_ndcg_at_10``)."""
+    return name.replace("@", "_at_")
+
+
 def redact(value: str) -> str:
     """Strip ``user:password@`` from URIs in a string."""
     return URI_CREDENTIALS.sub(f"{HIDDEN}@", value)

@@ -39,7 +39,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
-from pipeline.tracking.scrub import HIDDEN, MAX_PARAM_LENGTH, MAX_RUN_NAME_LENGTH, MAX_TAG_LENGTH, is_secret, scrub
+from pipeline.tracking.scrub import (
+    HIDDEN,
+    MAX_PARAM_LENGTH,
+    MAX_RUN_NAME_LENGTH,
+    MAX_TAG_LENGTH,
+    is_secret,
+    metric_key,
+    scrub,
+)
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +312,7 @@ def finish(sweep: Sweep, optimized_metric: str) -> tuple[int, int]:
         client.set_tag(sweep.parent_run_id, "pipeline.compare_url", url[:MAX_TAG_LENGTH])
         print(f"the {total} jobs side by side in MLflow's compare page: {url}")
     metrics = {"sweep.jobs": float(total), "sweep.failed": float(failed)}
-    column = f"metrics.{optimized_metric}"
+    column = f"metrics.{metric_key(optimized_metric)}"
     if total and optimized_metric and column in runs:
         values = [v for v in runs.loc[runs["status"] == "FINISHED", column] if v is not None and math.isfinite(v)]
         if values:

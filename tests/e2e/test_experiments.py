@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import REPO_ROOT
+from pipeline.stages.evaluators import evaluator_specs
+from pipeline.tracking import metric_key
 from tests.conftest import SHARED_DATA, compose_config
 
 # Discovered, not listed: an experiment added to experiments/ is smoke-run the day it lands.
@@ -41,9 +43,9 @@ def test_experiment_smoke_run_finishes_with_its_loss_and_metrics(name, run_job, 
         assert "asks for fp16" in said[0]
     assert [m.step for m in mlflow_client.get_metric_history(result.run_id, "loss")] == [1, 2]
     assert all(math.isfinite(v) for v in metrics.values())
-    if cfg.evaluator.get("_target_"):  # the evaluate stage's metrics under the evaluator's own names
-        for split in cfg.evaluator.splits:
-            assert f"{cfg.evaluator.name}-{split}_{cfg.evaluator.primary_metric}" in metrics
+    for spec in evaluator_specs(cfg).values():  # the evaluate stage's metrics under the evaluators' own names
+        for split in spec.splits:
+            assert metric_key(f"{spec.name}-{split}_{spec.primary_metric}") in metrics
     if str(cfg.training.eval_strategy) != "no":  # evaluation during training: eval_ prefix
         assert any(key.startswith("eval_") for key in metrics), sorted(metrics)
     card = Path(mlflow_client.download_artifacts(result.run_id, "model_card.md")).read_text()

@@ -153,7 +153,9 @@ def test_optuna_needs_the_optimized_metric(cli, mlflow_client, tmp_path):
     assert out.returncode != 0
     parent, children = parent_and_children(mlflow_client)
     assert [c.info.status for c in children] == ["FAILED"]
-    assert "optimized_metric='sts-dev_nothing' was not logged" in children[0].data.tags["failure_reason"]
+    assert (
+        "optimized_metric='sts-dev_nothing' is not logged by the evaluators" in children[0].data.tags["failure_reason"]
+    )
     assert parent.info.status == "FAILED"
 
 

@@ -1,0 +1,85 @@
+"""Retrieval on the tiny model: several evaluators in one run, the baseline, the IR metrics in MLflow."""
+
+from __future__ import annotations
+
+import math
+
+from tests.conftest import all_runs
+
+SMOKE_IR = ("debug=smoke", "evaluators=[ir]", "evaluators.ir.columns=[sentence1,sentence2]")
+
+
+def test_sts_and_ir_together_during_training_and_after_with_a_baseline(run_job, mlflow_client):
+    result = run_job(*SMOKE_IR, "training.eval_strategy=steps")
+    run = mlflow_client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    # each evaluator under its own prefix, MLflow's spelling of "@" (ir-dev_cosine_ndcg@10)
+    for name in ("sts-test_spearman_cosine", "ir-test_cosine_ndcg_at_10", "ir-dev_cosine_mrr_at_10"):
+        assert name in metrics and math.isfinite(metrics[name]), name
+    # during training: one SequentialEvaluator on dev, each metric keeps its prefix
+    assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "eval_ir-dev_cosine_ndcg_at_10")] == [
+        1,
+        2,
+    ]
+    assert "eval_sts-dev_spearman_cosine" in metrics
+    # the starting model, scored once before training, by the same evaluators
+    for name in ("sts-test_spearman_cosine", "ir-test_cosine_ndcg_at_10"):
+        assert math.isfinite(metrics[f"baseline/{name}"])
+    assert result.metrics["baseline/ir-dev_cosine_ndcg@10"] == metrics["baseline/ir-dev_cosine_ndcg_at_10"]
+    assert result.optimized_metric == metrics["sts-dev_spearman_cosine"]
+
+
+def test_summary_prints_the_change_from_the_baseline_and_compare_shows_it(cli, store):
+    out = cli(*SMOKE_IR, "evaluator=none", "optimized_metric=ir-dev_cosine_ndcg@10")
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = next(line for line in out.stdout.splitlines() if line.strip().startswith("ir-test_cosine_ndcg@10"))
+    assert "from baseline" in line
+    table = cli("--tracking-uri", store["uri"], "--format", "csv", module="pipeline.compare")
+    assert table.returncode == 0, table.stderr[-2000:]
+    header = table.stdout.splitlines()[0].split(",")
+    assert header[4:6] == ["ir-dev_cosine_ndcg_at_10", "ir-dev_cosine_ndcg_at_10 delta"], header
+
+
+def test_an_optimized_metric_no_evaluator_logs_is_one_line_and_no_run(cli, mlflow_client):
+    out = cli(*SMOKE_IR, "optimized_metric=ir-dev_cosine_ndcg@5")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "optimized_metric='ir-dev_cosine_ndcg@5'" in out.stderr and "ir-dev_cosine_ndcg@10" in out.stderr
+    assert all_runs(mlflow_client) == []
+
+
+def test_mine_stage_trains_on_mined_triplets_logs_them_and_reuses_them(run_job, mlflow_client, tmp_path):
+    from datasets import load_from_disk
+
+    mine = ("debug=smoke", "stages=[load,mine,train,evaluate]", f"mine.cache_dir={tmp_path / 'mined'}")
+    first = mlflow_client.get_run(run_job(*mine).run_id)
+    assert first.info.status == "FINISHED" and first.data.tags["mine.cache"] == "miss"
+    folder = first.data.tags["mine.folder"]
+    mined = load_from_disk(folder)
+    assert mined.column_names == ["anchor", "positive", "negative"] and len(mined) > 0
+    assert all(row["negative"] != row["positive"] for row in mined)  # a negative is never the row's own positive
+    inputs = {d.dataset.name: d for d in first.inputs.dataset_inputs}
+    assert [t.value for t in inputs["example-mined"].tags if t.key == "mlflow.data.context"] == ["training"]
+    second = mlflow_client.get_run(run_job(*mine).run_id)
+    assert second.data.tags["mine.cache"] == "hit" and second.data.tags["mine.folder"] == folder
+    again = {d.dataset.name: d for d in second.inputs.dataset_inputs}
+    assert again["example-mined"].dataset.digest == inputs["example-mined"].dataset.digest
+    # another option, another fingerprint: mined afresh
+    third = mlflow_client.get_run(run_job(*mine, "mine.sampling_strategy=random").run_id)
+    assert third.data.tags["mine.cache"] == "miss" and third.data.tags["mine.folder"] != folder
+
+
+def test_mine_with_range_max_below_num_negatives_is_one_line_and_no_run(cli, mlflow_client):
+    out = cli("debug=smoke", "stages=[load,mine,train,evaluate]", "mine.range_max=2", "mine.num_negatives=3")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "mine.range_max=2" in out.stderr and "mine.num_negatives=3" in out.stderr
+    assert all_runs(mlflow_client) == []
+
+
+def test_a_corpus_file_with_repeated_ids_is_one_line_and_no_run(cli, mlflow_client, tmp_path):
+    corpus = tmp_path / "corpus.csv"
+    corpus.write_text("id,text\nd1,one\nd2,two\nd1,three\n")
+    out = cli("debug=smoke", "evaluator=ir", f"+data.corpus={corpus}", "stages=[load,evaluate]")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{corpus}: row 3, id 'd1' appears 2 times" in out.stderr
+    assert all_runs(mlflow_client) == []
