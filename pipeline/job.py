@@ -114,7 +114,12 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     precision = hardware.resolve_precision(cfg.hardware, cfg.training)
     training = "train" in cfg.stages
     best_metric = cfg.get("optimized_metric") if cfg.evaluator.get("_target_") else None
-    args = training_arguments(cfg.training, cfg.hardware, output_dir, precision, best_metric) if training else None
+    stops_early = validate.early_stopping_on(cfg)
+    args = (
+        training_arguments(cfg.training, cfg.hardware, output_dir, precision, best_metric, stops_early)
+        if training
+        else None
+    )
     needs_guide = training and build.loss_takes_guide(cfg.loss)
     if needs_guide and not cfg.get("guide"):
         loss_name = cfg.loss._target_.rsplit(".", 1)[-1]
@@ -168,12 +173,19 @@ def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None
     watch = callbacks.TrainingGuard(settings, built.model, chance) if settings else None
     checkpoints = callbacks.Checkpoints()
     hooks = [callbacks.MLflowMetrics(), callbacks.StartupTime(), checkpoints, *([watch] if watch else [])]
+    if validate.early_stopping_on(cfg):
+        from transformers import EarlyStoppingCallback
+
+        hooks.append(EarlyStoppingCallback(cfg.early_stopping.patience, cfg.early_stopping.threshold))
     with checkpoint.training():
         result = train(built.model, loss, plan.data.train_dataset, plan.args, dev_evaluator=dev, callbacks=hooks,
                        eval_dataset=plan.data.eval_loss_dataset, resume_from_checkpoint=resume.checkpoint if resume else None)  # fmt: skip
     guard.raise_if_tripped(watch)
     checkpoint.raise_if_stopped(checkpoints)
     log.info("Trained %d steps in %.1f s (final loss %.4f)", result.global_step, result.runtime_s, result.training_loss)
+    if validate.early_stopping_on(cfg) and result.best_step is not None:
+        log.info("Best model: step %d (%s %.4f), restored", result.best_step, cfg.optimized_metric, result.best_metric)
+        tracking.log_metrics({"best_step": result.best_step, f"best_{cfg.optimized_metric}": result.best_metric})
 
 
 def evaluate_stage(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) -> dict[str, float]:

@@ -53,6 +53,7 @@ def check_config(cfg: DictConfig) -> None:
         raise PipelineError("training.eval_strategy=steps needs training.eval_steps (a number of steps).")
     if "train" in stages:
         _check_loss_columns(cfg)
+        _check_early_stopping(cfg)
     evaluator = cfg.evaluator
     if "evaluate" in stages and not evaluator.get("_target_") and "train" not in stages:
         raise PipelineError(
@@ -79,3 +80,42 @@ def _check_loss_columns(cfg: DictConfig) -> None:
                 f"({key}.train_columns): pick a loss for that layout (cosent for scored pairs, mnrl for pairs "
                 "or triplets, triplet for triplets) or another data config."
             )
+
+
+def early_stopping_on(cfg: DictConfig) -> bool:
+    """Whether ``early_stopping.patience`` is set (and there is a train stage for it to stop)."""
+    return "train" in cfg.stages and (cfg.get("early_stopping") or {}).get("patience") is not None
+
+
+def dev_metric_prefixes(cfg: DictConfig) -> list[str]:
+    """The names the dev evaluator's metrics start with: ``sts-dev_``, and ``sts-dev-256_`` per
+    Matryoshka dimension (``loss.matryoshka_dims``)."""
+    name = f"{cfg.evaluator.name}-dev"
+    dims = list(cfg.loss.get("matryoshka_dims") or [])
+    return [f"{name}_", *(f"{name}-{dim}_" for dim in dims)]
+
+
+def _check_early_stopping(cfg: DictConfig) -> None:
+    if not early_stopping_on(cfg):
+        return
+    patience = cfg.early_stopping.patience
+    if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
+        raise PipelineError(f"early_stopping.patience={patience!r}: must be a whole number of evaluations >= 1.")
+    if not cfg.evaluator.get("_target_"):
+        raise PipelineError(
+            "early_stopping.patience is set but evaluator=none: the best model is picked by the dev evaluator's "
+            "optimized_metric; pick an evaluator (evaluator=sts, evaluator=triplet) or unset early_stopping.patience."
+        )
+    if str(cfg.training.get("eval_strategy", "no")) == "no":
+        raise PipelineError(
+            "early_stopping.patience is set but training.eval_strategy=no: set training.eval_strategy=steps "
+            "training.eval_steps=N (evaluations to compare), or unset early_stopping.patience."
+        )
+    metric = str(cfg.get("optimized_metric") or "")
+    prefixes = dev_metric_prefixes(cfg)
+    if not any(metric.startswith(prefix) and len(metric) > len(prefix) for prefix in prefixes):
+        raise PipelineError(
+            f"optimized_metric={metric!r} is not a metric of the dev evaluator, so early stopping could not pick the "
+            f"best model: name one that starts with {' or '.join(repr(p) for p in prefixes)} "
+            f"(e.g. {prefixes[0]}{cfg.evaluator.primary_metric})."
+        )

@@ -1,0 +1,41 @@
+"""Training options' config checks: each mistake is one PipelineError naming the key and the fix,
+raised before any data or model loads."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import PipelineError
+from pipeline.stages import validate
+from tests.conftest import compose_config
+
+SMOKE = ["debug=smoke", "training.eval_strategy=steps", "training.eval_steps=1"]
+
+
+def _error(overrides: list[str]) -> str:
+    with pytest.raises(PipelineError) as caught:
+        validate.check_config(compose_config(overrides))
+    return str(caught.value)
+
+
+def test_early_stopping_composes_and_passes_with_an_evaluator_and_evaluations():
+    cfg = compose_config([*SMOKE, "early_stopping.patience=3"])
+    validate.check_config(cfg)
+    assert validate.early_stopping_on(cfg)
+    assert not validate.early_stopping_on(compose_config(SMOKE))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["debug=smoke", "early_stopping.patience=2"], ["training.eval_strategy=no", "training.eval_strategy=steps"]),
+        ([*SMOKE, "evaluator=none", "early_stopping.patience=2"], ["evaluator=none", "evaluator=sts"]),
+        ([*SMOKE, "early_stopping.patience=0"], ["early_stopping.patience=0", ">= 1"]),
+        ([*SMOKE, "early_stopping.patience=2", "optimized_metric=sts-test_spearman_cosine"],
+         ["optimized_metric='sts-test_spearman_cosine'", "'sts-dev_'"]),
+    ],
+)  # fmt: skip
+def test_early_stopping_mistakes_name_the_key_and_the_fix(overrides, fragments):
+    message = _error(overrides)
+    for fragment in fragments:
+        assert fragment in message, message
