@@ -114,9 +114,9 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     precision = hardware.resolve_precision(cfg.hardware, cfg.training)
     training = "train" in cfg.stages
     best_metric = cfg.get("optimized_metric") if cfg.evaluator.get("_target_") else None
-    stops_early = validate.early_stopping_on(cfg)
+    stops_early, prompts = validate.early_stopping_on(cfg), validate.column_prompts(cfg.data)
     args = (
-        training_arguments(cfg.training, cfg.hardware, output_dir, precision, best_metric, stops_early)
+        training_arguments(cfg.training, cfg.hardware, output_dir, precision, best_metric, stops_early, prompts)
         if training
         else None
     )
@@ -150,12 +150,16 @@ def build_stage(cfg: DictConfig, plan: Plan) -> Built:
     """The model (packed where exact) and one evaluator per evaluation split."""
     hardware.configure_threads(cfg.hardware)
     model = build.load_model(cfg.model, cfg.seed)
+    dims = cfg.loss.get("matryoshka_dims")
+    build.check_matryoshka_dims(dims, model)
     packer = packing.enable(model, cfg.hardware)
     batch = hardware.eval_batch_size(cfg.hardware, cfg.training)
     evaluators = {
         name: build.build_evaluator(cfg.evaluator, name, split, batch) for name, split in plan.data.eval_splits.items()
     }
-    return Built(model, packer, evaluators)
+    model.prompts.update(validate.column_prompts(cfg.data))  # saved with the model: encode(prompt_name=COLUMN)
+    prompts = validate.evaluator_prompts(cfg.data, cfg.evaluator)
+    return Built(model, packer, build.adjust_evaluators(evaluators, dims, prompts))
 
 
 def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None) -> None:

@@ -6,8 +6,10 @@ Runs after every check that needs no model. Models load on the CPU; Hub ids reso
 
 from __future__ import annotations
 
+import copy
 import inspect
 import tempfile
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -62,19 +64,37 @@ def _build_from_architecture(model_cfg: DictConfig, seed: int, key: str):
     return SentenceTransformer(modules=modules, device="cpu")
 
 
+# Options of the ``loss`` block that every loss takes (conf/config.yaml); the rest goes to the loss class.
+LOSS_OPTIONS = ("matryoshka_dims", "matryoshka_weights")
+
+
 def build_loss(loss_cfg: DictConfig, model, guide=None):
-    """Instantiate the loss class named by ``loss._target_`` around the model (and guide)."""
+    """Instantiate the loss class named by ``loss._target_`` around the model (and guide), wrapped in
+    ``MatryoshkaLoss`` when ``loss.matryoshka_dims`` is set."""
     from hydra.utils import instantiate
 
-    factory = instantiate(loss_cfg)
+    factory = instantiate(OmegaConf.create({k: v for k, v in loss_cfg.items() if k not in LOSS_OPTIONS}))
     takes_guide = "guide" in inspect.signature(factory.func).parameters
-    if takes_guide:
-        if guide is None:
-            raise PipelineError(
-                f"loss {factory.func.__name__} needs a guide model: set guide=minilm (or another model)."
-            )
-        return factory(model=model, guide=guide)
-    return factory(model=model)
+    if takes_guide and guide is None:
+        raise PipelineError(f"loss {factory.func.__name__} needs a guide model: set guide=minilm (or another model).")
+    loss = factory(model=model, guide=guide) if takes_guide else factory(model=model)
+    dims = loss_cfg.get("matryoshka_dims")
+    if not dims:
+        return loss
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+
+    weights = loss_cfg.get("matryoshka_weights")
+    return MatryoshkaLoss(model, loss, list(dims), list(weights) if weights else None)
+
+
+def check_matryoshka_dims(dims: list[int] | None, model) -> None:
+    """Matryoshka dimensions fit the loaded model (before training; pre-load checks: ``validate``)."""
+    size = model.get_embedding_dimension()
+    if dims and size and max(dims) > size:
+        raise PipelineError(
+            f"loss.matryoshka_dims={list(dims)}: {max(dims)} is larger than the model's embedding dimension "
+            f"{size}: use dimensions up to {size}, e.g. loss.matryoshka_dims=[{size},{size // 2},{size // 4}]."
+        )
 
 
 def loss_takes_guide(loss_cfg: DictConfig) -> bool:
@@ -95,3 +115,63 @@ def build_evaluator(evaluator_cfg: DictConfig, split: str, data: Split, batch_si
     factory = instantiate(OmegaConf.create(options))
     columns = [data.dataset[c] for c in evaluator_cfg.columns]
     return factory(*columns, batch_size=batch_size)
+
+
+# Text inputs of the evaluators, in their columns' order: a prompt is prepended to each text, as
+# ``model.encode(prompt=...)`` does, for evaluators that take no prompt argument.
+EVALUATOR_TEXTS = {
+    "EmbeddingSimilarityEvaluator": ("sentences1", "sentences2"),
+    "TripletEvaluator": ("anchors", "positives", "negatives"),
+}
+# Evaluators that take prompts as arguments: (first column's prompt, second column's prompt).
+EVALUATOR_PROMPTS = {"InformationRetrievalEvaluator": ("query_prompt", "corpus_prompt")}
+
+
+def adjust_evaluators(
+    evaluators: dict[str, Any], matryoshka_dims: list[int] | None = None, prompts: list[str | None] | None = None
+) -> dict[str, Any]:
+    """The built evaluators (split -> evaluator) with the training options in effect.
+
+    ``prompts``: one per text column, in the evaluator's column order (query / corpus for IR, both
+    sides for STS, anchor / positive / negative for triplets); ``None`` leaves a column as it is.
+    ``matryoshka_dims``: each split's evaluator also scores the embeddings truncated to each dimension,
+    as ``{name}-{dim}`` (``sts-dev-256_spearman_cosine``), through a ``SequentialEvaluator`` whose
+    primary score stays the full dimension's.
+    """
+    adjusted = {}
+    for split, evaluator in evaluators.items():
+        evaluator = _with_prompts(evaluator, prompts or [])
+        if matryoshka_dims:
+            from sentence_transformers.sentence_transformer.evaluation import SequentialEvaluator
+
+            truncated = [_truncated(evaluator, dim) for dim in matryoshka_dims]
+            evaluator = SequentialEvaluator([evaluator, *truncated], main_score_function=lambda scores: scores[0])
+        adjusted[split] = evaluator
+    return adjusted
+
+
+def _with_prompts(evaluator, prompts: list[str | None]):
+    kind = type(evaluator).__name__
+    if not any(prompts):
+        return evaluator
+    if kind in EVALUATOR_PROMPTS:
+        for attribute, prompt in zip(EVALUATOR_PROMPTS[kind], prompts):
+            if prompt:
+                setattr(evaluator, attribute, prompt)
+        return evaluator
+    if kind not in EVALUATOR_TEXTS:
+        raise PipelineError(f"data.prompts: evaluator {kind} takes no prompts here: unset data.prompts or evaluator.")
+    for attribute, prompt in zip(EVALUATOR_TEXTS[kind], prompts):
+        if prompt:
+            setattr(evaluator, attribute, [prompt + text for text in getattr(evaluator, attribute)])
+    return evaluator
+
+
+def _truncated(evaluator, dim: int):
+    """A copy of ``evaluator`` scoring embeddings truncated to ``dim``, named ``{name}-{dim}``."""
+    clone = copy.copy(evaluator)
+    clone.truncate_dim = dim
+    clone.name = f"{evaluator.name}-{dim}"
+    if hasattr(evaluator, "csv_file"):
+        clone.csv_file = evaluator.csv_file.replace(f"_{evaluator.name}", f"_{clone.name}", 1)
+    return clone

@@ -100,11 +100,13 @@ def training_arguments(
     precision: Precision,
     best_metric: str | None,
     early_stopping: bool = False,
+    prompts: dict[str, str] | None = None,
 ):
     """SentenceTransformerTrainingArguments from ``training.*`` (names unchanged) and the profile.
 
     ``best_metric`` (the run's optimized metric, when an evaluator runs) picks the best checkpoint;
     with ``early_stopping`` that checkpoint is restored when training ends (:func:`best_model_options`).
+    ``prompts`` (train column -> prompt) are prepended to the train (and ``eval_loss``) texts.
     The trainer's progress bar shows on a terminal; elsewhere (CI, files) one line per logging step.
     """
     from sentence_transformers import SentenceTransformerTrainingArguments
@@ -126,6 +128,7 @@ def training_arguments(
         fp16=precision.fp16,
         bf16=precision.bf16,
         disable_tqdm=not sys.stderr.isatty(),
+        prompts=prompts or None,
         **hardware.trainer_options(hardware_cfg, training),
     )
     try:

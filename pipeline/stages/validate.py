@@ -51,6 +51,8 @@ def check_config(cfg: DictConfig) -> None:
         )
     if str(training.get("eval_strategy", "no")) == "steps" and not training.get("eval_steps"):
         raise PipelineError("training.eval_strategy=steps needs training.eval_steps (a number of steps).")
+    _check_matryoshka(cfg)
+    _check_prompts(cfg.data)
     if "train" in stages:
         _check_loss_columns(cfg)
         _check_early_stopping(cfg)
@@ -119,3 +121,66 @@ def _check_early_stopping(cfg: DictConfig) -> None:
             f"best model: name one that starts with {' or '.join(repr(p) for p in prefixes)} "
             f"(e.g. {prefixes[0]}{cfg.evaluator.primary_metric})."
         )
+
+
+def _check_matryoshka(cfg: DictConfig) -> None:
+    """``loss.matryoshka_dims``: whole numbers, largest first, within the model's size where the config
+    says it (``model.architecture.hidden_size``; otherwise checked once the model loads)."""
+    dims = cfg.loss.get("matryoshka_dims")
+    if dims is None:
+        return
+    dims = list(dims)
+    whole = all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims)
+    if not dims or not whole or any(a <= b for a, b in zip(dims, dims[1:])):
+        raise PipelineError(
+            f"loss.matryoshka_dims={dims}: list positive whole dimensions, largest first and each smaller than the "
+            "one before, e.g. loss.matryoshka_dims=[384,256,128,64]."
+        )
+    size = (cfg.model.get("architecture") or {}).get("hidden_size")
+    if size and dims[0] > size:
+        raise PipelineError(
+            f"loss.matryoshka_dims={dims}: {dims[0]} is larger than the model's embedding dimension {size} "
+            f"(model.architecture.hidden_size): use dimensions up to {size}."
+        )
+    weights = cfg.loss.get("matryoshka_weights")
+    if weights is not None and (
+        len(weights) != len(dims) or any(not isinstance(w, (int, float)) or w <= 0 for w in weights)
+    ):
+        raise PipelineError(
+            f"loss.matryoshka_weights={list(weights)}: give one positive weight per dimension of "
+            f"loss.matryoshka_dims={dims} (or null: 1 each)."
+        )
+
+
+def _check_prompts(data: DictConfig) -> None:
+    """``data.prompts``: train column -> prompt text, for columns the loss trains on."""
+    prompts = data.get("prompts")
+    if prompts is None:
+        return
+    columns = list(dict.fromkeys(c for set_cfg, _ in train_sets(data).values() for c in set_cfg.train_columns))
+    texts = [c for c in columns if c not in LABEL_COLUMNS]
+    if not isinstance(prompts, DictConfig):
+        raise PipelineError(
+            f"data.prompts={prompts!r}: map train columns to prompts, e.g. data.prompts={{{texts[0]}:'query: '}}."
+        )
+    for column, prompt in prompts.items():
+        if column not in texts:
+            raise PipelineError(
+                f"data.prompts.{column}: {column!r} is not a text column data {data.name!r} trains on; its columns "
+                f"are {texts}: key the prompt by one of them."
+            )
+        if not isinstance(prompt, str) or not prompt:
+            raise PipelineError(f"data.prompts.{column}={prompt!r}: a prompt is a non-empty string, e.g. 'query: '.")
+
+
+def column_prompts(data: DictConfig) -> dict[str, str]:
+    """``data.prompts`` as a plain dict (empty when unset)."""
+    return {str(k): str(v) for k, v in (data.get("prompts") or {}).items()}
+
+
+def evaluator_prompts(data: DictConfig, evaluator: DictConfig) -> list[str | None]:
+    """The prompt of each of the evaluator's text columns: the train column's in the same position."""
+    prompts = column_prompts(data)
+    texts = [c for c in (data.get("train_columns") or []) if c not in LABEL_COLUMNS]
+    count = len([c for c in (evaluator.get("columns") or []) if c not in LABEL_COLUMNS])
+    return [prompts.get(texts[i]) if i < len(texts) else None for i in range(count)]

@@ -3,6 +3,8 @@ Matryoshka dimensions and LoRA adapters, each checked in the run and in the mode
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 SMOKE = ("debug=smoke",)
@@ -25,3 +27,36 @@ def test_early_stopping_stops_restores_the_best_checkpoint_and_logs_it(run_job, 
     # the final evaluation (and the logged model) is the best checkpoint's, not the last step's
     assert metrics["sts-dev_spearman_cosine"] == pytest.approx(scores[best_step], abs=1e-6)
     assert run.data.params["early_stopping.patience"] == "2"
+
+
+def test_prompts_and_matryoshka_train_evaluate_and_load_back_from_mlflow(run_job, mlflow_client):
+    import mlflow
+    import numpy as np
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+    from pipeline.stages.smoke import smoke_split
+
+    result = run_job(*SMOKE, "loss.matryoshka_dims=[32,16,8]", "+data.prompts.anchor='query: '",
+                     "+data.prompts.positive='document: '")  # fmt: skip
+    run = mlflow_client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    for dim in (16, 8):  # each dimension scored, its name carrying it; all finite
+        assert math.isfinite(metrics[f"sts-test-{dim}_spearman_cosine"])
+        assert math.isfinite(metrics[f"sts-dev-{dim}_spearman_cosine"])
+    assert "sequential_score" not in metrics
+    assert run.data.params["loss.matryoshka_dims"] == "[32, 16, 8]"
+
+    model = mlflow.sentence_transformers.load_model(f"runs:/{result.run_id}/model")
+    assert model.prompts["anchor"] == "query: " and model.prompts["positive"] == "document: "
+    text = ["a cat sat on the mat"]
+    np.testing.assert_allclose(model.encode(text, prompt_name="anchor"), model.encode(["query: " + text[0]]), atol=1e-6)
+    assert model.encode(text, truncate_dim=8).shape == (1, 8)
+    # the logged test score at 8 dimensions is the loaded model's, prompts on both sides, truncated to 8
+    test = smoke_split(["sentence1", "sentence2", "score"], "test").dataset
+    evaluator = EmbeddingSimilarityEvaluator(
+        ["query: " + t for t in test["sentence1"]], ["document: " + t for t in test["sentence2"]], test["score"],
+        name="check", truncate_dim=8,
+    )  # fmt: skip
+    scores = evaluator(model)
+    assert scores["check_spearman_cosine"] == pytest.approx(metrics["sts-test-8_spearman_cosine"], abs=1e-4)

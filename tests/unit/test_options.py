@@ -39,3 +39,28 @@ def test_early_stopping_mistakes_name_the_key_and_the_fix(overrides, fragments):
     message = _error(overrides)
     for fragment in fragments:
         assert fragment in message, message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["loss.matryoshka_dims=[16,32]"], ["loss.matryoshka_dims=[16, 32]", "largest first"]),
+        (["loss.matryoshka_dims=[64,16]"], ["64 is larger than the model's embedding dimension 32"]),
+        (["loss.matryoshka_dims=[32,16]", "loss.matryoshka_weights=[1]"], ["loss.matryoshka_weights=[1]", "one"]),
+        (["+data.prompts.query='q: '"], ["data.prompts.query", "['anchor', 'positive']"]),
+        (["data=stsb", "loss=cosent", "+data.prompts.score='s: '"], ["data.prompts.score", "['sentence1', 'sentence2']"]),
+    ],
+)  # fmt: skip
+def test_matryoshka_and_prompt_mistakes_name_the_key_and_the_fix(overrides, fragments):
+    message = _error(["debug=smoke", *overrides])
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_prompts_reach_the_evaluator_columns_by_position():
+    cfg = compose_config(["debug=smoke", "+data.prompts.anchor='query: '", "+data.prompts.positive='doc: '"])
+    validate.check_config(cfg)
+    assert validate.column_prompts(cfg.data) == {"anchor": "query: ", "positive": "doc: "}
+    assert validate.evaluator_prompts(cfg.data, cfg.evaluator) == ["query: ", "doc: "]  # sentence1, sentence2
+    triplet = compose_config(["debug=smoke", "evaluator=triplet", "+data.prompts.anchor='query: '"])
+    assert validate.evaluator_prompts(triplet.data, triplet.evaluator) == ["query: ", None, None]
