@@ -152,6 +152,14 @@ def build_stage(cfg: DictConfig, plan: Plan) -> Built:
     model = build.load_model(cfg.model, cfg.seed)
     dims = cfg.loss.get("matryoshka_dims")
     build.check_matryoshka_dims(dims, model)
+    if lora_on(cfg):
+        counts = build.add_lora(model, cfg.model.peft)
+        log.info(
+            "LoRA adapter: %d of %d parameters train",
+            counts["peft_trainable_parameters"],
+            counts["peft_total_parameters"],
+        )
+        tracking.log_metrics(counts)
     packer = packing.enable(model, cfg.hardware)
     batch = hardware.eval_batch_size(cfg.hardware, cfg.training)
     evaluators = {
@@ -160,6 +168,11 @@ def build_stage(cfg: DictConfig, plan: Plan) -> Built:
     model.prompts.update(validate.column_prompts(cfg.data))  # saved with the model: encode(prompt_name=COLUMN)
     prompts = validate.evaluator_prompts(cfg.data, cfg.evaluator)
     return Built(model, packer, build.adjust_evaluators(evaluators, dims, prompts))
+
+
+def lora_on(cfg: DictConfig) -> bool:
+    """Whether ``model.peft.r`` asks for a LoRA adapter."""
+    return (cfg.model.get("peft") or {}).get("r") is not None
 
 
 def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None) -> None:
@@ -209,5 +222,9 @@ def evaluate_stage(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) 
 def log_outcome(cfg: DictConfig, built: Built, output_dir: Path, started: float) -> None:
     """The trained model, the job's seconds and the packer's token counts."""
     if "train" in cfg.stages and cfg.tracking.log_model:
+        if lora_on(cfg):  # the adapter alone, then the model with it merged in (loads without peft)
+            built.model.transformers_model.save_pretrained(str(output_dir / "adapter"))
+            tracking.log_files(sorted((output_dir / "adapter").iterdir()), "adapter")
+            build.merge_lora(built.model)
         tracking.log_model(built.model, output_dir / "model")
     tracking.log_metrics({"job_seconds": time.perf_counter() - started, **packing.token_metrics(built.packer)})

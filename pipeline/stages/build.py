@@ -64,6 +64,45 @@ def _build_from_architecture(model_cfg: DictConfig, seed: int, key: str):
     return SentenceTransformer(modules=modules, device="cpu")
 
 
+def add_lora(model, peft_cfg: DictConfig) -> dict[str, int]:
+    """Add a peft LoRA adapter to the model's transformer (only its weights train); return the
+    trainable and total parameter counts."""
+    import torch
+    from peft import LoraConfig
+
+    targets = list(peft_cfg.target_modules) if peft_cfg.get("target_modules") else None
+    linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+    fix = f"the model's linear modules are {linear}: name some of them in model.peft.target_modules"
+    if targets and not set(targets) & set(linear):
+        raise PipelineError(f"model.peft.target_modules={targets} match no module of the model; {fix}.")
+    config = LoraConfig(
+        r=int(peft_cfg.r), lora_alpha=peft_cfg.alpha, lora_dropout=peft_cfg.dropout, target_modules=targets
+    )
+    try:
+        model.add_adapter(config)
+    except ValueError as error:  # peft has no default target modules for this architecture, or none matched
+        raise PipelineError(f"model.peft: {str(error).splitlines()[0]}; {fix}.") from None
+    parameters = list(model.parameters())
+    return {
+        "peft_trainable_parameters": sum(p.numel() for p in parameters if p.requires_grad),
+        "peft_total_parameters": sum(p.numel() for p in parameters),
+    }
+
+
+def merge_lora(model) -> None:
+    """Merge the LoRA adapter into the base weights, in place: an ordinary model again."""
+    from peft.tuners.lora import LoraLayer
+
+    backbone = model.transformers_model
+    for name, module in list(backbone.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(backbone.get_submodule(parent), child, module.get_base_layer())
+    backbone._hf_peft_config_loaded = False  # transformers' flag: save full weights, not the adapter
+    del backbone.peft_config
+
+
 # Options of the ``loss`` block that every loss takes (conf/config.yaml); the rest goes to the loss class.
 LOSS_OPTIONS = ("matryoshka_dims", "matryoshka_weights")
 

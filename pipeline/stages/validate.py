@@ -53,6 +53,7 @@ def check_config(cfg: DictConfig) -> None:
         raise PipelineError("training.eval_strategy=steps needs training.eval_steps (a number of steps).")
     _check_matryoshka(cfg)
     _check_prompts(cfg.data)
+    _check_peft(cfg.model)
     if "train" in stages:
         _check_loss_columns(cfg)
         _check_early_stopping(cfg)
@@ -184,3 +185,21 @@ def evaluator_prompts(data: DictConfig, evaluator: DictConfig) -> list[str | Non
     texts = [c for c in (data.get("train_columns") or []) if c not in LABEL_COLUMNS]
     count = len([c for c in (evaluator.get("columns") or []) if c not in LABEL_COLUMNS])
     return [prompts.get(texts[i]) if i < len(texts) else None for i in range(count)]
+
+
+def _check_peft(model: DictConfig) -> None:
+    """``model.peft``: a LoRA rank >= 1, a positive alpha, a dropout in [0, 1), module names."""
+    peft = model.get("peft") or {}
+    if peft.get("r") is None:
+        return
+    r, alpha, dropout, targets = peft.get("r"), peft.get("alpha"), peft.get("dropout", 0.0), peft.get("target_modules")
+    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+        raise PipelineError(f"model.peft.r={r!r}: the LoRA rank is a whole number >= 1 (e.g. 8), or null for none.")
+    if not isinstance(alpha, (int, float)) or alpha <= 0:
+        raise PipelineError(f"model.peft.alpha={alpha!r}: a positive number (e.g. 16; the scale is alpha / r).")
+    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise PipelineError(f"model.peft.dropout={dropout!r}: a probability in [0, 1).")
+    if targets is not None and (isinstance(targets, str) or not all(isinstance(t, str) and t for t in targets)):
+        raise PipelineError(
+            f"model.peft.target_modules={targets!r}: a list of module names, e.g. [query,value], or null for peft's default."
+        )

@@ -60,3 +60,45 @@ def test_prompts_and_matryoshka_train_evaluate_and_load_back_from_mlflow(run_job
     )  # fmt: skip
     scores = evaluator(model)
     assert scores["check_spearman_cosine"] == pytest.approx(metrics["sts-test-8_spearman_cosine"], abs=1e-4)
+
+
+def test_lora_trains_only_the_adapter_logs_it_and_the_merged_model_loads_back(run_job, mlflow_client, tmp_path):
+    import mlflow
+    import numpy as np
+
+    from pipeline.stages.build import load_model
+    from tests.conftest import compose_config
+
+    result = run_job(*SMOKE, "model.peft.r=4", "training.learning_rate=1e-2")
+    run = mlflow_client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    assert 0 < metrics["peft_trainable_parameters"] < metrics["peft_total_parameters"] / 5
+    assert run.data.tags["packing"].startswith("on")  # packing still applies under the adapter
+    adapter = {a.path for a in mlflow_client.list_artifacts(result.run_id, "adapter")}
+    assert {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"} <= adapter
+
+    merged = mlflow.sentence_transformers.load_model(f"runs:/{result.run_id}/model")
+    base = load_model(compose_config(list(SMOKE)).model, seed=42)
+    before = dict(base.named_parameters())
+    changed = {
+        name.split(".")[-2]
+        for name, p in merged.named_parameters()
+        if not np.allclose(p.detach().numpy(), before[name].detach().numpy())
+    }
+    assert changed == {"query", "value"}  # peft's BERT targets, adapter merged in; nothing else moved
+    # the logged adapter on the base model is the logged merged model
+    folder = mlflow_client.download_artifacts(result.run_id, "adapter", str(tmp_path))
+    base.load_adapter(folder)
+    text = ["a cat sat on the mat", "stocks fell sharply"]
+    np.testing.assert_allclose(base.encode(text), merged.encode(text), atol=1e-5)
+
+
+def test_lora_target_modules_that_match_nothing_list_the_model_modules():
+    from pipeline import PipelineError
+    from pipeline.stages.build import add_lora, load_model
+    from tests.conftest import compose_config
+
+    cfg = compose_config([*SMOKE, "model.peft.r=4", "model.peft.target_modules=[q_proj,v_proj]"])
+    with pytest.raises(PipelineError, match=r"match no module.*'query'.*'value'.*model.peft.target_modules"):
+        add_lora(load_model(cfg.model, seed=42), cfg.model.peft)

@@ -64,3 +64,17 @@ def test_prompts_reach_the_evaluator_columns_by_position():
     assert validate.evaluator_prompts(cfg.data, cfg.evaluator) == ["query: ", "doc: "]  # sentence1, sentence2
     triplet = compose_config(["debug=smoke", "evaluator=triplet", "+data.prompts.anchor='query: '"])
     assert validate.evaluator_prompts(triplet.data, triplet.evaluator) == ["query: ", None, None]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["model.peft.r=0"], ["model.peft.r=0", ">= 1"]),
+        (["model.peft.r=4", "model.peft.dropout=1.5"], ["model.peft.dropout=1.5", "[0, 1)"]),
+        (["model.peft.r=4", "model.peft.target_modules=qkv"], ["model.peft.target_modules='qkv'", "[query,value]"]),
+    ],
+)
+def test_peft_mistakes_name_the_key_and_the_fix(overrides, fragments):
+    message = _error(["debug=smoke", *overrides])
+    for fragment in fragments:
+        assert fragment in message, message
