@@ -6,9 +6,13 @@ Runs after every check that needs no model. Models load on the CPU; Hub ids reso
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import inspect
+import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -49,12 +53,20 @@ def _build_from_architecture(model_cfg: DictConfig, seed: int, key: str):
     config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **arch)
     torch.manual_seed(seed)
     auto_model = AutoModel.from_config(config)
-    with tempfile.TemporaryDirectory(prefix="pipeline-model-") as folder:
-        # Not save_pretrained: it writes on rank 0 only once a process group exists (several ranks).
-        config.save_pretrained(folder)
-        save_file(auto_model.state_dict(), f"{folder}/model.safetensors")
-        tokenizer.save_pretrained(folder)
-        transformer = Transformer(folder, max_seq_length=model_cfg.get("max_seq_length"))
+    # A folder that outlives the job, named by what it holds: a LoRA adapter saved in a checkpoint names it
+    # as its base, so resuming and restoring the best checkpoint find it again.
+    digest = hashlib.sha256(f"{model_type}{sorted(arch.items())}{model_cfg.tokenizer}{seed}".encode()).hexdigest()
+    folder = Path(tempfile.gettempdir()) / "pipeline-models" / digest[:16]
+    if not (folder / "model.safetensors").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="pipeline-model-", dir=folder.parent) as building:
+            # Not save_pretrained: it writes on rank 0 only once a process group exists (several ranks).
+            config.save_pretrained(building)
+            tokenizer.save_pretrained(building)
+            save_file(auto_model.state_dict(), f"{building}/model.safetensors")
+            with contextlib.suppress(OSError):  # another process (rank) built the same folder first
+                os.rename(building, folder)
+    transformer = Transformer(str(folder), max_seq_length=model_cfg.get("max_seq_length"))
     modules = [
         transformer,
         Pooling(transformer.get_embedding_dimension(), pooling_mode=model_cfg.get("pooling", "mean")),
