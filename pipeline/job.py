@@ -26,7 +26,7 @@ from pipeline import PipelineError, tracking
 from pipeline.runtime import checkpoint, guard, hardware, packing
 from pipeline.runtime.hardware import Precision
 from pipeline.stages import build, load, validate
-from pipeline.stages.evaluators import check_optimized_metric, eval_splits, evaluator_specs, splits_needed
+from pipeline.stages.evaluators import eval_splits, evaluator_specs, splits_needed
 from pipeline.stages.splits import LoadedData
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def run_job(
         if run is None:
             return JobResult("", "", {}, None)
         metrics = {**baseline, **evaluate_stage(cfg, plan, built, output_dir)}
-        log_outcome(cfg, built, started, metrics)
+        log_outcome(cfg, built, output_dir, started, metrics)
     target = metrics.get(str(cfg.optimized_metric)) if cfg.get("optimized_metric") else None
     return JobResult(run.info.run_id, run.info.experiment_id, metrics, target)
 
@@ -108,7 +108,6 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     from pipeline.stages.train import training_arguments
 
     validate.check_config(cfg)
-    check_optimized_metric(cfg, evaluator_specs(cfg))
     tracking.check_target(cfg.tracking)
     if cfg.tracking.get("register_as"):
         if not (cfg.tracking.log_model and "train" in cfg.stages):
@@ -126,7 +125,12 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     precision = hardware.resolve_precision(cfg.hardware, cfg.training)
     training = "train" in cfg.stages
     best_metric = cfg.get("optimized_metric") if evaluator_specs(cfg) else None
-    args = training_arguments(cfg.training, cfg.hardware, output_dir, precision, best_metric) if training else None
+    stops_early, prompts = validate.early_stopping_on(cfg), validate.column_prompts(cfg.data)
+    args = (
+        training_arguments(cfg.training, cfg.hardware, output_dir, precision, best_metric, stops_early, prompts)
+        if training
+        else None
+    )
     needs_guide = training and build.loss_takes_guide(cfg.loss)
     if needs_guide and not cfg.get("guide"):
         loss_name = cfg.loss._target_.rsplit(".", 1)[-1]
@@ -158,13 +162,30 @@ def build_stage(cfg: DictConfig, plan: Plan) -> Built:
     """The model (packed where exact) and every evaluator on every split it scores (``{name}-{split}``)."""
     hardware.configure_threads(cfg.hardware)
     model = build.load_model(cfg.model, cfg.seed).to(hardware.device(cfg.hardware))  # evaluate-only runs too
+    dims = cfg.loss.get("matryoshka_dims")
+    build.check_matryoshka_dims(dims, model)
+    if lora_on(cfg):
+        counts = build.add_lora(model, cfg.model.peft)
+        log.info(
+            "LoRA adapter: %d of %d parameters train",
+            counts["peft_trainable_parameters"],
+            counts["peft_total_parameters"],
+        )
+        tracking.log_metrics(counts)
     packer = packing.enable(model, cfg.hardware)
     batch = hardware.eval_batch_size(cfg.hardware, cfg.training)
     specs = evaluator_specs(cfg)
     evaluators = build.build_evaluators(
         specs, splits_needed(cfg, specs), plan.data.eval_splits, batch, plan.data.corpora
     )
-    return Built(model, packer, evaluators)
+    model.prompts.update(validate.column_prompts(cfg.data))  # saved with the model: encode(prompt_name=COLUMN)
+    prompts = {name: validate.evaluator_prompts(cfg.data, spec) for name, spec in specs.items()}
+    return Built(model, packer, build.adjust_evaluators(evaluators, dims, prompts))
+
+
+def lora_on(cfg: DictConfig) -> bool:
+    """Whether ``model.peft.r`` asks for a LoRA adapter."""
+    return (cfg.model.get("peft") or {}).get("r") is not None
 
 
 def mine_stage(cfg: DictConfig, plan: Plan, built: Built) -> Plan:
@@ -230,12 +251,19 @@ def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None
     watch = callbacks.TrainingGuard(settings, built.model, chance) if settings else None
     checkpoints = callbacks.Checkpoints()
     hooks = [callbacks.MLflowMetrics(), callbacks.StartupTime(), checkpoints, *([watch] if watch else [])]
+    if validate.early_stopping_on(cfg):
+        from transformers import EarlyStoppingCallback
+
+        hooks.append(EarlyStoppingCallback(cfg.early_stopping.patience, cfg.early_stopping.threshold))
     with checkpoint.training():
         result = train(built.model, loss, plan.data.train_dataset, plan.args, dev_evaluator=dev, callbacks=hooks,
                        eval_dataset=plan.data.eval_loss_dataset, resume_from_checkpoint=resume.checkpoint if resume else None)  # fmt: skip
     guard.raise_if_tripped(watch)
     checkpoint.raise_if_stopped(checkpoints)
     log.info("Trained %d steps in %.1f s (final loss %.4f)", result.global_step, result.runtime_s, result.training_loss)
+    if validate.early_stopping_on(cfg) and result.best_step is not None:
+        log.info("Best model: step %d (%s %.4f), restored", result.best_step, cfg.optimized_metric, result.best_metric)
+        tracking.log_metrics({"best_step": result.best_step, f"best_{cfg.optimized_metric}": result.best_metric})
 
 
 def evaluate_stage(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) -> dict[str, float]:
@@ -250,24 +278,28 @@ def evaluate_stage(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) 
             outcome = evaluate(built.model, scored, output_dir / "eval")
     except NonFiniteMetricError:  # the run ends FAILED, but what trained is kept
         log.warning("A final metric is not finite: the trained model is logged before the run ends FAILED")
-        log_trained_model(cfg, built)
+        log_trained_model(cfg, built, output_dir)
         raise
     tracking.log_metrics(outcome.metrics)
     tracking.log_files(outcome.files, "eval")
     return outcome.metrics
 
 
-def log_trained_model(cfg: DictConfig, built: Built) -> str | None:
+def log_trained_model(cfg: DictConfig, built: Built, output_dir: Path) -> str | None:
     """The trained model, logged (``tracking.log_model``); its ``models:/`` URI, None when not logged."""
     if "train" in cfg.stages and cfg.tracking.log_model:
+        if lora_on(cfg):  # the adapter alone, then the model with it merged in (loads without peft)
+            built.model.transformers_model.save_pretrained(str(output_dir / "adapter"))
+            tracking.log_files(sorted((output_dir / "adapter").iterdir()), "adapter")
+            build.merge_lora(built.model)
         return tracking.log_model(built.model)
     return None
 
 
-def log_outcome(cfg: DictConfig, built: Built, started: float, metrics: dict[str, float]) -> None:
+def log_outcome(cfg: DictConfig, built: Built, output_dir: Path, started: float, metrics: dict[str, float]) -> None:
     """The trained model (a new registry version with ``tracking.register_as``), the job's seconds
     and the packer's token counts."""
-    model_uri = log_trained_model(cfg, built)
+    model_uri = log_trained_model(cfg, built, output_dir)
     if model_uri and cfg.tracking.get("register_as"):
         name = str(cfg.tracking.register_as)
         version = tracking.register_model(model_uri, name, tracking.config_params(cfg), metrics)

@@ -61,7 +61,9 @@ def chance_loss(loss_cfg: DictConfig, train_columns: list[str], batch_size: int)
         return None
     candidate_columns = max(len(train_columns) - 1, 1)
     ranks = world_size() if loss_cfg.get("gather_across_devices") else 1  # candidates gathered from every rank
-    return math.log(batch_size * ranks * candidate_columns)
+    dims = loss_cfg.get("matryoshka_dims")  # MatryoshkaLoss: the weighted sum of the loss at each dimension
+    scale = sum(loss_cfg.get("matryoshka_weights") or [1.0] * len(dims)) if dims else 1.0
+    return scale * math.log(batch_size * ranks * candidate_columns)
 
 
 @dataclass(frozen=True)

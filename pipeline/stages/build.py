@@ -6,9 +6,14 @@ Runs after every check that needs no model. Models load on the CPU; Hub ids reso
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import hashlib
 import inspect
 import logging
+import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -51,12 +56,20 @@ def _build_from_architecture(model_cfg: DictConfig, seed: int, key: str):
     config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **arch)
     torch.manual_seed(seed)
     auto_model = AutoModel.from_config(config)
-    with tempfile.TemporaryDirectory(prefix="pipeline-model-") as folder:
-        # Not save_pretrained: it writes on rank 0 only once a process group exists (several ranks).
-        config.save_pretrained(folder)
-        save_file(auto_model.state_dict(), f"{folder}/model.safetensors")
-        tokenizer.save_pretrained(folder)
-        transformer = Transformer(folder, max_seq_length=model_cfg.get("max_seq_length"))
+    # A folder that outlives the job, named by what it holds: a LoRA adapter saved in a checkpoint names it
+    # as its base, so resuming and restoring the best checkpoint find it again.
+    digest = hashlib.sha256(f"{model_type}{sorted(arch.items())}{model_cfg.tokenizer}{seed}".encode()).hexdigest()
+    folder = Path(tempfile.gettempdir()) / "pipeline-models" / digest[:16]
+    if not (folder / "model.safetensors").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="pipeline-model-", dir=folder.parent) as building:
+            # Not save_pretrained: it writes on rank 0 only once a process group exists (several ranks).
+            config.save_pretrained(building)
+            tokenizer.save_pretrained(building)
+            save_file(auto_model.state_dict(), f"{building}/model.safetensors")
+            with contextlib.suppress(OSError):  # another process (rank) built the same folder first
+                os.rename(building, folder)
+    transformer = Transformer(str(folder), max_seq_length=model_cfg.get("max_seq_length"))
     modules = [
         transformer,
         Pooling(transformer.get_embedding_dimension(), pooling_mode=model_cfg.get("pooling", "mean")),
@@ -66,19 +79,76 @@ def _build_from_architecture(model_cfg: DictConfig, seed: int, key: str):
     return SentenceTransformer(modules=modules, device="cpu")
 
 
+def add_lora(model, peft_cfg: DictConfig) -> dict[str, int]:
+    """Add a peft LoRA adapter to the model's transformer (only its weights train); return the
+    trainable and total parameter counts."""
+    import torch
+    from peft import LoraConfig
+
+    targets = list(peft_cfg.target_modules) if peft_cfg.get("target_modules") else None
+    linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+    fix = f"the model's linear modules are {linear}: name some of them in model.peft.target_modules"
+    if targets and not set(targets) & set(linear):
+        raise PipelineError(f"model.peft.target_modules={targets} match no module of the model; {fix}.")
+    config = LoraConfig(
+        r=int(peft_cfg.r), lora_alpha=peft_cfg.alpha, lora_dropout=peft_cfg.dropout, target_modules=targets
+    )
+    try:
+        model.add_adapter(config)
+    except ValueError as error:  # peft has no default target modules for this architecture, or none matched
+        raise PipelineError(f"model.peft: {str(error).splitlines()[0]}; {fix}.") from None
+    parameters = list(model.parameters())
+    return {
+        "peft_trainable_parameters": sum(p.numel() for p in parameters if p.requires_grad),
+        "peft_total_parameters": sum(p.numel() for p in parameters),
+    }
+
+
+def merge_lora(model) -> None:
+    """Merge the LoRA adapter into the base weights, in place: an ordinary model again."""
+    from peft.tuners.lora import LoraLayer
+
+    backbone = model.transformers_model
+    for name, module in list(backbone.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(backbone.get_submodule(parent), child, module.get_base_layer())
+    backbone._hf_peft_config_loaded = False  # transformers' flag: save full weights, not the adapter
+    del backbone.peft_config
+
+
+# Options of the ``loss`` block that every loss takes (conf/config.yaml); the rest goes to the loss class.
+LOSS_OPTIONS = ("matryoshka_dims", "matryoshka_weights")
+
+
 def build_loss(loss_cfg: DictConfig, model, guide=None):
-    """Instantiate the loss class named by ``loss._target_`` around the model (and guide)."""
+    """Instantiate the loss class named by ``loss._target_`` around the model (and guide), wrapped in
+    ``MatryoshkaLoss`` when ``loss.matryoshka_dims`` is set."""
     from hydra.utils import instantiate
 
-    factory = instantiate(loss_cfg)
+    factory = instantiate(OmegaConf.create({k: v for k, v in loss_cfg.items() if k not in LOSS_OPTIONS}))
     takes_guide = "guide" in inspect.signature(factory.func).parameters
-    if takes_guide:
-        if guide is None:
-            raise PipelineError(
-                f"loss {factory.func.__name__} needs a guide model: set guide=minilm (or another model)."
-            )
-        return factory(model=model, guide=guide)
-    return factory(model=model)
+    if takes_guide and guide is None:
+        raise PipelineError(f"loss {factory.func.__name__} needs a guide model: set guide=minilm (or another model).")
+    loss = factory(model=model, guide=guide) if takes_guide else factory(model=model)
+    dims = loss_cfg.get("matryoshka_dims")
+    if not dims:
+        return loss
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+
+    weights = loss_cfg.get("matryoshka_weights")
+    return MatryoshkaLoss(model, loss, list(dims), list(weights) if weights else None)
+
+
+def check_matryoshka_dims(dims: list[int] | None, model) -> None:
+    """Matryoshka dimensions fit the loaded model (before training; pre-load checks: ``validate``)."""
+    size = model.get_embedding_dimension()
+    if dims and size and max(dims) > size:
+        raise PipelineError(
+            f"loss.matryoshka_dims={list(dims)}: {max(dims)} is larger than the model's embedding dimension "
+            f"{size}: use dimensions up to {size}, e.g. loss.matryoshka_dims=[{size},{size // 2},{size // 4}]."
+        )
 
 
 def loss_takes_guide(loss_cfg: DictConfig) -> bool:
@@ -164,3 +234,65 @@ def retrieval_inputs(data: Split, columns: list[str], label: str | None = None, 
         )
     queries = {qid: text for text, qid in query_ids.items() if qid in relevant}
     return queries, documents, relevant
+
+
+# Text inputs of the evaluators, in their columns' order: a prompt is prepended to each text, as
+# ``model.encode(prompt=...)`` does, for evaluators that take no prompt argument.
+EVALUATOR_TEXTS = {
+    "EmbeddingSimilarityEvaluator": ("sentences1", "sentences2"),
+    "TripletEvaluator": ("anchors", "positives", "negatives"),
+}
+# Evaluators that take prompts as arguments: (first column's prompt, second column's prompt).
+EVALUATOR_PROMPTS = {"InformationRetrievalEvaluator": ("query_prompt", "corpus_prompt")}
+
+
+def adjust_evaluators(
+    evaluators: dict[str, Any],
+    matryoshka_dims: list[int] | None = None,
+    prompts: dict[str, list[str | None]] | None = None,
+) -> dict[str, Any]:
+    """The built evaluators (``{name}-{split}`` -> evaluator) with the training options in effect.
+
+    ``prompts``: by evaluator name, one per text column, in the evaluator's column order (query / corpus for IR, both
+    sides for STS, anchor / positive / negative for triplets); ``None`` leaves a column as it is.
+    ``matryoshka_dims``: each split's evaluator also scores the embeddings truncated to each dimension,
+    as ``{name}-{dim}`` (``sts-dev-256_spearman_cosine``), through a ``SequentialEvaluator`` whose
+    primary score stays the full dimension's.
+    """
+    adjusted = {}
+    for split, evaluator in evaluators.items():
+        evaluator = _with_prompts(evaluator, (prompts or {}).get(split.rsplit("-", 1)[0], []))
+        if matryoshka_dims:
+            from sentence_transformers.sentence_transformer.evaluation import SequentialEvaluator
+
+            truncated = [_truncated(evaluator, dim) for dim in matryoshka_dims]
+            evaluator = SequentialEvaluator([evaluator, *truncated], main_score_function=lambda scores: scores[0])
+        adjusted[split] = evaluator
+    return adjusted
+
+
+def _with_prompts(evaluator, prompts: list[str | None]):
+    kind = type(evaluator).__name__
+    if not any(prompts):
+        return evaluator
+    if kind in EVALUATOR_PROMPTS:
+        for attribute, prompt in zip(EVALUATOR_PROMPTS[kind], prompts):
+            if prompt:
+                setattr(evaluator, attribute, prompt)
+        return evaluator
+    if kind not in EVALUATOR_TEXTS:
+        raise PipelineError(f"data.prompts: evaluator {kind} takes no prompts here: unset data.prompts or evaluator.")
+    for attribute, prompt in zip(EVALUATOR_TEXTS[kind], prompts):
+        if prompt:
+            setattr(evaluator, attribute, [prompt + text for text in getattr(evaluator, attribute)])
+    return evaluator
+
+
+def _truncated(evaluator, dim: int):
+    """A copy of ``evaluator`` scoring embeddings truncated to ``dim``, named ``{name}-{dim}``."""
+    clone = copy.copy(evaluator)
+    clone.truncate_dim = dim
+    clone.name = f"{evaluator.name}-{dim}"
+    if hasattr(evaluator, "csv_file"):
+        clone.csv_file = evaluator.csv_file.replace(f"_{evaluator.name}", f"_{clone.name}", 1)
+    return clone

@@ -37,8 +37,9 @@ def evaluate(model, evaluators: dict, output_dir: Path) -> EvalResult:
         bad = [name for name, value in scores.items() if not math.isfinite(value)]
         if bad:
             raise NonFiniteMetricError(
-                f"evaluator {evaluator.name!r} returned non-finite {', '.join(bad)}: the model's "
+                f"evaluator {getattr(evaluator, 'name', type(evaluator).__name__)!r} returned non-finite {', '.join(bad)}: the model's "
                 "embeddings are degenerate (diverged or collapsed training?) or the scores are constant."
             )
-        metrics.update({name: float(value) for name, value in scores.items()})
+        # SequentialEvaluator's unprefixed aggregate repeats a metric it holds and would clash across splits
+        metrics.update({name: float(value) for name, value in scores.items() if name != "sequential_score"})
     return EvalResult(metrics=metrics, files=sorted(output_dir.glob("*.csv")))

@@ -50,13 +50,14 @@ def splits_needed(cfg: DictConfig, specs: dict[str, DictConfig]) -> dict[str, li
     return needed
 
 
-def metric_names(specs: dict[str, DictConfig], split: str = "dev") -> list[str]:
-    """The names the evaluators log on ``split``: ``{name}-{split}_{metric}``."""
+def metric_names(specs: dict[str, DictConfig], split: str = "dev", dims: list[int] | None = None) -> list[str]:
+    """The names the evaluators log on ``split``: ``{name}-{split}_{metric}``, and with Matryoshka
+    dimensions ``{name}-{split}-{dim}_{metric}`` too."""
     names = []
     for name, spec in specs.items():
         for metric in dict.fromkeys([spec.get("primary_metric"), *(spec.get("metrics") or [])]):
             if metric:
-                names.append(f"{name}-{split}_{metric}")
+                names += [f"{name}-{split}_{metric}", *(f"{name}-{split}-{dim}_{metric}" for dim in dims or [])]
     return names
 
 
@@ -65,7 +66,7 @@ def check_optimized_metric(cfg: DictConfig, specs: dict[str, DictConfig]) -> Non
     metric = cfg.get("optimized_metric")
     if not specs or not metric:
         return
-    available = metric_names(specs, "dev")
+    available = metric_names(specs, "dev", list(cfg.loss.get("matryoshka_dims") or []))
     if str(metric) not in available:
         raise PipelineError(
             f"optimized_metric={metric!r} is not logged by the evaluators {list(specs)}: set optimized_metric to one of "

@@ -28,6 +28,8 @@ class TrainResult:
     training_loss: float
     runtime_s: float
     samples_per_second: float
+    best_step: int | None = None  # the checkpoint ``metric_for_best_model`` picked (None: not tracked)
+    best_metric: float | None = None
 
 
 def train(
@@ -67,12 +69,14 @@ def train(
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(ProgressLines())
     output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    metrics = output.metrics
+    metrics, best = output.metrics, trainer.state.best_model_checkpoint
     return TrainResult(
         global_step=output.global_step,
         training_loss=float(output.training_loss),
         runtime_s=float(metrics.get("train_runtime", 0.0)),
         samples_per_second=float(metrics.get("train_samples_per_second", 0.0)),
+        best_step=int(best.rsplit("-", 1)[-1]) if best else None,
+        best_metric=trainer.state.best_metric,
     )
 
 
@@ -91,12 +95,33 @@ def warmup_alias(options: dict) -> None:
     options["warmup_steps"] = float(ratio)
 
 
+def best_model_options(options: dict, best_metric: str) -> dict:
+    """Early stopping's trainer settings: a checkpoint at every evaluation (unless ``save_steps`` is
+    set to a multiple of ``eval_steps`` already), the best one by ``best_metric`` restored at the end,
+    and the stopping callback's patience counter restored on resume."""
+    if str(options.get("save_strategy", "no")) == "no":
+        options["save_strategy"] = options["eval_strategy"]
+        options["save_steps"] = options.get("eval_steps")
+    options["metric_for_best_model"] = f"eval_{best_metric}"
+    options["load_best_model_at_end"] = True
+    options["restore_callback_states_from_checkpoint"] = True
+    return options
+
+
 def training_arguments(
-    training: DictConfig, hardware_cfg: DictConfig, output_dir: Path, precision: Precision, best_metric: str | None
+    training: DictConfig,
+    hardware_cfg: DictConfig,
+    output_dir: Path,
+    precision: Precision,
+    best_metric: str | None,
+    early_stopping: bool = False,
+    prompts: dict[str, str] | None = None,
 ):
     """SentenceTransformerTrainingArguments from ``training.*`` (names unchanged) and the profile.
 
-    ``best_metric`` (the run's optimized metric, when an evaluator runs) picks the best checkpoint.
+    ``best_metric`` (the run's optimized metric, when an evaluator runs) picks the best checkpoint;
+    with ``early_stopping`` that checkpoint is restored when training ends (:func:`best_model_options`).
+    ``prompts`` (train column -> prompt) are prepended to the train (and ``eval_loss``) texts.
     The trainer's progress bar shows on a terminal; elsewhere (CI, files) one line per logging step.
     """
     from sentence_transformers import SentenceTransformerTrainingArguments
@@ -111,12 +136,15 @@ def training_arguments(
         )
     warmup_alias(options)
     checkpoint.training_options(options, best_metric)
+    if early_stopping:
+        best_model_options(options, best_metric)
     options.update(
         output_dir=str(output_dir / "trainer"),
         report_to="none",
         fp16=precision.fp16,
         bf16=precision.bf16,
         disable_tqdm=not sys.stderr.isatty(),
+        prompts=prompts or None,
         **hardware.trainer_options(hardware_cfg, training),
     )
     try:

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from pipeline import PipelineError
 from pipeline.runtime import hardware, packing
-from pipeline.stages.evaluators import evaluator_specs
+from pipeline.stages.evaluators import check_optimized_metric, evaluator_specs
 from pipeline.stages.load import train_layout, train_sets
 from pipeline.stages.mine import check_options
 from pipeline.stages.splits import LABEL_COLUMNS
@@ -66,8 +66,13 @@ def check_config(cfg: DictConfig) -> None:
         )
     if str(training.get("eval_strategy", "no")) == "steps" and not training.get("eval_steps"):
         raise PipelineError("training.eval_strategy=steps needs training.eval_steps (a number of steps).")
+    _check_matryoshka(cfg)
+    _check_prompts(cfg.data)
+    _check_peft(cfg.model)
+    check_optimized_metric(cfg, evaluator_specs(cfg))
     if "train" in stages:
         _check_loss_columns(cfg)
+        _check_early_stopping(cfg)
     if "evaluate" in stages and not evaluator_specs(cfg) and "train" not in stages:
         raise PipelineError(
             "stages=[load,evaluate] with evaluator=none evaluates nothing: pick evaluator=sts, triplet or ir."
@@ -95,3 +100,112 @@ def _check_loss_columns(cfg: DictConfig) -> None:
                 f"({key}.train_columns): pick a loss for that layout (cosent for scored pairs, mnrl for pairs "
                 "or triplets, triplet for triplets) or another data config."
             )
+
+
+def early_stopping_on(cfg: DictConfig) -> bool:
+    """Whether ``early_stopping.patience`` is set (and there is a train stage for it to stop)."""
+    return "train" in cfg.stages and (cfg.get("early_stopping") or {}).get("patience") is not None
+
+
+def _check_early_stopping(cfg: DictConfig) -> None:
+    if not early_stopping_on(cfg):
+        return
+    patience = cfg.early_stopping.patience
+    if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
+        raise PipelineError(f"early_stopping.patience={patience!r}: must be a whole number of evaluations >= 1.")
+    if not evaluator_specs(cfg):
+        raise PipelineError(
+            "early_stopping.patience is set but evaluator=none: the best model is picked by the dev evaluator's "
+            "optimized_metric; pick an evaluator (evaluator=sts, evaluator=triplet) or unset early_stopping.patience."
+        )
+    if str(cfg.training.get("eval_strategy", "no")) == "no":
+        raise PipelineError(
+            "early_stopping.patience is set but training.eval_strategy=no: set training.eval_strategy=steps "
+            "training.eval_steps=N (evaluations to compare), or unset early_stopping.patience."
+        )
+    if not cfg.get("optimized_metric"):
+        raise PipelineError(
+            "early_stopping.patience is set but optimized_metric is null: the best model is picked by it; "
+            "set optimized_metric to a dev metric (e.g. sts-dev_spearman_cosine)."
+        )  # that it is a dev metric some evaluator logs: check_optimized_metric, above
+
+
+def _check_matryoshka(cfg: DictConfig) -> None:
+    """``loss.matryoshka_dims``: whole numbers, largest first, within the model's size where the config
+    says it (``model.architecture.hidden_size``; otherwise checked once the model loads)."""
+    dims = cfg.loss.get("matryoshka_dims")
+    if dims is None:
+        return
+    dims = list(dims)
+    whole = all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims)
+    if not dims or not whole or any(a <= b for a, b in zip(dims, dims[1:])):
+        raise PipelineError(
+            f"loss.matryoshka_dims={dims}: list positive whole dimensions, largest first and each smaller than the "
+            "one before, e.g. loss.matryoshka_dims=[384,256,128,64]."
+        )
+    size = (cfg.model.get("architecture") or {}).get("hidden_size")
+    if size and dims[0] > size:
+        raise PipelineError(
+            f"loss.matryoshka_dims={dims}: {dims[0]} is larger than the model's embedding dimension {size} "
+            f"(model.architecture.hidden_size): use dimensions up to {size}."
+        )
+    weights = cfg.loss.get("matryoshka_weights")
+    if weights is not None and (
+        len(weights) != len(dims) or any(not isinstance(w, (int, float)) or w <= 0 for w in weights)
+    ):
+        raise PipelineError(
+            f"loss.matryoshka_weights={list(weights)}: give one positive weight per dimension of "
+            f"loss.matryoshka_dims={dims} (or null: 1 each)."
+        )
+
+
+def _check_prompts(data: DictConfig) -> None:
+    """``data.prompts``: train column -> prompt text, for columns the loss trains on."""
+    prompts = data.get("prompts")
+    if prompts is None:
+        return
+    columns = list(dict.fromkeys(c for set_cfg, _ in train_sets(data).values() for c in set_cfg.train_columns))
+    texts = [c for c in columns if c not in LABEL_COLUMNS]
+    if not isinstance(prompts, DictConfig):
+        raise PipelineError(
+            f"data.prompts={prompts!r}: map train columns to prompts, e.g. data.prompts={{{texts[0]}:'query: '}}."
+        )
+    for column, prompt in prompts.items():
+        if column not in texts:
+            raise PipelineError(
+                f"data.prompts.{column}: {column!r} is not a text column data {data.name!r} trains on; its columns "
+                f"are {texts}: key the prompt by one of them."
+            )
+        if not isinstance(prompt, str) or not prompt:
+            raise PipelineError(f"data.prompts.{column}={prompt!r}: a prompt is a non-empty string, e.g. 'query: '.")
+
+
+def column_prompts(data: DictConfig) -> dict[str, str]:
+    """``data.prompts`` as a plain dict (empty when unset)."""
+    return {str(k): str(v) for k, v in (data.get("prompts") or {}).items()}
+
+
+def evaluator_prompts(data: DictConfig, evaluator: DictConfig) -> list[str | None]:
+    """The prompt of each of the evaluator's text columns: the train column's in the same position."""
+    prompts = column_prompts(data)
+    texts = [c for c in (data.get("train_columns") or []) if c not in LABEL_COLUMNS]
+    count = len([c for c in (evaluator.get("columns") or []) if c not in LABEL_COLUMNS])
+    return [prompts.get(texts[i]) if i < len(texts) else None for i in range(count)]
+
+
+def _check_peft(model: DictConfig) -> None:
+    """``model.peft``: a LoRA rank >= 1, a positive alpha, a dropout in [0, 1), module names."""
+    peft = model.get("peft") or {}
+    if peft.get("r") is None:
+        return
+    r, alpha, dropout, targets = peft.get("r"), peft.get("alpha"), peft.get("dropout", 0.0), peft.get("target_modules")
+    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+        raise PipelineError(f"model.peft.r={r!r}: the LoRA rank is a whole number >= 1 (e.g. 8), or null for none.")
+    if not isinstance(alpha, (int, float)) or alpha <= 0:
+        raise PipelineError(f"model.peft.alpha={alpha!r}: a positive number (e.g. 16; the scale is alpha / r).")
+    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise PipelineError(f"model.peft.dropout={dropout!r}: a probability in [0, 1).")
+    if targets is not None and (isinstance(targets, str) or not all(isinstance(t, str) and t for t in targets)):
+        raise PipelineError(
+            f"model.peft.target_modules={targets!r}: a list of module names, e.g. [query,value], or null for peft's default."
+        )

@@ -1,0 +1,80 @@
+"""Training options' config checks: each mistake is one PipelineError naming the key and the fix,
+raised before any data or model loads."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import PipelineError
+from pipeline.stages import validate
+from tests.conftest import compose_config
+
+SMOKE = ["debug=smoke", "training.eval_strategy=steps", "training.eval_steps=1"]
+
+
+def _error(overrides: list[str]) -> str:
+    with pytest.raises(PipelineError) as caught:
+        validate.check_config(compose_config(overrides))
+    return str(caught.value)
+
+
+def test_early_stopping_composes_and_passes_with_an_evaluator_and_evaluations():
+    cfg = compose_config([*SMOKE, "early_stopping.patience=3"])
+    validate.check_config(cfg)
+    assert validate.early_stopping_on(cfg)
+    assert not validate.early_stopping_on(compose_config(SMOKE))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["debug=smoke", "early_stopping.patience=2"], ["training.eval_strategy=no", "training.eval_strategy=steps"]),
+        ([*SMOKE, "evaluator=none", "early_stopping.patience=2"], ["evaluator=none", "evaluator=sts"]),
+        ([*SMOKE, "early_stopping.patience=0"], ["early_stopping.patience=0", ">= 1"]),
+        ([*SMOKE, "early_stopping.patience=2", "optimized_metric=sts-test_spearman_cosine"],
+         ["optimized_metric='sts-test_spearman_cosine'", "'sts-dev_'"]),
+    ],
+)  # fmt: skip
+def test_early_stopping_mistakes_name_the_key_and_the_fix(overrides, fragments):
+    message = _error(overrides)
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["loss.matryoshka_dims=[16,32]"], ["loss.matryoshka_dims=[16, 32]", "largest first"]),
+        (["loss.matryoshka_dims=[64,16]"], ["64 is larger than the model's embedding dimension 32"]),
+        (["loss.matryoshka_dims=[32,16]", "loss.matryoshka_weights=[1]"], ["loss.matryoshka_weights=[1]", "one"]),
+        (["+data.prompts.query='q: '"], ["data.prompts.query", "['anchor', 'positive']"]),
+        (["data=stsb", "loss=cosent", "+data.prompts.score='s: '"], ["data.prompts.score", "['sentence1', 'sentence2']"]),
+    ],
+)  # fmt: skip
+def test_matryoshka_and_prompt_mistakes_name_the_key_and_the_fix(overrides, fragments):
+    message = _error(["debug=smoke", *overrides])
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_prompts_reach_the_evaluator_columns_by_position():
+    cfg = compose_config(["debug=smoke", "+data.prompts.anchor='query: '", "+data.prompts.positive='doc: '"])
+    validate.check_config(cfg)
+    assert validate.column_prompts(cfg.data) == {"anchor": "query: ", "positive": "doc: "}
+    assert validate.evaluator_prompts(cfg.data, cfg.evaluator) == ["query: ", "doc: "]  # sentence1, sentence2
+    triplet = compose_config(["debug=smoke", "evaluator=triplet", "+data.prompts.anchor='query: '"])
+    assert validate.evaluator_prompts(triplet.data, triplet.evaluator) == ["query: ", None, None]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["model.peft.r=0"], ["model.peft.r=0", ">= 1"]),
+        (["model.peft.r=4", "model.peft.dropout=1.5"], ["model.peft.dropout=1.5", "[0, 1)"]),
+        (["model.peft.r=4", "model.peft.target_modules=qkv"], ["model.peft.target_modules='qkv'", "[query,value]"]),
+    ],
+)
+def test_peft_mistakes_name_the_key_and_the_fix(overrides, fragments):
+    message = _error(["debug=smoke", *overrides])
+    for fragment in fragments:
+        assert fragment in message, message
