@@ -76,9 +76,9 @@ def check_study_storage(url: str) -> None:
         ) from None
 
 
-def link_parent(study: StudySettings, direction: str, parent_run_id: str) -> str | None:
-    """Create the study or load it, record ``parent_run_id`` as its MLflow parent; return the parent
-    recorded before (None for a new study)."""
+def previous_parent(study: StudySettings, direction: str) -> str | None:
+    """Create the study or load it (refused when it was run in the other direction); the MLflow parent
+    run it recorded last (None for a new study)."""
     import optuna
 
     loaded = optuna.create_study(study_name=study.name, storage=study.storage, direction=direction, load_if_exists=True)
@@ -87,9 +87,14 @@ def link_parent(study: StudySettings, direction: str, parent_run_id: str) -> str
             f"Optuna study {study.name!r} in {scrub(study.storage)} was run to {loaded.direction.name.lower()}, "
             f"not {direction}: set hydra.sweeper.study_name to a new name, or the direction back."
         )
-    previous = loaded.user_attrs.get(PARENT_ATTR)
-    loaded.set_user_attr(PARENT_ATTR, parent_run_id)
-    return previous
+    return loaded.user_attrs.get(PARENT_ATTR)
+
+
+def record_parent(study: StudySettings, parent_run_id: str) -> None:
+    """Keep ``parent_run_id`` in the study: the next sweep that runs it links its parent to this one."""
+    import optuna
+
+    optuna.load_study(study_name=study.name, storage=study.storage).set_user_attr(PARENT_ATTR, parent_run_id)
 
 
 def write_plots(study: StudySettings, folder: Path) -> list[Path]:

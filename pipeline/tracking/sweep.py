@@ -43,7 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
 from pipeline.tracking.scrub import HIDDEN, MAX_PARAM_LENGTH, MAX_RUN_NAME_LENGTH, MAX_TAG_LENGTH, is_secret, scrub
-from pipeline.tracking.study import StudySettings, check_study_storage, settings
+from pipeline.tracking.study import StudySettings, check_study_storage, previous_parent, record_parent, settings
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +127,13 @@ class MLflowSweep(Callback):
         study = settings(config) if needs_metric else None
         if study:
             check_study_storage(study.storage)
+        previous = previous_parent(study, direction) if study else None  # the study ran before: its last parent
         experiment_id = tracking.open_experiment(config.tracking)
         keys = swept_keys(hydra_cfg)
         sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         run_id = _create_parent(config, experiment_id, sweep_id, keys, direction)
         if study:
-            _link_study(config.tracking.uri, run_id, study, direction)
+            _link_study(config.tracking.uri, run_id, study, previous)
         return Sweep(
             tracking_uri=str(config.tracking.uri),
             experiment_id=experiment_id,
@@ -244,20 +245,18 @@ def _create_parent(config: DictConfig, experiment_id: str, sweep_id: str, keys: 
     return run_id
 
 
-def _link_study(tracking_uri: str, run_id: str, study: StudySettings, direction: str) -> None:
+def _link_study(tracking_uri: str, run_id: str, study: StudySettings, previous: str | None) -> None:
     """Tag the parent with its Optuna study (``optuna.study_name``, ``optuna.storage``) and, when the
     study ran before, ``optuna.previous_parent``: the parent run of the sweep that ran it last."""
     import mlflow
 
-    from pipeline.tracking.study import link_parent
-
     client = mlflow.MlflowClient(str(tracking_uri))
     client.set_tag(run_id, "optuna.study_name", study.name[:MAX_TAG_LENGTH])
     client.set_tag(run_id, "optuna.storage", scrub(study.storage, limit=MAX_TAG_LENGTH))
-    previous = link_parent(study, direction, run_id)
     if previous:
         client.set_tag(run_id, "optuna.previous_parent", previous)
         log.info("Continuing Optuna study %r; its previous sweep's parent run: %s", study.name, previous)
+    record_parent(study, run_id)
 
 
 def _note_interruptions() -> None:

@@ -7,9 +7,9 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from pipeline import REPO_ROOT
+from pipeline import REPO_ROOT, PipelineError
 from pipeline.runtime.optuna_sweeper import OptunaSweeper, search_space
-from pipeline.tracking.study import default_storage, settings
+from pipeline.tracking.study import StudySettings, default_storage, previous_parent, record_parent, settings
 from tests.conftest import compose_config
 
 
@@ -70,3 +70,14 @@ def test_a_resumed_study_gets_a_sampler_that_does_not_repeat_its_first_trials(se
     assert resumed not in {t.params["x"] for t in first}
     if seed is not None:  # seeded: the same sweep proposes the same trials
         assert sweeper._sampler(0).sample_independent(study, first[0], "x", space["x"]) == first[0].params["x"]
+
+
+def test_a_study_links_each_sweep_to_the_last_and_keeps_its_direction(tmp_path):
+    study = StudySettings(f"sqlite:///{tmp_path}/optuna.db", "example-1234")
+    assert previous_parent(study, "maximize") is None  # a new study
+    record_parent(study, "run-a")
+    assert previous_parent(study, "maximize") == "run-a"
+    record_parent(study, "run-b")
+    assert previous_parent(study, "maximize") == "run-b"
+    with pytest.raises(PipelineError, match="was run to maximize, not minimize: set hydra.sweeper.study_name"):
+        previous_parent(study, "minimize")
