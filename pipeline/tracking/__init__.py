@@ -10,7 +10,8 @@ Importing it is cheap (MLflow is imported where it is used).
 - ``replay``: a logged run's config and overrides, read back;
 - ``leaderboard``: runs side by side;
 - ``registry``: model versions, aliases (promotion);
-- ``sweep``: the Hydra callback behind ``-m`` (parent and child runs).
+- ``sweep``: the Hydra callback behind ``-m`` (parent and child runs);
+- ``study``: the Optuna sweep's persistent study (storage, name, link to the parent run, plots).
 """
 
 from pipeline.tracking.record import (

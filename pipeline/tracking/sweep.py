@@ -6,12 +6,15 @@ callback set in ``conf/config.yaml`` under ``hydra.callbacks``. What it writes t
 - before any job starts: the experiment (created once, which also creates or migrates a fresh
   SQLite store, so parallel jobs never race to do either) and the parent run, RUNNING, with the
   sweep's overrides as ``sweep.<key>`` params, the ``overrides.yaml`` artifact and the tags
-  ``pipeline.role=sweep``, ``pipeline.sweep_id``, ``pipeline.sweeper``, ``pipeline.launcher``;
+  ``pipeline.role=sweep``, ``pipeline.sweep_id``, ``pipeline.sweeper``, ``pipeline.launcher``; an
+  Optuna sweep's parent also ``optuna.study_name``, ``optuna.storage`` and, when the study ran before,
+  ``optuna.previous_parent`` (``pipeline.tracking.study``);
 - every job's run is a child: ``mlflow.parentRunId``, ``pipeline.sweep_id``, ``pipeline.role=job``,
   ``pipeline.sweep_job`` (the Hydra job number), named by its swept values; a job that fails before
   its run starts (a bad swept value) still gets a FAILED child with the reason;
 - when the sweep ends: ``leaderboard.csv`` / ``leaderboard.md`` (children ranked by
-  ``optimized_metric``), ``comparison.png``, metrics ``sweep.jobs`` / ``sweep.failed`` /
+  ``optimized_metric``), ``comparison.png``, an Optuna sweep's ``optimization_history.png`` and
+  ``param_importances.png`` (its whole study), metrics ``sweep.jobs`` / ``sweep.failed`` /
   ``sweep.best``; the parent ends FINISHED, or FAILED when a job failed (the process then exits 1
   with a summary). An interrupted or crashed sweep ends its parent KILLED or FAILED at exit.
 
@@ -48,6 +51,7 @@ from pipeline.tracking.scrub import (
     metric_key,
     scrub,
 )
+from pipeline.tracking.study import StudySettings, check_study_storage, previous_parent, record_parent, settings
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,8 @@ class Sweep:
     swept_keys: tuple[str, ...]
     direction: str  # "maximize" or "minimize"
     needs_metric: bool  # the sweeper optimises the returned metric (Optuna)
+    study_storage: str | None = None  # the Optuna sweeper's study (pipeline.tracking.study)
+    study_name: str | None = None
 
 
 def current() -> Sweep | None:
@@ -93,25 +99,6 @@ def swept_keys(hydra_cfg: DictConfig) -> list[str]:
     params = hydra_cfg.sweeper.get("params") or {}
     keys += [str(key) for key in params if str(key) not in keys]
     return keys
-
-
-def check_study_storage(url: str) -> None:
-    """Open the Optuna storage ``hydra.sweeper.storage`` names, before any job: one line when it cannot."""
-    import optuna
-
-    try:
-        optuna.storages.get_storage(url)
-    except Exception as error:  # noqa: BLE001 - any failure to open it is the user's to fix
-        if isinstance(error, AssertionError) and optuna.__version__.startswith(
-            "2."
-        ):  # its schema check under SQLAlchemy 2
-            reason = "optuna 2.x, which hydra-optuna-sweeper pins, cannot read SQL storages with SQLAlchemy 2"
-        else:
-            reason = " ".join(f"{type(error).__name__}: {error}".split()).rstrip(":")[:300]
-        raise PipelineError(
-            f"hydra.sweeper.storage={scrub(url)!r} cannot be opened ({scrub(reason)}): "
-            "fix the URL, or leave it null (an in-memory study)."
-        ) from None
 
 
 class MLflowSweep(Callback):
@@ -145,10 +132,16 @@ class MLflowSweep(Callback):
         hydra_cfg = config.hydra
         needs_metric, direction = _check_sweeper(config)
         tracking.check_target(config.tracking)
+        study = settings(config) if needs_metric else None
+        if study:
+            check_study_storage(study.storage)
+        previous = previous_parent(study, direction) if study else None  # the study ran before: its last parent
         experiment_id = tracking.open_experiment(config.tracking)
         keys = swept_keys(hydra_cfg)
         sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         run_id = _create_parent(config, experiment_id, sweep_id, keys, direction)
+        if study:
+            _link_study(config.tracking.uri, run_id, study, previous)
         return Sweep(
             tracking_uri=str(config.tracking.uri),
             experiment_id=experiment_id,
@@ -158,6 +151,8 @@ class MLflowSweep(Callback):
             swept_keys=tuple(keys),
             direction=direction,
             needs_metric=needs_metric,
+            study_storage=study.storage if study else None,
+            study_name=study.name if study else None,
         )
 
     # -- after the jobs -----------------------------------------------------------------------
@@ -214,8 +209,6 @@ def _check_sweeper(config: DictConfig) -> tuple[bool, str]:
         raise PipelineError(
             f"hydra.sweeper.direction={direction!r}: use maximize or minimize (one objective: optimized_metric)."
         )
-    if needs_metric and sweeper.get("storage"):
-        check_study_storage(str(sweeper.storage))
     if str(config.hydra.launcher._target_).endswith("SlurmLauncher") and not shutil.which("sbatch"):
         raise PipelineError(
             "sweep=slurm submits each job with sbatch, which is not on the PATH: run the sweep on the "
@@ -260,6 +253,20 @@ def _create_parent(config: DictConfig, experiment_id: str, sweep_id: str, keys: 
     return run_id
 
 
+def _link_study(tracking_uri: str, run_id: str, study: StudySettings, previous: str | None) -> None:
+    """Tag the parent with its Optuna study (``optuna.study_name``, ``optuna.storage``) and, when the
+    study ran before, ``optuna.previous_parent``: the parent run of the sweep that ran it last."""
+    import mlflow
+
+    client = mlflow.MlflowClient(str(tracking_uri))
+    client.set_tag(run_id, "optuna.study_name", study.name[:MAX_TAG_LENGTH])
+    client.set_tag(run_id, "optuna.storage", scrub(study.storage, limit=MAX_TAG_LENGTH))
+    if previous:
+        client.set_tag(run_id, "optuna.previous_parent", previous)
+        log.info("Continuing Optuna study %r; its previous sweep's parent run: %s", study.name, previous)
+    record_parent(study, run_id)
+
+
 def _note_interruptions() -> None:
     """In the sweep's own process, Ctrl-C / SIGTERM mark the sweep interrupted (its parent then ends
     KILLED, not FAILED) before they stop it: with a launcher whose jobs run in worker processes
@@ -294,7 +301,7 @@ def finish(sweep: Sweep, optimized_metric: str) -> tuple[int, int]:
     """Log the leaderboard, the plot and the summary on the parent and end it; (failed, total)."""
     import mlflow
 
-    from pipeline.tracking import leaderboard
+    from pipeline.tracking import leaderboard, study
     from pipeline.tracking.run import end_run
 
     client = mlflow.MlflowClient(sweep.tracking_uri)
@@ -305,6 +312,8 @@ def finish(sweep: Sweep, optimized_metric: str) -> tuple[int, int]:
     with tempfile.TemporaryDirectory() as folder:
         if total:
             write_leaderboard(runs, sweep, optimized_metric or None, Path(folder))
+        if sweep.study_name and sweep.study_storage:
+            study.write_plots(StudySettings(sweep.study_storage, sweep.study_name), Path(folder))
         for path in sorted(Path(folder).iterdir()):
             client.log_artifact(sweep.parent_run_id, str(path))
     if total:

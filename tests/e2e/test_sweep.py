@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -142,6 +143,42 @@ def test_optuna_sweep_optimises_the_configured_metric(cli, mlflow_client, tmp_pa
 
     study = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
     assert study.best_value == best
+
+
+@pytest.mark.slow
+def test_the_same_optuna_sweep_again_continues_its_study(cli, mlflow_client, tmp_path):
+    import optuna
+
+    args = sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=2")
+    for _ in range(2):
+        out = cli(*args)
+        assert out.returncode == 0, out.stderr[-3000:]
+    parents = sorted(
+        (r for r in all_runs(mlflow_client) if r.data.tags.get("pipeline.role") == "sweep"),
+        key=lambda r: r.info.start_time,
+    )
+    assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
+    first, second = (p.data.tags for p in parents)
+    # one study, in optuna.db beside the MLflow store, under one name: the second run added to it
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    assert first["optuna.storage"] == second["optuna.storage"] == storage
+    assert first["optuna.study_name"] == second["optuna.study_name"]
+    study = optuna.load_study(study_name=second["optuna.study_name"], storage=storage)
+    assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+    # the reseeded sampler proposed new values after the resume, not the first run's again
+    rates = [t.params["training.learning_rate"] for t in study.trials]
+    assert len(set(rates)) == 4
+    children = [r for r in all_runs(mlflow_client) if r.data.tags.get("mlflow.parentRunId") == parents[1].info.run_id]
+    assert sorted(float(c.data.params["training.learning_rate"]) for c in children) == sorted(rates[2:])
+    # the parents are linked through the study, and the second holds the plots of all four trials
+    assert "optuna.previous_parent" not in first
+    assert second["optuna.previous_parent"] == parents[0].info.run_id
+    assert study.user_attrs["mlflow_parent_run_id"] == parents[1].info.run_id
+    plots = {"optimization_history.png", "param_importances.png"}
+    assert plots <= artifact_names(mlflow_client, parents[1].info.run_id)
+    for name in plots:
+        png = Path(mlflow_client.download_artifacts(parents[1].info.run_id, name, str(tmp_path)))
+        assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000
 
 
 @pytest.mark.slow
