@@ -81,7 +81,7 @@ def command(hardware: DictConfig, launch_dir: Path) -> list[str]:
         "--num_cpu_threads_per_process",
         str(threads),
         "--mixed_precision",
-        "no",  # the trainer's own bf16/fp16 flags decide (pipeline.hardware)
+        "no",  # the trainer's own bf16/fp16 flags decide (pipeline.runtime.hardware)
         "--dynamo_backend",
         "no",
         "--max_restarts",

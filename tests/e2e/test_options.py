@@ -105,3 +105,14 @@ def test_lora_target_modules_that_match_nothing_list_the_model_modules():
     cfg = compose_config([*SMOKE, "model.peft.r=4", "model.peft.target_modules=[q_proj,v_proj]"])
     with pytest.raises(PipelineError, match=r"match no module.*'query'.*'value'.*model.peft.target_modules"):
         add_lora(load_model(cfg.model, seed=42), cfg.model.peft)
+
+
+@pytest.mark.slow
+def test_a_lora_run_replays_exactly(run_job, store, capsys):
+    from pipeline import rerun
+
+    original = run_job(*SMOKE, "model.peft.r=4", "training.learning_rate=1e-2", "tracking.log_model=false")
+    code = rerun.main([original.run_id, "--tracking-uri", store["uri"]])
+    shown = capsys.readouterr().out
+    assert code == 0 and "metrics match" in shown, shown[-3000:]
+    assert "peft_trainable_parameters" in shown and "sts-test_spearman_cosine" in shown
