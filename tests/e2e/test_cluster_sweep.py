@@ -34,8 +34,11 @@ def test_submitit_local_grid_reaches_one_parent_through_a_tracking_server(cli, t
         assert len(list((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))) == 4
         # the leaderboard went through the server's proxied artifact store
         assert parent.info.artifact_uri.startswith("mlflow-artifacts:")
+        # seed is swept: the leaderboard folds each learning rate's seeds; runs.csv keeps one row per job
         board = pd.read_csv(client.download_artifacts(parent.info.run_id, "leaderboard.csv"))
-        assert sorted(board["run_id"]) == sorted(c.info.run_id for c in children)
+        assert sorted(board["training.learning_rate"]) == [1e-5, 1e-3] and set(board["n"]) == {2}
+        runs = pd.read_csv(client.download_artifacts(parent.info.run_id, "runs.csv"))
+        assert sorted(runs["run_id"]) == sorted(c.info.run_id for c in children)
         assert any(p.name == "leaderboard.csv" for p in (tmp_path / "served").rglob("*"))
 
 
