@@ -71,6 +71,7 @@ def table(runs, optimized_metric: str | None = None, ascending: bool = False):
     if optimized_metric and f"metrics.{BASELINE}{optimized_metric}" in runs and optimized_metric in out:
         change = out[optimized_metric] - runs[f"metrics.{BASELINE}{optimized_metric}"]
         out.insert(out.columns.get_loc(optimized_metric) + 1, f"{optimized_metric} delta", change)
+        key = [*key, f"{optimized_metric} delta"]  # a metric too: folded (mean, std) with the others
     if optimized_metric:
         out = out.sort_values(optimized_metric, ascending=ascending, na_position="last", kind="stable")
     out.insert(0, "rank", range(1, len(out) + 1))
