@@ -53,6 +53,7 @@ def pipeline_command(name: str, data: str, store: Path, max_steps: int | None) -
         "data=stsb_pairs",
         f"data.local_dir={data}",
         "evaluator.splits=[test]",  # the plain script scores the test split only
+        "baseline=false",  # nor does it score the starting model first
         f"tracking.uri=sqlite:///{store}/mlflow.db",
         f"tracking.artifact_root={store}/artifacts",
         f"tracking.experiment_name={name}",
