@@ -16,6 +16,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share two cores (`make test`): one intra-op thread per job, not two per job
+    # fighting over each core. A profile's hardware.num_threads still wins where a test sets it.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 

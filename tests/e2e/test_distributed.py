@@ -55,6 +55,7 @@ def test_multirun_of_cpu_ddp_jobs_and_gather_across_devices(cli, mlflow_client, 
     assert first_loss["True"] > first_loss["False"] + 0.1, first_loss
 
 
+@pytest.mark.serial
 def test_a_dead_rank_ends_the_job_quickly_and_the_run_failed(mlflow_client, store_overrides, tmp_path):
     import psutil
 
@@ -107,6 +108,7 @@ def test_rerun_of_a_cpu_ddp_run_replays_it_in_2_ranks_with_identical_metrics(cli
     assert replay.data.metrics["sts-test_spearman_cosine"] == original.data.metrics["sts-test_spearman_cosine"]
 
 
+@pytest.mark.serial
 def test_sigterm_of_a_cpu_ddp_job_checkpoints_ends_killed_and_resume_finishes_it(
     cli, mlflow_client, store, store_overrides, tmp_path
 ):

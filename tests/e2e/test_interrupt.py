@@ -46,6 +46,7 @@ def _wait_for_checkpoint(process: subprocess.Popen, trainer_dir: Path, step: int
         time.sleep(0.02)
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_sigterm_mid_training_checkpoints_then_ends_killed(tmp_path, store_overrides, mlflow_client):
     process, trainer_dir = _start(tmp_path, store_overrides, "term", *TRAIN, "training.max_steps=400")
@@ -64,6 +65,7 @@ def test_sigterm_mid_training_checkpoints_then_ends_killed(tmp_path, store_overr
     assert run.data.tags["checkpoint.dir"] == str(trainer_dir.resolve())
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_kill_9_then_resume_finishes_the_same_run_with_uninterrupted_metrics(
     tmp_path, store_overrides, mlflow_client, cli

@@ -67,6 +67,7 @@ def stop(machines: list[subprocess.Popen]) -> None:
         machine.wait()
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_two_machines_finish_one_run_logged_by_machine_0(mlflow_client, store_overrides, tmp_path):
     outputs = finish(two_machines(tmp_path, store_overrides), timeout=300)
@@ -81,6 +82,7 @@ def test_two_machines_finish_one_run_logged_by_machine_0(mlflow_client, store_ov
     assert not (tmp_path / "machine1" / "launch" / "run.json").exists()
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_a_rank_killed_on_machine_1_ends_both_machines_and_the_run_failed(mlflow_client, store_overrides, tmp_path):
     import psutil
@@ -162,6 +164,7 @@ def test_machine_rank_and_process_counts_are_checked(overrides, message):
         check_config(cfg)
 
 
+@pytest.mark.serial
 def test_machine_0_that_never_answers_is_a_clear_error_in_bounded_time(cli, mlflow_client):
     started = time.monotonic()
     out = cli(

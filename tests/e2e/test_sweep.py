@@ -196,6 +196,7 @@ def test_optuna_needs_the_optimized_metric(cli, mlflow_client, tmp_path):
     assert parent.info.status == "FAILED"
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_interrupted_sweep_leaves_no_run_running(mlflow_client, store_overrides, tmp_path):
     command = [
@@ -270,6 +271,7 @@ def _start_parallel_sweep(tmp_path, store_overrides, mlflow_client):
     return sweep
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_joblib_sweep_interrupted_ends_parent_killed_and_a_killed_worker_leaves_no_run_running(
     tmp_path, store_overrides, mlflow_client
@@ -290,8 +292,9 @@ def test_joblib_sweep_interrupted_ends_parent_killed_and_a_killed_worker_leaves_
             sweep.wait()
     parent, children = parent_and_children(mlflow_client)
     assert parent.info.status == "KILLED"
-    assert len(children) == 2 and all(c.info.status in ("KILLED", "FAILED") for c in children)
-    assert all(c.data.tags.get("failure_reason") for c in children)
+    statuses = [(c.info.status, c.data.tags.get("failure_reason")) for c in children]
+    assert len(children) == 2 and all(c.info.status in ("KILLED", "FAILED") for c in children), statuses
+    assert all(c.data.tags.get("failure_reason") for c in children), statuses
 
 
 def test_an_optuna_storage_that_cannot_be_opened_is_one_line_before_any_job(cli, store, tmp_path):
