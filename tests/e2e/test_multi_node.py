@@ -165,6 +165,7 @@ def test_machine_rank_and_process_counts_are_checked(overrides, message):
 
 
 @pytest.mark.serial
+@pytest.mark.slow
 def test_machine_0_that_never_answers_is_a_clear_error_in_bounded_time(cli, mlflow_client):
     started = time.monotonic()
     out = cli(
