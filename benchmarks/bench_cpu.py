@@ -216,7 +216,7 @@ def markdown(report: dict) -> str:
             f"{rest} | "
             f"{m['train_samples_per_s']:.1f} | {mfu} | {m['spearman']:.4f} |"
         )
-    peak, sizes = report["peak_flops"], report.get("peak_sizes", {"fp32": 2048, "bf16": 2048})
+    peak, sizes = report["peak_flops"], report["peak_sizes"]
     lines += [
         "",
         f"- matmul peak (this machine, both threads): fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s ({sizes['fp32']}²), "
