@@ -1,23 +1,54 @@
 # Two commands on a fresh machine: `make run` (the main job) and `make test`.
-# Each creates .venv/ when missing. torch comes first, pinned, so that no other build is pulled in:
+# Each creates .venv/ when missing, from the committed lock (requirements-lock.txt: exact versions of
+# every package, transitive ones included) so that every machine installs what the suite passed with.
+# torch stays out of the lock and comes first, pinned, so that no other build is pulled in:
 # torch==2.13.0 is the CPU wheel on CPU-only machines of this project's kind, and PyPI's default
 # (CUDA) build on a Linux GPU machine. Another build: `make setup TORCH_SPEC="torch==X.Y.Z ..."`,
 # or install torch into .venv/ yourself first (an installed torch is never replaced).
+# uv installs the lock (several times faster than pip); `make lock` regenerates it with pip-tools.
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
+UV_SPEC ?= uv==0.13.9
+PIP_TOOLS_SPEC ?= pip-tools==7.6.2
+LOCK := requirements-lock.txt
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LATEST_VENV ?= /tmp/pipeline-latest-venv
 
-.PHONY: setup run test test-fast lint format ui chromium postgresql bench clean
+.PHONY: setup lock test-latest run test test-fast lint format ui chromium postgresql bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q "$(UV_SPEC)"
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -r $(LOCK)
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	$(PY) -m pipeline.tracking.environment check $(LOCK)
 	touch $(STAMP)
+
+# The lock, from pyproject.toml's ranges, resolved by pip against this machine's indexes (torch at
+# TORCH_SPEC, left out of the file). To upgrade a dependency: change its range, `make lock`, `make test`.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/pip-compile || $(PY) -m pip install -q "$(PIP_TOOLS_SPEC)"
+	echo "$(TORCH_SPEC)" > $(VENV)/torch-constraint.txt
+	$(VENV)/bin/pip-compile -q --extra test --strip-extras --unsafe-package torch --no-emit-index-url \
+		--no-emit-find-links --constraint $(VENV)/torch-constraint.txt --custom-compile-command "make lock" \
+		--upgrade -o $(LOCK) pyproject.toml
+
+# `make test-fast` in a throwaway venv of the newest versions pyproject.toml allows: run it before
+# `make lock` and after a dependency's release; a failure names the packages that differ from the lock.
+test-latest:
+	rm -rf $(LATEST_VENV) && $(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(LATEST_VENV)/bin/python -m pip install -q -e ".[test]"
+	touch $(LATEST_VENV)/.installed
+	$(LATEST_VENV)/bin/python -m pipeline.tracking.environment diff $(LOCK)
+	$(MAKE) test-fast VENV=$(LATEST_VENV) || { $(LATEST_VENV)/bin/python -m pipeline.tracking.environment diff $(LOCK) \
+		--failed; exit 1; }
 
 run: $(STAMP)
 	$(PY) -m pipeline $(ARGS)

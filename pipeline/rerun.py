@@ -5,8 +5,10 @@ not today's defaults); the only changes are the given ``key=value`` overrides, m
 (unknown keys rejected). It runs as a new MLflow run in the original's experiment, tagged
 ``pipeline.rerun_of=RUN_ID``, and every final metric of the original is compared with the replay's:
 exit 0 when all match (exactly by default, as on CPU with the same seed; ``--tolerance`` for GPU
-runs), 1 when one differs, 2 on a user mistake. Warns when the git commit, uncommitted changes,
-package versions or data fingerprint differ from the original's tags.
+runs), 1 when one differs, 2 on a user mistake. Before replaying it lists each package whose installed
+version differs from the original's (its ``environment/installed.txt``, or the ``version.*`` tags of
+runs logged before it existed); ``--strict-versions`` refuses to replay on any. Warns when the git
+commit, uncommitted changes or data fingerprint differ from the original's tags.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pipeline.tracking.environment as environment
 from pipeline import PipelineError, tracking
 from pipeline.cli import add_tracking_uri, reported, run_command, tracking_uri
 from pipeline.tracking.scrub import MAX_RUN_NAME_LENGTH
@@ -29,7 +32,7 @@ TIMING = ("job_seconds", "startup_seconds", "runtime", "per_second", "total_flos
 
 
 def differences(original: dict[str, str], current: dict[str, str]) -> list[str]:
-    """Warnings: what of code, packages and data differs between the original run and now."""
+    """Warnings: what of code and data differs between the original run and now."""
     notes = []
     if original.get("git.commit") and current.get("git.commit") and original["git.commit"] != current["git.commit"]:
         notes.append(f"git commit differs: original {original['git.commit'][:12]}, now {current['git.commit'][:12]}")
@@ -37,11 +40,6 @@ def differences(original: dict[str, str], current: dict[str, str]) -> list[str]:
         notes.append("the original ran with uncommitted changes: its git.patch artifact holds them")
     if current.get("git.dirty") == "true":
         notes.append("this checkout has uncommitted changes")
-    for key in sorted(k for k in original if k.startswith("version.")):
-        if current.get(key) != original[key]:
-            notes.append(
-                f"{key[len('version.') :]} differs: original {original[key]}, now {current.get(key, 'missing')}"
-            )
     if (
         original.get("data.fingerprint")
         and current.get("data.fingerprint")
@@ -51,6 +49,18 @@ def differences(original: dict[str, str], current: dict[str, str]) -> list[str]:
             f"data fingerprint differs: original {original['data.fingerprint']}, now {current['data.fingerprint']}"
         )
     return notes
+
+
+def version_differences(client, run_id: str, tags: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(package, logged, installed) for each package whose installed version differs from the run's."""
+    try:
+        logged = environment.parse_pins(tracking.artifact_text(client, run_id, "environment/installed.txt"))
+    except LookupError:  # logged before runs recorded every package: the version.* tags
+        logged = {environment.canonical(k[len("version.") :]): v for k, v in tags.items() if k.startswith("version.")}
+        now = environment.installed()
+        now["python"] = sys.version.split()[0]
+        return environment.differing(logged, now, both_ways=False)
+    return environment.differing(logged, environment.installed())
 
 
 def compare_metrics(
@@ -79,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         "overrides", nargs="*", metavar="key=value", help="changes to the logged config (OmegaConf dot keys)"
     )
     add_tracking_uri(parser)
+    parser.add_argument(
+        "--strict-versions",
+        action="store_true",
+        help="refuse to replay when any installed package version differs from the original run's",
+    )
     parser.add_argument(
         "--tolerance",
         type=float,
@@ -111,6 +126,8 @@ def _rerun(args: argparse.Namespace) -> int:
     cfg.tracking.uri = uri
     cfg.tracking.experiment_name = experiment.name
     tags = original.data.tags
+    versions = version_differences(client, args.run_id, tags)
+    _report_versions(versions, args.strict_versions)
     logged_overrides = tracking.logged_list(client, args.run_id, "overrides.yaml")
     choices = {"experiment": tags["pipeline.experiment"]} if tags.get("pipeline.experiment", "none") != "none" else {}
     name = f"rerun of {tags.get('mlflow.runName', args.run_id)}" + (
@@ -139,8 +156,28 @@ def _rerun(args: argparse.Namespace) -> int:
         print(f"  {metric:<{width}}  {old!r:>22}  {shown:>22}  {'same' if equal else 'DIFFERENT'}")
     if not rows:
         print("  the original run has no metrics to compare")
-    print("metrics match" if same else "metrics DIFFER")
+    if same:
+        print("metrics match")
+    elif versions:
+        names = ", ".join(f"{name} {old} -> {new}" for name, old, new in versions)
+        print(f"metrics DIFFER; the installed packages differ from the original's ({len(versions)}): {names}")
+    else:
+        print("metrics DIFFER (the installed package versions are the original's)")
     return 0 if same else 1
+
+
+def _report_versions(rows: list[tuple[str, str, str]], strict: bool) -> None:
+    """Print the packages that differ from the original run's, before replaying; refuse with ``strict``."""
+    if not rows:
+        return
+    if strict:
+        names = ", ".join(f"{name} {old} -> {new}" for name, old, new in rows)
+        raise PipelineError(
+            f"--strict-versions: {len(rows)} installed packages differ from the original run's: {names}; "
+            "install the run's environment/lock.txt, or replay without --strict-versions."
+        )
+    print(f"{len(rows)} installed packages differ from the original run's:", file=sys.stderr)
+    print(environment.format_rows(rows, "logged"), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Importing it is cheap (MLflow is imported where it is used).
 - ``record``: params, replay tags, dataset lineage, metrics, the model;
 - ``run``: the job's run, and the one way any run ends with a reason;
 - ``replay``: a logged run's config and overrides, read back;
+- ``environment``: the installed packages against the committed lock or a run's record;
 - ``leaderboard``: runs side by side;
 - ``registry``: model versions, aliases (promotion);
 - ``sweep``: the Hydra callback behind ``-m`` (parent and child runs);
@@ -27,7 +28,7 @@ from pipeline.tracking.record import (
     set_tags,
 )
 from pipeline.tracking.registry import check_registry, register_model
-from pipeline.tracking.replay import hidden_keys, logged_config, logged_list
+from pipeline.tracking.replay import artifact_text, hidden_keys, logged_config, logged_list
 from pipeline.tracking.run import config_secrets, end_run, job_run
 from pipeline.tracking.scrub import metric_key, redact, scrub
 from pipeline.tracking.store import (
@@ -41,6 +42,7 @@ from pipeline.tracking.store import (
 )
 
 __all__ = [
+    "artifact_text",
     "check_registry",
     "check_target",
     "check_uri",

@@ -3,7 +3,8 @@
 :func:`job_run` starts (or continues) the run, logs its config, and ends it FINISHED, FAILED or
 KILLED: nothing leaves a run RUNNING. What it writes: params (the flattened config), tags (package
 versions, git state, overrides, the caller's tags), artifacts ``config.yaml`` (resolved, secrets
-hidden), ``overrides.yaml``, ``git.patch`` when the tree is dirty, and on failure the
+hidden), ``overrides.yaml``, ``git.patch`` when the tree is dirty, ``environment/lock.txt`` and
+``environment/installed.txt`` (tag ``environment.lock_digest``), and on failure the
 ``failure_reason`` tag and ``error/traceback.txt``; with ``tracking.system_metrics``, MLflow's
 ``system/*`` metrics for the run's lifetime.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+import pipeline.tracking.environment as environment
 from pipeline.tracking.record import config_params, git_state, package_versions
 from pipeline.tracking.scrub import (
     MAX_RUN_NAME_LENGTH,
@@ -83,6 +85,8 @@ def _start_tags(overrides: list[str], tags: dict[str, str], git: dict[str, str],
     }
     if git:
         out.update({"git.commit": git["commit"], "git.dirty": git["dirty"]})
+    lock = environment.lock_text()
+    out["environment.lock_digest"] = environment.digest(lock) if lock is not None else "none"
     return out
 
 
@@ -116,6 +120,19 @@ def _log_config(run, cfg: DictConfig, overrides: list[str], git: dict[str, str],
     mlflow.log_text(scrub(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), secrets), "overrides.yaml")
     if git.get("patch"):
         mlflow.log_text(scrub(git["patch"], secrets), "git.patch")
+    _log_environment()
+
+
+def _log_environment() -> None:
+    """``environment/lock.txt`` (the lock this checkout installs from) and ``environment/installed.txt``
+    (every package installed, ``name==version``): what rebuilds the run's environment, and what
+    ``pipeline.rerun`` compares."""
+    import mlflow
+
+    lock = environment.lock_text()
+    if lock is not None:
+        mlflow.log_text(lock, "environment/lock.txt")
+    mlflow.log_text(environment.installed_text(), "environment/installed.txt")
 
 
 def _system_metrics(tracking: DictConfig) -> bool:

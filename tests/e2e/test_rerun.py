@@ -44,3 +44,42 @@ def test_rerun_refuses_unknown_runs_and_keys(run_job, store, capsys):
     with pytest.raises(SystemExit) as exited:
         rerun.main([original.run_id, "--tracking-uri", store["uri"], "training.no_such_field=1"])
     assert exited.value.code == 2 and "no_such_field" in capsys.readouterr().err
+
+
+def test_rerun_lists_packages_that_differ_from_the_run_and_strict_versions_refuses(
+    run_job, store, mlflow_client, capsys
+):
+    from pipeline.tracking import environment
+
+    original = run_job(*SMOKE)
+    logged = mlflow_client.get_run(original.run_id).data.tags
+    lock = environment.lock_text()
+    assert logged["environment.lock_digest"] == environment.digest(lock)
+    assert tracking_text(mlflow_client, original.run_id, "environment/lock.txt") == lock
+    installed = environment.parse_pins(tracking_text(mlflow_client, original.run_id, "environment/installed.txt"))
+    assert installed["transformers"] == environment.installed()["transformers"]
+    # the run as if logged with another transformers and a package that is no longer installed
+    faked = {**installed, "transformers": "4.0.0", "left-over-package": "1.2.3"}
+    mlflow_client.log_text(original.run_id, environment.installed_text(faked), "environment/installed.txt")
+    now = environment.installed()["transformers"]
+
+    with pytest.raises(SystemExit) as exited:
+        rerun.main([original.run_id, "--tracking-uri", store["uri"], "--strict-versions"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert f"transformers 4.0.0 -> {now}" in err and "left-over-package 1.2.3 -> missing" in err
+    replays = f"tags.`pipeline.rerun_of` = '{original.run_id}'"
+    assert not mlflow_client.search_runs([original.experiment_id], filter_string=replays), "refused, yet it replayed"
+
+    code = rerun.main([original.run_id, "--tracking-uri", store["uri"], "training.learning_rate=0.01"])
+    shown = capsys.readouterr()
+    table = [line.split() for line in shown.err.splitlines()]
+    assert ["transformers", "4.0.0", now] in table and ["left-over-package", "1.2.3", "missing"] in table
+    assert code == 1 and "metrics DIFFER; the installed packages differ from the original's (2)" in shown.out
+    assert f"transformers 4.0.0 -> {now}" in shown.out
+
+
+def tracking_text(client, run_id: str, name: str) -> str:
+    from pipeline import tracking
+
+    return tracking.artifact_text(client, run_id, name)
