@@ -8,13 +8,13 @@
 # uv installs the lock (several times faster than pip); `make lock` regenerates it with pip-tools.
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
-UV_SPEC ?= uv==0.13.9
 PIP_TOOLS_SPEC ?= pip-tools==7.6.2
 LOCK := requirements-lock.txt
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LATEST_VENV ?= /tmp/pipeline-latest-venv
+LOCK_TOOLS := $(VENV)/lock-tools  # pip-tools, kept out of the project's own environment
 
 .PHONY: setup lock test-latest run test test-fast lint format ui chromium postgresql bench clean
 
@@ -23,21 +23,21 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q "$(UV_SPEC)"
+	$(PY) -m pip install -q "$$(grep "^uv==" $(LOCK))"
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -r $(LOCK)
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
-	$(PY) -m pipeline.tracking.environment check $(LOCK)
+	$(PY) -m pipeline.env check $(LOCK)
 	touch $(STAMP)
 
 # The lock, from pyproject.toml's ranges, resolved by pip against this machine's indexes (torch at
 # TORCH_SPEC, left out of the file). To upgrade a dependency: change its range, `make lock`, `make test`.
 lock:
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	test -x $(VENV)/bin/pip-compile || $(PY) -m pip install -q "$(PIP_TOOLS_SPEC)"
-	echo "$(TORCH_SPEC)" > $(VENV)/torch-constraint.txt
-	$(VENV)/bin/pip-compile -q --extra test --strip-extras --unsafe-package torch --no-emit-index-url \
-		--no-emit-find-links --constraint $(VENV)/torch-constraint.txt --custom-compile-command "make lock" \
-		--upgrade -o $(LOCK) pyproject.toml
+	test -x $(LOCK_TOOLS)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_TOOLS) && \
+		$(LOCK_TOOLS)/bin/python -m pip install -q "$(PIP_TOOLS_SPEC)"; }
+	echo "$(TORCH_SPEC)" > $(LOCK_TOOLS)/torch-constraint.txt
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_TOOLS)/bin/pip-compile -q --extra test --strip-extras \
+		--unsafe-package torch --no-emit-index-url --no-emit-find-links \
+		--constraint $(LOCK_TOOLS)/torch-constraint.txt --upgrade -o $(LOCK) pyproject.toml
 
 # `make test-fast` in a throwaway venv of the newest versions pyproject.toml allows: run it before
 # `make lock` and after a dependency's release; a failure names the packages that differ from the lock.
@@ -46,8 +46,8 @@ test-latest:
 	$(LATEST_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
 	$(LATEST_VENV)/bin/python -m pip install -q -e ".[test]"
 	touch $(LATEST_VENV)/.installed
-	$(LATEST_VENV)/bin/python -m pipeline.tracking.environment diff $(LOCK)
-	$(MAKE) test-fast VENV=$(LATEST_VENV) || { $(LATEST_VENV)/bin/python -m pipeline.tracking.environment diff $(LOCK) \
+	$(LATEST_VENV)/bin/python -m pipeline.env diff $(LOCK)
+	$(MAKE) test-fast VENV=$(LATEST_VENV) || { $(LATEST_VENV)/bin/python -m pipeline.env diff $(LOCK) \
 		--failed; exit 1; }
 
 run: $(STAMP)

@@ -1,10 +1,6 @@
 """The installed packages against the committed lock (``requirements-lock.txt``) or a run's record.
 
-- ``python -m pipeline.tracking.environment check [LOCK]``: every locked package is installed at its locked
-  version (``make setup`` ends with it); exit 1 naming each one that is not.
-- ``python -m pipeline.tracking.environment diff [LOCK] [--failed]``: the packages whose installed version
-  differs from the lock (``make test-latest`` prints them, and again with ``--failed`` when its tests fail).
-
+``python -m pipeline.env`` checks this environment against the lock (``make setup``, ``make test-latest``).
 Every run logs the lock it was installed from (``environment/lock.txt``, tag ``environment.lock_digest``)
 and what was installed (``environment/installed.txt``); ``pipeline.rerun`` compares the latter with
 today's packages (:func:`differing`).
@@ -12,10 +8,8 @@ today's packages (:func:`differing`).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import re
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -89,37 +83,3 @@ def lock_text(path: Path = LOCK_FILE) -> str | None:
 def digest(text: str) -> str:
     """A short content digest of a lock: the ``environment.lock_digest`` tag."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.tracking.environment", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("command", choices=["check", "diff"])
-    parser.add_argument("lock", nargs="?", default=str(LOCK_FILE), help="the lock file (default: %(default)s)")
-    parser.add_argument("--failed", action="store_true", help="diff: say that the tests failed on these versions")
-    args = parser.parse_args(argv)
-    text = lock_text(Path(args.lock))
-    if text is None:
-        print(f"error: no lock at {args.lock}", file=sys.stderr)
-        return 2
-    rows = differing(parse_pins(text), installed(), both_ways=False)
-    if args.command == "check":
-        if rows:
-            print(f"error: {len(rows)} installed packages differ from {args.lock}:", file=sys.stderr)
-            print(format_rows(rows, "locked"), file=sys.stderr)
-            print("fix: rm -rf .venv && make setup", file=sys.stderr)
-            return 1
-        print(f"environment matches {args.lock} ({len(parse_pins(text))} packages)")
-        return 0
-    if args.failed:
-        print(f"make test-latest FAILED with the newest allowed versions; {len(rows)} differ from the lock:")
-    else:
-        print(f"{len(rows)} packages differ from {args.lock}" + (":" if rows else ""))
-    if rows:
-        print(format_rows(rows, "locked"))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
