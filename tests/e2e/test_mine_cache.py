@@ -4,6 +4,7 @@ and by the ranks of one job."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -66,6 +67,11 @@ def test_the_key_follows_the_processed_rows_the_transform_and_the_prompts(run_jo
     record = json.loads((Path(prompted[1]) / "mined_from.json").read_text())
     assert record["prompts"] == {"query_prompt": "query: ", "corpus_prompt": "passage: "} and record["pairs"] == 16
     assert run() == ("hit", full[1], full[2])  # the same config again: the full run's set, reused
+    info = Path(full[1]) / "dataset_info.json"
+    three_days_ago = time.time() - 3 * 86400
+    os.utime(info, (three_days_ago, three_days_ago))
+    assert run("mine.cache_max_age_days=1") == ("miss", full[1], full[2])  # too old: mined again, in place
+    assert time.time() - info.stat().st_mtime < 3600
 
 
 def test_two_processes_mining_one_key_compute_it_once(mlflow_client, store_overrides, tmp_path):
