@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from pipeline import PipelineError, tracking
 from pipeline.runtime import checkpoint, guard, hardware, packing
 from pipeline.runtime.hardware import Precision
-from pipeline.stages import build, load, validate
+from pipeline.stages import build, load, mine, validate
 from pipeline.stages.evaluators import eval_splits, evaluator_specs, splits_needed
 from pipeline.stages.splits import LoadedData
 
@@ -126,6 +126,8 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     training = "train" in cfg.stages
     best_metric = cfg.get("optimized_metric") if evaluator_specs(cfg) else None
     stops_early, prompts = validate.early_stopping_on(cfg), validate.column_prompts(cfg.data)
+    if "mine" in cfg.stages:
+        prompts = mine.training_prompts(prompts, list(cfg.data.train_columns))
     args = (
         training_arguments(cfg.training, cfg.hardware, output_dir, precision, best_metric, stops_early, prompts)
         if training
@@ -194,8 +196,6 @@ def mine_stage(cfg: DictConfig, plan: Plan, built: Built) -> Plan:
     (or finds the set in the cache) while the others wait, then they read its set from the cache."""
     from accelerate import PartialState
 
-    from pipeline.stages import mine
-
     train, inputs = plan.data.train_splits["train"], mine_inputs(cfg, plan.data)
 
     def load_miner():
@@ -210,8 +210,6 @@ def mine_stage(cfg: DictConfig, plan: Plan, built: Built) -> Plan:
 
 def mine_inputs(cfg: DictConfig, data: LoadedData) -> dict:
     """What this job's mined set depends on (its cache key): train rows, candidates, miner, options, prompts."""
-    from pipeline.stages import mine
-
     train = data.train_splits["train"]
     prompts = mine.prompts_for(train, validate.column_prompts(cfg.data))
     return mine.key_inputs(train, data.candidates, cfg.get("miner") or cfg.model, cfg.seed, cfg.mine, prompts)

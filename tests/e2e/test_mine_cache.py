@@ -63,7 +63,7 @@ def test_the_key_follows_the_processed_rows_the_transform_and_the_prompts(run_jo
     reversed_pairs = run("data.train_columns=[positive,anchor]")
     assert reversed_pairs[0] == "miss" and reversed_pairs[1] != full[1]
     prompted = run("+data.prompts.anchor='query: '", "+data.prompts.positive='passage: '")
-    assert prompted[0] == "miss" and prompted[1] != full[1]
+    assert prompted[0] == "miss" and prompted[1] != full[1] and prompted[2][1] != full[2][1]  # other negatives
     record = json.loads((Path(prompted[1]) / "mined_from.json").read_text())
     assert record["prompts"] == {"query_prompt": "query: ", "corpus_prompt": "passage: "} and record["pairs"] == 16
     assert run() == ("hit", full[1], full[2])  # the same config again: the full run's set, reused

@@ -40,3 +40,15 @@ def test_mine_cache_max_age_days_is_a_number_of_days_or_null():
     for bad in ("-1", "soon", "true"):
         with pytest.raises(PipelineError, match=r"mine.cache_max_age_days=\S+: a number of days >= 0"):
             check_config(compose_config(["stages=[load,mine,train,evaluate]", f"mine.cache_max_age_days={bad}"]))
+
+
+def test_the_mined_negatives_train_with_the_positive_columns_prompt(store_overrides, tmp_path):
+    from pipeline.job import preflight
+
+    prompts = ["+data.prompts.anchor='query: '", "+data.prompts.positive='passage: '"]
+    cfg = compose_config(["stages=[load,mine,train,evaluate]", *prompts, *store_overrides])
+    assert preflight(cfg, tmp_path, None).args.prompts == {
+        "anchor": "query: ",
+        "positive": "passage: ",
+        "negative": "passage: ",
+    }
