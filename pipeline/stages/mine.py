@@ -69,7 +69,7 @@ def check_options(mine_cfg: DictConfig, train_columns: list[str], data_name: str
         )
     if mine_cfg.corpus not in ("split", "positives"):
         raise PipelineError(f"mine.corpus={mine_cfg.corpus!r}: use split (every text of the train file) or positives.")
-    age = mine_cfg.cache_max_age_days
+    age = mine_cfg.get("cache_max_age_days")  # absent from configs logged before it existed (pipeline.rerun)
     if age is not None and (isinstance(age, bool) or not isinstance(age, (int, float)) or age < 0):
         raise PipelineError(
             f"mine.cache_max_age_days={age!r}: a number of days >= 0 (0 mines afresh every time), or null to keep "
@@ -139,7 +139,7 @@ def mine(
     """
     key = cache_key(inputs)
     folder = Path(mine_cfg.cache_dir).expanduser() / key
-    max_age = mine_cfg.cache_max_age_days
+    max_age = mine_cfg.get("cache_max_age_days")
     if _fresh(folder, max_age):
         return _reuse(folder, key)
     if not may_mine:
