@@ -139,7 +139,7 @@ def mine(
     """
     key = cache_key(inputs)
     folder = Path(mine_cfg.cache_dir).expanduser() / key
-    max_age = mine_cfg.get("cache_max_age_days")
+    max_age = mine_cfg.get("cache_max_age_days") if may_mine else None  # a waiting rank takes what its main rank left
     if _fresh(folder, max_age):
         return _reuse(folder, key)
     if not may_mine:

@@ -112,7 +112,11 @@ def test_two_processes_mining_one_key_compute_it_once(mlflow_client, store_overr
 
 def test_the_ranks_of_a_cpu_ddp_job_share_one_mined_set(cli, mlflow_client, tmp_path):
     cache = tmp_path / "mined"
-    out = cli("hardware=cpu_ddp", "debug=smoke", "stages=[load,mine,train,evaluate]", f"mine.cache_dir={cache}")
+    # cache_max_age_days=0: rank 0 mines afresh; rank 1 still takes rank 0's new set rather than refusing it as old
+    out = cli(
+        "hardware=cpu_ddp", "debug=smoke", "stages=[load,mine,train,evaluate]", f"mine.cache_dir={cache}",
+        "mine.cache_max_age_days=0",
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr[-4000:]
     (run,) = all_runs(mlflow_client)
     assert run.info.status == "FINISHED" and run.data.tags["world_size"] == "2"
