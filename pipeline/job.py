@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from pipeline import PipelineError, tracking
 from pipeline.runtime import checkpoint, guard, hardware, packing
 from pipeline.runtime.hardware import Precision
-from pipeline.stages import build, load, validate
+from pipeline.stages import build, load, mine, validate
 from pipeline.stages.evaluators import eval_splits, evaluator_specs, splits_needed
 from pipeline.stages.splits import LoadedData
 
@@ -126,6 +126,8 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     training = "train" in cfg.stages
     best_metric = cfg.get("optimized_metric") if evaluator_specs(cfg) else None
     stops_early, prompts = validate.early_stopping_on(cfg), validate.column_prompts(cfg.data)
+    if "mine" in cfg.stages:
+        prompts = mine.training_prompts(prompts, list(cfg.data.train_columns))
     args = (
         training_arguments(cfg.training, cfg.hardware, output_dir, precision, best_metric, stops_early, prompts)
         if training
@@ -190,17 +192,27 @@ def lora_on(cfg: DictConfig) -> bool:
 
 def mine_stage(cfg: DictConfig, plan: Plan, built: Built) -> Plan:
     """Hard negatives for the train pairs (``stages=[load,mine,train,...]``): the mined set, logged as a
-    training dataset input, replaces the train split."""
-    from pipeline.stages import mine
+    training dataset input, replaces the train split. With several ranks, each machine's main rank mines
+    (or finds the set in the cache) while the others wait, then they read its set from the cache."""
+    from accelerate import PartialState
 
-    train = plan.data.train_splits["train"]
-    key = mine.fingerprint(train, plan.data.candidates, cfg.get("miner") or cfg.model, cfg.seed, cfg.mine)
-    miner = built.model
-    if cfg.get("miner") and not mine.cached(cfg.mine, key):
-        miner = build.load_model(cfg.miner, cfg.seed, key="miner")
-    mined = mine.mine(train, miner, cfg.mine, plan.data.candidates, key)
+    train, inputs = plan.data.train_splits["train"], mine_inputs(cfg, plan.data)
+
+    def load_miner():
+        return build.load_model(cfg.miner, cfg.seed, key="miner") if cfg.get("miner") else built.model
+
+    ranks = PartialState()
+    with ranks.local_main_process_first():
+        mined = mine.mine(train, load_miner, cfg.mine, plan.data.candidates, inputs, ranks.is_local_main_process)
     tracking.log_mined_set(mined.split.dataset, mined.split.source, f"{cfg.data.name}-mined", mined.cached)
     return dataclasses.replace(plan, data=dataclasses.replace(plan.data, train=mined.split))
+
+
+def mine_inputs(cfg: DictConfig, data: LoadedData) -> dict:
+    """What this job's mined set depends on (its cache key): train rows, candidates, miner, options, prompts."""
+    train = data.train_splits["train"]
+    prompts = mine.prompts_for(train, validate.column_prompts(cfg.data))
+    return mine.key_inputs(train, data.candidates, cfg.get("miner") or cfg.model, cfg.seed, cfg.mine, prompts)
 
 
 def final_evaluators(cfg: DictConfig, built: Built) -> dict[str, Any]:
