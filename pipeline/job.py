@@ -99,7 +99,7 @@ def run_job(
             return JobResult("", "", {}, None)
         metrics = {**baseline, **evaluate_stage(cfg, plan, built, output_dir)}
         log_outcome(cfg, built, output_dir, started, metrics)
-    target = metrics.get(str(cfg.optimized_metric)) if cfg.get("optimized_metric") else None
+    target = metrics.get(tracking.metric_name(str(cfg.optimized_metric))) if cfg.get("optimized_metric") else None
     return JobResult(run.info.run_id, run.info.experiment_id, metrics, target)
 
 
