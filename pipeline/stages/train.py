@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,9 @@ def train(
 
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(ProgressLines())
-    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    with RestoreErrors() as restore_errors:
+        output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    check_restored(trainer, dev_evaluator, restore_errors.messages)
     metrics, best = output.metrics, trainer.state.best_model_checkpoint
     return TrainResult(
         global_step=output.global_step,
@@ -77,6 +80,58 @@ def train(
         samples_per_second=float(metrics.get("train_samples_per_second", 0.0)),
         best_step=int(best.rsplit("-", 1)[-1]) if best else None,
         best_metric=trainer.state.best_metric,
+    )
+
+
+class BestModelNotRestored(PipelineError):
+    """Training ended but the model is not the best checkpoint it was asked to restore."""
+
+
+class RestoreErrors(logging.Handler):
+    """Collects what sentence-transformers' trainer logs when it cannot load the best checkpoint: it
+    catches that error itself and goes on with the last model."""
+
+    LOGGER = "sentence_transformers.base.trainer"
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "best model" in record.getMessage():
+            self.messages.append(record.getMessage())
+
+    def __enter__(self) -> RestoreErrors:
+        logging.getLogger(self.LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        logging.getLogger(self.LOGGER).removeHandler(self)
+
+
+def check_restored(trainer, evaluator, errors: list[str]) -> None:
+    """With ``load_best_model_at_end`` (early stopping): the model the trainer ends with scores what
+    its best checkpoint scored (``state.best_metric``), re-evaluated on dev as the trainer evaluates;
+    else :class:`BestModelNotRestored`, with the trainer's own error when it logged one."""
+    from accelerate.utils import broadcast_object_list
+    from sentence_transformers.util.distributed import distributed_evaluation
+
+    state, args = trainer.state, trainer.args
+    if not (args.load_best_model_at_end and state.best_model_checkpoint and evaluator is not None):
+        return
+    with distributed_evaluation(trainer.model) as runs_evaluator:  # several ranks: rank 0 scores, the others serve
+        scores = evaluator(trainer.model) if runs_evaluator else {}
+    scores = broadcast_object_list([scores])[0]
+    name = args.metric_for_best_model.removeprefix("eval_")
+    value = scores.get(name)
+    if value is not None and math.isclose(value, state.best_metric, rel_tol=1e-5, abs_tol=1e-6):
+        log.info("Best checkpoint %s restored: dev %s %.6f again", state.best_model_checkpoint, name, value)
+        return
+    cause = f" (the trainer logged: {errors[-1]})" if errors else ""
+    raise BestModelNotRestored(
+        f"early stopping: the best checkpoint {state.best_model_checkpoint} ({name} {state.best_metric:.6f}) was "
+        f"not restored: the model scores {value} on dev{cause}. Keep the checkpoint (and a LoRA adapter's base "
+        "model folder) in place until training ends, then run again."
     )
 
 
