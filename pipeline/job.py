@@ -296,7 +296,7 @@ def log_trained_model(cfg: DictConfig, built: Built, output_dir: Path) -> str | 
         if lora_on(cfg):  # the adapter alone, then the model with it merged in (loads without peft)
             built.model.transformers_model.save_pretrained(str(output_dir / "adapter"))
             tracking.log_files(sorted((output_dir / "adapter").iterdir()), "adapter")
-            build.merge_lora(built.model)
+            build.merge_lora(built.model, output_dir / "adapter")
         return tracking.log_model(built.model)
     return None
 
