@@ -238,7 +238,7 @@ def baseline_step(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) -
 def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None) -> None:
     """Train the model in place; a guard trip or a signal ends the job here (FAILED / KILLED)."""
     from pipeline.runtime import callbacks
-    from pipeline.stages.train import train
+    from pipeline.stages.train import check_restored, train
 
     guide = build.load_model(cfg.guide, cfg.seed, key="guide").to(built.model.device) if plan.needs_guide else None
     packing.enable(guide, cfg.hardware, tag="packing.guide")
@@ -262,6 +262,7 @@ def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None
     checkpoint.raise_if_stopped(checkpoints)
     log.info("Trained %d steps in %.1f s (final loss %.4f)", result.global_step, result.runtime_s, result.training_loss)
     if validate.early_stopping_on(cfg) and result.best_step is not None:
+        check_restored(built.model, dev, result, str(cfg.optimized_metric))
         log.info(
             "Best model: step %d (%s %.4f), restored and checked",
             result.best_step,

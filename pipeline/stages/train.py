@@ -31,6 +31,8 @@ class TrainResult:
     samples_per_second: float
     best_step: int | None = None  # the checkpoint ``metric_for_best_model`` picked (None: not tracked)
     best_metric: float | None = None
+    best_checkpoint: str | None = None
+    restore_errors: tuple[str, ...] = ()  # what the trainer logged when it could not load the best checkpoint
 
 
 def train(
@@ -71,7 +73,6 @@ def train(
         trainer.add_callback(ProgressLines())
     with RestoreErrors() as restore_errors:
         output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    check_restored(trainer, dev_evaluator, restore_errors.messages)
     metrics, best = output.metrics, trainer.state.best_model_checkpoint
     return TrainResult(
         global_step=output.global_step,
@@ -80,6 +81,8 @@ def train(
         samples_per_second=float(metrics.get("train_samples_per_second", 0.0)),
         best_step=int(best.rsplit("-", 1)[-1]) if best else None,
         best_metric=trainer.state.best_metric,
+        best_checkpoint=best,
+        restore_errors=tuple(restore_errors.messages),
     )
 
 
@@ -109,27 +112,24 @@ class RestoreErrors(logging.Handler):
         logging.getLogger(self.LOGGER).removeHandler(self)
 
 
-def check_restored(trainer, evaluator, errors: list[str]) -> None:
-    """With ``load_best_model_at_end`` (early stopping): the model the trainer ends with scores what
-    its best checkpoint scored (``state.best_metric``), re-evaluated on dev as the trainer evaluates;
-    else :class:`BestModelNotRestored`, with the trainer's own error when it logged one."""
+def check_restored(model, evaluator, result: TrainResult, metric: str) -> None:
+    """After early stopping restored the best checkpoint (``load_best_model_at_end``): the model scores
+    what that checkpoint scored (``result.best_metric``), ``evaluator`` re-run on dev as the trainer runs
+    it; else :class:`BestModelNotRestored`, with the trainer's own error when it logged one."""
     from accelerate.utils import broadcast_object_list
     from sentence_transformers.util.distributed import distributed_evaluation
 
-    state, args = trainer.state, trainer.args
-    if not (args.load_best_model_at_end and state.best_model_checkpoint and evaluator is not None):
+    if result.best_checkpoint is None or evaluator is None:
         return
-    with distributed_evaluation(trainer.model) as runs_evaluator:  # several ranks: rank 0 scores, the others serve
-        scores = evaluator(trainer.model) if runs_evaluator else {}
-    scores = broadcast_object_list([scores])[0]
-    name = args.metric_for_best_model.removeprefix("eval_")
-    value = scores.get(name)
-    if value is not None and math.isclose(value, state.best_metric, rel_tol=1e-5, abs_tol=1e-6):
-        log.info("Best checkpoint %s restored: dev %s %.6f again", state.best_model_checkpoint, name, value)
+    with distributed_evaluation(model) as runs_evaluator:  # several ranks: rank 0 scores, the others serve
+        scores = evaluator(model) if runs_evaluator else {}
+    value = broadcast_object_list([scores])[0].get(metric)
+    if value is not None and math.isclose(value, result.best_metric, rel_tol=1e-5, abs_tol=1e-6):
+        log.info("Best checkpoint %s restored: dev %s %.6f again", result.best_checkpoint, metric, value)
         return
-    cause = f" (the trainer logged: {errors[-1]})" if errors else ""
+    cause = f" (the trainer logged: {result.restore_errors[-1]})" if result.restore_errors else ""
     raise BestModelNotRestored(
-        f"early stopping: the best checkpoint {state.best_model_checkpoint} ({name} {state.best_metric:.6f}) was "
+        f"early stopping: the best checkpoint {result.best_checkpoint} ({metric} {result.best_metric:.6f}) was "
         f"not restored: the model scores {value} on dev{cause}. Keep the checkpoint (and a LoRA adapter's base "
         "model folder) in place until training ends, then run again."
     )
