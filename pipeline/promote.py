@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--parent", metavar="SWEEP_RUN_ID", help="promote the best FINISHED child of this sweep")
     which.add_argument("--run", metavar="RUN_ID", help="promote this run")
     parser.add_argument("--alias", default="champion", help="the alias set on the new version (default: champion)")
-    parser.add_argument("--metric", help="rank / check by this metric (default: the optimized_metric)")
+    parser.add_argument(
+        "--metric", help="rank / check by this metric, e.g. ir-dev_cosine_ndcg@10 (default: the optimized_metric)"
+    )
     parser.add_argument("--register-as", metavar="NAME", help="registered model name (default: the experiment's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
