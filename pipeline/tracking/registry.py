@@ -131,7 +131,7 @@ def check_promotable(run, metric: str | None) -> float | None:
 
 @dataclass(frozen=True)
 class Choice:
-    """The child of a sweep to promote, the metric it was ranked by (sentence-transformers' name) and why it."""
+    """The child of a sweep to promote, the metric it was ranked by (sentence-transformers' name) and why it was picked."""
 
     run: Any
     metric: str
