@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", help="every run of this experiment (sweep parents left out)")
     parser.add_argument("--parent", help="the child runs of this sweep parent run")
     parser.add_argument("--format", choices=FORMATS, default="table")
-    parser.add_argument("--metric", help="rank by this metric (default: the runs' optimized_metric)")
+    parser.add_argument(
+        "--metric", help="rank by this metric, e.g. ir-dev_cosine_ndcg@10 (default: the runs' optimized_metric)"
+    )
     parser.add_argument("--ascending", action="store_true", help="lower is better")
     parser.add_argument(
         "--plot", type=Path, help="also write a bar chart of the key metrics to this file (.png, .svg, .pdf)"

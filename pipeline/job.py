@@ -99,7 +99,7 @@ def run_job(
             return JobResult("", "", {}, None)
         metrics = {**baseline, **evaluate_stage(cfg, plan, built, output_dir)}
         log_outcome(cfg, built, output_dir, started, metrics)
-    target = metrics.get(str(cfg.optimized_metric)) if cfg.get("optimized_metric") else None
+    target = metrics.get(tracking.metric_name(str(cfg.optimized_metric))) if cfg.get("optimized_metric") else None
     return JobResult(run.info.run_id, run.info.experiment_id, metrics, target)
 
 
@@ -250,7 +250,7 @@ def baseline_step(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) -
 def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None) -> None:
     """Train the model in place; a guard trip or a signal ends the job here (FAILED / KILLED)."""
     from pipeline.runtime import callbacks
-    from pipeline.stages.train import train
+    from pipeline.stages.train import check_restored, train
 
     guide = build.load_model(cfg.guide, cfg.seed, key="guide").to(built.model.device) if plan.needs_guide else None
     packing.enable(guide, cfg.hardware, tag="packing.guide")
@@ -274,7 +274,13 @@ def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None
     checkpoint.raise_if_stopped(checkpoints)
     log.info("Trained %d steps in %.1f s (final loss %.4f)", result.global_step, result.runtime_s, result.training_loss)
     if validate.early_stopping_on(cfg) and result.best_step is not None:
-        log.info("Best model: step %d (%s %.4f), restored", result.best_step, cfg.optimized_metric, result.best_metric)
+        check_restored(built.model, dev, result, str(cfg.optimized_metric))
+        log.info(
+            "Best model: step %d (%s %.4f), restored and checked",
+            result.best_step,
+            cfg.optimized_metric,
+            result.best_metric,
+        )
         tracking.log_metrics({"best_step": result.best_step, f"best_{cfg.optimized_metric}": result.best_metric})
 
 
@@ -303,7 +309,7 @@ def log_trained_model(cfg: DictConfig, built: Built, output_dir: Path) -> str | 
         if lora_on(cfg):  # the adapter alone, then the model with it merged in (loads without peft)
             built.model.transformers_model.save_pretrained(str(output_dir / "adapter"))
             tracking.log_files(sorted((output_dir / "adapter").iterdir()), "adapter")
-            build.merge_lora(built.model)
+            build.merge_lora(built.model, output_dir / "adapter")
         return tracking.log_model(built.model)
     return None
 

@@ -2,9 +2,13 @@
 Registry and point an alias at it.
 
 The best child of ``--parent`` is the FINISHED one with the best ``--metric`` (default: the sweep's
-``optimized_metric``, in the sweep's direction). A FAILED or unfinished run, a run without that metric
-or without a logged model is refused (exit 2). The new model version carries the run id, the config
-digest and the key metrics as tags (``pipeline.tracking.registry``).
+``optimized_metric``, in the sweep's direction; sentence-transformers' name, ``ir-dev_cosine_ndcg@10``).
+When the sweep swept ``seed``, it is the leaderboard's pick: the configuration with the best mean over
+its seeds, and within it the best seed (the output says which). A FAILED or unfinished run, a run
+without that metric or without a logged model is refused (exit 2). A run whose model is registered
+under the name already (``tracking.register_as``) keeps that version: only the alias moves. A new
+model version carries the run id, the config digest and the key metrics as tags
+(``pipeline.tracking.registry``).
 
     python -m pipeline.promote --parent SWEEP_RUN_ID --alias champion
     python -m pipeline.promote --run RUN_ID --register-as sts-minilm
@@ -45,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--parent", metavar="SWEEP_RUN_ID", help="promote the best FINISHED child of this sweep")
     which.add_argument("--run", metavar="RUN_ID", help="promote this run")
     parser.add_argument("--alias", default="champion", help="the alias set on the new version (default: champion)")
-    parser.add_argument("--metric", help="rank / check by this metric (default: the optimized_metric)")
+    parser.add_argument(
+        "--metric", help="rank / check by this metric, e.g. ir-dev_cosine_ndcg@10 (default: the optimized_metric)"
+    )
     parser.add_argument("--register-as", metavar="NAME", help="registered model name (default: the experiment's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -56,15 +62,18 @@ def main(argv: list[str] | None = None) -> int:
         registry.check_registry(uri, args.register_as, "--register-as")
         client = tracking.client(uri)
         if args.parent:
-            run, metric = registry.best_child(client, args.parent, args.metric)
+            choice = registry.best_child(client, args.parent, args.metric)
+            run, metric = choice.run, choice.metric
+            print(f"picked run {run.info.run_id}: {choice.reason}")
         else:
             run = _run(client, args.run)
             metric = args.metric or run.data.params.get("optimized_metric")
         value = registry.check_promotable(run, metric)
         name = _name(client, run, args.register_as)
-        version = registry.promote(uri, run, name, args.alias)
-    scored = f", {metric}={value:.4f}" if value is not None else ""
-    print(f"run {run.info.run_id}{scored} -> {name} version {version.version}, alias {args.alias!r}")
+        version, reused = registry.promote(uri, run, name, args.alias)
+    scored = f", {tracking.metric_name(metric)}={value:.4f}" if value is not None else ""
+    made = "its existing version" if reused else "new version"
+    print(f"run {run.info.run_id}{scored} -> {name} {made} {version.version}, alias {args.alias!r}")
     print(f'load it: mlflow.sentence_transformers.load_model("models:/{name}@{args.alias}")')
     return 0
 

@@ -104,18 +104,34 @@ def add_lora(model, peft_cfg: DictConfig) -> dict[str, int]:
     }
 
 
-def merge_lora(model) -> None:
-    """Merge the LoRA adapter into the base weights, in place: an ordinary model again."""
-    from peft.tuners.lora import LoraLayer
+# Texts the model embeds before and after a LoRA merge: the merged model must embed them as the adapter did.
+MERGE_CHECK_TEXTS = ("a cat sits on the mat", "stocks fell sharply after the report", "how tall is mount everest?")
+MERGE_TOLERANCE = 1e-3  # a wrong adapter differs by ~1e-1
+
+
+def merge_lora(model, adapter_dir: Path) -> None:
+    """Merge the LoRA adapter saved in ``adapter_dir`` (``save_pretrained`` of the trained model) into the
+    base weights, in place, with peft's ``merge_and_unload``: an ordinary model again, which must embed
+    as the adapter model did (else PipelineError)."""
+    import numpy as np
+    from peft import PeftModel
 
     backbone = model.transformers_model
-    for name, module in list(backbone.named_modules()):
-        if isinstance(module, LoraLayer):
-            module.merge()
-            parent, _, child = name.rpartition(".")
-            setattr(backbone.get_submodule(parent), child, module.get_base_layer())
-    backbone._hf_peft_config_loaded = False  # transformers' flag: save full weights, not the adapter
-    del backbone.peft_config
+    before = model.encode(list(MERGE_CHECK_TEXTS), convert_to_numpy=True)
+    backbone.delete_adapter(list(backbone.peft_config))  # transformers' own adapter, off: the base layers
+    merged = PeftModel.from_pretrained(backbone, str(adapter_dir)).merge_and_unload()
+    if merged is not backbone:  # peft merges into the model it wraps; the sentence-transformer holds that one
+        raise PipelineError("model.peft: peft returned another model from merge_and_unload: the merge is not in place.")
+    after = model.encode(list(MERGE_CHECK_TEXTS), convert_to_numpy=True)
+    # relative to the embeddings' size: float32 rounding of W + B @ A grows with the adapter's weights
+    difference = float(np.abs(after - before).max()) / max(1.0, float(np.abs(before).max()))
+    if difference > MERGE_TOLERANCE:
+        raise PipelineError(
+            f"model.peft: the merged model embeds differently from the adapter model (relative difference "
+            f"{difference:.1e} > {MERGE_TOLERANCE:.0e}): the adapter in {adapter_dir} is not the one trained; the "
+            "run's adapter/ artifact holds the trained one."
+        )
+    log.info("LoRA adapter merged (embeddings within %.1e of the adapter model's, relative)", difference)
 
 
 # Options of the ``loss`` block that every loss takes (conf/config.yaml); the rest goes to the loss class.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ class TrainResult:
     samples_per_second: float
     best_step: int | None = None  # the checkpoint ``metric_for_best_model`` picked (None: not tracked)
     best_metric: float | None = None
+    best_checkpoint: str | None = None
+    restore_errors: tuple[str, ...] = ()  # what the trainer logged when it could not load the best checkpoint
 
 
 def train(
@@ -68,7 +71,8 @@ def train(
 
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(ProgressLines())
-    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    with RestoreErrors() as restore_errors:
+        output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     metrics, best = output.metrics, trainer.state.best_model_checkpoint
     return TrainResult(
         global_step=output.global_step,
@@ -77,6 +81,57 @@ def train(
         samples_per_second=float(metrics.get("train_samples_per_second", 0.0)),
         best_step=int(best.rsplit("-", 1)[-1]) if best else None,
         best_metric=trainer.state.best_metric,
+        best_checkpoint=best,
+        restore_errors=tuple(restore_errors.messages),
+    )
+
+
+class BestModelNotRestored(PipelineError):
+    """Training ended but the model is not the best checkpoint it was asked to restore."""
+
+
+class RestoreErrors(logging.Handler):
+    """Collects what sentence-transformers' trainer logs when it cannot load the best checkpoint: it
+    catches that error itself and goes on with the last model."""
+
+    LOGGER = "sentence_transformers.base.trainer"
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "best model" in record.getMessage():
+            self.messages.append(record.getMessage())
+
+    def __enter__(self) -> RestoreErrors:
+        logging.getLogger(self.LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        logging.getLogger(self.LOGGER).removeHandler(self)
+
+
+def check_restored(model, evaluator, result: TrainResult, metric: str) -> None:
+    """After early stopping restored the best checkpoint (``load_best_model_at_end``): the model scores
+    what that checkpoint scored (``result.best_metric``), ``evaluator`` re-run on dev as the trainer runs
+    it; else :class:`BestModelNotRestored`, with the trainer's own error when it logged one."""
+    from accelerate.utils import broadcast_object_list
+    from sentence_transformers.util.distributed import distributed_evaluation
+
+    if result.best_checkpoint is None or evaluator is None:
+        return
+    with distributed_evaluation(model) as runs_evaluator:  # several ranks: rank 0 scores, the others serve
+        scores = evaluator(model) if runs_evaluator else {}
+    value = broadcast_object_list([scores])[0].get(metric)
+    if value is not None and math.isclose(value, result.best_metric, rel_tol=1e-5, abs_tol=1e-6):
+        log.info("Best checkpoint %s restored: dev %s %.6f again", result.best_checkpoint, metric, value)
+        return
+    cause = f" (the trainer logged: {result.restore_errors[-1]})" if result.restore_errors else ""
+    raise BestModelNotRestored(
+        f"early stopping: the best checkpoint {result.best_checkpoint} ({metric} {result.best_metric:.6f}) was "
+        f"not restored: the model scores {value} on dev{cause}. Keep the checkpoint (and a LoRA adapter's base "
+        "model folder) in place until training ends, then run again."
     )
 
 

@@ -42,7 +42,8 @@ def table(runs, optimized_metric: str | None = None, ascending: bool = False):
 
     Args:
         runs: ``mlflow.search_runs`` output.
-        optimized_metric: the ranking metric; None: the runs' own ``optimized_metric`` param.
+        optimized_metric: the ranking metric (sentence-transformers' name or MLflow's); None: the runs'
+            own ``optimized_metric`` param.
         ascending: lower is better (an Optuna sweep with ``direction: minimize``).
     """
     import pandas as pd
@@ -83,13 +84,15 @@ def table(runs, optimized_metric: str | None = None, ascending: bool = False):
 def grouped(frame, key: str, optimized_metric: str | None = None, ascending: bool = False):
     """Fold the rows of :func:`table` that differ only in ``key`` (a seed; params that always equal it,
     such as ``training.seed``, go with it) into one row each: the other differing params, ``n`` (finished runs folded) and the mean and std of every metric, best
-    mean of ``optimized_metric`` first. Unfinished runs are left out.
+    mean of ``optimized_metric`` (either spelling: :func:`~pipeline.tracking.scrub.metric_key`) first.
+    Unfinished runs are left out.
 
     Raises:
         PipelineError: ``key`` is not a param that differs between the runs.
     """
     import pandas as pd
 
+    optimized_metric = metric_key(optimized_metric) if optimized_metric else None
     metrics = list(frame.attrs.get("metrics") or [c for c in frame.columns if _is_metric(c)])
     params = [c for c in frame.columns if c not in BOOKKEEPING and c not in metrics]
     if key not in params:
@@ -139,6 +142,7 @@ def plot(frame, optimized_metric: str | None, path: Path, title: str = "") -> Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    optimized_metric = metric_key(optimized_metric) if optimized_metric else None
     metrics = [
         c
         for c in frame.columns

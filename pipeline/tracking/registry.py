@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import statistics
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline import PipelineError
 from pipeline.tracking.leaderboard import EVALUATOR_METRIC
-from pipeline.tracking.scrub import MAX_TAG_LENGTH, redact
+from pipeline.tracking.scrub import MAX_TAG_LENGTH, metric_key, metric_name, redact
 
 
 def check_registry(uri: str, name: str | None = None, key: str = "tracking.register_as") -> None:
@@ -65,9 +67,13 @@ def config_digest(params: dict[str, str]) -> str:
 
 
 def version_tags(run_id: str, params: dict[str, str], metrics: dict[str, float]) -> dict[str, str]:
-    """The run, its config digest and its key metrics (final evaluator metrics, the optimized one)."""
+    """The run, its config digest and its key metrics (final evaluator metrics, the optimized one),
+    each metric under MLflow's spelling (tags refuse "@" as metric names do: ``metric.ir-dev_cosine_ndcg_at_10``)."""
     optimized = params.get("optimized_metric", "")
-    key = {n: v for n, v in metrics.items() if (EVALUATOR_METRIC.match(n) or n == optimized) and "/" not in n}
+    stored = {metric_key(name): value for name, value in metrics.items()}
+    key = {
+        n: v for n, v in stored.items() if (EVALUATOR_METRIC.match(n) or n == metric_key(optimized)) and "/" not in n
+    }
     return {
         "run_id": run_id,
         "config.digest": config_digest(params),
@@ -106,7 +112,7 @@ def logged_model_uri(client, run) -> str:
 
 
 def check_promotable(run, metric: str | None) -> float | None:
-    """The run's value of ``metric``; refused unless the run FINISHED and logged a finite value."""
+    """The run's value of ``metric`` (either spelling); refused unless the run FINISHED and logged a finite value."""
     if run.info.status != "FINISHED":
         raise PipelineError(
             f"run {run.info.run_id} is {run.info.status}, not FINISHED: promote a run that finished "
@@ -114,51 +120,97 @@ def check_promotable(run, metric: str | None) -> float | None:
         )
     if not metric:
         return None
-    value = run.data.metrics.get(metric)
+    value = run.data.metrics.get(metric_key(metric))
     if value is None or not math.isfinite(value):
-        have = ", ".join(sorted(m for m in run.data.metrics if EVALUATOR_METRIC.match(m))) or "none"
+        have = ", ".join(sorted(metric_name(m) for m in run.data.metrics if EVALUATOR_METRIC.match(m))) or "none"
         raise PipelineError(
-            f"run {run.info.run_id} has no finite {metric!r} (its final metrics: {have}): pass --metric NAME."
+            f"run {run.info.run_id} has no finite {metric_name(metric)!r} (its final metrics: {have}): pass --metric NAME."
         )
     return value
 
 
-def best_child(client, parent_id: str, metric: str | None) -> tuple[Any, str]:
-    """The FINISHED child of sweep ``parent_id`` with the best ``metric`` (default: the sweep's
-    optimized metric, in the sweep's direction); (run, metric)."""
-    from mlflow.exceptions import MlflowException
+@dataclass(frozen=True)
+class Choice:
+    """The child of a sweep to promote, the metric it was ranked by (sentence-transformers' name) and why it was picked."""
 
-    try:
-        parent = client.get_run(parent_id)
-    except MlflowException:
-        raise PipelineError(
-            f"--parent {parent_id}: no such run in this store: copy the sweep's parent run id."
-        ) from None
-    metric = metric or parent.data.tags.get("pipeline.optimized_metric")
+    run: Any
+    metric: str
+    reason: str
+
+
+def best_child(client, parent_id: str, metric: str | None) -> Choice:
+    """The FINISHED child of sweep ``parent_id`` to promote, by ``metric`` (default: the sweep's optimized
+    metric, in the sweep's direction). With seeds swept (``seed``), the leaderboard's rule: the
+    configuration with the best mean over its seeds, and within it the best seed; else the best child."""
+    parent = _parent(client, parent_id)
+    metric = metric_name(metric or parent.data.tags.get("pipeline.optimized_metric") or "")
     if not metric:
         raise PipelineError(f"--parent {parent_id}: the sweep ranked by no metric: pass --metric NAME.")
     children = client.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'FINISHED'",
     )
-    scored = [c for c in children if math.isfinite(c.data.metrics.get(metric, math.nan))]
+    stored = metric_key(metric)
+    scored = [c for c in children if math.isfinite(c.data.metrics.get(stored, math.nan))]
     if not scored:
         raise PipelineError(
             f"--parent {parent_id}: no FINISHED child logged {metric!r} ({len(children)} finished): "
             "nothing to promote; rerun the sweep or pass --metric NAME."
         )
     sign = 1 if parent.data.tags.get("pipeline.direction", "maximize") == "minimize" else -1
-    return min(scored, key=lambda c: sign * c.data.metrics[metric]), metric
+
+    def loss(runs: list) -> float:  # lower is better, whatever the direction
+        return sign * statistics.fmean(c.data.metrics[stored] for c in runs)
+
+    swept = sorted(k.removeprefix("sweep.") for k in parent.data.params if k.startswith("sweep."))
+    if "seed" not in swept:
+        best = min(scored, key=lambda c: loss([c]))
+        return Choice(best, metric, f"the best {metric} of {len(scored)} finished jobs")
+    others = [k for k in swept if k != "seed"]
+    groups: dict[tuple, list] = {}
+    for child in scored:
+        groups.setdefault(tuple(child.data.params.get(k) for k in others), []).append(child)
+    config, members = min(groups.items(), key=lambda item: loss(item[1]))
+    best = min(members, key=lambda c: loss([c]))
+    described = " ".join(f"{k}={v}" for k, v in zip(others, config)) or "the one configuration"
+    mean = statistics.fmean(c.data.metrics[stored] for c in members)
+    reason = (
+        f"seeds swept: the best {metric} mean over seeds of {len(groups)} configurations is {described} "
+        f"({mean:.4f} over {len(members)} seeds); within it the best seed, seed={best.data.params.get('seed')}"
+    )
+    return Choice(best, metric, reason)
 
 
-def promote(uri: str, run, name: str, alias: str) -> Any:
-    """Register the run's model as a new version of ``name`` in the store at ``uri`` and point
-    ``alias`` at it; returns the ModelVersion."""
+def _parent(client, parent_id: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(parent_id)
+    except MlflowException:
+        raise PipelineError(
+            f"--parent {parent_id}: no such run in this store: copy the sweep's parent run id."
+        ) from None
+
+
+def promote(uri: str, run, name: str, alias: str) -> tuple[Any, bool]:
+    """Point ``alias`` of ``name`` (in the store at ``uri``) at the run's model: the version the run
+    registered already (``tracking.register_as``, or an earlier promotion), else a new one.
+    Returns (the ModelVersion, whether it was reused)."""
     import mlflow
 
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
-    tags = version_tags(run.info.run_id, run.data.params, run.data.metrics)
-    version = register(logged_model_uri(client, run), name, tags)
+    existing = registered_versions(client, name, run.info.run_id)
+    if existing:
+        version = existing[0]
+    else:
+        tags = version_tags(run.info.run_id, run.data.params, run.data.metrics)
+        version = register(logged_model_uri(client, run), name, tags)
     client.set_registered_model_alias(name, alias, version.version)
-    return version
+    return version, bool(existing)
+
+
+def registered_versions(client, name: str, run_id: str) -> list:
+    """The versions of ``name`` made from the run's model (their source run), oldest first."""
+    found = client.search_model_versions(f"run_id = '{run_id}'")
+    return sorted((v for v in found if v.name == name), key=lambda v: int(v.version))

@@ -32,10 +32,22 @@ HIDDEN = "***"
 UNSET = ("null", "None", "~", "''", '""', HIDDEN)
 
 
+# sentence-transformers writes a cut-off as "@k" (ndcg@10, recall@1); MLflow stores it as "_at_k".
+STORED_CUTOFF = re.compile(r"_at_(?=\d)")
+
+
 def metric_key(name: str) -> str:
     """A metric name as MLflow stores it: MLflow refuses "@", which sentence-transformers' retrieval
-    metrics hold (``ir-dev_cosine_ndcg@10`` -> ``ir-dev_cosine_ndcg_at_10``)."""
+    metrics hold (``ir-dev_cosine_ndcg@10`` -> ``ir-dev_cosine_ndcg_at_10``). A stored name is returned
+    unchanged, so any spelling a user types finds the stored metric."""
     return name.replace("@", "_at_")
+
+
+def metric_name(key: str) -> str:
+    """Sentence-transformers' name of a metric, from either spelling (``ir-dev_cosine_ndcg_at_10`` ->
+    ``ir-dev_cosine_ndcg@10``): the inverse of :func:`metric_key`, for messages and lookups in the
+    evaluators' own results."""
+    return STORED_CUTOFF.sub("@", key)
 
 
 def redact(value: str) -> str:

@@ -49,6 +49,7 @@ from pipeline.tracking.scrub import (
     MAX_TAG_LENGTH,
     is_secret,
     metric_key,
+    metric_name,
     scrub,
 )
 from pipeline.tracking.study import StudySettings, check_study_storage, previous_parent, record_parent, settings
@@ -422,16 +423,17 @@ def prepare_job(cfg: DictConfig, sweep: Sweep) -> None:
     cfg.tracking.experiment_name = sweep.experiment_name
 
 
-def objective(sweep: Sweep, metric_name: str | None, metrics: dict[str, float]) -> float | None:
-    """The value the sweeper optimises; a clear error when the job did not log it."""
-    if not metric_name:
+def objective(sweep: Sweep, name: str | None, metrics: dict[str, float]) -> float | None:
+    """The value the sweeper optimises, from the job's final metrics (sentence-transformers' names: the
+    metric is looked up under that spelling, whichever was typed); a clear error when the job did not log it."""
+    if not name:
         return None
-    if metric_name not in metrics:
+    if metric_name(name) not in metrics:
         raise PipelineError(
-            f"optimized_metric={metric_name!r} was not logged by this job (it logged: {', '.join(sorted(metrics)) or 'no final metrics'}): "
+            f"optimized_metric={name!r} was not logged by this job (it logged: {', '.join(sorted(metrics)) or 'no final metrics'}): "
             "set optimized_metric to one of these, or add the split to evaluator.splits."
         )
-    return metrics[metric_name]
+    return metrics[metric_name(name)]
 
 
 def record_failure(
