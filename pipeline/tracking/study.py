@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,13 @@ def check_search_space(params: dict, overrides: list[str]) -> None:
     """A key both in ``hydra.sweeper.params`` and on the command line is refused: the trial would get
     it twice, and Optuna would record a value that never ran."""
     searched = {str(key).lstrip("+~"): value for key, value in params.items()}
+    for key, value in searched.items():
+        if isinstance(value, Mapping):
+            inner = next(iter(value), "KEY")
+            raise PipelineError(
+                f"hydra.sweeper.params.{key} is a mapping, not a search space ({key}.{inner} was split at its dots): "
+                f"write the key whole, e.g. '++hydra.sweeper.params={{{key}.{inner}:\"interval(a, b)\"}}'."
+            )
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if key in searched:

@@ -56,7 +56,7 @@ def test_every_sweeper_config_sweeps_in_the_direction_of_its_metric(overrides):
         assert config.hydra.sweeper.direction is None
 
 
-def test_a_key_both_searched_and_on_the_command_line_is_refused():
+def test_a_key_both_searched_and_on_the_command_line_or_split_at_its_dots_is_refused():
     config = compose_config(["sweep=optuna_lr", "training.learning_rate=1e-4"], hydra=True)
     with pytest.raises(PipelineError, match=r"training.learning_rate is both in hydra.sweeper.params \(tag\(log"):
         _check_sweeper(config)
@@ -64,6 +64,9 @@ def test_a_key_both_searched_and_on_the_command_line_is_refused():
     with pytest.raises(PipelineError, match="training.warmup_steps is both in hydra.sweeper.params"):
         _check_sweeper(config)
     _check_sweeper(compose_config(["sweep=optuna_lr", "training.max_steps=3"], hydra=True))  # not searched: fine
+    split = "+hydra.sweeper.params.training.max_steps='range(1, 4)'"  # Hydra splits the key at its dots
+    with pytest.raises(PipelineError, match=r"hydra.sweeper.params.training is a mapping.*write the key whole"):
+        _check_sweeper(compose_config(["hydra/sweeper=optuna_study", split], hydra=True))
 
 
 def test_a_heartbeat_that_would_fail_live_trials_is_refused():
