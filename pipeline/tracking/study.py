@@ -65,8 +65,9 @@ def default_name(config: DictConfig) -> str:
 
 
 def check_search_space(params: dict, overrides: list[str]) -> None:
-    """A key both in ``hydra.sweeper.params`` and on the command line is refused: the trial would get
-    it twice, and Optuna would record a value that never ran."""
+    """A key both in ``hydra.sweeper.params`` and on the command line is refused (the trial would get
+    it twice, and Optuna would record a value that never ran), and so is a ``params`` key that Hydra
+    split at its dots into a mapping (``+hydra.sweeper.params.training.learning_rate=...``)."""
     searched = {str(key).lstrip("+~"): value for key, value in params.items()}
     for key, value in searched.items():
         if isinstance(value, Mapping):
@@ -86,8 +87,13 @@ def check_search_space(params: dict, overrides: list[str]) -> None:
 
 def check_heartbeat(heartbeat_interval: int | None, grace_period: int | None) -> None:
     """A trial is failed as stale ``grace_period`` seconds after its last heartbeat: shorter than the
-    interval, live trials of a running sweep would be failed."""
+    interval, live trials of a running sweep would be failed. Without a heartbeat, a grace period would be ignored."""
     if heartbeat_interval is None:
+        if grace_period is not None:
+            raise PipelineError(
+                f"hydra.sweeper.grace_period={grace_period} needs a heartbeat, and heartbeat_interval is null: "
+                "set hydra.sweeper.heartbeat_interval (seconds), or grace_period back to null."
+            )
         return
     if int(heartbeat_interval) <= 0 or (grace_period is not None and int(grace_period) <= int(heartbeat_interval)):
         raise PipelineError(

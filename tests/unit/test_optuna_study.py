@@ -74,6 +74,8 @@ def test_a_heartbeat_that_would_fail_live_trials_is_refused():
     check_heartbeat(None, None)  # no heartbeat
     with pytest.raises(PipelineError, match="grace_period longer than it"):
         check_heartbeat(60, 30)
+    with pytest.raises(PipelineError, match="grace_period=30 needs a heartbeat"):
+        check_heartbeat(None, 30)
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
