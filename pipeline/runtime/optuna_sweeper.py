@@ -5,11 +5,15 @@
 ``params`` in Hydra's sweep grammar, ``direction``, ``n_trials``, ``n_jobs``, ``max_failure_rate``,
 ``sampler`` (a ``_target_`` at an Optuna sampler class), ``storage``, ``study_name``. What differs:
 
+- ``direction`` null (the default) is taken from ``optimized_metric`` (``pipeline.tracking.direction``);
 - the study lives in a persistent Optuna storage (``pipeline.tracking.study``: SQLite beside the MLflow
   store by default) and running the same sweep again continues it;
 - ``n_trials`` is the number of trials this run adds to the study;
-- the sampler's ``seed`` is offset by the study's trial count, so a resumed study does not propose
-  its first trials again.
+- a seeded sampler proposes trial N with ``seed + N``, N being the number the storage gives the trial
+  when it is asked: a resumed study does not propose its first trials again, two sweeps running on one
+  storage at once propose different trials, and a seeded sweep proposes the same trials every time;
+- each running trial records a heartbeat (``heartbeat_interval``, ``grace_period``); a sweep starts by
+  failing the trials whose heartbeat stopped (their process was killed).
 
 Each batch of ``n_jobs`` trials is asked from the study, launched as one batch of Hydra jobs through
 the configured launcher, and told the value each job returned (None or an error: the trial FAILED).
@@ -19,6 +23,8 @@ Writes ``optimization_results.yaml`` (best params and value of the whole study) 
 from __future__ import annotations
 
 import logging
+import warnings
+from contextlib import ExitStack
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -55,6 +61,19 @@ def distribution(override: Override) -> Any:
     raise ValueError(f"{override.input_line}: Optuna takes interval(), tag(log, interval()), choice() or range()")
 
 
+def suggest(trial, name: str, found: Any) -> Any:
+    """Suggest ``name`` from the distribution ``found`` through the trial's public ``suggest_*`` API."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(found, FloatDistribution):
+        return trial.suggest_float(name, found.low, found.high, step=found.step, log=found.log)
+    if isinstance(found, IntDistribution):
+        return trial.suggest_int(name, found.low, found.high, step=found.step, log=found.log)
+    if isinstance(found, CategoricalDistribution):
+        return trial.suggest_categorical(name, found.choices)
+    raise TypeError(f"{name}: no Optuna suggest method for {found!r}")
+
+
 def search_space(overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
     """(Optuna distributions by override key, the fixed overrides every trial repeats)."""
     space, fixed = {}, []
@@ -73,20 +92,24 @@ class OptunaSweeper(Sweeper):
     def __init__(
         self,
         sampler: DictConfig,
-        direction: str,
+        direction: str | None,
         storage: str | None,
         study_name: str | None,
         n_trials: int,
         n_jobs: int,
         max_failure_rate: float,
         params: DictConfig | None,
+        heartbeat_interval: int | None,
+        grace_period: int | None,
     ) -> None:
         self.sampler = sampler
-        self.direction = str(direction)
+        self.direction = None if direction is None else str(direction)
         self.n_trials = int(n_trials)
         self.n_jobs = max(1, int(n_jobs))
         self.max_failure_rate = float(max_failure_rate)
         self.params = params or {}
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
         self.config: DictConfig | None = None
         self.launcher = None
         self.job_idx = 0
@@ -100,25 +123,32 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         import optuna
 
-        from pipeline.tracking.study import settings
+        from pipeline.tracking.direction import sweep_direction
+        from pipeline.tracking.study import check_search_space, fail_stale_trials, open_storage, settings
 
+        check_search_space(dict(self.params), list(arguments))
         space, fixed = search_space([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
         where = settings(self.config)
+        storage = open_storage(where.storage, self.heartbeat_interval, self.grace_period)
+        direction = sweep_direction(self.direction, self.config.get("optimized_metric"))
         study = optuna.create_study(
-            study_name=where.name, storage=where.storage, direction=self.direction, load_if_exists=True
+            study_name=where.name, storage=storage, direction=direction, sampler=self._sampler(0), load_if_exists=True
         )
-        study.sampler = self._sampler(len(study.trials))
+        fail_stale_trials(study)
         log.info(
-            "Optuna study %r (%d trials so far), %d more; sampler %s",
+            "Optuna study %r (%d trials so far), %d more, to %s %s; sampler %s",
             where.name,
             len(study.trials),
             self.n_trials,
+            direction,
+            self.config.get("optimized_metric"),
             type(study.sampler).__name__,
         )
         to_go = self.n_trials
         while to_go > 0:
-            batch = [study.ask(space) for _ in range(min(self.n_jobs, to_go))]
-            failed = self._run_batch(study, batch, fixed)
+            with ExitStack() as heartbeats:
+                batch = [self._ask(study, space, heartbeats) for _ in range(min(self.n_jobs, to_go))]
+                failed = self._run_batch(study, batch, fixed)
             to_go -= len(batch)
             if failed / len(batch) > self.max_failure_rate:
                 log.error(
@@ -130,13 +160,33 @@ class OptunaSweeper(Sweeper):
                 break
         self._save_results(study)
 
-    def _sampler(self, trials_so_far: int) -> Any:
-        """The configured sampler, its seed (if any) offset by the trials the study already holds."""
+    def _ask(self, study, space: dict[str, Any], heartbeats: ExitStack) -> Any:
+        """A new trial with its parameters suggested, its heartbeat recorded until ``heartbeats`` closes.
+
+        The trial is asked first, without parameters: the storage gives it its number atomically, so
+        processes sharing the study never get the same one. A seeded sampler is then replaced by one
+        seeded with ``seed + number`` before any parameter is suggested (Optuna samples when a parameter
+        is suggested, through ``study.sampler``; ``ask`` alone only runs the sampler's ``before_trial``).
+        """
+        from optuna.storages._heartbeat import get_heartbeat_thread
+
+        with warnings.catch_warnings():  # the heartbeat is meant for Study.optimize; this loop keeps it itself
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+            trial = study.ask()
+        heartbeats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+        if self.sampler.get("seed") is not None:
+            study.sampler = self._sampler(trial.number)
+        for name, found in space.items():
+            suggest(trial, name, found)
+        return trial
+
+    def _sampler(self, trial_number: int) -> Any:
+        """The configured sampler, its seed (if any) offset by ``trial_number``."""
         from hydra.utils import instantiate
 
         sampler = OmegaConf.to_container(self.sampler, resolve=True)
         if sampler.get("seed") is not None:
-            sampler["seed"] = int(sampler["seed"]) + trials_so_far
+            sampler["seed"] = int(sampler["seed"]) + trial_number
         return instantiate(sampler)
 
     def _run_batch(self, study, batch: list, fixed: list[str]) -> int:

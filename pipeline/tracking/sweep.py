@@ -42,6 +42,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
+from pipeline.tracking.direction import sweep_direction
 from pipeline.tracking.scrub import (
     HIDDEN,
     MAX_PARAM_LENGTH,
@@ -52,7 +53,15 @@ from pipeline.tracking.scrub import (
     metric_name,
     scrub,
 )
-from pipeline.tracking.study import StudySettings, check_study_storage, previous_parent, record_parent, settings
+from pipeline.tracking.study import (
+    StudySettings,
+    check_heartbeat,
+    check_search_space,
+    check_study_storage,
+    previous_parent,
+    record_parent,
+    settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -198,18 +207,18 @@ class MLflowSweep(Callback):
 
 
 def _check_sweeper(config: DictConfig) -> tuple[bool, str]:
-    """(whether the sweeper optimises the returned metric, its direction), checked before any job."""
+    """(whether the sweeper optimises the returned metric, its direction), checked before any job. The
+    direction is ``hydra.sweeper.direction`` or, null or absent (Hydra's basic sweeper), the metric's own."""
     sweeper = config.hydra.sweeper
     needs_metric = "optuna" in str(sweeper._target_).lower()
     if needs_metric and not config.get("optimized_metric"):
         raise PipelineError(
             "the Optuna sweeper optimises optimized_metric, which is null: set optimized_metric=NAME (e.g. sts-dev_spearman_cosine)."
         )
-    direction = str(sweeper.get("direction") or "maximize")
-    if direction not in ("maximize", "minimize"):
-        raise PipelineError(
-            f"hydra.sweeper.direction={direction!r}: use maximize or minimize (one objective: optimized_metric)."
-        )
+    direction = sweep_direction(sweeper.get("direction"), config.get("optimized_metric"))
+    if needs_metric:
+        check_search_space(dict(sweeper.get("params") or {}), [str(o) for o in config.hydra.overrides.task])
+        check_heartbeat(sweeper.get("heartbeat_interval"), sweeper.get("grace_period"))
     if str(config.hydra.launcher._target_).endswith("SlurmLauncher") and not shutil.which("sbatch"):
         raise PipelineError(
             "sweep=slurm submits each job with sbatch, which is not on the PATH: run the sweep on the "

@@ -134,8 +134,18 @@ def test_optuna_sweep_optimises_the_configured_metric(cli, mlflow_client, tmp_pa
     assert parent.data.tags["pipeline.sweeper"] == "OptunaSweeper"
     assert parent.data.params["sweep.training.learning_rate"].startswith("tag(log")
     assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
-    rates = {c.data.params["training.learning_rate"] for c in children}
-    assert len(rates) == 3  # the sampler proposed three values
+    # trial N is proposed by the sampler seeded with seed + N (42 + N): the same sweep proposes the same trials
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    space = {
+        "training.learning_rate": FloatDistribution(1e-6, 1e-3, log=True),
+        "training.warmup_steps": FloatDistribution(0.0, 0.3),
+    }
+    for child in children:
+        number = int(child.data.tags["pipeline.sweep_job"])
+        proposed = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=42 + number)).ask(space).params
+        assert {key: float(child.data.params[key]) for key in space} == proposed, number
     best = max(c.data.metrics["sts-dev_spearman_cosine"] for c in children)
     assert parent.data.metrics["sweep.best"] == best
     # Optuna's own record of the study agrees with MLflow's

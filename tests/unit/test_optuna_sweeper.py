@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import optuna
 import pytest
 from omegaconf import OmegaConf
@@ -48,28 +50,48 @@ def test_the_study_name_follows_the_search_space_and_overrides_not_n_trials():
     assert name("hydra.sweeper.study_name=mine", "hydra.sweeper.storage=sqlite:///x.db") == "mine"
 
 
-@pytest.mark.parametrize("seed", [42, None])
-def test_a_resumed_study_gets_a_sampler_that_does_not_repeat_its_first_trials(seed):
-    sweeper = OptunaSweeper(
+def sweeper(seed: int | None) -> OptunaSweeper:
+    return OptunaSweeper(
         sampler=OmegaConf.create({"_target_": "optuna.samplers.TPESampler", "seed": seed}),
-        direction="maximize",
+        direction=None,
         storage=None,
         study_name=None,
         n_trials=2,
         n_jobs=1,
         max_failure_rate=0.0,
         params=None,
+        heartbeat_interval=None,
+        grace_period=None,
     )
-    space, _ = search_space(["x=interval(0.0, 1.0)"])
-    study = optuna.create_study(direction="maximize", sampler=sweeper._sampler(0))
-    first = [study.ask(space) for _ in range(2)]
-    for trial in first:
-        study.tell(trial, trial.params["x"])
-    study.sampler = sweeper._sampler(len(study.trials))  # what a second run of the sweep does
-    resumed = study.ask(space).params["x"]
-    assert resumed not in {t.params["x"] for t in first}
-    if seed is not None:  # seeded: the same sweep proposes the same trials
-        assert sweeper._sampler(0).sample_independent(study, first[0], "x", space["x"]) == first[0].params["x"]
+
+
+def test_a_seeded_sampler_proposes_each_trial_from_its_number(tmp_path):
+    space, _ = search_space(["x=interval(0.0, 1.0)", "n=range(0, 1000)"])
+
+    def start(storage: str):  # what each sweep process does: load the study, its sampler seeded
+        sweep = sweeper(seed=3)
+        study = optuna.create_study(
+            study_name="s", storage=storage, direction="maximize", sampler=sweep._sampler(0), load_if_exists=True
+        )
+        return sweep, study
+
+    shared = f"sqlite:///{tmp_path}/shared.db"
+    (sweep_a, a), (sweep_b, b) = start(shared), start(shared)
+    with ExitStack() as heartbeats:  # two processes asking at once, one trial each
+        first, second = sweep_a._ask(a, space, heartbeats), sweep_b._ask(b, space, heartbeats)
+    assert (first.number, second.number) == (0, 1)
+    assert first.params != second.params  # not the same trial twice
+    a.tell(first, 0.5)
+    b.tell(second, 0.6)
+    # one sweep alone, in a fresh study, proposes exactly the same trials: the seed follows the number
+    sweep_c, alone = start(f"sqlite:///{tmp_path}/alone.db")
+    with ExitStack() as heartbeats:
+        assert [sweep_c._ask(alone, space, heartbeats).params for _ in range(2)] == [first.params, second.params]
+    # a resumed study does not propose its first trials again
+    sweep_d, resumed = start(shared)
+    with ExitStack() as heartbeats:
+        third = sweep_d._ask(resumed, space, heartbeats)
+    assert third.number == 2 and third.params not in (first.params, second.params)
 
 
 def test_a_study_links_each_sweep_to_the_last_and_keeps_its_direction(tmp_path):

@@ -22,10 +22,11 @@ def test_every_sweep_option_composes_with_the_callback(option):
 
 
 def test_optuna_sweep_maximises_over_training_keys():
-    from pipeline.tracking.sweep import swept_keys
+    from pipeline.tracking.sweep import _check_sweeper, swept_keys
 
     cfg = compose_config(["sweep=optuna_lr"], hydra=True)
-    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.direction == "maximize"
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.direction is None
+    assert _check_sweeper(cfg) == (True, "maximize")  # null: the direction of sts-dev_spearman_cosine
     keys = swept_keys(cfg.hydra)
     assert keys == ["training.learning_rate", "training.warmup_steps"]
     plain = compose_config([])
