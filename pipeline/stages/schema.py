@@ -175,12 +175,12 @@ class Unknown:
         return f"{where}unknown key {self.path!r} ({hint}){takes}"
 
 
-def check_keys(cfg: DictConfig, choices: dict[str, Any] | None = None) -> None:
+def check_keys(cfg: DictConfig, choices: dict[str, Any] | None = None, roots: list[Path] | None = None) -> None:
     """Refuse the first unknown key of the composed config, naming the config file that brought it (found
     through Hydra's ``choices``, group@package -> option, in Hydra's config search path) or the command line."""
     unknown = unknown_keys(cfg)
     if unknown:
-        raise PipelineError(unknown[0].describe(source_file(unknown[0].path, choices or {}, config_roots())))
+        raise PipelineError(unknown[0].describe(source_file(unknown[0].path, choices or {}, roots or config_roots())))
 
 
 def drop_unknown(cfg: DictConfig, origin: str) -> DictConfig:

@@ -1,0 +1,41 @@
+"""A typo in an experiment file, as a user meets it: ``python -m pipeline experiment=mine debug=smoke``
+exits 2 with one line naming the file, the key and the nearest valid key, and creates no MLflow run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.unit.test_closed_nodes import EXPERIMENT_TYPO, conf_copy
+
+
+@pytest.mark.slow
+def test_an_experiment_file_with_a_typo_is_refused_before_any_run(tmp_path):
+    conf = conf_copy(tmp_path, {"experiment/mine.yaml": EXPERIMENT_TYPO})
+    store = tmp_path / "mlruns"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "--config-path",
+            str(conf),
+            "experiment=mine",
+            "debug=smoke",
+            f"tracking.uri=sqlite:///{store}/mlflow.db",
+            f"hydra.run.dir={tmp_path}/hydra",
+        ],  # fmt: skip
+        cwd=tmp_path,  # as a user in their own project folder: conf/experiment/mine.yaml
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [
+        "error: conf/experiment/mine.yaml: unknown key 'early_stoping' (did you mean 'early_stopping'?)"
+    ]
+    assert not store.exists()  # no store, so no MLflow run: refused before the tracking target is touched
