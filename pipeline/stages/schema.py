@@ -9,8 +9,8 @@ option) may add keys freely: ``early_stoping.patience: 2`` would compose, train 
   here (each one's default lives in its YAML under ``conf/``, never here).
 - A library's arguments are checked by the library: a ``_target_`` node's keyword arguments are bound to
   the class's signature (``inspect.signature(...).bind_partial``), past the keys the pipeline reads itself
-  (``build.LOSS_OPTIONS``, ``build.EVALUATOR_KEYS``); ``training.*`` are checked against the
-  ``SentenceTransformerTrainingArguments`` fields when the arguments are built (``stages.train``).
+  (``build.LOSS_OPTIONS``, ``build.EVALUATOR_KEYS``); ``training.*`` are the
+  ``SentenceTransformerTrainingArguments`` fields (their values: its ``__post_init__``, ``stages.train``).
 - Mappings the user names (``data.columns``, ``data.prompts``, ``model.architecture``) are open.
 
 :func:`drop_unknown` is the lenient mode for replaying runs logged by older code: unknown keys are
@@ -45,61 +45,44 @@ class Target:
 
 
 @dataclasses.dataclass(frozen=True)
+class Fields:
+    """A library's arguments dataclass (``training``: ``SentenceTransformerTrainingArguments``): its field names."""
+
+    cls: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Each:
     """Children the user names (``data.train_sets.NAME``, ``evaluators.NAME``), each of one schema."""
 
     schema: Any
 
 
+def closed(keys: str) -> dict[str, None]:
+    """A closed node of values: ``closed("patience threshold")``."""
+    return dict.fromkeys(keys.split(), VALUE)
+
+
 MODEL = {
-    "name_or_path": VALUE,
+    **closed("name_or_path tokenizer max_seq_length pooling normalize trust_remote_code"),
     "architecture": VALUE,  # a transformers config's arguments
-    "tokenizer": VALUE,
-    "max_seq_length": VALUE,
-    "pooling": VALUE,
-    "normalize": VALUE,
-    "trust_remote_code": VALUE,
-    "peft": {"r": VALUE, "alpha": VALUE, "dropout": VALUE, "target_modules": VALUE},
+    "peft": closed("r alpha dropout target_modules"),
 }
 DATA_SET = {
-    "name": VALUE,
-    "path": VALUE,
-    "subset": VALUE,
-    "local_dir": VALUE,
-    "splits": {"train": VALUE, "dev": VALUE, "test": VALUE},
-    "optional_splits": VALUE,
+    **closed("name path subset local_dir optional_splits train_columns max_train_rows corpus negatives"),
+    "splits": closed("train dev test"),
     "columns": VALUE,  # ours -> theirs
-    "train_columns": VALUE,
-    "train_transform": Target(),
-    "max_train_rows": VALUE,
-    "corpus": VALUE,
-    "negatives": VALUE,
     "prompts": VALUE,  # train column -> prompt
+    "train_transform": Target(),
 }
 DATA = {**DATA_SET, "train_sets": Each(DATA_SET)}
 EVALUATOR = Target(own=("name", *EVALUATOR_KEYS))
 SCHEMA: dict[str, Any] = {
-    "smoke": VALUE,
-    "stages": VALUE,
-    "mine": dict.fromkeys(
-        (
-            "corpus",
-            "range_min",
-            "range_max",
-            "relative_margin",
-            "absolute_margin",
-            "num_negatives",
-            "sampling_strategy",
-            "use_faiss",
-            "batch_size",
-            "cache_dir",
-        ),  # fmt: skip
-        VALUE,
+    **closed("smoke stages baseline seed name optimized_metric"),
+    "mine": closed(
+        "corpus range_min range_max relative_margin absolute_margin num_negatives sampling_strategy use_faiss "
+        "batch_size cache_dir"
     ),
-    "baseline": VALUE,
-    "seed": VALUE,
-    "name": VALUE,
-    "optimized_metric": VALUE,
     "model": MODEL,
     "guide": MODEL,
     "miner": MODEL,
@@ -108,71 +91,35 @@ SCHEMA: dict[str, Any] = {
     "eval_data": DATA,
     "evaluator": EVALUATOR,
     "evaluators": Each(EVALUATOR),
-    "hardware": dict.fromkeys(
-        (
-            "accelerator",
-            "num_processes",
-            "precision",
-            "num_threads",
-            "packing",
-            "packing_row_length",
-            "eval_batch_size",
-            "tf32",
-            "num_machines",
-            "machine_rank",
-            "backend",
-            "timeout_s",
-            "join_timeout_s",
-            "main_process_ip",
-            "main_process_port",
-        ),  # fmt: skip
-        VALUE,
+    "hardware": closed(
+        "accelerator num_processes precision num_threads packing packing_row_length eval_batch_size tf32 "
+        "num_machines machine_rank backend timeout_s join_timeout_s main_process_ip main_process_port"
     ),
-    "training": VALUE,  # SentenceTransformerTrainingArguments fields: stages.train checks them
-    "tracking": dict.fromkeys(
-        (
-            "uri",
-            "artifact_root",
-            "experiment_name",
-            "run_name",
-            "log_model",
-            "register_as",
-            "system_metrics",
-            "system_metrics_interval",
-        ),  # fmt: skip
-        VALUE,
+    "training": Fields("sentence_transformers.SentenceTransformerTrainingArguments"),  # names unchanged
+    "tracking": closed(
+        "uri artifact_root experiment_name run_name log_model register_as system_metrics system_metrics_interval"
     ),
-    "early_stopping": {"patience": VALUE, "threshold": VALUE},
-    "guard": dict.fromkeys(
-        (
-            "enabled",
-            "chance_patience",
-            "nonfinite_patience",
-            "chance_tolerance",
-            "collapse_every",
-            "collapse_similarity",
-        ),  # fmt: skip
-        VALUE,
-    ),
+    "early_stopping": closed("patience threshold"),
+    "guard": closed("enabled chance_patience nonfinite_patience chance_tolerance collapse_every collapse_similarity"),
     "hydra": VALUE,  # Hydra's own node: Hydra checks it
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Unknown:
-    """A key no schema has: its dot path, the valid keys beside it, and who refused it (a class, or None)."""
+    """A key no schema has: its dot path, the valid keys beside it, and why a library refused it."""
 
     path: str
     valid: tuple[str, ...]
-    target: str | None = None
+    reason: str | None = None
 
     def describe(self, source: str | None) -> str:
         name = self.path.rsplit(".", 1)[-1]
         near = difflib.get_close_matches(name, self.valid, n=1)
         hint = f"did you mean {near[0]!r}?" if near else f"valid keys: {', '.join(sorted(self.valid))}"
         where = f"{source}: " if source else "command line: "
-        takes = f": {self.target} takes no argument {name!r}" if self.target else ""
-        return f"{where}unknown key {self.path!r} ({hint}){takes}"
+        reason = f": {self.reason}" if self.reason else ""
+        return f"{where}unknown key {self.path!r} ({hint}){reason}"
 
 
 def check_keys(cfg: DictConfig, choices: dict[str, Any] | None = None, roots: list[Path] | None = None) -> None:
@@ -198,6 +145,18 @@ def drop_unknown(cfg: DictConfig, origin: str) -> DictConfig:
     return kept
 
 
+def unknown_path(path: str) -> Unknown | None:
+    """The first unknown part of the dot key ``path`` (an override Hydra refused), or None."""
+    node: dict = {}
+    leaf = node
+    for part in path.split("."):
+        leaf[part] = {}
+        leaf = leaf[part]
+    found: list[Unknown] = []
+    _walk(node, SCHEMA, "", found)
+    return found[0] if found else None
+
+
 def unknown_keys(cfg: DictConfig) -> list[Unknown]:
     found: list[Unknown] = []
     _walk(OmegaConf.to_container(cfg, resolve=False), SCHEMA, "", found)
@@ -212,6 +171,13 @@ def _walk(node: Any, schema: Any, prefix: str, found: list[Unknown]) -> None:
             _walk(child, schema.schema, f"{prefix}{name}.", found)
     elif isinstance(schema, Target):
         _check_target(node, schema, prefix, found)
+    elif isinstance(schema, Fields):
+        from hydra.utils import get_class
+
+        cls = get_class(schema.cls)
+        fields = tuple(f.name for f in dataclasses.fields(cls))
+        reason = f"not a {cls.__name__} field"
+        found += [Unknown(f"{prefix}{key}", fields, reason) for key in node if key not in fields]
     else:
         for key, child in node.items():
             if key in schema:
@@ -239,9 +205,10 @@ def _check_target(node: dict, schema: Target, prefix: str, found: list[Unknown])
         signature.bind_partial(**kwargs)
     except TypeError:
         params = [n for n, p in signature.parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        for key in [k for k in kwargs if k not in params][:1]:
-            target_name = str(node["_target_"]).rsplit(".", 1)[-1]
-            found.append(Unknown(f"{prefix}{key}", (*params, *schema.own), target_name))
+        target_name = str(node["_target_"]).rsplit(".", 1)[-1]
+        for key in [k for k in kwargs if k not in params]:
+            reason = f"{target_name} takes no argument {key!r}"
+            found.append(Unknown(f"{prefix}{key}", (*params, *schema.own), reason))
 
 
 def config_roots() -> list[Path]:

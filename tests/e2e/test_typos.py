@@ -1,5 +1,6 @@
 """A typo in an experiment file, as a user meets it: ``python -m pipeline experiment=mine debug=smoke``
-exits 2 with one line naming the file, the key and the nearest valid key, and creates no MLflow run."""
+exits 2 with one line naming the file, the key and the nearest valid key, and creates no MLflow run; so
+does the same typo as an override."""
 
 from __future__ import annotations
 
@@ -39,3 +40,16 @@ def test_an_experiment_file_with_a_typo_is_refused_before_any_run(tmp_path):
         "error: conf/experiment/mine.yaml: unknown key 'early_stoping' (did you mean 'early_stopping'?)"
     ]
     assert not store.exists()  # no store, so no MLflow run: refused before the tracking target is touched
+    # The same typo as an override: Hydra refuses it (struct mode); the message says what was meant.
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline", "guard.chance_patiense=5", f"tracking.uri=sqlite:///{store}/mlflow.db"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [
+        "error: command line: unknown key 'guard.chance_patiense' (did you mean 'chance_patience'?)"
+    ]
+    assert not store.exists()

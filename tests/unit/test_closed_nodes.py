@@ -47,6 +47,7 @@ def test_typos_in_any_file_are_refused_naming_the_file_the_key_and_the_nearest_k
         {
             "experiment/mine.yaml": EXPERIMENT_TYPO,
             "experiment/mine_guard.yaml": GUARD_TYPO,
+            "experiment/mine_training.yaml": "# @package _global_\ntraining:\n  learning_rat: 0.1\n",
             "hardware/mine.yaml": "defaults:\n  - cpu\n  - _self_\npacking_row_lenght: 16\n",
             "loss/mine.yaml": mnrl,
         },
@@ -57,6 +58,10 @@ def test_typos_in_any_file_are_refused_naming_the_file_the_key_and_the_nearest_k
     )
     assert refusal(conf, ["experiment=mine_guard", "debug=smoke"]) == (
         "conf/experiment/mine_guard.yaml: unknown key 'guard.chance_patiense' (did you mean 'chance_patience'?)"
+    )
+    assert refusal(conf, ["experiment=mine_training"]) == (
+        "conf/experiment/mine_training.yaml: unknown key 'training.learning_rat' (did you mean 'learning_rate'?): "
+        "not a SentenceTransformerTrainingArguments field"
     )
     assert refusal(conf, ["hardware=mine"]) == (
         "conf/hardware/mine.yaml: unknown key 'hardware.packing_row_lenght' (did you mean 'packing_row_length'?)"
