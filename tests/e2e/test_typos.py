@@ -4,6 +4,7 @@ does the same typo as an override."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -53,3 +54,22 @@ def test_an_experiment_file_with_a_typo_is_refused_before_any_run(tmp_path):
         "error: command line: unknown key 'guard.chance_patiense' (did you mean 'chance_patience'?)"
     ]
     assert not store.exists()
+
+
+@pytest.mark.slow
+def test_a_run_logged_with_a_key_no_longer_known_replays_with_a_warning(run_job, store, mlflow_client, caplog):
+    from omegaconf import OmegaConf
+
+    from pipeline import rerun, tracking
+    from pipeline.stages import schema
+
+    original = run_job("debug=smoke", "tracking.log_model=false", "stages=[load,evaluate]")
+    logged = OmegaConf.create(tracking.artifact_text(mlflow_client, original.run_id, "config.yaml"))
+    logged.guard.retired_check = 3  # what an older version of the pipeline might have logged
+    mlflow_client.log_text(original.run_id, OmegaConf.to_yaml(logged), "config.yaml")
+    with caplog.at_level(logging.WARNING, logger=schema.__name__):
+        code = rerun.main([original.run_id, "--tracking-uri", store["uri"]])
+    assert code == 0
+    assert [r.getMessage() for r in caplog.records if r.name == schema.__name__] == [
+        f"config.yaml of run {original.run_id}: key 'guard.retired_check' is no longer a config key: ignored"
+    ]
