@@ -221,7 +221,7 @@ def config_digest(config: DictConfig) -> str:
     import hashlib
 
     plain = OmegaConf.to_container(config, resolve=True)
-    plain.get("hardware", {}).pop("machine_rank", None)
+    plain["hardware"].pop("machine_rank", None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
