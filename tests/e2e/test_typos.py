@@ -1,6 +1,7 @@
 """A typo in an experiment file, as a user meets it: ``python -m pipeline experiment=mine debug=smoke``
 exits 2 with one line naming the file, the key and the nearest valid key, and creates no MLflow run; so
-does the same typo as an override."""
+does the same typo as an override. A run logged with a key that is no longer known still replays, with a
+warning naming it."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_an_experiment_file_with_a_typo_is_refused_before_any_run(tmp_path):
             "debug=smoke",
             f"tracking.uri=sqlite:///{store}/mlflow.db",
             f"hydra.run.dir={tmp_path}/hydra",
-        ],  # fmt: skip
+        ],
         cwd=tmp_path,  # as a user in their own project folder: conf/experiment/mine.yaml
         capture_output=True,
         text=True,
