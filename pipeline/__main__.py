@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import hydra
@@ -60,7 +61,13 @@ def entry() -> None:
         except (HydraException, OmegaConfBaseException) as error:
             if os.environ.get(TRACEBACK_ENV):
                 raise
+            from pipeline.stages import schema
+
             message = one_line(str(error)).split(" Config search path:")[0]
+            refused = re.match(r"Could not override '([^']+)'", message)
+            unknown = schema.unknown_path(refused.group(1)) if refused else None
+            if unknown is not None:
+                raise PipelineError(unknown.describe(None)) from None
             cause = f" ({one_line(str(error.__cause__)).split(' full_key:')[0]})" if error.__cause__ else ""
             raise PipelineError(
                 f"{message}{cause}: fix the override (python -m pipeline --help lists the groups)."

@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 def _rerun(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
+    from pipeline.stages import schema
     from pipeline.start import start_job
 
     uri = tracking_uri(args)
@@ -121,6 +122,7 @@ def _rerun(args: argparse.Namespace) -> int:
     if original.info.status != "FINISHED":
         log.warning("the original run ended %s: its metrics may be partial", original.info.status)
     cfg = tracking.logged_config(client, args.run_id, list(args.overrides))
+    cfg = schema.drop_unknown(cfg, f"config.yaml of run {args.run_id}")  # keys older code had: warned, ignored
     # The replay goes where the original is, whatever store its config named.
     experiment = client.get_experiment(original.info.experiment_id)
     cfg.tracking.uri = uri

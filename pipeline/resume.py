@@ -94,6 +94,7 @@ def resume(run_id: str, uri: str, force: bool = False, secrets: list[str] | None
 
     from pipeline.job import Resume
     from pipeline.runtime import checkpoint
+    from pipeline.stages import schema
     from pipeline.start import start_job
 
     tracking.check_uri(uri)
@@ -118,6 +119,7 @@ def resume(run_id: str, uri: str, force: bool = False, secrets: list[str] | None
         )
     cfg = tracking.logged_config(client, run_id, [])
     cfg = tracking.logged_config(client, run_id, supply_secrets(cfg, list(secrets or []), os.environ))
+    cfg = schema.drop_unknown(cfg, f"config.yaml of run {run_id}")  # keys older code had: warned, ignored
     overrides = tracking.logged_list(client, run_id, "overrides.yaml")
     cfg.tracking.uri = uri
     choices = {"experiment": run.data.tags.get("pipeline.experiment", "none")}

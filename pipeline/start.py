@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from pipeline import tracking
 from pipeline.job import JobResult, Resume, run_job
 from pipeline.runtime import launch
-from pipeline.stages import validate
+from pipeline.stages import schema, validate
 
 
 def start_job(
@@ -21,6 +21,7 @@ def start_job(
     extra_tags: dict[str, str] | None = None, run_name: str | None = None, resume: Resume | None = None,
 ) -> JobResult:  # fmt: skip
     """Run the job here, or start its ranks and return rank 0's result (same arguments as ``run_job``)."""
+    schema.check_keys(cfg, choices)  # an unknown key in a file or override: refused, naming the file
     if not launch.wanted(cfg.hardware):
         return run_job(cfg, output_dir, overrides, choices, extra_tags=extra_tags, run_name=run_name, resume=resume)
     validate.check_config(cfg)  # fail in seconds, before any process starts

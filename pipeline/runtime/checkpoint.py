@@ -83,9 +83,7 @@ def latest_checkpoint(folder: Path | str) -> Path | None:
 def training_options(options: dict, optimized_metric: str | None) -> dict:
     """Defaults the pipeline adds to ``training.*``: honest loss logs and best-checkpoint tracking."""
     options.setdefault("logging_nan_inf_filter", False)  # a NaN loss is logged as NaN, not hidden
-    saves_and_evaluates = (
-        str(options.get("save_strategy", "no")) != "no" and str(options.get("eval_strategy", "no")) != "no"
-    )
+    saves_and_evaluates = str(options["save_strategy"]) != "no" and str(options["eval_strategy"]) != "no"
     if saves_and_evaluates and not options.get("metric_for_best_model") and optimized_metric:
         options["metric_for_best_model"] = f"eval_{optimized_metric}"
     return options

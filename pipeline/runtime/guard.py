@@ -56,7 +56,7 @@ class Trip:
 
 def chance_loss(loss_cfg: DictConfig, train_columns: list[str], batch_size: int) -> float | None:
     """ln(candidates per anchor) for in-batch-negatives losses, None for other losses."""
-    name = str(loss_cfg.get("_target_", "")).rsplit(".", 1)[-1]
+    name = str(loss_cfg._target_).rsplit(".", 1)[-1]
     if name not in IN_BATCH_NEGATIVES:
         return None
     candidate_columns = max(len(train_columns) - 1, 1)
@@ -70,23 +70,23 @@ def chance_loss(loss_cfg: DictConfig, train_columns: list[str], batch_size: int)
 class GuardSettings:
     """``guard.*`` of the config (see ``conf/config.yaml``)."""
 
-    chance_patience: int = 100
-    nonfinite_patience: int = 10
-    chance_tolerance: float = 1e-3
-    collapse_every: int = 50
-    collapse_similarity: float = 0.99999
+    chance_patience: int
+    nonfinite_patience: int
+    chance_tolerance: float
+    collapse_every: int
+    collapse_similarity: float
 
     @classmethod
     def from_config(cls, guard_cfg: DictConfig | None) -> GuardSettings | None:
         """The settings, or None when ``guard.enabled`` is false."""
-        if guard_cfg is None or not guard_cfg.get("enabled", True):
+        if guard_cfg is None or not guard_cfg.enabled:  # None: a run logged before the guard existed
             return None
         return cls(
-            chance_patience=int(guard_cfg.get("chance_patience", 100)),
-            nonfinite_patience=int(guard_cfg.get("nonfinite_patience", 10)),
-            chance_tolerance=float(guard_cfg.get("chance_tolerance", 1e-3)),
-            collapse_every=int(guard_cfg.get("collapse_every", 50)),
-            collapse_similarity=float(guard_cfg.get("collapse_similarity", 0.99999)),
+            chance_patience=int(guard_cfg.chance_patience),
+            nonfinite_patience=int(guard_cfg.nonfinite_patience),
+            chance_tolerance=float(guard_cfg.chance_tolerance),
+            collapse_every=int(guard_cfg.collapse_every),
+            collapse_similarity=float(guard_cfg.collapse_similarity),
         )
 
 

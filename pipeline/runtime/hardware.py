@@ -75,7 +75,7 @@ def resolve_precision(hardware: DictConfig, training: DictConfig) -> Precision:
     """What runs here: CPU auto = bf16 with native support else fp32; GPU auto = bf16 where
     supported, else fp16 only if the recipe asks for it, else fp32 (with TF32 matmuls)."""
     intended = "fp16" if training.get("fp16") else "bf16" if training.get("bf16") else "fp32"
-    wanted = str(hardware.get("precision", "auto"))
+    wanted = str(hardware.precision)
     if hardware.accelerator == "cpu":
         if wanted == "auto" or wanted == "fp16":
             effective = "bf16" if cpu_has_fast_bf16() else "fp32"
@@ -146,7 +146,7 @@ def eval_batch_size(hardware: DictConfig, training: DictConfig) -> int:
 def trainer_options(hardware: DictConfig, training: DictConfig) -> dict:
     """Trainer arguments the profile decides: device and, with several ranks, backend and timeout."""
     options = {"use_cpu": hardware.accelerator == "cpu"}
-    if int(hardware.get("num_processes", 1)) > 1:
+    if int(hardware.num_processes) > 1:
         options["ddp_backend"] = str(hardware.get("backend") or ("gloo" if hardware.accelerator == "cpu" else "nccl"))
         if hardware.get("timeout_s") and "ddp_timeout" not in training:
             options["ddp_timeout"] = int(hardware.timeout_s)

@@ -48,7 +48,7 @@ LAUNCH_DIR_ENV = "PIPELINE_LAUNCH_DIR"  # set for the ranks: where job.yaml, run
 
 def wanted(hardware: DictConfig) -> bool:
     """True when this profile runs more than one process (and we are not already a rank)."""
-    return int(hardware.get("num_processes", 1)) > 1 and not os.environ.get(LAUNCH_DIR_ENV)
+    return int(hardware.num_processes) > 1 and not os.environ.get(LAUNCH_DIR_ENV)
 
 
 def command(hardware: DictConfig, launch_dir: Path) -> list[str]:
@@ -221,7 +221,7 @@ def config_digest(config: DictConfig) -> str:
     import hashlib
 
     plain = OmegaConf.to_container(config, resolve=True)
-    plain.get("hardware", {}).pop("machine_rank", None)
+    plain["hardware"].pop("machine_rank", None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -42,7 +42,6 @@ from pipeline.tracking.scrub import MAX_TAG_LENGTH
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ROW_LENGTH = 128
 SWITCH_VALUES = ("auto", "true", "false")
 # Sentences of several lengths (one long) for the exactness check run before packing turns on.
 PROBE_SENTENCES = (
@@ -272,11 +271,11 @@ def _gather(packed, index):
 
 def switch(hardware: DictConfig) -> tuple[str, int]:
     """``hardware.packing`` (auto / true / false) and ``hardware.packing_row_length``, checked."""
-    value = hardware.get("packing", "auto")
+    value = hardware.packing
     text = str(value).lower() if value is not None else "false"
     if text not in SWITCH_VALUES:
         raise PipelineError(f"hardware.packing={value!r}: use auto, true or false.")
-    row_length = hardware.get("packing_row_length", DEFAULT_ROW_LENGTH)
+    row_length = hardware.packing_row_length
     if not isinstance(row_length, int) or isinstance(row_length, bool) or row_length < 1:
         raise PipelineError(
             f"hardware.packing_row_length={row_length!r}: must be a positive number of tokens (e.g. 128)."

@@ -72,7 +72,7 @@ def _build_from_architecture(model_cfg: DictConfig, seed: int, key: str):
     transformer = Transformer(str(folder), max_seq_length=model_cfg.get("max_seq_length"))
     modules = [
         transformer,
-        Pooling(transformer.get_embedding_dimension(), pooling_mode=model_cfg.get("pooling", "mean")),
+        Pooling(transformer.get_embedding_dimension(), pooling_mode=model_cfg.pooling),
     ]
     if model_cfg.get("normalize"):
         modules.append(Normalize())

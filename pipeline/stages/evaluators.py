@@ -44,7 +44,7 @@ def splits_needed(cfg: DictConfig, specs: dict[str, DictConfig]) -> dict[str, li
         for name, spec in specs.items():
             for split in spec.splits:
                 needed.setdefault(str(split), []).append(name)
-    if "train" in cfg.stages and str(cfg.training.get("eval_strategy", "no")) != "no":
+    if "train" in cfg.stages and str(cfg.training.eval_strategy) != "no":
         dev = needed.setdefault("dev", [])
         dev += [name for name in specs if name not in dev]
     return needed

@@ -39,7 +39,7 @@ def load_data(cfg: DictConfig) -> LoadedData:
     and checked on its own, under its own key (``data.train_sets.NAME``).
     """
     needs_train = "train" in cfg.stages
-    evaluates_during_training = needs_train and str(cfg.training.get("eval_strategy", "no")) != "no"
+    evaluates_during_training = needs_train and str(cfg.training.eval_strategy) != "no"
     specs = evaluator_specs(cfg)
     needed = splits_needed(cfg, specs)
 

@@ -154,7 +154,7 @@ def best_model_options(options: dict, best_metric: str) -> dict:
     """Early stopping's trainer settings: a checkpoint at every evaluation (unless ``save_steps`` is
     set to a multiple of ``eval_steps`` already), the best one by ``best_metric`` restored at the end,
     and the stopping callback's patience counter restored on resume."""
-    if str(options.get("save_strategy", "no")) == "no":
+    if str(options["save_strategy"]) == "no":
         options["save_strategy"] = options["eval_strategy"]
         options["save_steps"] = options.get("eval_steps")
     options["metric_for_best_model"] = f"eval_{best_metric}"

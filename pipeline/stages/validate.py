@@ -57,14 +57,12 @@ def check_config(cfg: DictConfig) -> None:
             raise PipelineError(
                 f"training.{key}={training[key]!r}: must be a number (max_steps=-1 trains num_train_epochs epochs)."
             )
-    if training.get("max_steps", -1) in (0,) or (
-        training.get("max_steps", -1) < 0 and training.get("num_train_epochs", 1) <= 0
-    ):
+    if training.max_steps == 0 or (training.max_steps < 0 and training.num_train_epochs <= 0):
         raise PipelineError(
-            f"training.max_steps={training.get('max_steps')} with training.num_train_epochs={training.get('num_train_epochs')}: "
+            f"training.max_steps={training.max_steps} with training.num_train_epochs={training.num_train_epochs}: "
             "nothing would train; set max_steps > 0 or num_train_epochs > 0."
         )
-    if str(training.get("eval_strategy", "no")) == "steps" and not training.get("eval_steps"):
+    if str(training.eval_strategy) == "steps" and not training.get("eval_steps"):
         raise PipelineError("training.eval_strategy=steps needs training.eval_steps (a number of steps).")
     _check_matryoshka(cfg)
     _check_prompts(cfg.data)
@@ -118,7 +116,7 @@ def _check_early_stopping(cfg: DictConfig) -> None:
             "early_stopping.patience is set but evaluator=none: the best model is picked by the dev evaluator's "
             "optimized_metric; pick an evaluator (evaluator=sts, evaluator=triplet) or unset early_stopping.patience."
         )
-    if str(cfg.training.get("eval_strategy", "no")) == "no":
+    if str(cfg.training.eval_strategy) == "no":
         raise PipelineError(
             "early_stopping.patience is set but training.eval_strategy=no: set training.eval_strategy=steps "
             "training.eval_steps=N (evaluations to compare), or unset early_stopping.patience."
@@ -198,7 +196,7 @@ def _check_peft(model: DictConfig) -> None:
     peft = model.get("peft") or {}
     if peft.get("r") is None:
         return
-    r, alpha, dropout, targets = peft.get("r"), peft.get("alpha"), peft.get("dropout", 0.0), peft.get("target_modules")
+    r, alpha, dropout, targets = peft.get("r"), peft.get("alpha"), peft.get("dropout"), peft.get("target_modules")
     if not isinstance(r, int) or isinstance(r, bool) or r < 1:
         raise PipelineError(f"model.peft.r={r!r}: the LoRA rank is a whole number >= 1 (e.g. 8), or null for none.")
     if not isinstance(alpha, (int, float)) or alpha <= 0:

@@ -103,7 +103,7 @@ def test_a_non_finite_loss_trips_at_once_even_in_fp16(tmp_path):
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
     args = TrainingArguments(output_dir=str(tmp_path), fp16=True, use_cpu=True)
-    guard = TrainingGuard(GuardSettings(), model=None, chance=None)
+    guard = TrainingGuard(GuardSettings.from_config(compose_config([]).guard), model=None, chance=None)
     state, control = TrainerState(), TrainerControl()
     state.global_step = 1
     guard.on_log(args, state, control, logs={"loss": math.nan, "grad_norm": math.inf})

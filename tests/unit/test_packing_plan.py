@@ -53,8 +53,13 @@ def test_switch_accepts_auto_true_false(value, expected):
     assert switch(OmegaConf.create({"packing": value, "packing_row_length": 64})) == (expected, 64)
 
 
-def test_switch_defaults_for_profiles_without_the_keys():
-    assert switch(OmegaConf.create({"accelerator": "cpu"})) == ("auto", 128)
+def test_every_profile_sets_packing_in_its_yaml():
+    """hardware.packing / packing_row_length come from each profile's YAML: no default in the code."""
+    from tests.conftest import compose_config
+
+    profiles = ("cpu", "cpu_ddp", "gpu", "multi_gpu", "multi_node")
+    got = {profile: switch(compose_config([f"hardware={profile}"]).hardware) for profile in profiles}
+    assert got == {"cpu": ("auto", 32), "cpu_ddp": ("auto", 32)} | dict.fromkeys(profiles[2:], ("auto", 128))
 
 
 @pytest.mark.parametrize(

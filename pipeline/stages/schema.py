@@ -1,0 +1,275 @@
+"""The config's closed nodes and the keys each may hold: an unknown key is refused wherever it was written.
+
+Hydra refuses an unknown key on the command line (struct mode), but a config file (an experiment, a group
+option) may add keys freely: ``early_stoping.patience: 2`` would compose, train and be ignored.
+:func:`check_keys` walks the composed config against :data:`SCHEMA` and raises
+:class:`pipeline.PipelineError` naming the file that brought the key, the key and the nearest valid one.
+
+- The pipeline's own nodes (``guard``, ``hardware``, ``tracking``, ...) are closed: their keys are listed
+  here (each one's default lives in its YAML under ``conf/``, never here).
+- A library's arguments are checked by the library: a ``_target_`` node's keyword arguments are bound to
+  the class's signature (``inspect.signature(...).bind_partial``), past the keys the pipeline reads itself
+  (``build.LOSS_OPTIONS``, ``build.EVALUATOR_KEYS``); ``training.*`` are the
+  ``SentenceTransformerTrainingArguments`` fields (their values: its ``__post_init__``, ``stages.train``).
+- Mappings the user names (``data.columns``, ``data.prompts``, ``model.architecture``) are open.
+
+:func:`drop_unknown` is the lenient mode for replaying runs logged by older code: unknown keys are
+reported (one warning each) and removed. Writes nothing to MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import CONF_DIR, PipelineError
+from pipeline.stages.build import EVALUATOR_KEYS, LOSS_OPTIONS
+
+log = logging.getLogger(__name__)
+
+VALUE = None  # a leaf: any value (a mapping too, e.g. data.columns), checked where it is read
+HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A ``_target_`` node: the pipeline's own keys, and the keyword arguments the target takes."""
+
+    own: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Fields:
+    """A library's arguments dataclass (``training``: ``SentenceTransformerTrainingArguments``): its field names."""
+
+    cls: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Each:
+    """Children the user names (``data.train_sets.NAME``, ``evaluators.NAME``), each of one schema."""
+
+    schema: Any
+
+
+def closed(keys: str) -> dict[str, None]:
+    """A closed node of values: ``closed("patience threshold")``."""
+    return dict.fromkeys(keys.split(), VALUE)
+
+
+MODEL = {
+    **closed("name_or_path tokenizer max_seq_length pooling normalize trust_remote_code"),
+    "architecture": VALUE,  # a transformers config's arguments
+    "peft": closed("r alpha dropout target_modules"),
+}
+DATA_SET = {
+    **closed("name path subset local_dir optional_splits train_columns max_train_rows corpus negatives"),
+    "splits": closed("train dev test"),
+    "columns": VALUE,  # ours -> theirs
+    "prompts": VALUE,  # train column -> prompt
+    "train_transform": Target(),
+}
+DATA = {**DATA_SET, "train_sets": Each(DATA_SET)}
+EVALUATOR = Target(own=("name", *EVALUATOR_KEYS))
+SCHEMA: dict[str, Any] = {
+    **closed("smoke stages baseline seed name optimized_metric"),
+    "mine": closed(
+        "corpus range_min range_max relative_margin absolute_margin num_negatives sampling_strategy use_faiss "
+        "batch_size cache_dir"
+    ),
+    "model": MODEL,
+    "guide": MODEL,
+    "miner": MODEL,
+    "loss": Target(own=LOSS_OPTIONS),
+    "data": DATA,
+    "eval_data": DATA,
+    "evaluator": EVALUATOR,
+    "evaluators": Each(EVALUATOR),
+    "hardware": closed(
+        "accelerator num_processes precision num_threads packing packing_row_length eval_batch_size tf32 "
+        "num_machines machine_rank backend timeout_s join_timeout_s main_process_ip main_process_port"
+    ),
+    "training": Fields("sentence_transformers.SentenceTransformerTrainingArguments"),  # names unchanged
+    "tracking": closed(
+        "uri artifact_root experiment_name run_name log_model register_as system_metrics system_metrics_interval"
+    ),
+    "early_stopping": closed("patience threshold"),
+    "guard": closed("enabled chance_patience nonfinite_patience chance_tolerance collapse_every collapse_similarity"),
+    "hydra": VALUE,  # Hydra's own node: Hydra checks it
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Unknown:
+    """A key no schema has: its dot path, the valid keys beside it, and why a library refused it."""
+
+    path: str
+    valid: tuple[str, ...]
+    reason: str | None = None
+
+    def describe(self, source: str | None) -> str:
+        name = self.path.rsplit(".", 1)[-1]
+        near = difflib.get_close_matches(name, self.valid, n=1)
+        hint = f"did you mean {near[0]!r}?" if near else f"valid keys: {', '.join(sorted(self.valid))}"
+        where = f"{source}: " if source else "command line: "
+        reason = f": {self.reason}" if self.reason else ""
+        return f"{where}unknown key {self.path!r} ({hint}){reason}"
+
+
+def check_keys(cfg: DictConfig, choices: dict[str, Any] | None = None, roots: list[Path] | None = None) -> None:
+    """Refuse the first unknown key of the composed config, naming the config file that brought it (found
+    through Hydra's ``choices``, group@package -> option, in Hydra's config search path) or the command line."""
+    unknown = unknown_keys(cfg)
+    if unknown:
+        raise PipelineError(unknown[0].describe(source_file(unknown[0].path, choices or {}, roots or config_roots())))
+
+
+def drop_unknown(cfg: DictConfig, origin: str) -> DictConfig:
+    """The config without the keys no schema has (a run logged by older code), one warning per key."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    for unknown in unknown_keys(cfg):
+        *parents, name = unknown.path.split(".")
+        node = plain
+        for parent in parents:
+            node = node[parent]
+        del node[name]
+        log.warning("%s: key %r is no longer a config key: ignored", origin, unknown.path)
+    kept = OmegaConf.create(plain)
+    OmegaConf.set_struct(kept, OmegaConf.is_struct(cfg))
+    return kept
+
+
+def unknown_path(path: str) -> Unknown | None:
+    """The first unknown part of the dot key ``path`` (an override Hydra refused), or None."""
+    node: dict = {}
+    leaf = node
+    for part in path.split("."):
+        leaf[part] = {}
+        leaf = leaf[part]
+    found: list[Unknown] = []
+    _walk(node, SCHEMA, "", found)
+    return found[0] if found else None
+
+
+def unknown_keys(cfg: DictConfig) -> list[Unknown]:
+    found: list[Unknown] = []
+    _walk(OmegaConf.to_container(cfg, resolve=False), SCHEMA, "", found)
+    return found
+
+
+def _walk(node: Any, schema: Any, prefix: str, found: list[Unknown]) -> None:
+    if not isinstance(node, dict) or schema is VALUE:
+        return
+    if isinstance(schema, Each):
+        for name, child in node.items():
+            _walk(child, schema.schema, f"{prefix}{name}.", found)
+    elif isinstance(schema, Target):
+        _check_target(node, schema, prefix, found)
+    elif isinstance(schema, Fields):
+        from hydra.utils import get_class
+
+        cls = get_class(schema.cls)
+        fields = tuple(f.name for f in dataclasses.fields(cls))
+        reason = f"not a {cls.__name__} field"
+        found += [Unknown(f"{prefix}{key}", fields, reason) for key in node if key not in fields]
+    else:
+        for key, child in node.items():
+            if key in schema:
+                _walk(child, schema[key], f"{prefix}{key}.", found)
+            else:
+                found.append(Unknown(f"{prefix}{key}", tuple(schema)))
+
+
+def _check_target(node: dict, schema: Target, prefix: str, found: list[Unknown]) -> None:
+    """Bind the node's keyword arguments to its ``_target_``'s signature; nested ``_target_`` nodes too."""
+    from hydra.utils import get_object
+
+    kwargs = {k: v for k, v in node.items() if k not in (*HYDRA_KEYS, *schema.own)}
+    for key, value in kwargs.items():
+        if isinstance(value, dict) and "_target_" in value:
+            _check_target(value, Target(), f"{prefix}{key}.", found)
+    if not node.get("_target_"):
+        return
+    try:
+        target = get_object(str(node["_target_"]))
+        signature = inspect.signature(target)
+    except (ImportError, ValueError, TypeError):
+        return  # a target that does not load: building it says so (stages.build)
+    try:
+        signature.bind_partial(**kwargs)
+    except TypeError:
+        params = [n for n, p in signature.parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        target_name = str(node["_target_"]).rsplit(".", 1)[-1]
+        for key in [k for k in kwargs if k not in params]:
+            reason = f"{target_name} takes no argument {key!r}"
+            found.append(Unknown(f"{prefix}{key}", (*params, *schema.own), reason))
+
+
+def config_roots() -> list[Path]:
+    """The folders Hydra composed from (``--config-path``, ``hydra.searchpath``), else ``conf/``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return [CONF_DIR]
+    sources = HydraConfig.get().runtime.config_sources
+    return [Path(s.path) for s in sources if s.schema == "file"] or [CONF_DIR]
+
+
+def source_file(path: str, choices: dict[str, Any], roots: list[Path]) -> str | None:
+    """The config file (relative to the working directory when under it) that sets the dot key ``path``."""
+    for file, package in chosen_files(choices, roots):
+        content = OmegaConf.to_container(OmegaConf.load(file), resolve=False)
+        keys = path.split(".")
+        if package:
+            prefix = package.split(".")
+            if keys[: len(prefix)] != prefix:
+                continue
+            keys = keys[len(prefix) :]
+        if _has(content, keys):
+            return str(file.relative_to(Path.cwd())) if file.is_relative_to(Path.cwd()) else str(file)
+    return None
+
+
+def chosen_files(choices: dict[str, Any], roots: list[Path]) -> list[tuple[Path, str]]:
+    """(file, package) of every config file the job was composed from: the patches (experiment, debug,
+    sweep) first, then the group options and the files they include, then ``conf/config.yaml``."""
+    first = ("experiment", "debug", "sweep")
+    picked = sorted(
+        ((k, v) for k, v in choices.items() if isinstance(v, str) and not k.startswith("hydra/")),
+        key=lambda kv: (kv[0] not in first, first.index(kv[0]) if kv[0] in first else 0),
+    )
+    files: list[tuple[Path, str]] = []
+    for key, option in picked:
+        group, _, package = key.partition("@")
+        found = [root / group / f"{option}.yaml" for root in roots if (root / group / f"{option}.yaml").is_file()]
+        if found:
+            _add_file(found[0], package or group.replace("/", "."), files)
+    primary = [root / "config.yaml" for root in roots if (root / "config.yaml").is_file()]
+    return files + [(file, "") for file in primary[:1]]
+
+
+def _add_file(file: Path, package: str, files: list[tuple[Path, str]]) -> None:
+    """The file and the options of its own group it includes (``defaults: [cpu, _self_]``)."""
+    if not file.is_file():
+        return
+    header = next((line for line in file.read_text().splitlines() if line.startswith("# @package ")), None)
+    if header:
+        package = header.split(maxsplit=2)[2].strip().removeprefix("_global_").lstrip(".")
+    files.append((file, package))
+    for entry in OmegaConf.load(file).get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_":
+            _add_file(file.parent / f"{entry}.yaml", package, files)
+
+
+def _has(content: Any, keys: list[str]) -> bool:
+    for key in keys:
+        if not isinstance(content, dict) or key not in content:
+            return False
+        content = content[key]
+    return True

@@ -1,0 +1,76 @@
+"""A typo in an experiment file, as a user meets it: ``python -m pipeline experiment=mine debug=smoke``
+exits 2 with one line naming the file, the key and the nearest valid key, and creates no MLflow run; so
+does the same typo as an override. A run logged with a key that is no longer known still replays, with a
+warning naming it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.unit.test_closed_nodes import EXPERIMENT_TYPO, conf_copy
+
+
+@pytest.mark.slow
+def test_an_experiment_file_with_a_typo_is_refused_before_any_run(tmp_path):
+    conf = conf_copy(tmp_path, {"experiment/mine.yaml": EXPERIMENT_TYPO})
+    store = tmp_path / "mlruns"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "--config-path",
+            str(conf),
+            "experiment=mine",
+            "debug=smoke",
+            f"tracking.uri=sqlite:///{store}/mlflow.db",
+            f"hydra.run.dir={tmp_path}/hydra",
+        ],
+        cwd=tmp_path,  # as a user in their own project folder: conf/experiment/mine.yaml
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [
+        "error: conf/experiment/mine.yaml: unknown key 'early_stoping' (did you mean 'early_stopping'?)"
+    ]
+    assert not store.exists()  # no store, so no MLflow run: refused before the tracking target is touched
+    # The same typo as an override: Hydra refuses it (struct mode); the message says what was meant.
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline", "guard.chance_patiense=5", f"tracking.uri=sqlite:///{store}/mlflow.db"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [
+        "error: command line: unknown key 'guard.chance_patiense' (did you mean 'chance_patience'?)"
+    ]
+    assert not store.exists()
+
+
+@pytest.mark.slow
+def test_a_run_logged_with_a_key_no_longer_known_replays_with_a_warning(run_job, store, mlflow_client, caplog):
+    from omegaconf import OmegaConf
+
+    from pipeline import rerun, tracking
+    from pipeline.stages import schema
+
+    original = run_job("debug=smoke", "tracking.log_model=false", "stages=[load,evaluate]")
+    logged = OmegaConf.create(tracking.artifact_text(mlflow_client, original.run_id, "config.yaml"))
+    logged.guard.retired_check = 3  # what an older version of the pipeline might have logged
+    mlflow_client.log_text(original.run_id, OmegaConf.to_yaml(logged), "config.yaml")
+    with caplog.at_level(logging.WARNING, logger=schema.__name__):
+        code = rerun.main([original.run_id, "--tracking-uri", store["uri"]])
+    assert code == 0
+    assert [r.getMessage() for r in caplog.records if r.name == schema.__name__] == [
+        f"config.yaml of run {original.run_id}: key 'guard.retired_check' is no longer a config key: ignored"
+    ]
