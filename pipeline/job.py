@@ -26,6 +26,7 @@ from pipeline import PipelineError, tracking
 from pipeline.runtime import checkpoint, guard, hardware, packing
 from pipeline.runtime.hardware import Precision
 from pipeline.stages import build, load, validate
+from pipeline.stages.baseline import Scoring, baseline_key
 from pipeline.stages.evaluators import eval_splits, evaluator_specs, splits_needed
 from pipeline.stages.splits import LoadedData
 
@@ -222,17 +223,40 @@ def dev_evaluator(built: Built):
 
 
 def baseline_step(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) -> dict[str, float]:
-    """The starting model scored once by the final evaluators, before training: ``baseline/`` metrics."""
+    """The starting model scored by the final evaluators, before training: ``baseline/`` metrics, copied
+    from a finished run of the store with the same key when there is one (``pipeline.tracking.baseline``)."""
     from pipeline.stages.evaluate import evaluate
 
     scored = final_evaluators(cfg, built)
     if not cfg.get("baseline") or "train" not in cfg.stages or "evaluate" not in cfg.stages or not scored:
         return {}
+    key = baseline_key(built.model, baseline_scoring(cfg, plan, built, list(scored)))
+    cached = tracking.find_baseline(key)
+    if cached is not None:
+        log.info("Baseline: reused from run %s (same model, data, evaluators and precision)", cached.source)
+        tracking.record_baseline(key, cached.metrics, cached.source)
+        return cached.metrics
     with hardware.autocast(plan.precision, built.model.device.type):
         outcome = evaluate(built.model, scored, output_dir / "baseline")
     metrics = {f"baseline/{name}": value for name, value in outcome.metrics.items()}
-    tracking.log_metrics(metrics)
+    tracking.record_baseline(key, metrics)
     return metrics
+
+
+def baseline_scoring(cfg: DictConfig, plan: Plan, built: Built, scored: list[str]) -> Scoring:
+    """What besides the model decides the baseline's numbers (its cache key)."""
+    specs = evaluator_specs(cfg)
+    return Scoring(
+        evaluators=specs,
+        scored=scored,
+        splits=plan.data.eval_splits,
+        corpora=plan.data.corpora,
+        prompts={name: validate.evaluator_prompts(cfg.data, spec) for name, spec in specs.items()},
+        matryoshka_dims=list(cfg.loss.get("matryoshka_dims") or []),
+        batch_size=hardware.eval_batch_size(cfg.hardware, cfg.training),
+        precision=plan.precision.effective,
+        packing_row_length=built.packer.row_length if built.packer else None,
+    )
 
 
 def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None) -> None:
