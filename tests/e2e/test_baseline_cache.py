@@ -86,7 +86,9 @@ def test_the_same_key_reuses_the_baseline_and_a_changed_key_recomputes_it(run_jo
 
 
 @pytest.mark.slow
-def test_a_failed_run_or_one_missing_metrics_is_never_a_source(run_job, mlflow_client):
+def test_a_failed_run_or_one_missing_metrics_is_never_a_source_and_a_rerun_recomputes(
+    run_job, cli, store, mlflow_client
+):
     first = mlflow_client.get_run(run_job(*SMOKE).run_id)
     assert cache_tags(first) == ("miss", first.info.run_id)
     key, metrics = first.data.tags["baseline.key"], baseline_of(first)
@@ -100,6 +102,11 @@ def test_a_failed_run_or_one_missing_metrics_is_never_a_source(run_job, mlflow_c
     assert cache_tags(second) == ("miss", second.info.run_id) and baseline_of(second) == metrics
     third = mlflow_client.get_run(run_job(*SMOKE).run_id)
     assert cache_tags(third) == ("hit", second.info.run_id) and baseline_of(third) == metrics
+    # a replay scores the starting model itself, so comparing baselines checks something
+    replayed = cli(third.info.run_id, "--tracking-uri", store["uri"], module="pipeline.rerun")
+    assert replayed.returncode == 0, replayed.stderr[-3000:]
+    (replay,) = [r for r in all_runs(mlflow_client) if r.data.tags.get("pipeline.rerun_of") == third.info.run_id]
+    assert cache_tags(replay) == ("miss", replay.info.run_id) and baseline_of(replay) == metrics
 
     off = mlflow_client.get_run(run_job(*SMOKE, "baseline=false").run_id)
     assert off.info.status == "FINISHED" and "sts-test_spearman_cosine" in off.data.metrics
