@@ -107,6 +107,7 @@ def test_a_failed_run_or_one_missing_metrics_is_never_a_source_and_a_rerun_recom
     assert replayed.returncode == 0, replayed.stderr[-3000:]
     (replay,) = [r for r in all_runs(mlflow_client) if r.data.tags.get("pipeline.rerun_of") == third.info.run_id]
     assert cache_tags(replay) == ("miss", replay.info.run_id) and baseline_of(replay) == metrics
+    assert replay.data.tags["baseline.key"] == key  # the same key in another process
 
     off = mlflow_client.get_run(run_job(*SMOKE, "baseline=false").run_id)
     assert off.info.status == "FINISHED" and "sts-test_spearman_cosine" in off.data.metrics
