@@ -6,8 +6,8 @@ Order matters and is the point of this module:
    arguments built (unknown ``training.*`` names rejected): a mistake costs seconds and creates no run;
 2. the MLflow run starts (rank 0 only: other ranks train and write nothing);
 3. the model and evaluators load; hard negatives are mined (``mine`` stage); the evaluators score the
-   starting model (``baseline/`` metrics); train; evaluate; the model is logged; the run ends
-   FINISHED (or FAILED / KILLED, never left RUNNING: ``pipeline.tracking.run``).
+   starting model (``baseline/`` metrics, or a finished run's with the same key); train; evaluate; the
+   model is logged; the run ends FINISHED (or FAILED / KILLED, never left RUNNING: ``pipeline.tracking.run``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pipeline import PipelineError, tracking
 from pipeline.runtime import checkpoint, guard, hardware, packing
 from pipeline.runtime.hardware import Precision
 from pipeline.stages import build, load, mine, validate
+from pipeline.stages.baseline import Scoring, baseline_key
 from pipeline.stages.evaluators import eval_splits, evaluator_specs, splits_needed
 from pipeline.stages.splits import LoadedData
 
@@ -234,17 +235,41 @@ def dev_evaluator(built: Built):
 
 
 def baseline_step(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) -> dict[str, float]:
-    """The starting model scored once by the final evaluators, before training: ``baseline/`` metrics."""
+    """The starting model scored by the final evaluators, before training: ``baseline/`` metrics, copied
+    from a finished run of the store with the same key when there is one and ``baseline_reuse`` allows
+    (``pipeline.tracking.baseline``)."""
     from pipeline.stages.evaluate import evaluate
 
     scored = final_evaluators(cfg, built)
     if not cfg.get("baseline") or "train" not in cfg.stages or "evaluate" not in cfg.stages or not scored:
         return {}
-    with hardware.autocast(plan.precision, built.model.device.type):
+    key = baseline_key(built.model, baseline_scoring(cfg, plan, built, list(scored)))
+    cached = tracking.find_baseline(key) if cfg.baseline_reuse else None
+    if cached is not None:
+        log.info("Baseline: reused from run %s (same model, data, evaluators and precision)", cached.source)
+        tracking.record_baseline(key, cached.metrics, cached.source)
+        return cached.metrics
+    with hardware.autocast(plan.precision, built.model.device.type), packing.uncounted(built.packer):
         outcome = evaluate(built.model, scored, output_dir / "baseline")
     metrics = {f"baseline/{name}": value for name, value in outcome.metrics.items()}
-    tracking.log_metrics(metrics)
+    tracking.record_baseline(key, metrics)
     return metrics
+
+
+def baseline_scoring(cfg: DictConfig, plan: Plan, built: Built, scored: list[str]) -> Scoring:
+    """What besides the model decides the baseline's numbers (its cache key)."""
+    specs = evaluator_specs(cfg)
+    return Scoring(
+        evaluators=specs,
+        scored=scored,
+        splits=plan.data.eval_splits,
+        corpora=plan.data.corpora,
+        prompts={name: validate.evaluator_prompts(cfg.data, spec) for name, spec in specs.items()},
+        matryoshka_dims=list(cfg.loss.get("matryoshka_dims") or []),
+        batch_size=hardware.eval_batch_size(cfg.hardware, cfg.training),
+        precision=plan.precision.effective,
+        packing_row_length=built.packer.row_length if built.packer else None,
+    )
 
 
 def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None) -> None:

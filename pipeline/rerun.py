@@ -9,6 +9,8 @@ runs), 1 when one differs, 2 on a user mistake. Before replaying it lists each p
 version differs from the original's (its ``environment/installed.txt``, or the ``version.*`` tags of
 runs logged before it existed); ``--strict-versions`` refuses to replay on any. Warns when the git
 commit, uncommitted changes or data fingerprint differ from the original's tags.
+The replay scores its starting model itself (``baseline_reuse=false``): its ``baseline/`` metrics are
+compared with the original's too, never copied from the store.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import math
 import sys
 import tempfile
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 import pipeline.tracking.environment as environment
 from pipeline import PipelineError, tracking
@@ -127,6 +131,8 @@ def _rerun(args: argparse.Namespace) -> int:
     experiment = client.get_experiment(original.info.experiment_id)
     cfg.tracking.uri = uri
     cfg.tracking.experiment_name = experiment.name
+    # The replay scores the starting model itself: a copied baseline would match the original by construction.
+    OmegaConf.update(cfg, "baseline_reuse", False, force_add=True)
     tags = original.data.tags
     versions = version_differences(client, args.run_id, tags)
     _report_versions(versions, args.strict_versions)

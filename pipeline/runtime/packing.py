@@ -29,8 +29,10 @@ Writes to MLflow (when a run is active): the tag ``packing`` (``on: rows of N to
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -388,6 +390,20 @@ def disable(model) -> None:
     packer = getattr(model[0], "_pipeline_packer", None) if len(model) else None
     if packer is not None:
         packer.detach()
+
+
+@contextlib.contextmanager
+def uncounted(packer: Packer | None) -> Iterator[None]:
+    """Forwards inside the block leave the packer's token counts as they were (the baseline: its
+    counts must not depend on whether it was computed or copied from another run)."""
+    if packer is None:
+        yield
+        return
+    saved = dataclasses.replace(packer.stats)
+    try:
+        yield
+    finally:
+        packer.stats = saved
 
 
 def token_metrics(packer: Packer | None) -> dict[str, float]:

@@ -9,12 +9,14 @@ Importing it is cheap (MLflow is imported where it is used).
 - ``run``: the job's run, and the one way any run ends with a reason;
 - ``replay``: a logged run's config and overrides, read back;
 - ``environment``: the installed packages against the committed lock or a run's record;
+- ``baseline``: the baseline cache (runs that computed a baseline, by key);
 - ``leaderboard``: runs side by side;
 - ``registry``: model versions, aliases (promotion);
 - ``sweep``: the Hydra callback behind ``-m`` (parent and child runs);
 - ``study``: the Optuna sweep's persistent study (storage, name, link to the parent run, plots).
 """
 
+from pipeline.tracking.baseline import find_baseline, record_baseline
 from pipeline.tracking.record import (
     config_params,
     flatten,
@@ -51,6 +53,7 @@ __all__ = [
     "config_secrets",
     "default_tracking_uri",
     "end_run",
+    "find_baseline",
     "flatten",
     "flush",
     "hidden_keys",
@@ -66,6 +69,7 @@ __all__ = [
     "metric_key",
     "metric_name",
     "open_experiment",
+    "record_baseline",
     "package_versions",
     "redact",
     "register_model",
