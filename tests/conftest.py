@@ -153,6 +153,16 @@ def mlflow_server(folder: Path, backend_uri: str, artifacts: Path | None = None,
                 process.wait()
 
 
+@pytest.fixture(scope="session")
+def tracking_server(tmp_path_factory):
+    """One ``mlflow server`` per test process (per xdist worker), SQLite backend, served artifacts:
+    ``{"uri", "folder"}``; its artifacts are under ``folder / "artifacts"``. Tests that use it write
+    to an experiment of their own (``tracking.experiment_name``) and read only that experiment."""
+    folder = tmp_path_factory.mktemp("tracking-server")
+    with mlflow_server(folder, f"sqlite:///{folder}/server.db", folder / "artifacts") as uri:
+        yield {"uri": uri, "folder": folder}
+
+
 def pytest_collection_modifyitems(config, items):
     unslow = [item.nodeid for item in items if "serial" in item.keywords and "slow" not in item.keywords]
     if unslow:  # `make test-fast` runs no serial phase: a serial test that is not slow would never run there

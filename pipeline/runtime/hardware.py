@@ -55,13 +55,18 @@ def check_profile(hardware: DictConfig) -> None:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """Native bf16 on this CPU (AVX512-BF16 or AMX), as oneDNN reports it: no model names."""
+    """Native bf16 on this CPU, usable by oneDNN: no model names. On x86 that is AVX512-BF16 or AMX as
+    torch's cpuinfo reports them, since oneDNN alone also says yes on AVX-512 without BF16 (it emulates)."""
     import torch
 
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+    capabilities = torch.cpu.get_capabilities()
+    if capabilities.get("architecture") in ("x86_64", "x86"):
+        return onednn and bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    return onednn
 
 
 def gpu_has_bf16() -> bool:

@@ -22,8 +22,10 @@ pytestmark = pytest.mark.slow
 DDP = ("hardware=cpu_ddp", "debug=smoke")
 
 
-def test_cpu_ddp_run_is_one_finished_run_with_world_size_2(cli, mlflow_client, tmp_path):
-    out = cli(*DDP, timeout=600)
+def test_cpu_ddp_run_is_one_finished_run_with_world_size_2_and_a_rerun_replays_it_in_2_ranks(
+    cli, mlflow_client, store, tmp_path
+):
+    out = cli(*DDP, "tracking.log_model=false", timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     runs = all_runs(mlflow_client)
     assert len(runs) == 1, [r.data.tags.get("world_size") for r in runs]
@@ -39,6 +41,12 @@ def test_cpu_ddp_run_is_one_finished_run_with_world_size_2(cli, mlflow_client, t
     assert "${" not in OmegaConf.to_yaml(job.config)
     resolved = flatten(OmegaConf.to_container(job.config))
     assert {k: run.data.params.get(k) for k in resolved} == resolved
+    # the same run replayed by pipeline.rerun: 2 ranks again, identical metrics
+    out = cli(run.info.run_id, "--tracking-uri", store["uri"], module="pipeline.rerun", timeout=600)
+    assert out.returncode == 0 and "metrics match" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    (replay,) = [r for r in all_runs(mlflow_client) if r.data.tags.get("pipeline.rerun_of") == run.info.run_id]
+    assert replay.info.status == "FINISHED" and replay.data.tags["world_size"] == "2", "rerun: not 2 ranks"
+    assert replay.data.metrics["sts-test_spearman_cosine"] == run.data.metrics["sts-test_spearman_cosine"]
 
 
 def test_multirun_of_cpu_ddp_jobs_and_gather_across_devices(cli, mlflow_client, tmp_path):
@@ -96,16 +104,6 @@ def test_a_dead_rank_ends_the_job_quickly_and_the_run_failed(mlflow_client, stor
     assert len(runs) == 1 and runs[0].info.status == "FAILED", runs[0].data.tags
     assert "a rank failed" in runs[0].data.tags["failure_reason"]
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in ranks)
-
-
-def test_rerun_of_a_cpu_ddp_run_replays_it_in_2_ranks_with_identical_metrics(cli, mlflow_client, store):
-    assert cli(*DDP, "tracking.log_model=false", timeout=600).returncode == 0
-    (original,) = all_runs(mlflow_client)
-    out = cli(original.info.run_id, "--tracking-uri", store["uri"], module="pipeline.rerun", timeout=600)
-    assert out.returncode == 0 and "metrics match" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
-    (replay,) = [r for r in all_runs(mlflow_client) if r.data.tags.get("pipeline.rerun_of") == original.info.run_id]
-    assert replay.info.status == "FINISHED" and replay.data.tags["world_size"] == "2"
-    assert replay.data.metrics["sts-test_spearman_cosine"] == original.data.metrics["sts-test_spearman_cosine"]
 
 
 @pytest.mark.serial

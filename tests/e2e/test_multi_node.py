@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -110,43 +109,21 @@ def test_a_rank_killed_on_machine_1_ends_both_machines_and_the_run_failed(mlflow
     assert run.info.status == "FAILED" and "a rank failed" in run.data.tags["failure_reason"], run.data.tags
 
 
-def test_machines_with_different_configs_are_refused_through_the_rendezvous_store(monkeypatch):
-    """Two ranks (threads here) publish their digests in a real TCPStore; both see the mismatch."""
-    from torch.distributed import TCPStore
-
-    port = launch.free_port()
-    server = TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(port))
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "0")
-    base = ["hardware=multi_node", "hardware.main_process_ip=127.0.0.1", "hardware.timeout_s=20"]
-    same = compose_config([*base, "hardware.machine_rank=1"])
-    other = compose_config([*base, "hardware.machine_rank=1", "training.learning_rate=1e-3"])
-    machine_0 = compose_config(base)
-    assert launch.config_digest(same) == launch.config_digest(machine_0) != launch.config_digest(other)
-
-    errors: list[BaseException] = []
-
-    def rank_1(config):  # the key the other machine's rank would write
-        from torch.distributed import TCPStore
-
-        client = TCPStore("127.0.0.1", port, is_master=False)
-        prefix = "pipeline/config/none"
-        client.set(f"{prefix}/1", f'{{"machine": 1, "digest": "{launch.config_digest(config)}"}}')
-
-    for run_id, config, refused in (("a", same, False), ("b", other, True)):
-        monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
-        server.delete_key("pipeline/config/none/1")
-        thread = threading.Thread(target=rank_1, args=(config,))
-        thread.start()
-        try:
-            launch.check_same_config(machine_0)
-        except PipelineError as error:
-            errors.append(error)
-        thread.join()
-        assert bool(errors) == refused, run_id
-    assert "machine 1 joined with config" in str(errors[0]) and "only hardware.machine_rank differs" in str(errors[0])
+@pytest.mark.serial
+@pytest.mark.slow
+def test_machines_started_with_different_configs_are_both_refused_before_any_run(
+    mlflow_client, store_overrides, tmp_path
+):
+    """Machine 1 runs another learning rate: both machines stop with the one-line mismatch error."""
+    machines = two_machines(tmp_path, store_overrides, machine_1=("training.learning_rate=1e-3",))
+    outputs = finish(machines, timeout=300)
+    for machine, output in enumerate(outputs):
+        assert machines[machine].returncode == 2, f"machine {machine} ran on: {output[-3000:]}"
+        refused = f"error (rank {machine}): machine 1 joined with config"
+        assert refused in output and "only hardware.machine_rank differs" in output, (
+            f"machine {machine}: {output[-3000:]}"
+        )
+    assert all_runs(mlflow_client) == [], "a machine started an MLflow run despite the mismatch"
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Planted secrets reach no byte of the store: params, tags, run names, artifacts, on every path.
+"""Planted secrets reach no byte of the store: params, tags, run names, artifacts, the logged model's
+files (its sentence-transformers model card lists the trainer's arguments), on every path.
 
 A 2-job sweep (one job fails validation before its run starts) with a secret override, a credential
 in a URI, and an uncommitted config change holding a token (a real git checkout named through
@@ -40,9 +41,9 @@ def test_secrets_reach_no_byte_of_the_store_on_any_path(cli, mlflow_client, tmp_
     out = cli(
         "-m",
         "debug=smoke",
-        "tracking.log_model=false",
         "training.lr_scheduler_type=bogus,linear",  # job 0 fails before its run starts
         f"+tracking.api_token={TOKEN}",
+        f"+training.hub_token={TOKEN}",  # a trainer argument: the model card lists those
         f"+data.mirror=https://bob:{PASSWORD}@data.example.com/sets",
         f"hydra.sweep.dir={tmp_path}/sweep",
         env=env,
@@ -54,8 +55,13 @@ def test_secrets_reach_no_byte_of_the_store_on_any_path(cli, mlflow_client, tmp_
     assert finished.data.params["tracking.api_token"] == "***" and finished.data.tags["git.dirty"] == "true"
     patch = mlflow_client.download_artifacts(finished.info.run_id, "git.patch", str(tmp_path / "patch"))
     assert "api_token: ***" in Path(patch).read_text()  # the patch is kept, its secret is not
-    blobs = [(tmp_path / "mlflow.db").read_bytes()]
-    blobs += [p.read_bytes() for p in (tmp_path / "artifacts").rglob("*") if p.is_file()]
-    assert len(blobs) > 5 and any(b"leaderboard" in p.name.encode() for p in (tmp_path / "artifacts").rglob("*"))
-    for secret in (TOKEN, PASSWORD, PATCH_TOKEN):
-        assert not any(secret.encode() in blob for blob in blobs), secret
+    files = [p for p in (tmp_path / "artifacts").rglob("*") if p.is_file()]
+    model_files = [p for p in files if "models" in p.parts]  # the LoggedModel's own folder
+    card = next(p for p in model_files if p.name == "README.md")
+    assert "All Hyperparameters" in card.read_text(), "the logged model's card lists no trainer arguments"
+    assert {"model.safetensors", "config.json", "MLmodel"} <= {p.name for p in model_files}, model_files
+    assert any(p.name == "leaderboard.csv" for p in files) and any(p.name == "model_card.md" for p in files), files
+    for path in [tmp_path / "mlflow.db", *files]:
+        blob = path.read_bytes()
+        leaked = [secret for secret in (TOKEN, PASSWORD, PATCH_TOKEN) if secret.encode() in blob]
+        assert not leaked, f"{leaked} in {path.relative_to(tmp_path)}"

@@ -11,17 +11,15 @@ import time
 
 import pytest
 
-from tests.conftest import all_runs, free_port, logged_models, mlflow_server
+from tests.conftest import all_runs, free_port, logged_models
 
 SMOKE = ("debug=smoke",)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``mlflow server`` on 127.0.0.1:<free port>; yields its URI and folder, stops it afterwards."""
-    folder = tmp_path_factory.mktemp("server")
-    with mlflow_server(folder, f"sqlite:///{folder}/server.db", folder / "artifacts") as uri:
-        yield {"uri": uri, "folder": folder}
+@pytest.fixture
+def server(tracking_server):
+    """The session's ``mlflow server`` (``tests/conftest.py``): each test here writes its own experiment."""
+    return tracking_server
 
 
 def _client(uri: str):

@@ -48,19 +48,26 @@ def test_hardware_never_changes_results_only_speed():
 
 
 def test_cpu_precision_follows_the_cpu_flags():
-    """auto is bf16 where the CPU has native bf16 (AVX512-BF16 / AMX), fp32 where it has no AVX-512 at all:
-    read from /proc/cpuinfo, not from the detection under test."""
+    """auto is bf16 where the CPU has native bf16 (AVX512-BF16 / AMX on x86, BF16 on Arm), fp32 on every
+    other CPU, AVX-512 without BF16 included: read from /proc/cpuinfo, not from the detection under test."""
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.is_file():
         pytest.skip("no /proc/cpuinfo")
     flags = set(cpuinfo.read_text().split())
+    native = bool({"avx512_bf16", "amx_bf16", "bf16"} & flags)
+    kind = (
+        "native bf16"
+        if native
+        else "AVX-512 without BF16"
+        if any(f.startswith("avx512") for f in flags)
+        else "no AVX-512"
+    )
     training = compose_config([]).training
     auto = resolve_precision(OmegaConf.create({"accelerator": "cpu", "precision": "auto"}), training)
     assert auto.intended == "fp32"
-    if {"avx512_bf16", "amx_bf16"} & flags:
-        assert auto.effective == "bf16" and auto.bf16 and cpu_has_fast_bf16()
-    elif not any(flag.startswith("avx512") for flag in flags):
-        assert auto.effective == "fp32" and not auto.bf16 and not cpu_has_fast_bf16()
+    assert (auto.effective, auto.bf16, cpu_has_fast_bf16()) == (
+        ("bf16", True, True) if native else ("fp32", False, False)
+    ), f"CPU kind: {kind}"
     forced = resolve_precision(OmegaConf.create({"accelerator": "cpu", "precision": "fp32"}), training)
     assert forced.effective == "fp32" and not forced.bf16
 
