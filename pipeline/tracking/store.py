@@ -36,6 +36,9 @@ def check_target(tracking: DictConfig, timeout: float = 5.0) -> None:
         if parts.username:  # credentials in the URI: sent as basic auth, never as part of the URL
             login = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
             probe.add_header("Authorization", f"Basic {login}")
+            # MLflow prints each ended run's address, credentials included ("View run ... at: URL"); the
+            # pipeline's own summary prints it scrubbed
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         try:
             with urllib.request.urlopen(probe, timeout=timeout) as answer:
                 answer.read()
