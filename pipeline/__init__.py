@@ -1,9 +1,11 @@
 """Training pipeline for sentence-embedding models: Hydra config -> load -> train -> evaluate -> MLflow.
 
 Importing this package is cheap (no torch): it registers the ``${repo_root:}`` resolver that the
-configs use to find the bundled data and the default MLflow store wherever the command runs from.
+configs use to find the bundled data and the default MLflow store wherever the command runs from
+(and ``${pid:}``, which keeps each command's output folder its own).
 """
 
+import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -12,6 +14,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
 
 OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT), replace=True)
+# ``${pid:}``: this process's id (hydra.run.dir: commands started in the same second get their own folder).
+OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
 
 
 def _artifacts_beside(uri: str) -> str | None:

@@ -47,7 +47,7 @@ def main(cfg: DictConfig) -> float | None:
     if not result.run_id:  # machine_rank > 0 of a multi-node job: machine 0 logs the run
         print(f"\nMachine {cfg.hardware.machine_rank}: its ranks finished; machine 0 logged the MLflow run.")
         return None
-    print_summary(result, f"experiment {cfg.tracking.experiment_name!r}", str(cfg.tracking.uri))
+    print_summary(result, f"experiment {str(cfg.tracking.experiment_name)!r}", str(cfg.tracking.uri))
     return result.optimized_metric
 
 

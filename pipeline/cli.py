@@ -5,6 +5,9 @@
   (``PIPELINE_TRACEBACK=1`` shows the traceback instead); Ctrl-C / SIGTERM exits 130;
 - :func:`add_tracking_uri`: the one ``--tracking-uri`` option;
 - :func:`print_summary`: the closing lines of a job (its run, status, final metrics).
+
+What these print passes the one scrubber (``pipeline.tracking.scrub``): a store URI's password, or a
+value under a secret-looking key, never reaches a console or a CI log.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from pipeline import PipelineError
+from pipeline.tracking.scrub import scrub
 
 TRACEBACK_ENV = "PIPELINE_TRACEBACK"
 KILLED = "interrupted: the MLflow run was ended KILLED"
@@ -69,7 +73,7 @@ def reported(interrupted: str = KILLED, prefix: str = "error") -> Iterator[None]
     except PipelineError as error:
         if os.environ.get(TRACEBACK_ENV):
             raise
-        print(f"{prefix}: {one_line(str(error))}", file=sys.stderr)
+        print(f"{prefix}: {scrub(one_line(str(error)))}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)

@@ -13,6 +13,7 @@ Order matters and is the point of this module:
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import time
@@ -90,18 +91,44 @@ def run_job(
         if run is not None:
             (on_run_start or (lambda _: None))(run.info.run_id)
             tracking.log_data_lineage(plan.data, cfg.data.name, (cfg.get("eval_data") or cfg.data).name)
+        folder = job_folder(output_dir, run.info.run_id if run is not None else shared_run_id(cfg, resume), resume)
+        plan = in_folder(plan, folder)
         built = build_stage(cfg, plan)
         if "mine" in cfg.stages:
             plan = mine_stage(cfg, plan, built)
-        baseline = baseline_step(cfg, plan, built, output_dir) if run is not None and not resume else {}
+        baseline = baseline_step(cfg, plan, built, folder) if run is not None and not resume else {}
         if "train" in cfg.stages:
             train_stage(cfg, plan, built, resume)
         if run is None:
             return JobResult("", "", {}, None)
-        metrics = {**baseline, **evaluate_stage(cfg, plan, built, output_dir)}
-        log_outcome(cfg, built, output_dir, started, metrics)
+        metrics = {**baseline, **evaluate_stage(cfg, plan, built, folder)}
+        log_outcome(cfg, built, folder, started, metrics)
     target = metrics.get(tracking.metric_name(str(cfg.optimized_metric))) if cfg.get("optimized_metric") else None
     return JobResult(run.info.run_id, run.info.experiment_id, metrics, target)
+
+
+def job_folder(output_dir: Path, run_id: str, resume: Resume | None) -> Path:
+    """The job's own folder (trainer output, checkpoints, evaluation files): ``<output_dir>/<run id>``,
+    so jobs that share an output folder (started in the same second, or given the same
+    ``hydra.run.dir``) never write into each other's; a resumed run keeps the folder of its checkpoints."""
+    return Path(resume.checkpoint).parent.parent if resume else output_dir / run_id
+
+
+def shared_run_id(cfg: DictConfig, resume: Resume | None) -> str:
+    """A rank other than 0: the run it trains for, as rank 0 announced it (or the resumed run)."""
+    from pipeline.runtime import launch
+
+    return resume.run_id if resume else launch.announced_run(cfg.hardware)
+
+
+def in_folder(plan: Plan, folder: Path) -> Plan:
+    """The plan with the trainer writing to ``folder/trainer``, the folder the run's ``checkpoint.dir`` tag names."""
+    if plan.args is None:
+        return plan
+    args = copy.copy(plan.args)
+    args.output_dir = str(folder / "trainer")
+    tracking.set_tags({"checkpoint.dir": str(Path(args.output_dir).resolve())})  # rank 0: the run's tag
+    return dataclasses.replace(plan, args=args)
 
 
 def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
@@ -151,12 +178,12 @@ def open_run(
         "data.fingerprint": plan.data.fingerprint,
         **hardware.world_tags(cfg.training),
         **hardware.owner_tags(),
-        **({"checkpoint.dir": str(Path(plan.args.output_dir).resolve())} if plan.args else {}),
         "precision.intended": plan.precision.intended,
         "precision.effective": plan.precision.effective,
         **(extra_tags or {}),
     }
-    name = cfg.tracking.run_name or run_name or " ".join([cfg.name, *overrides])
+    given = cfg.tracking.run_name if cfg.tracking.run_name not in (None, "") else run_name
+    name = str(given) if given is not None else " ".join([str(cfg.name), *overrides])  # run_name=1.5, name=2024
     experiment_id = tracking.open_experiment(cfg.tracking)
     return tracking.job_run(cfg, experiment_id, name, overrides, tags, run_id=resume.run_id if resume else None)
 

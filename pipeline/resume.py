@@ -4,7 +4,8 @@ Secrets the run logged as ``***`` are given again as ``key=value`` or in the env
 (``tracking.api_token`` -> ``PIPELINE_TRACKING_API_TOKEN``); one not given is used as ``***``, with a warning.
 
 Reads the run's logged ``config.yaml`` and ``overrides.yaml``, finds its last committed checkpoint
-under the ``checkpoint.dir`` tag, and trains on from there into the SAME MLflow run (its status goes
+under the ``checkpoint.dir`` tag (the run's own folder, ``<output dir>/<run id>/trainer``: another job
+started beside it never wrote there), and trains on from there into the SAME MLflow run (its status goes
 back to RUNNING, then FINISHED / FAILED / KILLED like any job). The trainer restores weights,
 optimizer, scheduler, RNG states and the position in the data, so on CPU the resumed run ends with
 the metrics an uninterrupted run with the same seed would have had. Writes to MLflow: the rest of

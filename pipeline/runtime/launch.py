@@ -1,22 +1,25 @@
 """Several processes for one job: ``hardware.num_processes > 1`` starts ranks with ``accelerate launch``.
 
 The Hydra process (a single run, or one job of a ``-m`` multirun) composes the config once and
-writes it, resolved, to ``<output_dir>/launch/job.yaml``; ``accelerate launch`` (torch's elastic
-agent underneath) starts the ranks with ``python -m pipeline.rank <output_dir>/launch``, and every
-rank reads that one file: ranks never compose, so ``${now:}``-style values cannot differ between them.
+writes it, resolved, to ``<output_dir>/launch-XXXX/job.yaml`` (a folder of its own, so jobs that share
+an output folder never read each other's); ``accelerate launch`` (torch's elastic agent underneath)
+starts the ranks with ``python -m pipeline.rank <that folder>``, and every rank reads that one file:
+ranks never compose, so ``${now:}``-style values cannot differ between them.
 
 Rank 0 runs the job exactly as a single process does and owns the one MLflow run (world size,
 per-device and global batch among its tags); the other ranks train and write nothing to MLflow.
-Rank 0 records the run id in ``launch/run.json`` as soon as the run starts and the job's result
-in ``launch/result.json``.
+Rank 0 records the run id in ``run.json`` of the launch folder as soon as the run starts (and in the
+rendezvous store, where the other ranks read it: the job's folder is keyed by it) and the job's
+result in ``result.json``.
 
 Several machines (``hardware.num_machines > 1``): every machine runs the same command with its own
 ``hardware.machine_rank`` and its own output folder. Machine 0 hosts the rendezvous and global rank
 0, so only its launcher reads ``result.json``; another machine first waits (at most
 ``hardware.join_timeout_s``) for machine 0's rendezvous port to answer, and its job is done when its
-ranks exit 0. Before any rank reads data, the ranks compare a digest of the resolved config (all
-but ``hardware.machine_rank``) through the rendezvous store: a machine started with another config
-is refused on every machine, before any MLflow run exists.
+ranks exit 0; machine 0 waits as long for every machine to join the rendezvous. Before any rank reads
+data, the ranks compare a digest of the resolved config (all but ``hardware.machine_rank``, paths
+inside the checkout taken relative to it) through the rendezvous store: a machine started with
+another config is refused on every machine, before any MLflow run exists.
 
 A rank that fails or dies ends the job at once: the elastic agent stops the other ranks
 (``max_restarts`` 0) and collectives time out after ``hardware.timeout_s``. The launching process
@@ -28,10 +31,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,6 +68,8 @@ def command(hardware: DictConfig, launch_dir: Path) -> list[str]:
     port = hardware.get("main_process_port") or free_port()
     per_machine = max(processes // machines, 1)
     threads = hardware.get("num_threads") or max((os.cpu_count() or 1) // per_machine, 1)
+    # every machine waits at most join_timeout_s in the rendezvous for the others (torch's default: 600 s)
+    rendezvous = ["--rdzv_conf", f"timeout={int(join_timeout_s(hardware))}"] if machines > 1 else []
     return [
         sys.executable,
         "-m",
@@ -88,6 +95,7 @@ def command(hardware: DictConfig, launch_dir: Path) -> list[str]:
         "0",  # a failed rank ends the job; no silent restart
         "--monitor_interval",
         "1",
+        *rendezvous,
         "-m",
         "pipeline.rank",
         str(launch_dir),
@@ -100,10 +108,8 @@ def run_launched(cfg: DictConfig, output_dir: Path, job: dict) -> dict:
     ``job`` holds the rest of what every rank passes to ``run_job`` (overrides, choices, extra tags,
     run name); the caller has checked the config and the tracking target.
     """
-    launch_dir = output_dir / "launch"
-    launch_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("run.json", "result.json"):
-        (launch_dir / stale).unlink(missing_ok=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    launch_dir = Path(tempfile.mkdtemp(prefix="launch-", dir=output_dir))
     OmegaConf.save(
         OmegaConf.create({"config": OmegaConf.to_container(cfg, resolve=True), **job}), launch_dir / "job.yaml"
     )
@@ -130,9 +136,12 @@ def run_launched(cfg: DictConfig, output_dir: Path, job: dict) -> dict:
         _end_run(cfg, launch_dir, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
         raise
     if code != 0:
-        reason = f"a rank failed (accelerate launch exited with status {code} after {time.monotonic() - started:.0f} s)"
+        waited = time.monotonic() - started
+        reason = f"a rank failed (accelerate launch exited with status {code} after {waited:.0f} s)"
         _end_run(cfg, launch_dir, "FAILED", reason)
-        raise PipelineError(f"{reason}: the rank's error is printed above; the job's files are in {output_dir}.")
+        raise PipelineError(
+            f"{reason}{_not_joined(cfg.hardware, launch_dir, waited)}: the rank's error is printed above; the job's files are in {launch_dir}."
+        )
     if machine > 0:  # global rank 0 is on machine 0: its launcher has the run and the metrics
         return {"run_id": "", "experiment_id": "", "metrics": {}, "optimized_metric": None}
     return json.loads((launch_dir / "result.json").read_text())
@@ -142,7 +151,7 @@ def wait_for_machine_0(hardware: DictConfig) -> None:
     """Machine ``machine_rank > 0``: wait until machine 0's rendezvous port answers, at most
     ``hardware.join_timeout_s`` seconds, so a wrong address fails in bounded time with a clear error."""
     host, port = str(hardware.main_process_ip), int(hardware.main_process_port)
-    limit = float(hardware.get("join_timeout_s") or 300)
+    limit = join_timeout_s(hardware)
     deadline = time.monotonic() + limit
     while True:
         try:
@@ -156,6 +165,22 @@ def wait_for_machine_0(hardware: DictConfig) -> None:
                     "between the machines (hardware.join_timeout_s sets the wait)."
                 ) from None
         time.sleep(1.0)
+
+
+def _not_joined(hardware: DictConfig, launch_dir: Path, waited: float) -> str:
+    """Machine 0 whose rendezvous timed out before rank 0 started a run: the likely cause, or ''."""
+    machines, limit = int(hardware.get("num_machines") or 1), join_timeout_s(hardware)
+    if int(hardware.get("machine_rank") or 0) or machines == 1 or (launch_dir / "run.json").is_file() or waited < limit:
+        return ""
+    return (
+        f"; not all {machines} machines joined within hardware.join_timeout_s={limit:.0f} s: start the same "
+        "command on every machine (only hardware.machine_rank differs), or raise the timeout"
+    )
+
+
+def join_timeout_s(hardware: DictConfig) -> float:
+    """Seconds machines wait for each other: machine 0 in the rendezvous, the others for machine 0's port."""
+    return float(hardware.get("join_timeout_s") or 300)
 
 
 def _pythonpath() -> str:
@@ -200,10 +225,32 @@ def _end_run(cfg: DictConfig, launch_dir: Path, status: str, reason: str) -> Non
 
 
 def announce_run(run_id: str) -> None:
-    """Rank 0: record the run id for the launching process (no-op outside a launch)."""
+    """Rank 0: record the run id for the launching process and, in the rendezvous store, for the
+    other ranks (no-op outside a launch)."""
     folder = os.environ.get(LAUNCH_DIR_ENV)
     if folder:
         (Path(folder) / "run.json").write_text(json.dumps({"run_id": run_id}))
+        _rendezvous_store(read_job(Path(folder)).config.hardware).set(_key("run"), run_id)
+
+
+def announced_run(hardware: DictConfig) -> str:
+    """A rank other than 0: the run id rank 0 announced (waits for it at most ``hardware.timeout_s``)."""
+    return _rendezvous_store(hardware).get(_key("run")).decode()
+
+
+def _rendezvous_store(hardware: DictConfig):
+    """The elastic agent's store (``MASTER_ADDR``/``MASTER_PORT``), shared by every rank of the job."""
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    timeout = timedelta(seconds=int(hardware.get("timeout_s") or 300))
+    return TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
+
+
+def _key(name: str) -> str:
+    """A key of this launch in the rendezvous store."""
+    return f"pipeline/{name}/{os.environ.get('TORCHELASTIC_RUN_ID', 'none')}"
 
 
 def write_result(launch_dir: Path, result: dict) -> None:
@@ -217,12 +264,16 @@ def read_job(launch_dir: Path) -> DictConfig:
 
 
 def config_digest(config: DictConfig) -> str:
-    """SHA-256 of the resolved config, all but ``hardware.machine_rank`` (the one key machines differ in)."""
+    """SHA-256 of the resolved config, all but ``hardware.machine_rank`` (the one key machines differ in),
+    with paths inside this checkout written relative to it: the same checkout at another path on
+    another machine gives the same digest."""
     import hashlib
 
     plain = OmegaConf.to_container(config, resolve=True)
     plain["hardware"].pop("machine_rank", None)
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    checkout = re.escape(json.dumps(str(REPO_ROOT))[1:-1]) + r'(?=[/"])'  # the folder itself, not a namesake
+    text = re.sub(checkout, "<repo>", json.dumps(plain, sort_keys=True, default=str))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def check_same_config(config: DictConfig) -> None:
@@ -231,15 +282,10 @@ def check_same_config(config: DictConfig) -> None:
     Raises :class:`PipelineError` on every rank when one machine runs another config. Uses the
     elastic agent's store (``MASTER_ADDR``/``MASTER_PORT``), not the process group: nothing else changes.
     """
-    from datetime import timedelta
-
-    from torch.distributed import TCPStore
-
     from pipeline.runtime.hardware import process_rank, world_size
 
-    timeout = timedelta(seconds=int(config.hardware.get("timeout_s") or 300))
-    store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
-    prefix = f"pipeline/config/{os.environ.get('TORCHELASTIC_RUN_ID', 'none')}"
+    store = _rendezvous_store(config.hardware)
+    prefix = _key("config")
     machine = int(config.hardware.get("machine_rank") or 0)
     store.set(f"{prefix}/{process_rank()}", json.dumps({"machine": machine, "digest": config_digest(config)}))
     seen = [json.loads(store.get(f"{prefix}/{rank}")) for rank in range(world_size())]

@@ -32,7 +32,7 @@ from pipeline.tracking.record import (
 from pipeline.tracking.registry import check_registry, register_model
 from pipeline.tracking.replay import artifact_text, hidden_keys, logged_config, logged_list
 from pipeline.tracking.run import config_secrets, end_run, job_run
-from pipeline.tracking.scrub import metric_key, metric_name, redact, scrub
+from pipeline.tracking.scrub import LogScrubber, metric_key, metric_name, redact, scrub
 from pipeline.tracking.store import (
     check_target,
     check_uri,
@@ -44,6 +44,7 @@ from pipeline.tracking.store import (
 )
 
 __all__ = [
+    "LogScrubber",
     "artifact_text",
     "check_registry",
     "check_target",

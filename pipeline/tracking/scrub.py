@@ -2,11 +2,12 @@
 
 Values under secret-looking config keys (``api_token``, ``password``, ``*_secret``, ...) and
 ``user:password@`` in URIs never reach params, tags, run names or artifacts; texts are cut to
-MLflow's length limits. Writes nothing itself.
+MLflow's length limits. Log lines pass it too (:class:`LogScrubber`). Writes nothing itself.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -22,7 +23,8 @@ MAX_RUN_NAME_LENGTH = 250
 SECRET_KEY = re.compile(
     r"(^|[_.-])(token|password|passwd|secret|api[_-]?key|credentials?|auth)([_.-]|$)", re.IGNORECASE
 )
-URI_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+# ``user:password@`` after ``://`` (also as Hydra writes it in a logged override: ``http\://user\:pw@``)
+URI_CREDENTIALS = re.compile(r"(?<=//)[^/@\s]+@")
 # ``key: value`` / ``key=value`` in free text (an override, a YAML line of a patch, a dict in an error
 # message): the value is hidden when the key looks secret, whatever the value.
 ASSIGNMENT = re.compile(
@@ -30,6 +32,18 @@ ASSIGNMENT = re.compile(
 )
 HIDDEN = "***"
 UNSET = ("null", "None", "~", "''", '""', HIDDEN)
+
+
+class LogScrubber(logging.Filter):
+    """A logging filter (``hydra.job_logging`` / ``hydra_logging``): every line passes :func:`scrub`, so
+    a store URI's password or a secret override that Hydra logs (a sweep's job overrides) is hidden."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        hidden = scrub(message)
+        if hidden != message:
+            record.msg, record.args = hidden, None
+        return True
 
 
 # sentence-transformers writes a cut-off as "@k" (ndcg@10, recall@1); MLflow stores it as "_at_k".

@@ -1,7 +1,8 @@
 """The tracking target: check it answers, find the default store, open the experiment.
 
-Writes to MLflow: the experiment, created once when missing (with an explicit artifact location for
-local stores).
+Writes to MLflow: a new SQLite store's tables (created and migrated by one process at a time, under
+the file lock ``<db>.lock``), the experiment, created once when missing (with an explicit artifact
+location for local stores).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def check_target(tracking: DictConfig, timeout: float = 5.0) -> None:
         if parts.username:  # credentials in the URI: sent as basic auth, never as part of the URL
             login = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
             probe.add_header("Authorization", f"Basic {login}")
+            # MLflow prints each ended run's address, credentials included ("View run ... at: URL"); the
+            # pipeline's own summary prints it scrubbed
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         try:
             with urllib.request.urlopen(probe, timeout=timeout) as answer:
                 answer.read()
@@ -54,6 +58,29 @@ def check_target(tracking: DictConfig, timeout: float = 5.0) -> None:
             ) from None
         if path.exists() and not path.is_file():
             raise PipelineError(f"tracking.uri={uri!r}: {path} is not a file: point tracking.uri at a .db file.")
+        create_store(uri, path)
+
+
+# Seconds a job waits for another process that creates or migrates the same SQLite store.
+STORE_LOCK_TIMEOUT_S = 300.0
+
+
+def create_store(uri: str, path: Path) -> None:
+    """Open the SQLite store at ``path`` under its file lock: the first process creates and migrates a
+    new store (MLflow runs its schema migration in every process that opens a store without tables),
+    the others wait and find it ready. MLflow keeps the opened store for the rest of the process."""
+    import mlflow
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(f"{path}.lock")
+    try:
+        with lock.acquire(timeout=STORE_LOCK_TIMEOUT_S):
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Timeout:
+        raise PipelineError(
+            f"tracking.uri={uri!r}: another process held {lock.lock_file} for {STORE_LOCK_TIMEOUT_S:.0f} s while "
+            "creating the store: let it finish (or end it) and start again."
+        ) from None
 
 
 def check_uri(uri: str) -> None:
@@ -108,6 +135,7 @@ def open_experiment(tracking: DictConfig) -> str:
 
 
 def ui_command(tracking_uri: str) -> str:
+    """How to look at the store, for the console: a password in the URI is shown as ``***``."""
     if is_server(tracking_uri):
         return f"open {redact(tracking_uri)}"
-    return f".venv/bin/mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+    return f".venv/bin/mlflow ui --backend-store-uri {redact(tracking_uri)} --host 127.0.0.1 --port 5000"

@@ -124,7 +124,7 @@ class MLflowSweep(Callback):
         except Exception as error:
             if os.environ.get("PIPELINE_TRACEBACK"):
                 raise
-            print(f"error: the sweep could not start: {error}", file=sys.stderr)
+            print(f"error: the sweep could not start: {scrub(str(error))}", file=sys.stderr)
             sys.exit(2)
         os.environ[ENV] = json.dumps(self.sweep.__dict__)
         atexit.register(self._end_if_running)
@@ -174,12 +174,12 @@ class MLflowSweep(Callback):
         except Exception as error:
             if os.environ.get("PIPELINE_TRACEBACK"):
                 raise
-            print(f"error: the sweep's leaderboard could not be written: {error}", file=sys.stderr)
+            print(f"error: the sweep's leaderboard could not be written: {scrub(str(error))}", file=sys.stderr)
             sys.exit(1)
         sweep, self.sweep = self.sweep, None  # ended: nothing left for the exit handler
         atexit.unregister(self._end_if_running)
         os.environ.pop(ENV, None)
-        see = f"python -m pipeline.compare --parent {sweep.parent_run_id} --tracking-uri {sweep.tracking_uri}"
+        see = f"python -m pipeline.compare --parent {sweep.parent_run_id} --tracking-uri {scrub(sweep.tracking_uri)}"
         if failed:
             print(
                 f"sweep {sweep.sweep_id}: {failed} of {total} jobs FAILED (parent run {sweep.parent_run_id}); see: {see}",
@@ -401,7 +401,7 @@ def run_sweep_job(
         if os.environ.get("PIPELINE_TRACEBACK"):
             log.exception("job %d failed", job_number)
         run_id = record_failure(sweep, job_number, run_name, overrides, error, cfg)
-        print(f"job {job_number} ({run_name}) FAILED, MLflow run {run_id}: {error}", file=sys.stderr)
+        print(f"job {job_number} ({run_name}) FAILED, MLflow run {run_id}: {scrub(str(error))}", file=sys.stderr)
         return None
     print(f"job {job_number} ({run_name}) FINISHED, MLflow run {result.run_id}: {cfg.optimized_metric}={value}")
     return value

@@ -37,7 +37,8 @@ def test_cpu_ddp_run_is_one_finished_run_with_world_size_2_and_a_rerun_replays_i
     assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
     assert math.isfinite(run.data.metrics["sts-test_spearman_cosine"])
     # the ranks ran the one config the launching process resolved, and it is what the run records
-    job = OmegaConf.load(tmp_path / "hydra" / "launch" / "job.yaml")
+    (launched,) = (tmp_path / "hydra").glob("launch-*/job.yaml")  # the launch's own folder
+    job = OmegaConf.load(launched)
     assert "${" not in OmegaConf.to_yaml(job.config)
     resolved = flatten(OmegaConf.to_container(job.config))
     assert {k: run.data.params.get(k) for k in resolved} == resolved
@@ -78,11 +79,12 @@ def test_a_dead_rank_ends_the_job_quickly_and_the_run_failed(mlflow_client, stor
     ]
     job = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        announced = tmp_path / "hydra" / "launch" / "run.json"
         deadline = time.monotonic() + 300
-        while not announced.exists() and time.monotonic() < deadline and job.poll() is None:
+        while (
+            not [*(tmp_path / "hydra").glob("launch-*/run.json")] and time.monotonic() < deadline and job.poll() is None
+        ):
             time.sleep(0.5)
-        assert announced.exists(), "rank 0 never started its run"
+        assert [*(tmp_path / "hydra").glob("launch-*/run.json")], "rank 0 never started its run"
         time.sleep(5)  # let the ranks get into training
         ranks = [
             p for p in psutil.Process(job.pid).children(recursive=True) if "pipeline.rank" in " ".join(p.cmdline())
@@ -118,9 +120,10 @@ def test_sigterm_of_a_cpu_ddp_job_checkpoints_ends_killed_and_resume_finishes_it
         [*command, f"hydra.run.dir={tmp_path}/hydra"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    marker = tmp_path / "hydra" / "trainer" / "checkpoint-2" / MARKER
-    deadline = time.monotonic() + 300
-    while not marker.exists() and time.monotonic() < deadline and job.poll() is None:
+    deadline = time.monotonic() + 300  # checkpoints go to the job's own folder, hydra/<run id>/trainer
+    while not [*(tmp_path / "hydra").glob(f"*/trainer/checkpoint-2/{MARKER}")] and time.monotonic() < deadline:
+        if job.poll() is not None:
+            break
         time.sleep(0.05)
     job.send_signal(signal.SIGTERM)  # to the command only: it stops its ranks
     output, _ = job.communicate(timeout=180)
@@ -131,7 +134,9 @@ def test_sigterm_of_a_cpu_ddp_job_checkpoints_ends_killed_and_resume_finishes_it
     stopped = max(m.step for m in mlflow_client.get_metric_history(run.info.run_id, "loss"))
     assert 2 <= stopped < 60, "the job must be interrupted mid-training"
     # both ranks stopped at one step boundary and the checkpoint of that step was committed
-    assert (tmp_path / "hydra" / "trainer" / f"checkpoint-{stopped}" / MARKER).is_file(), output[-3000:]
+    trainer = tmp_path / "hydra" / run.info.run_id / "trainer"
+    assert run.data.tags["checkpoint.dir"] == str(trainer.resolve())
+    assert (trainer / f"checkpoint-{stopped}" / MARKER).is_file(), output[-3000:]
     resumed = cli(run.info.run_id, "--tracking-uri", store["uri"], module="pipeline.resume", timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     finished = mlflow_client.get_run(run.info.run_id)

@@ -1,6 +1,7 @@
 """Real processes interrupted mid-training: SIGTERM ends the run KILLED after a clean checkpoint;
-SIGKILL leaves it RUNNING, ``pipeline.resume`` finishes the same run with the uninterrupted metrics,
-and ``pipeline.runs mark-stale`` fails what nobody resumes."""
+SIGKILL leaves it RUNNING, ``pipeline.resume`` finishes the same run from its own checkpoints (another
+job in the same output folder keeps its own) with the uninterrupted metrics, and ``pipeline.runs
+mark-stale`` fails what nobody resumes."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ TRAIN = ("debug=smoke", "training.save_strategy=steps", "training.save_steps=2",
 
 
 def _start(tmp_path: Path, store_overrides, name: str, *overrides: str) -> tuple[subprocess.Popen, Path]:
+    """The job and its output folder (``hydra.run.dir``): its checkpoints go to ``<folder>/<run id>/trainer``."""
     hydra_dir = tmp_path / name
     command = [sys.executable, "-m", "pipeline", *overrides, *store_overrides, f"hydra.run.dir={hydra_dir}"]
     process = subprocess.Popen(
@@ -31,26 +33,27 @@ def _start(tmp_path: Path, store_overrides, name: str, *overrides: str) -> tuple
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
-    return process, hydra_dir / "trainer"
+    return process, hydra_dir
 
 
-def _wait_for_checkpoint(process: subprocess.Popen, trainer_dir: Path, step: int, timeout: float = 240) -> None:
-    marker = trainer_dir / f"checkpoint-{step}" / MARKER
+def _wait_for_checkpoint(process: subprocess.Popen, hydra_dir: Path, step: int, timeout: float = 240) -> Path:
+    """The job's trainer folder, once its ``checkpoint-{step}`` is committed."""
     deadline = time.monotonic() + timeout
-    while not marker.exists():
+    while not (found := [*hydra_dir.glob(f"*/trainer/checkpoint-{step}/{MARKER}")]):
         if process.poll() is not None:
             raise AssertionError(f"the job ended before checkpoint-{step}:\n{process.stdout.read()[-3000:]}")
         if time.monotonic() > deadline:
             process.kill()
             raise AssertionError(f"no checkpoint-{step} within {timeout} s")
         time.sleep(0.02)
+    return found[0].parent.parent
 
 
 @pytest.mark.serial
 @pytest.mark.slow
 def test_sigterm_mid_training_checkpoints_then_ends_killed(tmp_path, store_overrides, mlflow_client):
-    process, trainer_dir = _start(tmp_path, store_overrides, "term", *TRAIN, "training.max_steps=400")
-    _wait_for_checkpoint(process, trainer_dir, 2)
+    process, hydra_dir = _start(tmp_path, store_overrides, "term", *TRAIN, "training.max_steps=400")
+    trainer_dir = _wait_for_checkpoint(process, hydra_dir, 2)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output[-3000:]
@@ -63,6 +66,7 @@ def test_sigterm_mid_training_checkpoints_then_ends_killed(tmp_path, store_overr
     # the clean checkpoint is the step training stopped at, committed; metrics were flushed up to it
     assert (trainer_dir / f"checkpoint-{last_step}" / MARKER).is_file()
     assert run.data.tags["checkpoint.dir"] == str(trainer_dir.resolve())
+    assert trainer_dir == hydra_dir / run.info.run_id / "trainer"
 
 
 @pytest.mark.serial
@@ -71,8 +75,10 @@ def test_kill_9_then_resume_finishes_the_same_run_with_uninterrupted_metrics(
     tmp_path, store_overrides, mlflow_client, cli
 ):
     steps = ("training.max_steps=8",)
-    process, trainer_dir = _start(tmp_path, store_overrides, "killed", *TRAIN, *steps)
-    _wait_for_checkpoint(process, trainer_dir, 4)
+    # in the folder the reference job below uses too (`cli`: hydra.run.dir=<tmp>/hydra), as jobs
+    # started in the same second share one: the reference's later checkpoints must not be resumed from
+    process, hydra_dir = _start(tmp_path, store_overrides, "hydra", *TRAIN, *steps)
+    trainer_dir = _wait_for_checkpoint(process, hydra_dir, 4)
     process.send_signal(signal.SIGSTOP)  # freeze it where it is, then kill it the hard way
     process.kill()
     process.wait(timeout=30)
@@ -81,20 +87,24 @@ def test_kill_9_then_resume_finishes_the_same_run_with_uninterrupted_metrics(
     # a half-written checkpoint (no marker) is never picked up
     (trainer_dir / "checkpoint-999").mkdir()
     (trainer_dir / "checkpoint-999" / "model.safetensors").write_bytes(b"half")
+    reference = cli(*TRAIN, *steps, "tracking.run_name=reference")  # same output folder, to step 8
+    assert reference.returncode == 0, reference.stderr[-3000:]
 
     resumed = cli(
         killed.info.run_id, "--tracking-uri", store_overrides[0].split("=", 1)[1], module="pipeline.resume", timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not (trainer_dir / "checkpoint-999").exists()
-    reference = cli(*TRAIN, *steps, "tracking.run_name=reference")
-    assert reference.returncode == 0, reference.stderr[-3000:]
 
     runs = {r.data.tags["mlflow.runName"]: r for r in all_runs(mlflow_client)}
     assert len(runs) == 2  # resumed into the same run: no new one
     finished = mlflow_client.get_run(killed.info.run_id)
     uninterrupted = runs["reference"]
-    assert finished.info.status == "FINISHED" and "resumed_from" in finished.data.tags
+    assert finished.info.status == "FINISHED"
+    assert finished.data.tags["resumed_from"] == str((trainer_dir / "checkpoint-4").resolve())  # not the reference's
+    assert trainer_dir == hydra_dir / killed.info.run_id / "trainer"
+    reference_dir = hydra_dir / uninterrupted.info.run_id / "trainer"
+    assert uninterrupted.data.tags["checkpoint.dir"] == str(reference_dir.resolve()) != str(trainer_dir.resolve())
     assert "failure_reason" not in finished.data.tags
     final = {k: v for k, v in finished.data.metrics.items() if k.startswith("sts-")}
     assert final and final == {k: v for k, v in uninterrupted.data.metrics.items() if k.startswith("sts-")}
