@@ -78,10 +78,10 @@ DATA_SET = {
 DATA = {**DATA_SET, "train_sets": Each(DATA_SET)}
 EVALUATOR = Target(own=("name", *EVALUATOR_KEYS))
 SCHEMA: dict[str, Any] = {
-    **closed("smoke stages baseline seed name optimized_metric"),
+    **closed("smoke stages baseline baseline_reuse seed name optimized_metric"),
     "mine": closed(
         "corpus range_min range_max relative_margin absolute_margin num_negatives sampling_strategy use_faiss "
-        "batch_size cache_dir"
+        "batch_size cache_dir cache_max_age_days"
     ),
     "model": MODEL,
     "guide": MODEL,
