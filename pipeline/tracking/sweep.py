@@ -141,10 +141,10 @@ class MLflowSweep(Callback):
 
         hydra_cfg = config.hydra
         needs_metric, direction = _check_sweeper(config)
-        tracking.check_target(config.tracking)
         study = settings(config) if needs_metric else None
         if study:
             check_study_storage(study.storage)
+        tracking.check_target(config.tracking)  # creates a new SQLite store: after every refusal above
         previous = previous_parent(study, direction) if study else None  # the study ran before: its last parent
         experiment_id = tracking.open_experiment(config.tracking)
         keys = swept_keys(hydra_cfg)
