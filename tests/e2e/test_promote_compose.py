@@ -1,4 +1,5 @@
-"""A retrieval sweep (2 learning rates x 2 seeds, tiny model) ranked and promoted by its "@" metric.
+"""The mined retrieval recipe as a parallel sweep (2 learning rates x 2 seeds, tiny model, a cold mine
+cache), ranked and promoted by its "@" metric.
 
 Sentence-transformers names the metric ``ir-dev_cosine_ndcg@10``, MLflow stores it as
 ``ir-dev_cosine_ndcg_at_10``: the leaderboard, ``compare --group-by seed``, ``promote --parent`` and the
@@ -41,10 +42,10 @@ def sweep(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("promote")
     uri = f"sqlite:///{folder}/mlflow.db"
-    command = [sys.executable, "-m", "pipeline", "-m", "debug=smoke", "evaluators=[ir]", "evaluator=none",
-               "evaluators.ir.columns=[sentence1,sentence2]", f"optimized_metric={METRIC}", "seed=1,2",
-               "training.learning_rate=1e-5,5e-2", f"tracking.register_as={NAME}", f"tracking.uri={uri}",
-               f"tracking.artifact_root={folder}/artifacts", f"hydra.sweep.dir={folder}/sweep"]  # fmt: skip
+    command = [sys.executable, "-m", "pipeline", "-m", "experiment=trecqa_mined", "debug=smoke", "sweep=parallel",
+               "seed=1,2", "training.learning_rate=1e-5,5e-2", f"tracking.register_as={NAME}", f"tracking.uri={uri}",
+               f"tracking.artifact_root={folder}/artifacts", f"mine.cache_dir={folder}/mined",
+               f"hydra.sweep.dir={folder}/sweep"]  # fmt: skip
     out = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     client = mlflow.MlflowClient(uri)
@@ -52,6 +53,13 @@ def sweep(tmp_path_factory):
     parent = next(r for r in runs if r.data.tags.get("pipeline.role") == "sweep")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert parent.data.tags["pipeline.launcher"].endswith("JoblibLauncher"), parent.data.tags
+    # the tiny miner is the model being trained, built from its config and seed: one mined set per seed,
+    # mined once (a miss) and found by the other learning rate's job (a hit), in whichever order they ran
+    for seed in ("1", "2"):
+        tags = [c.data.tags for c in children if c.data.params["seed"] == seed]
+        assert sorted(t["mine.cache"] for t in tags) == ["hit", "miss"], (seed, tags)
+        assert len({t["mine.folder"] for t in tags}) == 1
     return {"uri": uri, "client": client, "parent": parent, "children": children, "folder": folder}
 
 

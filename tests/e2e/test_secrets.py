@@ -42,9 +42,8 @@ def test_secrets_reach_no_byte_of_the_store_on_any_path(cli, mlflow_client, tmp_
         "-m",
         "debug=smoke",
         "training.lr_scheduler_type=bogus,linear",  # job 0 fails before its run starts
-        f"+tracking.api_token={TOKEN}",
         f"+training.hub_token={TOKEN}",  # a trainer argument: the model card lists those
-        f"+data.mirror=https://bob:{PASSWORD}@data.example.com/sets",
+        f"data.path=https://bob:{PASSWORD}@data.example.com/sets",  # not read: debug=smoke brings its rows
         f"hydra.sweep.dir={tmp_path}/sweep",
         env=env,
     )
@@ -52,7 +51,7 @@ def test_secrets_reach_no_byte_of_the_store_on_any_path(cli, mlflow_client, tmp_
     runs = all_runs(mlflow_client)
     assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED", "FINISHED"]  # parent, failed job, job
     finished = next(r for r in runs if r.info.status == "FINISHED")
-    assert finished.data.params["tracking.api_token"] == "***" and finished.data.tags["git.dirty"] == "true"
+    assert finished.data.params["training.hub_token"] == "***" and finished.data.tags["git.dirty"] == "true"
     patch = mlflow_client.download_artifacts(finished.info.run_id, "git.patch", str(tmp_path / "patch"))
     assert "api_token: ***" in Path(patch).read_text()  # the patch is kept, its secret is not
     files = [p for p in (tmp_path / "artifacts").rglob("*") if p.is_file()]

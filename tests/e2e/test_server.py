@@ -70,15 +70,15 @@ def test_planted_secrets_appear_in_no_logged_byte(server, tmp_path, cli):
         *SMOKE,
         f"tracking.uri={uri}",
         "tracking.experiment_name=secrets",
-        f"+tracking.api_token={token}",
-        f"+data.mirror=https://bob:{password}@data.example.com/sets",
+        f"+training.hub_token={token}",
+        f"data.path=https://bob:{password}@data.example.com/sets",  # not read: debug=smoke brings its rows
         with_store=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     client = _client(server["uri"])
     (run,) = client.search_runs([client.get_experiment_by_name("secrets").experiment_id])
     assert run.info.status == "FINISHED"
-    assert run.data.params["tracking.api_token"] == "***"
+    assert run.data.params["training.hub_token"] == "***"
     texts = [str(run.data.params), str(run.data.tags), run.info.run_name]
     local = tmp_path / "downloaded"
     client.download_artifacts(run.info.run_id, "", str(local))
