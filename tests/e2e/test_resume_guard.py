@@ -18,11 +18,11 @@ TOKEN = "tok-resume-7c6b5a"
 def test_resume_refuses_a_live_run_then_resumes_it_under_another_uri_spelling(
     tmp_path, store, store_overrides, mlflow_client, cli
 ):
-    process, trainer_dir = _start(
-        tmp_path, store_overrides, "live", *TRAIN, "training.max_steps=6", f"+tracking.api_token={TOKEN}"
+    process, hydra_dir = _start(
+        tmp_path, store_overrides, "live", *TRAIN, "training.max_steps=6", f"+training.hub_token={TOKEN}"
     )
     try:
-        _wait_for_checkpoint(process, trainer_dir, 2)
+        trainer_dir = _wait_for_checkpoint(process, hydra_dir, 2)
         process.send_signal(signal.SIGSTOP)  # alive, mid-training, its checkpoint-4 perhaps half written
         (run,) = all_runs(mlflow_client)
         refused = cli(run.info.run_id, "--tracking-uri", store["uri"], module="pipeline.resume", timeout=120)
@@ -35,7 +35,7 @@ def test_resume_refuses_a_live_run_then_resumes_it_under_another_uri_spelling(
     assert mlflow_client.get_run(run.info.run_id).info.status == "RUNNING"
     same_store = store["uri"].replace("/mlflow.db", "/./mlflow.db")
     resumed = cli(
-        run.info.run_id, f"tracking.api_token={TOKEN}", "--tracking-uri", same_store, module="pipeline.resume"
+        run.info.run_id, f"training.hub_token={TOKEN}", "--tracking-uri", same_store, module="pipeline.resume"
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "logged as ***" not in resumed.stderr  # the secret was given again
