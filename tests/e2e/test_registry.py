@@ -125,7 +125,8 @@ def test_register_as_needs_a_store_with_a_registry(tmp_path):
     with pytest.raises(PipelineError, match="has no usable Model Registry"):
         preflight(cfg, tmp_path / "job", None)
     assert not store.exists() or not any(store.rglob("meta.yaml"))  # no run was created there
-    cfg = compose_config(["debug=smoke", "tracking.register_as=tiny", "tracking.log_model=false"])
+    local = f"tracking.uri=sqlite:///{tmp_path}/local.db"  # never the repo's own mlruns/
+    cfg = compose_config(["debug=smoke", local, "tracking.register_as=tiny", "tracking.log_model=false"])
     with pytest.raises(PipelineError, match="tracking.log_model=true"):
         preflight(cfg, tmp_path / "job", None)
     cfg = compose_config(["debug=smoke", f"tracking.uri=sqlite:///{tmp_path}/x.db", "tracking.register_as=a/b"])
