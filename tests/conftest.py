@@ -181,6 +181,19 @@ def pytest_collection_modifyitems(config, items):
                     item.add_marker(skip_gpu)
 
 
+def in_process(module: str, capsys, *args: str) -> tuple[int, str, str]:
+    """``python -m pipeline.<module> ARGS`` in this process (its ``main``): (exit status, stdout, stderr)."""
+    import importlib
+
+    main = importlib.import_module(f"pipeline.{module}").main
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def logged_models(client, run) -> list:
     """The models (MLflow 3 LoggedModels) a run logged."""
     found = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")

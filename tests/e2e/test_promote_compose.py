@@ -18,22 +18,10 @@ import numpy as np
 import pytest
 
 from pipeline import REPO_ROOT
+from tests.conftest import in_process
 
 NAME = "tiny-ir"
 METRIC, STORED = "ir-dev_cosine_ndcg@10", "ir-dev_cosine_ndcg_at_10"
-
-
-def command(module: str, capsys, *args: str) -> tuple[int, str, str]:
-    """``python -m pipeline.<module>`` in this process (its ``main``): (exit status, stdout, stderr)."""
-    import importlib
-
-    main = importlib.import_module(f"pipeline.{module}").main
-    try:
-        code = main(list(args))
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +71,11 @@ def test_the_seed_folded_leaderboard_and_compare_rank_by_the_at_metric(sweep, ca
     assert np.allclose(board[STORED], sorted(means.values(), reverse=True))
     for metric in ([], ["--metric", METRIC], ["--metric", STORED]):  # the default, and either spelling typed
         args = ["--tracking-uri", sweep["uri"], "--parent", sweep["parent"].info.run_id, "--format", "csv"]
-        code, out, err = command("compare", capsys, *args, "--group-by", "seed", *metric)
+        code, out, err = in_process("compare", capsys, *args, "--group-by", "seed", *metric)
         assert code == 0, err[-2000:]
         folded = pd.read_csv(io.StringIO(out))
         assert np.allclose(folded[STORED], sorted(means.values(), reverse=True)), (metric, out)
-    code, out, err = command("compare", capsys, *args)  # one row per job, best first
+    code, out, err = in_process("compare", capsys, *args)  # one row per job, best first
     jobs = pd.read_csv(io.StringIO(out))
     assert list(jobs[STORED]) == sorted((c.data.metrics[STORED] for c in sweep["children"]), reverse=True)
 
@@ -103,7 +91,9 @@ def test_promote_picks_the_best_seed_mean_reuses_the_registered_version_and_it_l
         run = next(c for c in children if c.info.run_id == version.run_id)
         assert float(version.tags[f"metric.{STORED}"]) == run.data.metrics[STORED]
         assert version.tags["optimized_metric"] == METRIC
-    code, out, err = command("promote", capsys, "--tracking-uri", sweep["uri"], "--parent", sweep["parent"].info.run_id)
+    code, out, err = in_process(
+        "promote", capsys, "--tracking-uri", sweep["uri"], "--parent", sweep["parent"].info.run_id
+    )
     assert code == 0, err[-3000:]
     means = seed_means(children)
     best_rate = max(means, key=means.get)
@@ -127,7 +117,7 @@ def test_promote_picks_the_best_seed_mean_reuses_the_registered_version_and_it_l
     assert embeddings.shape[0] == 2 and np.isfinite(embeddings).all()
     assert np.allclose(embeddings, direct.encode(sentences))
     # the same run promoted again under another alias: still no new version
-    code, out, err = command("promote", capsys, "--tracking-uri", sweep["uri"], "--run", best.info.run_id,
+    code, out, err = in_process("promote", capsys, "--tracking-uri", sweep["uri"], "--run", best.info.run_id,
                              "--alias", "stable", "--metric", STORED)  # fmt: skip
     assert code == 0 and f"{METRIC}=" in out, err[-2000:]
     assert client.get_model_version_by_alias(NAME, "stable").version == champion.version
@@ -160,7 +150,7 @@ def test_promote_parent_picks_the_best_seed_mean_not_the_lucky_seed(mlflow_clien
     assert "training.learning_rate=B" in choice.reason and "0.6000 over 2 seeds" in choice.reason
     # the seed-folded table ranks the same way: B first, although A holds the single best job
     args = ["--tracking-uri", store["uri"], "--parent", parent_id, "--format", "csv", "--group-by", "seed"]
-    code, out, err = command("compare", capsys, *args)
+    code, out, err = in_process("compare", capsys, *args)
     assert code == 0, err[-2000:]
     assert list(pd.read_csv(io.StringIO(out))["training.learning_rate"]) == ["B", "A"], out
     mlflow_client.set_tag(parent_id, "pipeline.direction", "minimize")  # lower is better: A's mean (0.5) wins

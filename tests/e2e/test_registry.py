@@ -14,20 +14,14 @@ import numpy as np
 import pytest
 
 from pipeline import REPO_ROOT, PipelineError
+from tests.conftest import in_process
 
 NAME = "tiny-sts"
 
 
 def promote(capsys, uri: str, *args: str) -> tuple[int, str, str]:
-    """``python -m pipeline.promote`` in this process (its ``main``): (exit status, stdout, stderr)."""
-    from pipeline.promote import main
-
-    try:
-        code = main(["--tracking-uri", uri, *args])
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    """``python -m pipeline.promote`` against ``uri``, in this process: (exit status, stdout, stderr)."""
+    return in_process("promote", capsys, "--tracking-uri", uri, *args)
 
 
 @pytest.fixture(scope="module")
