@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 
 import hydra
@@ -72,6 +73,14 @@ def entry() -> None:
             raise PipelineError(
                 f"{message}{cause}: fix the override (python -m pipeline --help lists the groups)."
             ) from None
+        except Exception as error:
+            from pipeline.tracking import sweep as sweeps
+
+            reason = sweeps.lost_worker(error)
+            if reason is None or os.environ.get(TRACEBACK_ENV):
+                raise
+            print(f"error: {reason}; its MLflow runs end FAILED", file=sys.stderr)
+            raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -198,3 +198,27 @@ def logged_models(client, run) -> list:
     """The models (MLflow 3 LoggedModels) a run logged."""
     found = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
     return list(found)
+
+
+class Spawned(subprocess.Popen):
+    """A command started in the background whose output (stdout and stderr together) goes to a log
+    file, never to a pipe: a pipe nobody reads while the test waits fills up (64 KiB of progress
+    lines) and blocks the command, which then never exits."""
+
+    def __init__(self, command: list[str], log: Path, **kwargs) -> None:
+        self.log = log
+        with open(log, "w") as stream:
+            super().__init__(command, stdout=stream, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def finish(self, timeout: float) -> str:
+        """The output once the command exits (``subprocess.TimeoutExpired`` after ``timeout`` s)."""
+        self.wait(timeout=timeout)
+        return self.output()
+
+
+def spawn(command: list[str], log: Path, **kwargs) -> Spawned:
+    """``command`` from the repo root, its output in ``log`` (see ``Spawned``)."""
+    return Spawned(command, log, cwd=kwargs.pop("cwd", REPO_ROOT), **kwargs)

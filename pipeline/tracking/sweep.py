@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -68,6 +69,7 @@ log = logging.getLogger(__name__)
 ENV = "PIPELINE_SWEEP"
 # Set by the entry point on Ctrl-C / SIGTERM: the parent then ends KILLED rather than FAILED.
 INTERRUPTED = {"value": False}
+ENDING: dict[str, str | None] = {"reason": None}  # set once the sweep's process is ending its runs
 
 
 @dataclass(frozen=True)
@@ -196,14 +198,10 @@ class MLflowSweep(Callback):
             return
         from pipeline.tracking.run import end_run
 
+        ENDING["reason"] = ENDING["reason"] or "the sweep stopped before all jobs ran (interrupted or crashed)"
         status = "KILLED" if INTERRUPTED["value"] else "FAILED"
         end_orphans(self.sweep, status)
-        end_run(
-            self.sweep.parent_run_id,
-            status,
-            "the sweep stopped before all jobs ran (interrupted or crashed)",
-            tracking_uri=self.sweep.tracking_uri,
-        )
+        end_run(self.sweep.parent_run_id, status, ENDING["reason"], tracking_uri=self.sweep.tracking_uri)
 
 
 def _check_sweeper(config: DictConfig) -> tuple[bool, str]:
@@ -280,15 +278,34 @@ def _link_study(tracking_uri: str, run_id: str, study: StudySettings, previous: 
 def _note_interruptions() -> None:
     """In the sweep's own process, Ctrl-C / SIGTERM mark the sweep interrupted (its parent then ends
     KILLED, not FAILED) before they stop it: with a launcher whose jobs run in worker processes
-    (joblib), the jobs' own handlers never run here."""
+    (joblib), the jobs' own handlers never run here. Only the first signal stops the process: one that
+    comes while the sweep is already ending its runs (after a first signal or an error) is noted, never
+    raised in the middle of that clean-up."""
     import signal
 
     def stop(signum, frame):
+        first = not INTERRUPTED["value"] and ENDING["reason"] is None
         INTERRUPTED["value"] = True
-        raise KeyboardInterrupt(f"signal {signum}")
+        if first:
+            raise KeyboardInterrupt(f"signal {signum}")
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
+
+
+def lost_worker(error: BaseException) -> str | None:
+    """The one-line account of a launcher's worker process that died mid-job (joblib's
+    ``TerminatedWorkerError``: the OS's out-of-memory killer, a segfault, a ``kill -9``), else None.
+    The launcher then stops the sweep; the exit handler ends its runs FAILED with this reason."""
+    if type(error).__name__ != "TerminatedWorkerError":
+        return None
+    codes = re.search(r"exit codes of the workers are (\{[^}]*\})", str(error))
+    reason = (
+        f"a worker process of the sweep died mid-job (exit code {codes.group(1) if codes else 'unknown'}: killed "
+        "by the OS, out of memory or a crash); the launcher stopped the sweep"
+    )
+    ENDING["reason"] = reason
+    return reason
 
 
 def end_orphans(sweep: Sweep, status: str = "FAILED") -> list[str]:

@@ -6,16 +6,14 @@ from __future__ import annotations
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline import REPO_ROOT
 from pipeline.tracking import flatten
-from tests.conftest import all_runs
+from tests.conftest import all_runs, spawn
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +75,7 @@ def test_a_dead_rank_ends_the_job_quickly_and_the_run_failed(mlflow_client, stor
         *store_overrides,
         f"hydra.run.dir={tmp_path}/hydra",
     ]
-    job = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    job = spawn(command, tmp_path / "job.log")
     try:
         deadline = time.monotonic() + 300
         while (
@@ -93,7 +91,7 @@ def test_a_dead_rank_ends_the_job_quickly_and_the_run_failed(mlflow_client, stor
         assert len(rank1) == 1, [p.cmdline() for p in ranks]
         killed = time.monotonic()
         os.kill(rank1[0].pid, signal.SIGKILL)
-        output, _ = job.communicate(timeout=180)
+        output = job.finish(timeout=180)
         ended_after = time.monotonic() - killed
     finally:
         if job.poll() is None:
@@ -116,17 +114,14 @@ def test_sigterm_of_a_cpu_ddp_job_checkpoints_ends_killed_and_resume_finishes_it
 
     train = ("training.save_strategy=steps", "training.save_steps=2", "training.logging_steps=1")
     command = [sys.executable, "-m", "pipeline", *DDP, *train, "training.max_steps=60", *store_overrides]
-    job = subprocess.Popen(
-        [*command, f"hydra.run.dir={tmp_path}/hydra"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    job = spawn([*command, f"hydra.run.dir={tmp_path}/hydra"], tmp_path / "job.log")
     deadline = time.monotonic() + 300  # checkpoints go to the job's own folder, hydra/<run id>/trainer
     while not [*(tmp_path / "hydra").glob(f"*/trainer/checkpoint-2/{MARKER}")] and time.monotonic() < deadline:
         if job.poll() is not None:
             break
         time.sleep(0.05)
     job.send_signal(signal.SIGTERM)  # to the command only: it stops its ranks
-    output, _ = job.communicate(timeout=180)
+    output = job.finish(timeout=180)
     assert job.returncode == 130, output[-3000:]
     assert output.count("stopping after this step") == 2, output[-3000:]  # each rank took it as a stop request
     (run,) = all_runs(mlflow_client)

@@ -7,41 +7,32 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from pipeline import REPO_ROOT
 from pipeline.runtime.checkpoint import MARKER
-from tests.conftest import all_runs, logged_models
+from tests.conftest import Spawned, all_runs, logged_models, spawn
 
 TRAIN = ("debug=smoke", "training.save_strategy=steps", "training.save_steps=2", "training.logging_steps=1")
 
 
-def _start(tmp_path: Path, store_overrides, name: str, *overrides: str) -> tuple[subprocess.Popen, Path]:
+def _start(tmp_path: Path, store_overrides, name: str, *overrides: str) -> tuple[Spawned, Path]:
     """The job and its output folder (``hydra.run.dir``): its checkpoints go to ``<folder>/<run id>/trainer``."""
     hydra_dir = tmp_path / name
     command = [sys.executable, "-m", "pipeline", *overrides, *store_overrides, f"hydra.run.dir={hydra_dir}"]
-    process = subprocess.Popen(
-        command,
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    process = spawn(command, tmp_path / f"{name}.log", env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return process, hydra_dir
 
 
-def _wait_for_checkpoint(process: subprocess.Popen, hydra_dir: Path, step: int, timeout: float = 240) -> Path:
+def _wait_for_checkpoint(process: Spawned, hydra_dir: Path, step: int, timeout: float = 240) -> Path:
     """The job's trainer folder, once its ``checkpoint-{step}`` is committed."""
     deadline = time.monotonic() + timeout
     while not (found := [*hydra_dir.glob(f"*/trainer/checkpoint-{step}/{MARKER}")]):
         if process.poll() is not None:
-            raise AssertionError(f"the job ended before checkpoint-{step}:\n{process.stdout.read()[-3000:]}")
+            raise AssertionError(f"the job ended before checkpoint-{step}:\n{process.output()[-3000:]}")
         if time.monotonic() > deadline:
             process.kill()
             raise AssertionError(f"no checkpoint-{step} within {timeout} s")
@@ -55,7 +46,7 @@ def test_sigterm_mid_training_checkpoints_then_ends_killed(tmp_path, store_overr
     process, hydra_dir = _start(tmp_path, store_overrides, "term", *TRAIN, "training.max_steps=400")
     trainer_dir = _wait_for_checkpoint(process, hydra_dir, 2)
     process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=120)
+    output = process.finish(timeout=120)
     assert process.returncode == 130, output[-3000:]
     assert "Traceback" not in output
     (run,) = all_runs(mlflow_client)

@@ -6,16 +6,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from pipeline import REPO_ROOT, PipelineError
+from pipeline import PipelineError
 from pipeline.runtime import launch
-from tests.conftest import all_runs, compose_config
+from tests.conftest import Spawned, all_runs, compose_config, spawn
 
 
 def two_machines(tmp_path: Path, store_overrides: list[str], *extra: str, machine_1: tuple[str, ...] = ()):
@@ -27,7 +26,7 @@ def two_machines(tmp_path: Path, store_overrides: list[str], *extra: str, machin
         "hardware.timeout_s=60", "debug=smoke", *extra, *store_overrides,
     ]  # fmt: skip
     return [
-        subprocess.Popen(
+        spawn(
             [
                 sys.executable,
                 "-m",
@@ -37,24 +36,21 @@ def two_machines(tmp_path: Path, store_overrides: list[str], *extra: str, machin
                 f"hydra.run.dir={tmp_path}/machine{machine}",
                 *(machine_1 if machine else ()),
             ],
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            tmp_path / f"machine{machine}.log",
         )  # fmt: skip
         for machine in (0, 1)
     ]
 
 
-def finish(machines: list[subprocess.Popen], timeout: float) -> list[str]:
+def finish(machines: list[Spawned], timeout: float) -> list[str]:
     """Each machine's output once it exits (killed after ``timeout`` seconds)."""
     try:
-        return [machine.communicate(timeout=timeout)[0] for machine in machines]
+        return [machine.finish(timeout=timeout) for machine in machines]
     finally:
         stop(machines)
 
 
-def stop(machines: list[subprocess.Popen]) -> None:
+def stop(machines: list[Spawned]) -> None:
     """Kill what is left of each machine: its command, launcher and ranks (the launcher has its own session)."""
     import psutil
 

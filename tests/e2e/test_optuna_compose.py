@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from pipeline import REPO_ROOT
 from pipeline.tracking.study import open_storage
-from tests.conftest import all_runs
+from tests.conftest import all_runs, spawn
 
 METRIC = "sts-dev_spearman_cosine"  # higher is better
 OWN_SPACE = (
@@ -58,18 +58,15 @@ def test_two_sweeps_at_once_resume_one_study_maximise_and_fail_its_stale_trial(
     mlflow_client.search_experiments()  # the MLflow store exists, as the study that ran before left it
     seeded = ("hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=7", "hydra.sweeper.study_name=shared")
     sweeps = [
-        subprocess.Popen(
+        spawn(
             sweep_command(tmp_path, store_overrides, name, *seeded, f"hydra.sweeper.storage={storage}"),
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            tmp_path / f"sweep-{name}.log",
         )
         for name in ("a", "b")
     ]
-    outputs = [sweep.communicate(timeout=600) for sweep in sweeps]
-    for sweep, (_, err) in zip(sweeps, outputs):
-        assert sweep.returncode == 0, err[-3000:]
+    outputs = [sweep.finish(timeout=600) for sweep in sweeps]
+    for sweep, output in zip(sweeps, outputs):
+        assert sweep.returncode == 0, output[-3000:]
 
     study = optuna.load_study(study_name="shared", storage=storage)
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE

@@ -10,7 +10,6 @@ import io
 import itertools
 import math
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,8 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import REPO_ROOT
-from tests.conftest import all_runs
+from tests.conftest import Spawned, all_runs, spawn
 
 SMOKE = ("debug=smoke", "tracking.log_model=false")
 
@@ -216,7 +214,7 @@ def test_interrupted_sweep_leaves_no_run_running(mlflow_client, store_overrides,
         *sweep_args(tmp_path, "seed=1,2", "training.max_steps=200"),
         *store_overrides,
     ]
-    sweep = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sweep = spawn(command, tmp_path / "sweep.log")
     try:
         deadline = time.monotonic() + 240
         while not any(
@@ -259,11 +257,10 @@ def test_parallel_sweep_into_a_fresh_sqlite_store_loses_nothing(cli, mlflow_clie
         assert {"config.yaml", "overrides.yaml", "eval"} <= artifact_names(mlflow_client, child.info.run_id)
 
 
-def _start_parallel_sweep(tmp_path, store_overrides, mlflow_client):
+def _start_parallel_sweep(tmp_path, store_overrides, mlflow_client) -> Spawned:
     """A joblib sweep of 2 long jobs; returns the process once both children are RUNNING."""
     args = sweep_args(tmp_path, "sweep=parallel", "seed=1,2", "training.max_steps=400")
-    command = [sys.executable, "-m", "pipeline", *args, *store_overrides]
-    sweep = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sweep = spawn([sys.executable, "-m", "pipeline", *args, *store_overrides], tmp_path / "sweep.log")
     deadline = time.monotonic() + 300
     while (
         len(
@@ -275,35 +272,68 @@ def _start_parallel_sweep(tmp_path, store_overrides, mlflow_client):
         )
         < 2
     ):
-        assert sweep.poll() is None and time.monotonic() < deadline, "the jobs did not start"
+        assert sweep.poll() is None and time.monotonic() < deadline, f"the jobs did not start: {sweep.output()[-3000:]}"
         time.sleep(1)
     time.sleep(2)
     return sweep
 
 
-@pytest.mark.serial
-@pytest.mark.slow
-def test_joblib_sweep_interrupted_ends_parent_killed_and_a_killed_worker_leaves_no_run_running(
-    tmp_path, store_overrides, mlflow_client
-):
+def _joblib_workers(sweep: Spawned) -> list:
+    """The processes that run the jobs (loky's workers, not its resource tracker)."""
     import psutil
 
+    return [
+        p
+        for p in psutil.Process(sweep.pid).children(recursive=True)
+        if "loky" in " ".join(p.cmdline()) and "resource_tracker" not in " ".join(p.cmdline())
+    ]
+
+
+@pytest.mark.serial
+@pytest.mark.slow
+def test_a_joblib_worker_killed_mid_job_fails_the_sweep_in_one_line_and_leaves_no_run_running(
+    tmp_path, store_overrides, mlflow_client
+):
     sweep = _start_parallel_sweep(tmp_path, store_overrides, mlflow_client)
     try:
-        workers = [p for p in psutil.Process(sweep.pid).children(recursive=True) if "loky" in " ".join(p.cmdline())]
-        assert workers, "joblib runs the jobs in worker processes"
-        workers[0].kill()  # as the OS's OOM killer would
-        time.sleep(3)
-        sweep.send_signal(signal.SIGINT)  # Ctrl-C in the sweep's own process
-        assert sweep.wait(timeout=180) == 130, sweep.stderr.read()[-3000:]
+        workers = _joblib_workers(sweep)
+        assert len(workers) == 2, "joblib runs the 2 jobs in 2 worker processes"
+        workers[0].kill()  # as the OS's out-of-memory killer would
+        output = sweep.finish(timeout=120)
     finally:
         if sweep.poll() is None:
             sweep.kill()
             sweep.wait()
+    assert sweep.returncode == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    (line,) = [line for line in output.splitlines() if line.startswith("error:")]
+    assert "a worker process of the sweep died mid-job (exit code {SIGKILL(-9)}" in line, line
+    parent, children = parent_and_children(mlflow_client)
+    assert parent.info.status == "FAILED" and "worker process" in parent.data.tags["failure_reason"]
+    statuses = [(c.info.status, c.data.tags.get("failure_reason")) for c in children]
+    assert len(children) == 2 and all(c.info.status == "FAILED" for c in children), statuses
+    assert all("process died" in c.data.tags["failure_reason"] for c in children), statuses
+
+
+@pytest.mark.serial
+@pytest.mark.slow
+def test_ctrl_c_of_a_joblib_sweep_ends_the_parent_and_both_running_jobs_killed(
+    tmp_path, store_overrides, mlflow_client
+):
+    sweep = _start_parallel_sweep(tmp_path, store_overrides, mlflow_client)
+    try:
+        sweep.send_signal(signal.SIGINT)  # Ctrl-C in the sweep's own process
+        output = sweep.finish(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait()
+    assert sweep.returncode == 130, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
     parent, children = parent_and_children(mlflow_client)
     assert parent.info.status == "KILLED"
     statuses = [(c.info.status, c.data.tags.get("failure_reason")) for c in children]
-    assert len(children) == 2 and all(c.info.status in ("KILLED", "FAILED") for c in children), statuses
+    assert len(children) == 2 and all(c.info.status == "KILLED" for c in children), statuses
     assert all(c.data.tags.get("failure_reason") for c in children), statuses
 
 
