@@ -6,6 +6,9 @@
 # (CUDA) build on a Linux GPU machine. Another build: `make setup TORCH_SPEC="torch==X.Y.Z ..."`,
 # or install torch into .venv/ yourself first (an installed torch is never replaced).
 # uv installs the lock (several times faster than pip); `make lock` regenerates it with pip-tools.
+# It also compiles the installed packages to bytecode once (--compile-bytecode): uv does not by
+# default, and where PYTHONDONTWRITEBYTECODE is set (it is on this project's CI machines) Python would otherwise compile
+# transformers, mlflow, scikit-learn ... from source again in every process it starts.
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 PIP_TOOLS_SPEC ?= pip-tools==7.6.2
@@ -24,7 +27,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q "$$(grep "^uv==" $(LOCK))"
-	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -r $(LOCK)
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps --compile-bytecode -r $(LOCK)
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	$(PY) -m pipeline.env check $(LOCK)
 	touch $(STAMP)

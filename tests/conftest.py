@@ -7,6 +7,7 @@ the repo's ``mlruns/``.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,10 +41,25 @@ def compose_config(overrides: list[str], hydra: bool = False) -> DictConfig:
         return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory) -> Path:
+    """An empty SQLite MLflow store, its schema created and migrated, made once per test process."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("migrated") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
+    return path
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> dict[str, str]:
-    """A fresh SQLite MLflow store (URI and artifact root) for one test."""
-    return {"uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_root": str(tmp_path / "artifacts")}
+def store(tmp_path: Path, request) -> dict[str, str]:
+    """A SQLite MLflow store of its own (URI and artifact root) for one test: a copy of an empty,
+    migrated one (MLflow's migration of a new store takes seconds), or, for a test marked
+    ``new_store``, no file at all, as a first job into a new store finds it."""
+    path = tmp_path / "mlflow.db"
+    if request.node.get_closest_marker("new_store") is None:
+        shutil.copyfile(request.getfixturevalue("migrated_store"), path)
+    return {"uri": f"sqlite:///{path}", "artifact_root": str(tmp_path / "artifacts")}
 
 
 @pytest.fixture
@@ -70,16 +86,25 @@ def run_job(tmp_path: Path, store_overrides):
 
 
 @pytest.fixture
-def cli(tmp_path: Path, store_overrides):
-    """Run ``python -m <module> ...`` in a subprocess against the test store."""
+def cli(tmp_path: Path, store_overrides, request):
+    """Run ``python -m <module> ...`` in a subprocess against the test store; with ``in_process=True``,
+    ``python -m pipeline``'s own entry point in this process instead (see :func:`pipeline_in_process`)."""
 
     def _cli(
-        *args: str, module: str = "pipeline", with_store: bool = True, timeout: float = 300, env: dict | None = None
+        *args: str,
+        module: str = "pipeline",
+        with_store: bool = True,
+        timeout: float = 300,
+        env: dict | None = None,
+        in_process: bool = False,
     ):
         extra = list(store_overrides) if with_store and module == "pipeline" else []
         command = [sys.executable, "-m", module, *args, *extra]
         if module == "pipeline":
             command.append(f"hydra.run.dir={tmp_path}/hydra")
+        if in_process:
+            assert module == "pipeline" and not env, "in process: python -m pipeline, in this environment"
+            return pipeline_in_process(command[3:], request.getfixturevalue("capfd"))
         return subprocess.run(
             command,
             cwd=REPO_ROOT,
@@ -90,6 +115,44 @@ def cli(tmp_path: Path, store_overrides):
         )
 
     return _cli
+
+
+def pipeline_in_process(args: list[str], capfd) -> subprocess.CompletedProcess:
+    """``python -m pipeline ARGS`` through its own entry point (Hydra's ``main``, the one-line error
+    reporting) in this process, for the commands a check refuses before training: the same exit
+    status and output, without a new interpreter importing torch, transformers and MLflow again
+    (seconds each). What the command changes in the process is put back: the arguments, the
+    environment, the signal handlers, Hydra's global state, the working directory. An exception that
+    escapes the command is a traceback on stderr and status 1, as the interpreter would make it."""
+    import traceback
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pipeline.__main__ import entry, main
+
+    saved = (sys.argv, dict(os.environ), os.getcwd(), {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)})
+    logs = _logging_state()
+    sys.argv = ["pipeline", *args]
+    main.__wrapped__.__module__ = "__main__"  # as `python -m` runs it: Hydra finds conf/ beside its file
+    code, trace = 0, ""
+    try:
+        entry()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except BaseException:  # noqa: BLE001 - what the interpreter would print for an uncaught one
+        code, trace = 1, traceback.format_exc()
+    finally:
+        sys.argv = saved[0]
+        os.environ.clear()
+        os.environ.update(saved[1])
+        os.chdir(saved[2])
+        for signum, handler in saved[3].items():
+            signal.signal(signum, handler)
+        GlobalHydra.instance().clear()
+        main.__wrapped__.__module__ = "pipeline.__main__"
+        _restore_logging(logs)  # Hydra's job logging wrote to this test's captured streams
+    out = capfd.readouterr()
+    return subprocess.CompletedProcess(["pipeline", *args], code, out.out, out.err + trace)
 
 
 @pytest.fixture
@@ -192,6 +255,24 @@ def in_process(module: str, capsys, *args: str) -> tuple[int, str, str]:
         code = exit_.code
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def _logging_state() -> dict:
+    import logging
+
+    loggers = [
+        logging.getLogger(),
+        *[v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)],
+    ]
+    return {lg: (list(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in loggers}
+
+
+def _restore_logging(state: dict) -> None:
+    import logging
+
+    for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        if isinstance(lg, logging.Logger):
+            lg.handlers[:], lg.level, lg.propagate, lg.disabled = state.get(lg, ([], logging.NOTSET, True, False))
 
 
 def logged_models(client, run) -> list:

@@ -2,7 +2,8 @@
 
 (With the cases of test_bad_input.py: missing folder, unknown group option, unreachable server, ...)
 
-Every case runs ``python -m pipeline`` in a subprocess against a fresh SQLite store and checks: a
+Every case runs ``python -m pipeline``'s entry point (in this process; the unreachable server and
+the traceback on request in a new interpreter) against a SQLite store of its own and checks: a
 non-zero exit, a message that names the file / row / column / key and says how to fix it, no
 Python traceback, no MLflow run, and an answer well within 60 seconds.
 """
@@ -146,7 +147,8 @@ CASES = [
 def test_bad_input_is_one_clear_message_and_no_run(name, tmp_path, cli, mlflow_client):
     overrides, fragments = _case(name, tmp_path)
     started = time.monotonic()
-    out = cli(*BASE, *overrides, timeout=60, with_store=name != "unreachable_server")
+    subprocess = name == "unreachable_server"  # the rest run the command's entry point in this process
+    out = cli(*BASE, *overrides, timeout=60, with_store=not subprocess, in_process=not subprocess)
     elapsed = time.monotonic() - started
     assert out.returncode == 2, out.stderr[-2000:]
     message = out.stderr

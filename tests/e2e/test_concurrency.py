@@ -11,6 +11,8 @@ import pytest
 from pipeline import REPO_ROOT
 from tests.conftest import all_runs
 
+pytestmark = pytest.mark.new_store  # the writers meet a store that does not exist yet
+
 PROCESSES = 4
 STEPS = 150
 

@@ -30,6 +30,7 @@ OPEN_STORE = "import sys; from pipeline import tracking; tracking.check_uri(sys.
 
 
 @pytest.mark.slow
+@pytest.mark.new_store
 def test_processes_opening_a_new_store_at_once_all_find_it_created_and_migrated(store):
     """Without the lock, MLflow's schema migration runs in each of them at once: most fail."""
     import mlflow
@@ -76,6 +77,7 @@ def start_at_once(store_overrides: list[str], output_dir: Path, label: str) -> l
 
 
 @pytest.mark.slow
+@pytest.mark.new_store
 def test_jobs_started_at_once_into_a_new_then_an_existing_store_keep_their_own_runs_and_checkpoints(
     store, store_overrides, tmp_path
 ):

@@ -161,6 +161,6 @@ def test_gpu_profiles_without_cuda_are_one_line_errors(cli):
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    out = cli("hardware=gpu", "debug=smoke")
+    out = cli("hardware=gpu", "debug=smoke", in_process=True)
     assert out.returncode == 2 and out.stderr.strip().startswith("error: hardware.accelerator=cuda"), out.stderr
     assert "Traceback" not in out.stderr

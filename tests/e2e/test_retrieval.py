@@ -42,7 +42,7 @@ def test_summary_prints_the_change_from_the_baseline_and_compare_shows_it(cli, s
 
 
 def test_an_optimized_metric_no_evaluator_logs_is_one_line_and_no_run(cli, mlflow_client):
-    out = cli(*SMOKE_IR, "optimized_metric=ir-dev_cosine_ndcg@5")
+    out = cli(*SMOKE_IR, "optimized_metric=ir-dev_cosine_ndcg@5", in_process=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "optimized_metric='ir-dev_cosine_ndcg@5'" in out.stderr and "ir-dev_cosine_ndcg@10" in out.stderr
     assert all_runs(mlflow_client) == []
@@ -70,7 +70,9 @@ def test_mine_stage_trains_on_mined_triplets_logs_them_and_reuses_them(run_job, 
 
 
 def test_mine_with_range_max_below_num_negatives_is_one_line_and_no_run(cli, mlflow_client):
-    out = cli("debug=smoke", "stages=[load,mine,train,evaluate]", "mine.range_max=2", "mine.num_negatives=3")
+    out = cli(
+        "debug=smoke", "stages=[load,mine,train,evaluate]", "mine.range_max=2", "mine.num_negatives=3", in_process=True
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "mine.range_max=2" in out.stderr and "mine.num_negatives=3" in out.stderr
     assert all_runs(mlflow_client) == []
@@ -79,7 +81,7 @@ def test_mine_with_range_max_below_num_negatives_is_one_line_and_no_run(cli, mlf
 def test_a_corpus_file_with_repeated_ids_is_one_line_and_no_run(cli, mlflow_client, tmp_path):
     corpus = tmp_path / "corpus.csv"
     corpus.write_text("id,text\nd1,one\nd2,two\nd1,three\n")
-    out = cli("debug=smoke", "evaluator=ir", f"+data.corpus={corpus}", "stages=[load,evaluate]")
+    out = cli("debug=smoke", "evaluator=ir", f"+data.corpus={corpus}", "stages=[load,evaluate]", in_process=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"{corpus}: row 3, id 'd1' appears 2 times" in out.stderr
     assert all_runs(mlflow_client) == []

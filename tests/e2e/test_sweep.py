@@ -241,6 +241,7 @@ def _runs(client):
 
 
 @pytest.mark.slow
+@pytest.mark.new_store
 def test_parallel_sweep_into_a_fresh_sqlite_store_loses_nothing(cli, mlflow_client, tmp_path, store):
     out = cli(*sweep_args(tmp_path, "sweep=parallel", "seed=1,2"))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -337,6 +338,7 @@ def test_ctrl_c_of_a_joblib_sweep_ends_the_parent_and_both_running_jobs_killed(
     assert all(c.data.tags.get("failure_reason") for c in children), statuses
 
 
+@pytest.mark.new_store
 def test_an_optuna_storage_that_cannot_be_opened_is_one_line_before_any_job(cli, store, tmp_path):
     out = cli(*sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=1",
                           "hydra.sweeper.storage=postgresql://team:s3cret@127.0.0.1:1/optuna"))  # fmt: skip
