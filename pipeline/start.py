@@ -14,6 +14,7 @@ from pipeline import tracking
 from pipeline.job import JobResult, Resume, run_job
 from pipeline.runtime import launch
 from pipeline.stages import schema, validate
+from pipeline.stages.spec import read_spec
 
 
 def start_job(
@@ -24,7 +25,7 @@ def start_job(
     schema.check_keys(cfg, choices)  # an unknown key in a file or override: refused, naming the file
     if not launch.wanted(cfg.hardware):
         return run_job(cfg, output_dir, overrides, choices, extra_tags=extra_tags, run_name=run_name, resume=resume)
-    validate.check_config(cfg)  # fail in seconds, before any process starts
+    validate.check_config(read_spec(cfg))  # fail in seconds, before any process starts
     tracking.check_target(cfg.tracking)
     job = {
         "overrides": list(overrides),

@@ -94,26 +94,18 @@ def test_job_owns_no_mlflow_call_and_run_job_fits_on_a_screen():
 # The commands and the job: they compose, hold or replay the whole config.
 COMMAND_MODULES = {"job", "start", "rank", "__main__", "rerun", "resume", "cli", "compare", "runs", "promote", "env"}
 # Functions below the job that take the whole config because the whole config is what they handle:
-# its keys (schema), its params and artifacts in MLflow (tracking), the copy ranks read (launch), and
-# Hydra's callback and sweeper interfaces (the sweep's config).
+# the one reading of it (spec.read_spec), its keys (schema), its params and artifacts in MLflow
+# (tracking), the copy ranks read (launch), and Hydra's callback and sweeper interfaces (the sweep's config).
 WHOLE_CONFIG_ALLOWED = {
     "pipeline.runtime.launch.run_launched",
     "pipeline.runtime.launch._end_run",
     "pipeline.runtime.launch.config_digest",
     "pipeline.runtime.launch.check_same_config",
     "pipeline.runtime.optuna_sweeper.setup",
-    "pipeline.stages.evaluators.evaluator_specs",
-    "pipeline.stages.evaluators.splits_needed",
-    "pipeline.stages.evaluators.check_optimized_metric",
-    "pipeline.stages.load.load_data",
+    "pipeline.stages.spec.read_spec",
     "pipeline.stages.schema.check_keys",
     "pipeline.stages.schema.drop_unknown",
     "pipeline.stages.schema.unknown_keys",
-    "pipeline.stages.validate.check_config",
-    "pipeline.stages.validate._check_loss_columns",
-    "pipeline.stages.validate.early_stopping_on",
-    "pipeline.stages.validate._check_early_stopping",
-    "pipeline.stages.validate._check_matryoshka",
     "pipeline.tracking.record.config_params",
     "pipeline.tracking.replay.hidden_keys",
     "pipeline.tracking.run.config_secrets",
