@@ -44,6 +44,32 @@ class Resume:
 
 
 @dataclasses.dataclass(frozen=True)
+class JobRequest:
+    """How a command asks for a job, besides its config: what ``start_job``, the launcher and every rank pass on."""
+
+    overrides: list[str] = dataclasses.field(default_factory=list)  # as typed: the run's name and overrides.yaml
+    choices: dict[str, str] = dataclasses.field(default_factory=dict)  # Hydra's group choices (``experiment``)
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)  # a sweep's parent and job, a rerun's source
+    run_name: str | None = None  # else tracking.run_name, else the job's name and overrides
+    resume: Resume | None = None  # continue this run from its last checkpoint
+
+    def as_dict(self) -> dict:
+        """Plain data, for the ranks of a launched job (``pipeline.runtime.launch``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data) -> JobRequest:
+        resume = data.get("resume")
+        return cls(
+            overrides=[str(o) for o in data.get("overrides") or []],
+            choices={str(k): str(v) for k, v in (data.get("choices") or {}).items()},
+            tags={str(k): str(v) for k, v in (data.get("tags") or {}).items()},
+            run_name=data.get("run_name"),
+            resume=Resume(**resume) if resume else None,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class JobResult:
     run_id: str
     experiment_id: str
@@ -69,25 +95,19 @@ class Built:
 
 
 def run_job(
-    cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict[str, str] | None = None,
-    extra_tags: dict[str, str] | None = None, run_name: str | None = None, resume: Resume | None = None,
-    on_run_start: Callable[[str], None] | None = None,
-) -> JobResult:  # fmt: skip
+    cfg: DictConfig, output_dir: Path, request: JobRequest, on_run_start: Callable[[str], None] | None = None
+) -> JobResult:
     """Run the stages of one composed config into one MLflow run.
 
-    ``extra_tags`` / ``run_name`` come from a sweep (parent run id, swept values) or a rerun;
-    ``resume`` continues an existing run from its last checkpoint; ``on_run_start`` hears the run id
-    as soon as the run exists (a launcher waiting on rank 0).
+    ``request.tags`` / ``.run_name`` come from a sweep (parent run id, swept values) or a rerun;
+    ``request.resume`` continues an existing run from its last checkpoint; ``on_run_start`` hears the
+    run id as soon as the run exists (a launcher waiting on rank 0).
     """
-    started = time.perf_counter()
+    started, resume = time.perf_counter(), request.resume
     plan = preflight(cfg, output_dir, resume)
     spec = plan.spec
     main_rank = hardware.process_rank() == 0  # rank 0 owns the run; other ranks train and write nothing
-    opened = (
-        open_run(cfg, plan, choices or {}, overrides, extra_tags, run_name, resume)
-        if main_rank
-        else contextlib.nullcontext()
-    )
+    opened = open_run(cfg, plan, request) if main_rank else contextlib.nullcontext()
     with opened as run:
         if run is not None:
             (on_run_start or (lambda _: None))(run.info.run_id)
@@ -140,10 +160,6 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     validate.check_config(spec)
     tracking.check_target(spec.tracking)
     if spec.tracking.get("register_as"):
-        if not (spec.tracking.log_model and spec.stages.train):
-            raise PipelineError(
-                "tracking.register_as registers the trained model: it needs tracking.log_model=true and a train stage."
-            )
         tracking.check_registry(str(spec.tracking.uri), str(spec.tracking.register_as))
     data = load.load_data(spec)
     log.info("Data: %s", ", ".join(f"{n} {len(s.dataset)} rows from {s.source}" for n, s in data.all_splits()))
@@ -169,24 +185,22 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     return Plan(spec, data, precision, args)
 
 
-def open_run(
-    cfg: DictConfig, plan: Plan, choices: dict[str, str], overrides: list[str],
-    extra_tags: dict[str, str] | None, run_name: str | None, resume: Resume | None,
-):  # fmt: skip
+def open_run(cfg: DictConfig, plan: Plan, request: JobRequest):
     """The job's MLflow run (a context manager), tagged with what it needs to be replayed."""
     tags = {
-        "pipeline.experiment": choices.get("experiment") or "none",
+        "pipeline.experiment": request.choices.get("experiment") or "none",
         "data.fingerprint": plan.data.fingerprint,
         **hardware.world_tags(cfg.training),
         **hardware.owner_tags(),
         "precision.intended": plan.precision.intended,
         "precision.effective": plan.precision.effective,
-        **(extra_tags or {}),
+        **request.tags,
     }
-    given = cfg.tracking.run_name if cfg.tracking.run_name not in (None, "") else run_name
-    name = str(given) if given is not None else " ".join([str(cfg.name), *overrides])  # run_name=1.5, name=2024
+    given = cfg.tracking.run_name if cfg.tracking.run_name not in (None, "") else request.run_name
+    name = str(given) if given is not None else " ".join([str(cfg.name), *request.overrides])  # run_name=1.5, name=2024
     experiment_id = tracking.open_experiment(cfg.tracking)
-    return tracking.job_run(cfg, experiment_id, name, overrides, tags, run_id=resume.run_id if resume else None)
+    run_id = request.resume.run_id if request.resume else None
+    return tracking.job_run(cfg, experiment_id, name, request.overrides, tags, run_id=run_id)
 
 
 def build_stage(plan: Plan) -> Built:

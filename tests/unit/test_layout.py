@@ -91,16 +91,27 @@ def test_job_owns_no_mlflow_call_and_run_job_fits_on_a_screen():
 # Read the config once: no module below the job takes the whole config
 # ----------------------------------------------------------------------------------------------
 
-# The commands and the job: they compose, hold or replay the whole config.
-COMMAND_MODULES = {"job", "start", "rank", "__main__", "rerun", "resume", "cli", "compare", "runs", "promote", "env"}
+# The commands, the job and the sweep's Hydra callback: they compose, hold or replay the whole config.
+COMMAND_MODULES = {
+    "job",
+    "start",
+    "rank",
+    "sweep",
+    "__main__",
+    "rerun",
+    "resume",
+    "cli",
+    "compare",
+    "runs",
+    "promote",
+    "env",
+}
 # Functions below the job that take the whole config because the whole config is what they handle:
 # the one reading of it (spec.read_spec), its keys (schema), its params and artifacts in MLflow
 # (tracking), the copy ranks read (launch), and Hydra's callback and sweeper interfaces (the sweep's config).
 WHOLE_CONFIG_ALLOWED = {
     "pipeline.runtime.launch.run_launched",
-    "pipeline.runtime.launch._end_run",
     "pipeline.runtime.launch.config_digest",
-    "pipeline.runtime.launch.check_same_config",
     "pipeline.runtime.optuna_sweeper.setup",
     "pipeline.stages.spec.read_spec",
     "pipeline.stages.schema.check_keys",
@@ -114,14 +125,6 @@ WHOLE_CONFIG_ALLOWED = {
     "pipeline.tracking.run._log_config",
     "pipeline.tracking.study.settings",
     "pipeline.tracking.study.default_name",
-    "pipeline.tracking.sweep._check_sweeper",
-    "pipeline.tracking.sweep._create_parent",
-    "pipeline.tracking.sweep.run_sweep_job",
-    "pipeline.tracking.sweep.prepare_job",
-    "pipeline.tracking.sweep.record_failure",
-    "pipeline.tracking.sweep.on_multirun_start",
-    "pipeline.tracking.sweep._start",
-    "pipeline.tracking.sweep.on_multirun_end",
 }
 
 
