@@ -85,3 +85,10 @@ def test_peft_mistakes_name_the_key_and_the_fix(overrides, fragments):
     message = _error(["debug=smoke", *overrides])
     for fragment in fragments:
         assert fragment in message, message
+
+
+def test_register_as_needs_a_trained_and_logged_model():
+    for overrides in (["stages=[load,evaluate]"], ["tracking.log_model=false"]):
+        message = _error(["debug=smoke", "tracking.register_as=mine", *overrides])
+        assert "tracking.register_as registers the trained model" in message, message
+    validate.check_config(read_spec(compose_config(["debug=smoke", "tracking.register_as=mine"])))
