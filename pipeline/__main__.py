@@ -5,7 +5,7 @@ message that says how to fix it and exits with status 2, without a traceback; se
 ``PIPELINE_TRACEBACK=1`` to see one. Ctrl-C and SIGTERM during training stop at the next step with a
 checkpoint (a second signal stops at once); the MLflow run ends KILLED and the command exits 130.
 
-In a multirun (``-m``) every job is a child of the sweep's parent run (see ``pipeline.tracking.sweep``):
+In a multirun (``-m``) every job is a child of the sweep's parent run (see ``pipeline.sweep``):
 a failed job is recorded as a FAILED child and the sweep goes on; the sweep exits 1 at the end.
 """
 
@@ -32,19 +32,22 @@ log = logging.getLogger("pipeline")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from pipeline import sweep as sweeps
+    from pipeline.job import JobRequest
     from pipeline.runtime.checkpoint import install_signal_handlers
     from pipeline.start import start_job
-    from pipeline.tracking import sweep as sweeps
+    from pipeline.tracking.sweep import current as current_sweep
 
     install_signal_handlers()
     hydra_cfg = HydraConfig.get()
     overrides, choices = list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices)
     output_dir = Path(hydra_cfg.runtime.output_dir)
-    sweep = sweeps.current() if hydra_cfg.mode == RunMode.MULTIRUN else None
+    sweep = current_sweep() if hydra_cfg.mode == RunMode.MULTIRUN else None
+    request = JobRequest(overrides=overrides, choices=choices)
     if sweep is not None:
-        return sweeps.run_sweep_job(cfg, sweep, int(hydra_cfg.job.num), output_dir, overrides, choices, start_job)
+        return sweeps.run_sweep_job(cfg, sweep, int(hydra_cfg.job.num), output_dir, request, start_job)
     with reported():
-        result = start_job(cfg, output_dir, overrides, choices)
+        result = start_job(cfg, output_dir, request)
     if not result.run_id:  # machine_rank > 0 of a multi-node job: machine 0 logs the run
         print(f"\nMachine {cfg.hardware.machine_rank}: its ranks finished; machine 0 logged the MLflow run.")
         return None
@@ -74,7 +77,7 @@ def entry() -> None:
                 f"{message}{cause}: fix the override (python -m pipeline --help lists the groups)."
             ) from None
         except Exception as error:
-            from pipeline.tracking import sweep as sweeps
+            from pipeline import sweep as sweeps
 
             reason = sweeps.lost_worker(error)
             if reason is None or os.environ.get(TRACEBACK_ENV):

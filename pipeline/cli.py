@@ -66,15 +66,18 @@ def one_line(text: str) -> str:
 
 
 @contextmanager
-def reported(interrupted: str = KILLED, prefix: str = "error") -> Iterator[None]:
-    """Around a command's work: a user mistake is one line on stderr and exit 2; Ctrl-C is exit 130."""
+def reported(
+    interrupted: str = KILLED, prefix: str = "error", errors: type[BaseException] = PipelineError, code: int = 2
+) -> Iterator[None]:
+    """Around a command's work: a user mistake (``errors``) is one line on stderr and exit ``code`` (2);
+    Ctrl-C is exit 130."""
     try:
         yield
-    except PipelineError as error:
+    except errors as error:
         if os.environ.get(TRACEBACK_ENV):
             raise
         print(f"{prefix}: {scrub(one_line(str(error)))}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(code) from None
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         raise SystemExit(130) from None

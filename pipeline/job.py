@@ -28,7 +28,7 @@ from pipeline.runtime import checkpoint, guard, hardware, packing
 from pipeline.runtime.hardware import Precision
 from pipeline.stages import build, load, mine, validate
 from pipeline.stages.baseline import Scoring, baseline_key
-from pipeline.stages.evaluators import eval_splits, evaluator_specs, splits_needed
+from pipeline.stages.spec import JobSpec, read_spec
 from pipeline.stages.splits import LoadedData
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,32 @@ class Resume:
 
 
 @dataclasses.dataclass(frozen=True)
+class JobRequest:
+    """How a command asks for a job, besides its config: what ``start_job``, the launcher and every rank pass on."""
+
+    overrides: list[str] = dataclasses.field(default_factory=list)  # as typed: the run's name and overrides.yaml
+    choices: dict[str, str] = dataclasses.field(default_factory=dict)  # Hydra's group choices (``experiment``)
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)  # a sweep's parent and job, a rerun's source
+    run_name: str | None = None  # else tracking.run_name, else the job's name and overrides
+    resume: Resume | None = None  # continue this run from its last checkpoint
+
+    def as_dict(self) -> dict:
+        """Plain data, for the ranks of a launched job (``pipeline.runtime.launch``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data) -> JobRequest:
+        resume = data.get("resume")
+        return cls(
+            overrides=[str(o) for o in data.get("overrides") or []],
+            choices={str(k): str(v) for k, v in (data.get("choices") or {}).items()},
+            tags={str(k): str(v) for k, v in (data.get("tags") or {}).items()},
+            run_name=data.get("run_name"),
+            resume=Resume(**resume) if resume else None,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class JobResult:
     run_id: str
     experiment_id: str
@@ -55,10 +81,10 @@ class JobResult:
 class Plan:
     """What preflight checked and prepared: everything but the models."""
 
+    spec: JobSpec  # the config, read once
     data: LoadedData
     precision: Precision
     args: Any  # SentenceTransformerTrainingArguments, None without a train stage
-    needs_guide: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,41 +95,36 @@ class Built:
 
 
 def run_job(
-    cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict[str, str] | None = None,
-    extra_tags: dict[str, str] | None = None, run_name: str | None = None, resume: Resume | None = None,
-    on_run_start: Callable[[str], None] | None = None,
-) -> JobResult:  # fmt: skip
+    cfg: DictConfig, output_dir: Path, request: JobRequest, on_run_start: Callable[[str], None] | None = None
+) -> JobResult:
     """Run the stages of one composed config into one MLflow run.
 
-    ``extra_tags`` / ``run_name`` come from a sweep (parent run id, swept values) or a rerun;
-    ``resume`` continues an existing run from its last checkpoint; ``on_run_start`` hears the run id
-    as soon as the run exists (a launcher waiting on rank 0).
+    ``request.tags`` / ``.run_name`` come from a sweep (parent run id, swept values) or a rerun;
+    ``request.resume`` continues an existing run from its last checkpoint; ``on_run_start`` hears the
+    run id as soon as the run exists (a launcher waiting on rank 0).
     """
-    started = time.perf_counter()
+    started, resume = time.perf_counter(), request.resume
     plan = preflight(cfg, output_dir, resume)
+    spec = plan.spec
     main_rank = hardware.process_rank() == 0  # rank 0 owns the run; other ranks train and write nothing
-    opened = (
-        open_run(cfg, plan, choices or {}, overrides, extra_tags, run_name, resume)
-        if main_rank
-        else contextlib.nullcontext()
-    )
+    opened = open_run(cfg, plan, request) if main_rank else contextlib.nullcontext()
     with opened as run:
         if run is not None:
             (on_run_start or (lambda _: None))(run.info.run_id)
-            tracking.log_data_lineage(plan.data, cfg.data.name, (cfg.get("eval_data") or cfg.data).name)
-        folder = job_folder(output_dir, run.info.run_id if run is not None else shared_run_id(cfg, resume), resume)
+            tracking.log_data_lineage(plan.data, spec.data.name, spec.eval_data.name)
+        folder = job_folder(output_dir, run.info.run_id if run is not None else shared_run_id(spec, resume), resume)
         plan = in_folder(plan, folder)
-        built = build_stage(cfg, plan)
-        if "mine" in cfg.stages:
-            plan = mine_stage(cfg, plan, built)
-        baseline = baseline_step(cfg, plan, built, folder) if run is not None and not resume else {}
-        if "train" in cfg.stages:
-            train_stage(cfg, plan, built, resume)
+        built = build_stage(plan)
+        if spec.stages.mine:
+            plan = mine_stage(plan, built)
+        baseline = baseline_step(plan, built, folder) if run is not None and not resume else {}
+        if spec.stages.train:
+            train_stage(plan, built, resume)
         if run is None:
             return JobResult("", "", {}, None)
-        metrics = {**baseline, **evaluate_stage(cfg, plan, built, folder)}
-        log_outcome(cfg, built, folder, started, metrics)
-    target = metrics.get(tracking.metric_name(str(cfg.optimized_metric))) if cfg.get("optimized_metric") else None
+        metrics = {**baseline, **evaluate_stage(plan, built, folder)}
+        log_outcome(cfg, spec, built, folder, started, metrics)
+    target = metrics.get(tracking.metric_name(spec.optimized_metric)) if spec.optimized_metric else None
     return JobResult(run.info.run_id, run.info.experiment_id, metrics, target)
 
 
@@ -114,11 +135,11 @@ def job_folder(output_dir: Path, run_id: str, resume: Resume | None) -> Path:
     return Path(resume.checkpoint).parent.parent if resume else output_dir / run_id
 
 
-def shared_run_id(cfg: DictConfig, resume: Resume | None) -> str:
+def shared_run_id(spec: JobSpec, resume: Resume | None) -> str:
     """A rank other than 0: the run it trains for, as rank 0 announced it (or the resumed run)."""
     from pipeline.runtime import launch
 
-    return resume.run_id if resume else launch.announced_run(cfg.hardware)
+    return resume.run_id if resume else launch.announced_run(spec.hardware)
 
 
 def in_folder(plan: Plan, folder: Path) -> Plan:
@@ -135,118 +156,106 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     """Every check that needs no model: config, tracking target, data, training arguments."""
     from pipeline.stages.train import training_arguments
 
-    validate.check_config(cfg)
-    tracking.check_target(cfg.tracking)
-    if cfg.tracking.get("register_as"):
-        if not (cfg.tracking.log_model and "train" in cfg.stages):
-            raise PipelineError(
-                "tracking.register_as registers the trained model: it needs tracking.log_model=true and a train stage."
-            )
-        tracking.check_registry(str(cfg.tracking.uri), str(cfg.tracking.register_as))
-    data = load.load_data(cfg)
+    spec = read_spec(cfg)  # the only reading of the config: stages below take their part of the spec
+    validate.check_config(spec)
+    tracking.check_target(spec.tracking)
+    if spec.tracking.get("register_as"):
+        tracking.check_registry(str(spec.tracking.uri), str(spec.tracking.register_as))
+    data = load.load_data(spec)
     log.info("Data: %s", ", ".join(f"{n} {len(s.dataset)} rows from {s.source}" for n, s in data.all_splits()))
     if resume and resume.fingerprint and resume.fingerprint != data.fingerprint:
         raise PipelineError(
             f"the data changed since run {resume.run_id} started (fingerprint {data.fingerprint} != {resume.fingerprint}): "
             "restore it, or start a new run."
         )
-    precision = hardware.resolve_precision(cfg.hardware, cfg.training)
-    training = "train" in cfg.stages
-    best_metric = cfg.get("optimized_metric") if evaluator_specs(cfg) else None
-    stops_early, prompts = validate.early_stopping_on(cfg), validate.column_prompts(cfg.data)
-    if "mine" in cfg.stages:
-        prompts = mine.training_prompts(prompts, list(cfg.data.train_columns))
+    precision = hardware.resolve_precision(spec.hardware, spec.training)
     args = (
-        training_arguments(cfg.training, cfg.hardware, output_dir, precision, best_metric, stops_early, prompts)
-        if training
+        training_arguments(
+            spec.training,
+            spec.hardware,
+            output_dir,
+            precision,
+            spec.optimized_metric,
+            spec.early_stopping is not None,
+            spec.training_prompts,
+        )  # fmt: skip
+        if spec.stages.train
         else None
     )
-    needs_guide = training and build.loss_takes_guide(cfg.loss)
-    if needs_guide and not cfg.get("guide"):
-        loss_name = cfg.loss._target_.rsplit(".", 1)[-1]
-        raise PipelineError(f"loss {loss_name} needs a guide model: set guide=minilm (or another model option).")
-    return Plan(data, precision, args, needs_guide)
+    return Plan(spec, data, precision, args)
 
 
-def open_run(
-    cfg: DictConfig, plan: Plan, choices: dict[str, str], overrides: list[str],
-    extra_tags: dict[str, str] | None, run_name: str | None, resume: Resume | None,
-):  # fmt: skip
+def open_run(cfg: DictConfig, plan: Plan, request: JobRequest):
     """The job's MLflow run (a context manager), tagged with what it needs to be replayed."""
     tags = {
-        "pipeline.experiment": choices.get("experiment") or "none",
+        "pipeline.experiment": request.choices.get("experiment") or "none",
         "data.fingerprint": plan.data.fingerprint,
         **hardware.world_tags(cfg.training),
         **hardware.owner_tags(),
         "precision.intended": plan.precision.intended,
         "precision.effective": plan.precision.effective,
-        **(extra_tags or {}),
+        **request.tags,
     }
-    given = cfg.tracking.run_name if cfg.tracking.run_name not in (None, "") else run_name
-    name = str(given) if given is not None else " ".join([str(cfg.name), *overrides])  # run_name=1.5, name=2024
+    given = cfg.tracking.run_name if cfg.tracking.run_name not in (None, "") else request.run_name
+    name = str(given) if given is not None else " ".join([str(cfg.name), *request.overrides])  # run_name=1.5, name=2024
     experiment_id = tracking.open_experiment(cfg.tracking)
-    return tracking.job_run(cfg, experiment_id, name, overrides, tags, run_id=resume.run_id if resume else None)
+    run_id = request.resume.run_id if request.resume else None
+    return tracking.job_run(cfg, experiment_id, name, request.overrides, tags, run_id=run_id)
 
 
-def build_stage(cfg: DictConfig, plan: Plan) -> Built:
+def build_stage(plan: Plan) -> Built:
     """The model (packed where exact) and every evaluator on every split it scores (``{name}-{split}``)."""
-    hardware.configure_threads(cfg.hardware)
-    model = build.load_model(cfg.model, cfg.seed).to(hardware.device(cfg.hardware))  # evaluate-only runs too
-    dims = cfg.loss.get("matryoshka_dims")
-    build.check_matryoshka_dims(dims, model)
-    if lora_on(cfg):
-        counts = build.add_lora(model, cfg.model.peft)
+    spec = plan.spec
+    hardware.configure_threads(spec.hardware)
+    model = build.load_model(spec.model, spec.seed).to(hardware.device(spec.hardware))  # evaluate-only runs too
+    build.check_matryoshka_dims(spec.loss.matryoshka_dims, model)
+    if spec.peft is not None:
+        counts = build.add_lora(model, spec.peft)
         log.info(
             "LoRA adapter: %d of %d parameters train",
             counts["peft_trainable_parameters"],
             counts["peft_total_parameters"],
         )
         tracking.log_metrics(counts)
-    packer = packing.enable(model, cfg.hardware)
-    batch = hardware.eval_batch_size(cfg.hardware, cfg.training)
-    specs = evaluator_specs(cfg)
+    packer = packing.enable(model, spec.hardware)
+    batch = hardware.eval_batch_size(spec.hardware, spec.training)
     evaluators = build.build_evaluators(
-        specs, splits_needed(cfg, specs), plan.data.eval_splits, batch, plan.data.corpora
+        spec.evaluators, spec.splits_needed, plan.data.eval_splits, batch, plan.data.corpora
     )
-    model.prompts.update(validate.column_prompts(cfg.data))  # saved with the model: encode(prompt_name=COLUMN)
-    prompts = {name: validate.evaluator_prompts(cfg.data, spec) for name, spec in specs.items()}
-    return Built(model, packer, build.adjust_evaluators(evaluators, dims, prompts))
+    model.prompts.update(spec.prompts)  # saved with the model: encode(prompt_name=COLUMN)
+    prompts = {evaluator.name: list(evaluator.prompts) for evaluator in spec.evaluators}
+    return Built(model, packer, build.adjust_evaluators(evaluators, spec.loss.matryoshka_dims, prompts))
 
 
-def lora_on(cfg: DictConfig) -> bool:
-    """Whether ``model.peft.r`` asks for a LoRA adapter."""
-    return (cfg.model.get("peft") or {}).get("r") is not None
-
-
-def mine_stage(cfg: DictConfig, plan: Plan, built: Built) -> Plan:
+def mine_stage(plan: Plan, built: Built) -> Plan:
     """Hard negatives for the train pairs (``stages=[load,mine,train,...]``): the mined set, logged as a
     training dataset input, replaces the train split. With several ranks, each machine's main rank mines
     (or finds the set in the cache) while the others wait, then they read its set from the cache."""
     from accelerate import PartialState
 
-    train, inputs = plan.data.train_splits["train"], mine_inputs(cfg, plan.data)
+    spec = plan.spec
+    train, inputs = plan.data.train_splits["train"], mine_inputs(spec, plan.data)
 
     def load_miner():
-        return build.load_model(cfg.miner, cfg.seed, key="miner") if cfg.get("miner") else built.model
+        return build.load_model(spec.miner, spec.seed, key="miner") if spec.miner else built.model
 
     ranks = PartialState()
     with ranks.local_main_process_first():
-        mined = mine.mine(train, load_miner, cfg.mine, plan.data.candidates, inputs, ranks.is_local_main_process)
-    tracking.log_mined_set(mined.split.dataset, mined.split.source, f"{cfg.data.name}-mined", mined.cached)
+        mined = mine.mine(train, load_miner, spec.mine, plan.data.candidates, inputs, ranks.is_local_main_process)
+    tracking.log_mined_set(mined.split.dataset, mined.split.source, f"{spec.data.name}-mined", mined.cached)
     return dataclasses.replace(plan, data=dataclasses.replace(plan.data, train=mined.split))
 
 
-def mine_inputs(cfg: DictConfig, data: LoadedData) -> dict:
+def mine_inputs(spec: JobSpec, data: LoadedData) -> dict:
     """What this job's mined set depends on (its cache key): train rows, candidates, miner, options, prompts."""
     train = data.train_splits["train"]
-    prompts = mine.prompts_for(train, validate.column_prompts(cfg.data))
-    return mine.key_inputs(train, data.candidates, cfg.get("miner") or cfg.model, cfg.seed, cfg.mine, prompts)
+    prompts = mine.prompts_for(train, spec.prompts)
+    return mine.key_inputs(train, data.candidates, spec.miner or spec.model, spec.seed, spec.mine, prompts)
 
 
-def final_evaluators(cfg: DictConfig, built: Built) -> dict[str, Any]:
+def final_evaluators(spec: JobSpec, built: Built) -> dict[str, Any]:
     """The evaluators the evaluate stage (and the baseline) run: each evaluator on its own ``splits``."""
-    specs = evaluator_specs(cfg)
-    wanted = [f"{name}-{split}" for split in eval_splits(specs) for name, spec in specs.items() if split in spec.splits]
+    wanted = [f"{e.name}-{split}" for split in spec.eval_splits for e in spec.evaluators if split in e.splits]
     return {name: built.evaluators[name] for name in wanted if name in built.evaluators}
 
 
@@ -261,17 +270,17 @@ def dev_evaluator(built: Built):
     return SequentialEvaluator(dev, main_score_function=lambda scores: scores[0])
 
 
-def baseline_step(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) -> dict[str, float]:
+def baseline_step(plan: Plan, built: Built, output_dir: Path) -> dict[str, float]:
     """The starting model scored by the final evaluators, before training: ``baseline/`` metrics, copied
     from a finished run of the store with the same key when there is one and ``baseline_reuse`` allows
     (``pipeline.tracking.baseline``)."""
     from pipeline.stages.evaluate import evaluate
 
-    scored = final_evaluators(cfg, built)
-    if not cfg.get("baseline") or "train" not in cfg.stages or "evaluate" not in cfg.stages or not scored:
+    scored = final_evaluators(plan.spec, built)
+    if not plan.spec.stages.baseline or not scored:
         return {}
-    key = baseline_key(built.model, baseline_scoring(cfg, plan, built, list(scored)))
-    cached = tracking.find_baseline(key) if cfg.baseline_reuse else None
+    key = baseline_key(built.model, baseline_scoring(plan, built, list(scored)))
+    cached = tracking.find_baseline(key) if plan.spec.baseline_reuse else None
     if cached is not None:
         log.info("Baseline: reused from run %s (same model, data, evaluators and precision)", cached.source)
         tracking.record_baseline(key, cached.metrics, cached.source)
@@ -283,82 +292,92 @@ def baseline_step(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) -
     return metrics
 
 
-def baseline_scoring(cfg: DictConfig, plan: Plan, built: Built, scored: list[str]) -> Scoring:
+def baseline_scoring(plan: Plan, built: Built, scored: list[str]) -> Scoring:
     """What besides the model decides the baseline's numbers (its cache key)."""
-    specs = evaluator_specs(cfg)
+    spec = plan.spec
     return Scoring(
-        evaluators=specs,
+        evaluators={evaluator.name: evaluator for evaluator in spec.evaluators},
         scored=scored,
         splits=plan.data.eval_splits,
         corpora=plan.data.corpora,
-        prompts={name: validate.evaluator_prompts(cfg.data, spec) for name, spec in specs.items()},
-        matryoshka_dims=list(cfg.loss.get("matryoshka_dims") or []),
-        batch_size=hardware.eval_batch_size(cfg.hardware, cfg.training),
+        prompts={evaluator.name: list(evaluator.prompts) for evaluator in spec.evaluators},
+        matryoshka_dims=list(spec.loss.matryoshka_dims or []),
+        batch_size=hardware.eval_batch_size(spec.hardware, spec.training),
         precision=plan.precision.effective,
         packing_row_length=built.packer.row_length if built.packer else None,
     )
 
 
-def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None) -> None:
+def train_stage(plan: Plan, built: Built, resume: Resume | None) -> None:
     """Train the model in place; a guard trip or a signal ends the job here (FAILED / KILLED)."""
     from pipeline.runtime import callbacks
     from pipeline.stages.train import check_restored, train
 
-    guide = build.load_model(cfg.guide, cfg.seed, key="guide").to(built.model.device) if plan.needs_guide else None
-    packing.enable(guide, cfg.hardware, tag="packing.guide")
-    loss = build.build_loss(cfg.loss, built.model, guide)
-    dev = dev_evaluator(built) if str(cfg.training.eval_strategy) != "no" else None
-    batch = int(cfg.training.per_device_train_batch_size)
-    columns = list(plan.data.train_dataset.column_names) if not cfg.data.get("train_sets") else []
-    chance = None if cfg.data.get("train_sets") else guard.chance_loss(cfg.loss, columns, batch)
-    settings = guard.GuardSettings.from_config(cfg.get("guard"))
-    watch = callbacks.TrainingGuard(settings, built.model, chance) if settings else None
+    spec = plan.spec
+    guide = (
+        build.load_model(spec.guide, spec.seed, key="guide").to(built.model.device) if spec.loss.needs_guide else None
+    )
+    packing.enable(guide, spec.hardware, tag="packing.guide")
+    loss = build.build_loss(spec.loss, built.model, guide)
+    dev = dev_evaluator(built) if spec.evaluates_during_training else None
+    watch = callbacks.TrainingGuard(spec.guard, built.model, chance_loss(plan)) if spec.guard else None
     checkpoints = callbacks.Checkpoints()
     hooks = [callbacks.MLflowMetrics(), callbacks.StartupTime(), checkpoints, *([watch] if watch else [])]
-    if validate.early_stopping_on(cfg):
+    if spec.early_stopping is not None:
         from transformers import EarlyStoppingCallback
 
-        hooks.append(EarlyStoppingCallback(cfg.early_stopping.patience, cfg.early_stopping.threshold))
+        hooks.append(EarlyStoppingCallback(spec.early_stopping.patience, spec.early_stopping.threshold))
     with checkpoint.training():
         result = train(built.model, loss, plan.data.train_dataset, plan.args, dev_evaluator=dev, callbacks=hooks,
                        eval_dataset=plan.data.eval_loss_dataset, resume_from_checkpoint=resume.checkpoint if resume else None)  # fmt: skip
     guard.raise_if_tripped(watch)
     checkpoint.raise_if_stopped(checkpoints)
     log.info("Trained %d steps in %.1f s (final loss %.4f)", result.global_step, result.runtime_s, result.training_loss)
-    if validate.early_stopping_on(cfg) and result.best_step is not None:
-        check_restored(built.model, dev, result, str(cfg.optimized_metric))
+    if spec.early_stopping is not None and result.best_step is not None:
+        check_restored(built.model, dev, result, spec.optimized_metric)
         log.info(
             "Best model: step %d (%s %.4f), restored and checked",
             result.best_step,
-            cfg.optimized_metric,
+            spec.optimized_metric,
             result.best_metric,
         )
-        tracking.log_metrics({"best_step": result.best_step, f"best_{cfg.optimized_metric}": result.best_metric})
+        tracking.log_metrics({"best_step": result.best_step, f"best_{spec.optimized_metric}": result.best_metric})
 
 
-def evaluate_stage(cfg: DictConfig, plan: Plan, built: Built, output_dir: Path) -> dict[str, float]:
+def chance_loss(plan: Plan) -> float | None:
+    """The loss's value at chance, for the guard (one train set only: several mix their sizes)."""
+    spec = plan.spec
+    if spec.data.get("train_sets"):
+        return None
+    columns = list(plan.data.train_dataset.column_names)
+    batch = int(spec.training.per_device_train_batch_size)
+    loss = spec.loss
+    return guard.chance_loss(loss.class_name, columns, batch, loss.gathers_across_devices, loss.matryoshka_scale)
+
+
+def evaluate_stage(plan: Plan, built: Built, output_dir: Path) -> dict[str, float]:
     """Score the model on the evaluator's splits, in the profile's precision; log metrics and files."""
     from pipeline.stages.evaluate import NonFiniteMetricError, evaluate
 
-    if "evaluate" not in cfg.stages:
+    if not plan.spec.stages.evaluate:
         return {}
-    scored = final_evaluators(cfg, built)
+    scored = final_evaluators(plan.spec, built)
     try:
         with hardware.autocast(plan.precision, built.model.device.type):  # as in training
             outcome = evaluate(built.model, scored, output_dir / "eval")
     except NonFiniteMetricError:  # the run ends FAILED, but what trained is kept
         log.warning("A final metric is not finite: the trained model is logged before the run ends FAILED")
-        log_trained_model(cfg, built, output_dir)
+        log_trained_model(plan.spec, built, output_dir)
         raise
     tracking.log_metrics(outcome.metrics)
     tracking.log_files(outcome.files, "eval")
     return outcome.metrics
 
 
-def log_trained_model(cfg: DictConfig, built: Built, output_dir: Path) -> str | None:
+def log_trained_model(spec: JobSpec, built: Built, output_dir: Path) -> str | None:
     """The trained model, logged (``tracking.log_model``); its ``models:/`` URI, None when not logged."""
-    if "train" in cfg.stages and cfg.tracking.log_model:
-        if lora_on(cfg):  # the adapter alone, then the model with it merged in (loads without peft)
+    if spec.stages.train and spec.tracking.log_model:
+        if spec.peft is not None:  # the adapter alone, then the model with it merged in (loads without peft)
             built.model.transformers_model.save_pretrained(str(output_dir / "adapter"))
             tracking.log_files(sorted((output_dir / "adapter").iterdir()), "adapter")
             build.merge_lora(built.model, output_dir / "adapter")
@@ -366,12 +385,14 @@ def log_trained_model(cfg: DictConfig, built: Built, output_dir: Path) -> str | 
     return None
 
 
-def log_outcome(cfg: DictConfig, built: Built, output_dir: Path, started: float, metrics: dict[str, float]) -> None:
-    """The trained model (a new registry version with ``tracking.register_as``), the job's seconds
-    and the packer's token counts."""
-    model_uri = log_trained_model(cfg, built, output_dir)
-    if model_uri and cfg.tracking.get("register_as"):
-        name = str(cfg.tracking.register_as)
+def log_outcome(
+    cfg: DictConfig, spec: JobSpec, built: Built, output_dir: Path, started: float, metrics: dict[str, float]
+) -> None:
+    """The trained model (a new registry version with ``tracking.register_as``, its params the whole
+    config), the job's seconds and the packer's token counts."""
+    model_uri = log_trained_model(spec, built, output_dir)
+    if model_uri and spec.tracking.get("register_as"):
+        name = str(spec.tracking.register_as)
         version = tracking.register_model(model_uri, name, tracking.config_params(cfg), metrics)
         log.info("Registered %s version %s", name, version)
     tracking.log_metrics({"job_seconds": time.perf_counter() - started, **packing.token_metrics(built.packer)})

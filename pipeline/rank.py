@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from pipeline.cli import reported, run_command
-from pipeline.job import Resume, run_job
+from pipeline.job import JobRequest, run_job
 from pipeline.runtime import launch
 from pipeline.runtime.checkpoint import install_signal_handlers
 from pipeline.runtime.hardware import process_rank
@@ -25,13 +25,10 @@ def main(launch_dir: Path) -> int:
     )
     install_signal_handlers()  # the first SIGTERM / SIGINT in training: a checkpoint at the next step, then KILLED
     job = launch.read_job(launch_dir)
-    resume = Resume(**job.resume) if job.get("resume") else None
     with reported(interrupted=f"interrupted (rank {rank})", prefix=f"error (rank {rank})"):
-        launch.check_same_config(job.config)
-        result = run_job(
-            job.config, launch_dir.parent, list(job.overrides), dict(job.choices), extra_tags=dict(job.extra_tags),
-            run_name=job.run_name, resume=resume, on_run_start=launch.announce_run,
-        )  # fmt: skip
+        launch.check_same_config(launch.config_digest(job.config), job.config.hardware)
+        request = JobRequest.from_dict(job)
+        result = run_job(job.config, launch_dir.parent, request, on_run_start=launch.announce_run)
     if rank == 0:
         launch.write_result(launch_dir, dataclasses.asdict(result))
     return 0

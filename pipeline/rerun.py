@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 def _rerun(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
+    from pipeline.job import JobRequest
     from pipeline.stages import schema
     from pipeline.start import start_job
 
@@ -142,14 +143,13 @@ def _rerun(args: argparse.Namespace) -> int:
         f" with {' '.join(args.overrides)}" if args.overrides else ""
     )
     with tempfile.TemporaryDirectory(prefix="rerun-") as folder:
-        result = start_job(
-            cfg,
-            Path(folder),
-            [*logged_overrides, *args.overrides],
-            choices,
-            extra_tags={"pipeline.rerun_of": args.run_id},
+        request = JobRequest(
+            overrides=[*logged_overrides, *args.overrides],
+            choices=choices,
+            tags={"pipeline.rerun_of": args.run_id},
             run_name=name[:MAX_RUN_NAME_LENGTH],
         )
+        result = start_job(cfg, Path(folder), request)
     replay = client.get_run(result.run_id)
     for note in differences(tags, replay.data.tags):  # the replay's run recorded today's code, packages and data
         print(f"warning: {note}", file=sys.stderr)

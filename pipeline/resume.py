@@ -93,7 +93,7 @@ def resume(run_id: str, uri: str, force: bool = False, secrets: list[str] | None
     """Continue ``run_id`` from its last checkpoint; return the job's result."""
     from mlflow.exceptions import MlflowException
 
-    from pipeline.job import Resume
+    from pipeline.job import JobRequest, Resume
     from pipeline.runtime import checkpoint
     from pipeline.stages import schema
     from pipeline.start import start_job
@@ -127,7 +127,7 @@ def resume(run_id: str, uri: str, force: bool = False, secrets: list[str] | None
     log.info("Resuming run %s from %s", run_id, last)
     client.set_tag(run_id, "resumed_from", str(last))
     target = Resume(run_id=run_id, checkpoint=str(last), fingerprint=run.data.tags.get("data.fingerprint"))
-    return start_job(cfg, Path(folder).parent, overrides, choices, resume=target)
+    return start_job(cfg, Path(folder).parent, JobRequest(overrides=overrides, choices=choices, resume=target))
 
 
 def main(argv: list[str] | None = None) -> int:

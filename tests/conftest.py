@@ -70,6 +70,7 @@ def store_overrides(store) -> list[str]:
 @pytest.fixture
 def run_job(tmp_path: Path, store_overrides):
     """Run one job in-process on the composed config (plus the test store); return JobResult."""
+    from pipeline.job import JobRequest
     from pipeline.job import run_job as _run_job
 
     counter = iter(range(1000))
@@ -80,7 +81,7 @@ def run_job(tmp_path: Path, store_overrides):
         choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
         with_hydra = cfg
         cfg = OmegaConf.masked_copy(with_hydra, [k for k in with_hydra if k != "hydra"])
-        return _run_job(cfg, tmp_path / f"job{next(counter)}", list(overrides), choices)
+        return _run_job(cfg, tmp_path / f"job{next(counter)}", JobRequest(list(overrides), choices))
 
     return _run
 

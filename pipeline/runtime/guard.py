@@ -54,16 +54,18 @@ class Trip:
     reason: str
 
 
-def chance_loss(loss_cfg: DictConfig, train_columns: list[str], batch_size: int) -> float | None:
-    """ln(candidates per anchor) for in-batch-negatives losses, None for other losses."""
-    name = str(loss_cfg._target_).rsplit(".", 1)[-1]
-    if name not in IN_BATCH_NEGATIVES:
+def chance_loss(
+    loss_class: str, train_columns: list[str], batch_size: int, gathered: bool, matryoshka_scale: float = 1.0
+) -> float | None:
+    """ln(candidates per anchor) for in-batch-negatives losses, None for other losses.
+
+    ``gathered``: candidates come from every rank (``gather_across_devices``); ``matryoshka_scale``: the
+    sum of MatryoshkaLoss's weights (its loss is the weighted sum of the loss at each dimension)."""
+    if loss_class not in IN_BATCH_NEGATIVES:
         return None
     candidate_columns = max(len(train_columns) - 1, 1)
-    ranks = world_size() if loss_cfg.get("gather_across_devices") else 1  # candidates gathered from every rank
-    dims = loss_cfg.get("matryoshka_dims")  # MatryoshkaLoss: the weighted sum of the loss at each dimension
-    scale = sum(loss_cfg.get("matryoshka_weights") or [1.0] * len(dims)) if dims else 1.0
-    return scale * math.log(batch_size * ranks * candidate_columns)
+    ranks = world_size() if gathered else 1
+    return matryoshka_scale * math.log(batch_size * ranks * candidate_columns)
 
 
 @dataclass(frozen=True)

@@ -133,12 +133,12 @@ def run_launched(cfg: DictConfig, output_dir: Path, job: dict) -> dict:
         code = process.wait()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the ranks, rank 0 ends its run KILLED
         _stop(process)
-        _end_run(cfg, launch_dir, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
+        _end_run(str(cfg.tracking.uri), launch_dir, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
         raise
     if code != 0:
         waited = time.monotonic() - started
         reason = f"a rank failed (accelerate launch exited with status {code} after {waited:.0f} s)"
-        _end_run(cfg, launch_dir, "FAILED", reason)
+        _end_run(str(cfg.tracking.uri), launch_dir, "FAILED", reason)
         raise PipelineError(
             f"{reason}{_not_joined(cfg.hardware, launch_dir, waited)}: the rank's error is printed above; the job's files are in {launch_dir}."
         )
@@ -205,7 +205,7 @@ def _stop(process: subprocess.Popen, grace: float = 30.0) -> None:
             process.wait()
 
 
-def _end_run(cfg: DictConfig, launch_dir: Path, status: str, reason: str) -> None:
+def _end_run(tracking_uri: str, launch_dir: Path, status: str, reason: str) -> None:
     """End rank 0's run with ``status``, the launcher's reason first and rank 0's own after it.
 
     Rank 0 may have ended the run itself (its collective failed when another rank died): what the
@@ -215,8 +215,8 @@ def _end_run(cfg: DictConfig, launch_dir: Path, status: str, reason: str) -> Non
     if not announced.is_file():
         return  # rank 0 failed before the run started (e.g. a data error): there is no run
     run_id = json.loads(announced.read_text())["run_id"]
-    own = client(str(cfg.tracking.uri)).get_run(run_id).data.tags.get("failure_reason")
-    end_run(run_id, status, f"{reason}; rank 0: {own}" if own else reason, tracking_uri=str(cfg.tracking.uri))
+    own = client(tracking_uri).get_run(run_id).data.tags.get("failure_reason")
+    end_run(run_id, status, f"{reason}; rank 0: {own}" if own else reason, tracking_uri=tracking_uri)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,18 +276,19 @@ def config_digest(config: DictConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def check_same_config(config: DictConfig) -> None:
-    """A rank: publish this machine's config digest in the rendezvous store and compare every rank's.
+def check_same_config(digest: str, hardware: DictConfig) -> None:
+    """A rank: publish this machine's config digest (:func:`config_digest`) in the rendezvous store and
+    compare every rank's.
 
     Raises :class:`PipelineError` on every rank when one machine runs another config. Uses the
     elastic agent's store (``MASTER_ADDR``/``MASTER_PORT``), not the process group: nothing else changes.
     """
     from pipeline.runtime.hardware import process_rank, world_size
 
-    store = _rendezvous_store(config.hardware)
+    store = _rendezvous_store(hardware)
     prefix = _key("config")
-    machine = int(config.hardware.get("machine_rank") or 0)
-    store.set(f"{prefix}/{process_rank()}", json.dumps({"machine": machine, "digest": config_digest(config)}))
+    machine = int(hardware.get("machine_rank") or 0)
+    store.set(f"{prefix}/{process_rank()}", json.dumps({"machine": machine, "digest": digest}))
     seen = [json.loads(store.get(f"{prefix}/{rank}")) for rank in range(world_size())]
     odd = [entry for entry in seen if entry["digest"] != seen[0]["digest"]]
     if odd:

@@ -17,14 +17,16 @@ Writes nothing; ``pipeline.tracking.baseline`` finds and records runs by this ke
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
 from dataclasses import dataclass
 from importlib import metadata
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
+from pipeline.stages.spec import EvaluatorSpec
 from pipeline.stages.splits import Split
 
 VERSIONED = ("torch", "transformers", "sentence-transformers")
@@ -34,7 +36,7 @@ VERSIONED = ("torch", "transformers", "sentence-transformers")
 class Scoring:
     """How the baseline is scored, besides the model: the job's slice that changes the numbers."""
 
-    evaluators: dict[str, DictConfig]  # evaluator name -> its config (``evaluators.evaluator_specs``)
+    evaluators: dict[str, EvaluatorSpec]  # evaluator name -> its spec (``JobSpec.evaluators``)
     scored: list[str]  # ``{name}-{split}`` of each evaluator run
     splits: dict[str, Split]  # split name -> the rows read for it
     corpora: dict[str, Split]  # evaluator name -> extra retrieval corpus
@@ -56,7 +58,7 @@ def baseline_key(model, scoring: Scoring) -> str:
         "default_prompt_name": model.default_prompt_name,
         "similarity": model.similarity_fn_name,
         "truncate_dim": model.truncate_dim,
-        "evaluators": {name: OmegaConf.to_container(spec, resolve=True) for name, spec in scoring.evaluators.items()},
+        "evaluators": {name: evaluator_record(spec) for name, spec in scoring.evaluators.items()},
         "scored": sorted(scoring.scored),
         "splits": {name: rows_digest(scoring.splits[name].dataset) for name in used if name in scoring.splits},
         "corpora": {name: rows_digest(split.dataset) for name, split in sorted(scoring.corpora.items())},
@@ -69,6 +71,12 @@ def baseline_key(model, scoring: Scoring) -> str:
         "versions": {name: metadata.version(name) for name in VERSIONED},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def evaluator_record(spec: EvaluatorSpec) -> dict:
+    """An evaluator's spec as plain data: its settings and its class's arguments."""
+    record = {field.name: getattr(spec, field.name) for field in dataclasses.fields(spec)}
+    return {**record, "arguments": OmegaConf.to_container(spec.arguments, resolve=True)}
 
 
 def weights_digest(model) -> str:

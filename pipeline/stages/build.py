@@ -13,6 +13,7 @@ import inspect
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
 from pipeline.runtime.offline import resolve_model
+from pipeline.stages.spec import EvaluatorSpec, LossSpec
 from pipeline.stages.splits import Split
 
 log = logging.getLogger(__name__)
@@ -134,27 +136,21 @@ def merge_lora(model, adapter_dir: Path) -> None:
     log.info("LoRA adapter merged (embeddings within %.1e of the adapter model's, relative)", difference)
 
 
-# Options of the ``loss`` block that every loss takes (conf/config.yaml); the rest goes to the loss class.
-LOSS_OPTIONS = ("matryoshka_dims", "matryoshka_weights")
-
-
-def build_loss(loss_cfg: DictConfig, model, guide=None):
+def build_loss(loss: LossSpec, model, guide=None):
     """Instantiate the loss class named by ``loss._target_`` around the model (and guide), wrapped in
     ``MatryoshkaLoss`` when ``loss.matryoshka_dims`` is set."""
     from hydra.utils import instantiate
 
-    factory = instantiate(OmegaConf.create({k: v for k, v in loss_cfg.items() if k not in LOSS_OPTIONS}))
-    takes_guide = "guide" in inspect.signature(factory.func).parameters
-    if takes_guide and guide is None:
-        raise PipelineError(f"loss {factory.func.__name__} needs a guide model: set guide=minilm (or another model).")
-    loss = factory(model=model, guide=guide) if takes_guide else factory(model=model)
-    dims = loss_cfg.get("matryoshka_dims")
-    if not dims:
-        return loss
+    factory = instantiate(loss.arguments)
+    if loss.needs_guide and guide is None:
+        raise PipelineError(f"loss {loss.class_name} needs a guide model: set guide=minilm (or another model).")
+    built = factory(model=model, guide=guide) if loss.needs_guide else factory(model=model)
+    if not loss.matryoshka_dims:
+        return built
     from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 
-    weights = loss_cfg.get("matryoshka_weights")
-    return MatryoshkaLoss(model, loss, list(dims), list(weights) if weights else None)
+    weights = list(loss.matryoshka_weights) if loss.matryoshka_weights else None
+    return MatryoshkaLoss(model, built, list(loss.matryoshka_dims), weights)
 
 
 def check_matryoshka_dims(dims: list[int] | None, model) -> None:
@@ -167,34 +163,25 @@ def check_matryoshka_dims(dims: list[int] | None, model) -> None:
         )
 
 
-def loss_takes_guide(loss_cfg: DictConfig) -> bool:
-    from hydra.utils import get_class
-
-    return "guide" in inspect.signature(get_class(loss_cfg._target_)).parameters
-
-
-# Evaluator config keys the pipeline reads itself; every other key is passed to the evaluator class.
-EVALUATOR_KEYS = ("columns", "primary_metric", "metrics", "splits", "score_range", "label", "corpus")
-
-
 def build_evaluators(
-    specs: dict[str, DictConfig], needed: dict[str, list[str]], splits: dict[str, Split], batch_size: int,
+    specs: Sequence[EvaluatorSpec], needed: dict[str, tuple[str, ...]], splits: dict[str, Split], batch_size: int,
     corpora: dict[str, Split] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Every evaluator on every split it scores: ``{name}-{split}`` -> evaluator (built, not run).
 
-    ``needed`` is split -> evaluator names (``evaluators.splits_needed``); ``corpora`` holds the extra
+    ``needed`` is split -> evaluator names (``JobSpec.splits_needed``); ``corpora`` holds the extra
     corpus read for an ``ir`` evaluator (``evaluator.corpus``), by evaluator name.
     """
+    by_name = {spec.name: spec for spec in specs}
     built = {}
     for split, names in needed.items():
         for name in names if split in splits else []:  # an optional split the data does not have
             corpus = (corpora or {}).get(name)
-            built[f"{name}-{split}"] = build_evaluator(specs[name], split, splits[split], batch_size, corpus)
+            built[f"{name}-{split}"] = build_evaluator(by_name[name], split, splits[split], batch_size, corpus)
     return built
 
 
-def build_evaluator(evaluator_cfg: DictConfig, split: str, data: Split, batch_size: int, corpus: Split | None = None):
+def build_evaluator(spec: EvaluatorSpec, split: str, data: Split, batch_size: int, corpus: Split | None = None):
     """The evaluator class named by ``evaluator._target_`` over one split, named ``{name}-{split}``.
 
     A class that takes ``relevant_docs`` (InformationRetrievalEvaluator) gets queries, corpus and
@@ -202,15 +189,14 @@ def build_evaluator(evaluator_cfg: DictConfig, split: str, data: Split, batch_si
     """
     from hydra.utils import get_class, instantiate
 
-    options = {k: v for k, v in evaluator_cfg.items() if k not in EVALUATOR_KEYS}
-    options["name"] = f"{evaluator_cfg.name}-{split}"
-    factory = instantiate(OmegaConf.create(options))
-    if "relevant_docs" in inspect.signature(get_class(evaluator_cfg._target_)).parameters:
-        label = evaluator_cfg.get("label")
-        label = label if label in data.dataset.column_names else None
-        queries, documents, relevant = retrieval_inputs(data, list(evaluator_cfg.columns), label, corpus)
+    arguments = spec.arguments.copy()
+    arguments.name = f"{spec.name}-{split}"
+    factory = instantiate(arguments)
+    if "relevant_docs" in inspect.signature(get_class(spec.target)).parameters:
+        label = spec.label if spec.label in data.dataset.column_names else None
+        queries, documents, relevant = retrieval_inputs(data, list(spec.columns), label, corpus)
         return factory(queries=queries, corpus=documents, relevant_docs=relevant, batch_size=batch_size)
-    columns = [data.dataset[c] for c in evaluator_cfg.columns]
+    columns = [data.dataset[c] for c in spec.columns]
     return factory(*columns, batch_size=batch_size)
 
 

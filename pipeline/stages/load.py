@@ -15,8 +15,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from pipeline import PipelineError
-from pipeline.stages.evaluators import evaluator_specs, splits_needed
 from pipeline.stages.smoke import smoke_split
+from pipeline.stages.spec import EvaluatorSpec, JobSpec
 from pipeline.stages.splits import LABEL_COLUMNS, LoadedData, Split
 
 log = logging.getLogger(__name__)
@@ -31,47 +31,40 @@ FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".pa
 # ----------------------------------------------------------------------------------------------
 
 
-def load_data(cfg: DictConfig) -> LoadedData:
-    """Read the train split(s) of ``cfg.data`` and the evaluator's splits, and validate them.
+def load_data(spec: JobSpec) -> LoadedData:
+    """Read the train split(s) of ``spec.data`` and the evaluators' splits, and validate them.
 
-    Needs the whole config only to know which splits the stages use and the batch size.
     ``data.train_sets`` (name -> data config) trains on several sets at once; each set is read
     and checked on its own, under its own key (``data.train_sets.NAME``).
     """
-    needs_train = "train" in cfg.stages
-    evaluates_during_training = needs_train and str(cfg.training.eval_strategy) != "no"
-    specs = evaluator_specs(cfg)
-    needed = splits_needed(cfg, specs)
-
     train = eval_loss = None
-    if needs_train:
-        sets = train_sets(cfg.data)
-        batch = int(cfg.training.per_device_train_batch_size)
-        read = {name: _read_train(data, key, smoke=cfg.smoke) for name, (data, key) in sets.items()}
+    smoke = spec.smoke
+    if spec.stages.train:
+        sets = train_sets(spec.data)
+        batch = int(spec.training.per_device_train_batch_size)
+        read = {name: _read_train(data, key, smoke=smoke) for name, (data, key) in sets.items()}
         for split in read.values():
             if len(split.dataset) < batch:
                 raise PipelineError(
                     f"{split.source}: the train split has {len(split.dataset)} rows, fewer than one batch "
                     f"(training.per_device_train_batch_size={batch}): add rows or lower the batch size."
                 )
-        train = read if cfg.data.get("train_sets") else read["train"]
-        if evaluates_during_training and not specs:
+        train = read if spec.data.get("train_sets") else read["train"]
+        if spec.evaluates_during_training and not spec.evaluators:
             # No evaluator: the trainer scores the loss on the dev split (logged as eval_loss).
-            dev = {name: _read_train(data, key, smoke=cfg.smoke, split="dev") for name, (data, key) in sets.items()}
-            eval_loss = dev if cfg.data.get("train_sets") else dev["train"]
+            dev = {name: _read_train(data, key, smoke=smoke, split="dev") for name, (data, key) in sets.items()}
+            eval_loss = dev if spec.data.get("train_sets") else dev["train"]
 
-    eval_cfg = cfg.eval_data if cfg.get("eval_data") else cfg.data
-    eval_key = "eval_data" if cfg.get("eval_data") else "data"
+    eval_cfg, eval_key = spec.eval_data, spec.eval_key
     splits = {
-        name: _read_eval(eval_cfg, eval_key, name, [specs[n] for n in names], smoke=cfg.smoke)
-        for name, names in needed.items()
-        if cfg.smoke or _present(eval_cfg, eval_key, name)
+        name: _read_eval(eval_cfg, eval_key, name, [spec.evaluator(n) for n in names], smoke=smoke)
+        for name, names in spec.splits_needed.items()
+        if smoke or _present(eval_cfg, eval_key, name)
     }
     # A larger retrieval corpus: evaluator.corpus, else the evaluation data's own data.corpus (ir only).
-    corpus_files = {name: spec.corpus or eval_cfg.get("corpus") for name, spec in specs.items() if "corpus" in spec}
-    corpora = {name: read_corpus(path, f"corpus of evaluator {name}") for name, path in corpus_files.items() if path}
-    mining = "mine" in cfg.stages and cfg.mine.corpus == "split" and not cfg.smoke
-    candidates = candidate_texts(cfg.data) if mining else None
+    corpora = {e.name: read_corpus(e.corpus, f"corpus of evaluator {e.name}") for e in spec.evaluators if e.corpus}
+    mining = spec.stages.mine and spec.mine.corpus == "split" and not smoke
+    candidates = candidate_texts(spec.data) if mining else None
     return LoadedData(train=train, eval_splits=splits, eval_loss=eval_loss, corpora=corpora, candidates=candidates)
 
 
@@ -140,7 +133,7 @@ def _read_train(data: DictConfig, key: str, smoke: bool, split: str = "train") -
     return Split(ds, read.source, read.fingerprint)
 
 
-def _read_eval(data: DictConfig, key: str, name: str, specs: list[DictConfig], smoke: bool) -> Split:
+def _read_eval(data: DictConfig, key: str, name: str, specs: list[EvaluatorSpec], smoke: bool) -> Split:
     """One evaluation split with the columns of every evaluator that scores it, each checked."""
     columns = list(dict.fromkeys(str(c) for spec in specs for c in spec.columns))
     if smoke:
@@ -149,19 +142,19 @@ def _read_eval(data: DictConfig, key: str, name: str, specs: list[DictConfig], s
     ds = split.dataset
     for spec in specs:
         _require_columns(ds, list(spec.columns), split.source, key=f"evaluator.columns ({spec.name})")
-    labels = [str(s.label) for s in specs if s.get("label") and s.label in ds.column_names and s.label not in columns]
+    labels = [str(s.label) for s in specs if s.label and s.label in ds.column_names and s.label not in columns]
     ds = ds.select_columns(columns + labels)
     # The evaluators take (text, text, score) or (text, text, text): a third-column score is numeric.
     for spec in specs:
-        spec_columns = list(spec.columns) + [c for c in labels if c == spec.get("label")]
+        spec_columns = list(spec.columns) + [c for c in labels if c == spec.label]
         numeric = [c for c in spec_columns if c in LABEL_COLUMNS]
         _check_cells(
             ds,
             spec_columns,
             split.source,
             numeric=numeric,
-            score_range=spec.get("score_range"),
-            constant_scores=not spec.get("label"),  # judged relevance (ir) may be all 1
+            score_range=spec.score_range,
+            constant_scores=not spec.label,  # judged relevance (ir) may be all 1
         )
     return Split(ds, split.source, split.fingerprint)
 

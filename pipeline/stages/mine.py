@@ -83,13 +83,6 @@ def prompts_for(train: Split, prompts: dict[str, str]) -> dict[str, str | None]:
     return {"query_prompt": prompts.get(anchor), "corpus_prompt": prompts.get(positive)}
 
 
-def training_prompts(prompts: dict[str, str], train_columns: list[str]) -> dict[str, str]:
-    """The prompts training takes on a mined set: its ``negative`` column holds candidate texts, so it gets
-    the positive column's prompt."""
-    positive = train_columns[1]
-    return {**prompts, "negative": prompts[positive]} if positive in prompts else prompts
-
-
 def key_inputs(
     train: Split, corpus: list[str] | None, miner_cfg: DictConfig, seed: int, mine_cfg: DictConfig,
     prompts: dict[str, str | None],

@@ -9,7 +9,7 @@ option) may add keys freely: ``early_stoping.patience: 2`` would compose, train 
   here (each one's default lives in its YAML under ``conf/``, never here).
 - A library's arguments are checked by the library: a ``_target_`` node's keyword arguments are bound to
   the class's signature (``inspect.signature(...).bind_partial``), past the keys the pipeline reads itself
-  (``build.LOSS_OPTIONS``, ``build.EVALUATOR_KEYS``); ``training.*`` are the
+  (``spec.LOSS_OPTIONS``, ``spec.EVALUATOR_KEYS``); ``training.*`` are the
   ``SentenceTransformerTrainingArguments`` fields (their values: its ``__post_init__``, ``stages.train``).
 - Mappings the user names (``data.columns``, ``data.prompts``, ``model.architecture``) are open.
 
@@ -29,7 +29,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import CONF_DIR, PipelineError
-from pipeline.stages.build import EVALUATOR_KEYS, LOSS_OPTIONS
+from pipeline.stages.spec import EVALUATOR_KEYS, LOSS_OPTIONS
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Config checks that need no data and no model: they answer in well under a second.
 
-``check_config`` raises :class:`pipeline.PipelineError` naming the key and the fix. Data checks
+``check_config`` reads the job spec (``pipeline.stages.spec``) and raises :class:`pipeline.PipelineError` naming the key and the fix. Data checks
 (columns, cells, scores) live with the reading code in ``pipeline.stages.load``.
 """
 
@@ -10,9 +10,10 @@ from omegaconf import DictConfig
 
 from pipeline import PipelineError
 from pipeline.runtime import hardware, packing
-from pipeline.stages.evaluators import check_optimized_metric, evaluator_specs
+from pipeline.stages.evaluators import check_optimized_metric
 from pipeline.stages.load import train_layout, train_sets
 from pipeline.stages.mine import check_options
+from pipeline.stages.spec import JobSpec, LossSpec
 from pipeline.stages.splits import LABEL_COLUMNS
 
 STAGES = ("load", "mine", "train", "evaluate")
@@ -32,8 +33,9 @@ LOSS_INPUTS: dict[str, tuple[int, int | None, bool]] = {
 }
 
 
-def check_config(cfg: DictConfig) -> None:
-    stages = list(cfg.stages)
+def check_config(spec: JobSpec) -> None:
+    """Every config check that needs no data and no model, over the job spec (``spec.read_spec``)."""
+    stages = list(spec.stages.names)
     unknown = [s for s in stages if s not in STAGES]
     in_order = [s for s in STAGES if s in stages] == stages and ("mine" not in stages or "train" in stages)
     if unknown or not stages or stages[0] != "load" or not in_order:
@@ -41,13 +43,34 @@ def check_config(cfg: DictConfig) -> None:
             f"stages={stages}: stages run in the order load, mine, train, evaluate and start with load (mine only "
             "before train); e.g. stages=[load,evaluate] or stages=[load,mine,train,evaluate]."
         )
-    if "mine" in stages:
-        if cfg.data.get("train_sets"):
+    if spec.stages.mine:
+        if spec.data.get("train_sets"):
             raise PipelineError(
                 "the mine stage mines one train set; data.train_sets names several: drop mine from stages."
             )
-        check_options(cfg.mine, train_layout(cfg.data), str(cfg.data.name))
-    training = cfg.training
+        check_options(spec.mine, train_layout(spec.data), str(spec.data.name))
+    _check_training(spec.training)
+    _check_matryoshka(spec.loss, spec.model)
+    _check_prompts(spec.data)
+    _check_peft(spec.model)
+    check_optimized_metric(spec.optimized_metric, spec.evaluators, spec.loss.matryoshka_dims)
+    if spec.stages.train:
+        _check_loss_columns(spec)
+        _check_early_stopping(spec)
+        _check_guide(spec)
+    if spec.tracking.get("register_as") and not (spec.tracking.log_model and spec.stages.train):
+        raise PipelineError(
+            "tracking.register_as registers the trained model: it needs tracking.log_model=true and a train stage."
+        )
+    if spec.stages.evaluate and not spec.evaluators and not spec.stages.train:
+        raise PipelineError(
+            "stages=[load,evaluate] with evaluator=none evaluates nothing: pick evaluator=sts, triplet or ir."
+        )
+    packing.switch(spec.hardware)  # hardware.packing / packing_row_length
+    hardware.check_profile(spec.hardware)  # a CUDA device for cuda profiles; machines and processes add up
+
+
+def _check_training(training: DictConfig) -> None:
     for key in ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size"):
         value = training.get(key)
         if value is None or not isinstance(value, (int, float)) or value <= 0:
@@ -64,35 +87,23 @@ def check_config(cfg: DictConfig) -> None:
         )
     if str(training.eval_strategy) == "steps" and not training.get("eval_steps"):
         raise PipelineError("training.eval_strategy=steps needs training.eval_steps (a number of steps).")
-    _check_matryoshka(cfg)
-    _check_prompts(cfg.data)
-    _check_peft(cfg.model)
-    check_optimized_metric(cfg, evaluator_specs(cfg))
-    if "train" in stages:
-        _check_loss_columns(cfg)
-        _check_early_stopping(cfg)
-    if "evaluate" in stages and not evaluator_specs(cfg) and "train" not in stages:
-        raise PipelineError(
-            "stages=[load,evaluate] with evaluator=none evaluates nothing: pick evaluator=sts, triplet or ir."
-        )
-    packing.switch(cfg.hardware)  # hardware.packing / packing_row_length
-    hardware.check_profile(cfg.hardware)  # a CUDA device for cuda profiles; machines and processes add up
 
 
-def _check_loss_columns(cfg: DictConfig) -> None:
-    name = str(cfg.loss._target_).rsplit(".", 1)[-1]
+def _check_loss_columns(spec: JobSpec) -> None:
+    name = spec.loss.class_name
     if name not in LOSS_INPUTS:
         return
     low, high, needs_label = LOSS_INPUTS[name]
-    for set_name, (data, key) in train_sets(cfg.data).items():
+    data_name = spec.data.name
+    for set_name, (data, key) in train_sets(spec.data).items():
         columns = train_layout(data) if data.get("train_columns") else []
-        columns += ["negative"] if "mine" in cfg.stages else []  # the mine stage adds one
+        columns += ["negative"] if spec.stages.mine else []  # the mine stage adds one
         texts = [c for c in columns if c not in LABEL_COLUMNS]
         labels = [c for c in columns if c in LABEL_COLUMNS]
         shape = f"{low}" if low == high else f"{low}+" if high is None else f"{low}-{high}"
         if len(texts) < low or (high is not None and len(texts) > high) or bool(labels) != needs_label:
             need = f"{shape} text columns" + (" and a score/label column" if needs_label else " and no label column")
-            which = repr(cfg.data.name) if set_name == "train" else f"{cfg.data.name!r} (train set {set_name!r})"
+            which = repr(data_name) if set_name == "train" else f"{data_name!r} (train set {set_name!r})"
             raise PipelineError(
                 f"loss {name} needs {need}; data {which} trains on {columns} "
                 f"({key}.train_columns): pick a loss for that layout (cosent for scored pairs, mnrl for pairs "
@@ -100,54 +111,55 @@ def _check_loss_columns(cfg: DictConfig) -> None:
             )
 
 
-def early_stopping_on(cfg: DictConfig) -> bool:
-    """Whether ``early_stopping.patience`` is set (and there is a train stage for it to stop)."""
-    return "train" in cfg.stages and (cfg.get("early_stopping") or {}).get("patience") is not None
-
-
-def _check_early_stopping(cfg: DictConfig) -> None:
-    if not early_stopping_on(cfg):
+def _check_early_stopping(spec: JobSpec) -> None:
+    if spec.early_stopping is None:
         return
-    patience = cfg.early_stopping.patience
+    patience = spec.early_stopping.patience
     if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
         raise PipelineError(f"early_stopping.patience={patience!r}: must be a whole number of evaluations >= 1.")
-    if not evaluator_specs(cfg):
+    if not spec.evaluators:
         raise PipelineError(
             "early_stopping.patience is set but evaluator=none: the best model is picked by the dev evaluator's "
             "optimized_metric; pick an evaluator (evaluator=sts, evaluator=triplet) or unset early_stopping.patience."
         )
-    if str(cfg.training.eval_strategy) == "no":
+    if not spec.evaluates_during_training:
         raise PipelineError(
             "early_stopping.patience is set but training.eval_strategy=no: set training.eval_strategy=steps "
             "training.eval_steps=N (evaluations to compare), or unset early_stopping.patience."
         )
-    if not cfg.get("optimized_metric"):
+    if not spec.optimized_metric:
         raise PipelineError(
             "early_stopping.patience is set but optimized_metric is null: the best model is picked by it; "
             "set optimized_metric to a dev metric (e.g. sts-dev_spearman_cosine)."
         )  # that it is a dev metric some evaluator logs: check_optimized_metric, above
 
 
-def _check_matryoshka(cfg: DictConfig) -> None:
+def _check_guide(spec: JobSpec) -> None:
+    if spec.loss.needs_guide and not spec.guide:
+        raise PipelineError(
+            f"loss {spec.loss.class_name} needs a guide model: set guide=minilm (or another model option)."
+        )
+
+
+def _check_matryoshka(loss: LossSpec, model: DictConfig) -> None:
     """``loss.matryoshka_dims``: whole numbers, largest first, within the model's size where the config
     says it (``model.architecture.hidden_size``; otherwise checked once the model loads)."""
-    dims = cfg.loss.get("matryoshka_dims")
-    if dims is None:
+    if loss.matryoshka_dims is None:
         return
-    dims = list(dims)
+    dims = list(loss.matryoshka_dims)
     whole = all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims)
     if not dims or not whole or any(a <= b for a, b in zip(dims, dims[1:])):
         raise PipelineError(
             f"loss.matryoshka_dims={dims}: list positive whole dimensions, largest first and each smaller than the "
             "one before, e.g. loss.matryoshka_dims=[384,256,128,64]."
         )
-    size = (cfg.model.get("architecture") or {}).get("hidden_size")
+    size = (model.get("architecture") or {}).get("hidden_size")
     if size and dims[0] > size:
         raise PipelineError(
             f"loss.matryoshka_dims={dims}: {dims[0]} is larger than the model's embedding dimension {size} "
             f"(model.architecture.hidden_size): use dimensions up to {size}."
         )
-    weights = cfg.loss.get("matryoshka_weights")
+    weights = loss.matryoshka_weights
     if weights is not None and (
         len(weights) != len(dims) or any(not isinstance(w, (int, float)) or w <= 0 for w in weights)
     ):
@@ -176,19 +188,6 @@ def _check_prompts(data: DictConfig) -> None:
             )
         if not isinstance(prompt, str) or not prompt:
             raise PipelineError(f"data.prompts.{column}={prompt!r}: a prompt is a non-empty string, e.g. 'query: '.")
-
-
-def column_prompts(data: DictConfig) -> dict[str, str]:
-    """``data.prompts`` as a plain dict (empty when unset)."""
-    return {str(k): str(v) for k, v in (data.get("prompts") or {}).items()}
-
-
-def evaluator_prompts(data: DictConfig, evaluator: DictConfig) -> list[str | None]:
-    """The prompt of each of the evaluator's text columns: the train column's in the same position."""
-    prompts = column_prompts(data)
-    texts = [c for c in (data.get("train_columns") or []) if c not in LABEL_COLUMNS]
-    count = len([c for c in (evaluator.get("columns") or []) if c not in LABEL_COLUMNS])
-    return [prompts.get(texts[i]) if i < len(texts) else None for i in range(count)]
 
 
 def _check_peft(model: DictConfig) -> None:

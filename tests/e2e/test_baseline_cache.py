@@ -35,11 +35,11 @@ def data_dir(tmp_path):
 
 def run_in_store(tmp_path, name: str, *overrides: str):
     """One job in-process against another SQLite store (``tmp_path/name``): nothing there to reuse."""
-    from pipeline.job import run_job
+    from pipeline.job import JobRequest, run_job
 
     store = tmp_path / name
     cfg = compose_config([*overrides, f"tracking.uri=sqlite:///{store}/mlflow.db", f"tracking.artifact_root={store}"])
-    return run_job(cfg, tmp_path / f"{name}-job", list(overrides), {}), f"sqlite:///{store}/mlflow.db"
+    return run_job(cfg, tmp_path / f"{name}-job", JobRequest(list(overrides))), f"sqlite:///{store}/mlflow.db"
 
 
 @pytest.mark.slow

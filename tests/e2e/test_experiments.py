@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import REPO_ROOT
-from pipeline.stages.evaluators import evaluator_specs
+from pipeline.stages.spec import read_spec
 from pipeline.tracking import metric_key
 from tests.conftest import SHARED_DATA, compose_config
 
@@ -43,7 +43,7 @@ def test_experiment_smoke_run_finishes_with_its_loss_and_metrics(name, run_job, 
         assert "asks for fp16" in said[0]
     assert [m.step for m in mlflow_client.get_metric_history(result.run_id, "loss")] == [1, 2]
     assert all(math.isfinite(v) for v in metrics.values())
-    for spec in evaluator_specs(cfg).values():  # the evaluate stage's metrics under the evaluators' own names
+    for spec in read_spec(cfg).evaluators:  # the evaluate stage's metrics under the evaluators' own names
         for split in spec.splits:
             assert metric_key(f"{spec.name}-{split}_{spec.primary_metric}") in metrics
     if str(cfg.training.eval_strategy) != "no":  # evaluation during training: eval_ prefix

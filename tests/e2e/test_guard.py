@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.runtime.callbacks import TrainingGuard
 from pipeline.runtime.guard import GuardSettings, TrainingStopped, chance_loss
+from pipeline.stages.spec import read_spec
 from tests.conftest import all_runs, compose_config, logged_models
 
 SMOKE = ("debug=smoke", "training.max_steps=12")
@@ -60,11 +61,13 @@ def test_healthy_run_is_not_stopped(run_job, mlflow_client):
 def test_loss_at_chance_for_patience_steps_trips():
     from transformers import TrainerControl, TrainerState
 
-    cfg = compose_config(["guard.chance_patience=3"])
-    chance = chance_loss(cfg.loss, ["anchor", "positive"], 32)
+    spec = read_spec(compose_config(["guard.chance_patience=3"]))
+    chance = chance_loss(spec.loss.class_name, ["anchor", "positive"], 32, gathered=False)
     assert chance == pytest.approx(math.log(32))
-    assert chance_loss(compose_config(["loss=cosent"]).loss, ["s1", "s2", "score"], 32) is None
-    guard = TrainingGuard(GuardSettings.from_config(cfg.guard), model=None, chance=chance)
+    assert chance_loss("CoSENTLoss", ["s1", "s2", "score"], 32, gathered=False) is None
+    matryoshka = read_spec(compose_config(["loss.matryoshka_dims=[32,16]", "loss.matryoshka_weights=[1,0.5]"])).loss
+    assert matryoshka.matryoshka_scale == 1.5 and read_spec(compose_config([])).loss.matryoshka_scale == 1.0
+    guard = TrainingGuard(spec.guard, model=None, chance=chance)
     state, control = TrainerState(), TrainerControl()
     for step, loss in [(1, chance + 0.2), (2, chance), (3, chance + 1e-4), (4, chance - 1e-4)]:
         state.global_step = step

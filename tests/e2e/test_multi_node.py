@@ -14,6 +14,7 @@ import pytest
 
 from pipeline import PipelineError
 from pipeline.runtime import launch
+from pipeline.stages.spec import read_spec
 from tests.conftest import Spawned, all_runs, compose_config, spawn
 
 
@@ -138,7 +139,7 @@ def test_machine_rank_and_process_counts_are_checked(overrides, message):
 
     cfg = compose_config(["hardware=multi_node", "hardware.accelerator=cpu", *overrides])
     with pytest.raises(PipelineError, match=message):
-        check_config(cfg)
+        check_config(read_spec(cfg))
 
 
 @pytest.mark.serial

@@ -14,6 +14,7 @@ import pytest
 from pipeline import PipelineError
 from pipeline.stages import load, validate
 from pipeline.stages.smoke import EXAMPLE_DIR
+from pipeline.stages.spec import read_spec
 from tests.conftest import compose_config
 
 
@@ -25,9 +26,9 @@ def data(tmp_path) -> Path:
 
 
 def preflight(*overrides: str) -> None:
-    cfg = compose_config(list(overrides))
-    validate.check_config(cfg)
-    load.load_data(cfg)
+    spec = read_spec(compose_config(list(overrides)))
+    validate.check_config(spec)
+    load.load_data(spec)
 
 
 def test_a_whitespace_only_cell_names_its_row(data):

@@ -237,8 +237,9 @@ def test_several_train_sets_compose_as_named_data_configs():
 
 
 def test_a_train_set_in_the_wrong_layout_names_its_key():
+    from pipeline.stages.spec import read_spec
     from pipeline.stages.validate import check_config
 
     cfg = compose_config(["data=nli_stsb_pairs", "loss=triplet"])
     with pytest.raises(PipelineError, match=r"train set 'stsb'.*data\.train_sets\.stsb\.train_columns"):
-        check_config(cfg)
+        check_config(read_spec(cfg))

@@ -85,3 +85,94 @@ def test_job_owns_no_mlflow_call_and_run_job_fits_on_a_screen():
     assert "mlflow" not in {m.split(".")[0] for m in all_imports(PACKAGE / "job.py")}
     lines = inspect.getsource(job.run_job).splitlines()
     assert len(lines) <= 45, f"run_job is {len(lines)} lines"
+
+
+# ----------------------------------------------------------------------------------------------
+# Read the config once: no module below the job takes the whole config
+# ----------------------------------------------------------------------------------------------
+
+# The commands, the job and the sweep's Hydra callback: they compose, hold or replay the whole config.
+COMMAND_MODULES = {
+    "job",
+    "start",
+    "rank",
+    "sweep",
+    "__main__",
+    "rerun",
+    "resume",
+    "cli",
+    "compare",
+    "runs",
+    "promote",
+    "env",
+}
+# Functions below the job that take the whole config because the whole config is what they handle:
+# the one reading of it (spec.read_spec), its keys (schema), its params and artifacts in MLflow
+# (tracking), the copy ranks read (launch), and Hydra's callback and sweeper interfaces (the sweep's config).
+WHOLE_CONFIG_ALLOWED = {
+    "pipeline.runtime.launch.run_launched",
+    "pipeline.runtime.launch.config_digest",
+    "pipeline.runtime.optuna_sweeper.setup",
+    "pipeline.stages.spec.read_spec",
+    "pipeline.stages.schema.check_keys",
+    "pipeline.stages.schema.drop_unknown",
+    "pipeline.stages.schema.unknown_keys",
+    "pipeline.tracking.record.config_params",
+    "pipeline.tracking.replay.hidden_keys",
+    "pipeline.tracking.run.config_secrets",
+    "pipeline.tracking.run.job_run",
+    "pipeline.tracking.run._start",
+    "pipeline.tracking.run._log_config",
+    "pipeline.tracking.study.settings",
+    "pipeline.tracking.study.default_name",
+}
+
+
+def whole_config_parameters() -> set[str]:
+    """``module.function`` for every function below the job with a parameter named ``cfg`` or ``config``
+    (the name the whole composed config goes by; a slice is named for what it holds: ``training``,
+    ``loss_cfg``, ``spec``)."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        name = module_name(path)
+        if name.count(".") == 1 and name.split(".")[1] in COMMAND_MODULES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            functions = (ast.FunctionDef, ast.AsyncFunctionDef)
+            if isinstance(node, functions) and {a.arg for a in node.args.args + node.args.kwonlyargs} & {
+                "cfg",
+                "config",
+            }:
+                found.add(f"{name}.{node.name}")
+    return found
+
+
+def literal_defaults() -> list[str]:
+    """Every ``X.get(key, <literal>)`` in the package, as ``file:line source``: a default written again
+    in code shadows the one in the YAML (``None`` is no default: it only says the key may be absent)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+                default = node.args[1] if len(node.args) == 2 else None
+                literal = isinstance(default, (ast.List, ast.Dict, ast.Tuple, ast.Set)) or (
+                    isinstance(default, ast.Constant) and default.value is not None
+                )
+                if literal:
+                    found.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} {ast.unparse(node)}")
+    return found
+
+
+def test_no_function_below_the_job_takes_the_whole_config():
+    taking = whole_config_parameters()
+    assert taking <= WHOLE_CONFIG_ALLOWED, (
+        f"these take the whole config; give them the slice they read (a JobSpec part or a config node): "
+        f"{sorted(taking - WHOLE_CONFIG_ALLOWED)}"
+    )
+    assert not WHOLE_CONFIG_ALLOWED - taking, f"no longer take it: drop from the list {WHOLE_CONFIG_ALLOWED - taking}"
+
+
+def test_no_config_default_is_written_again_in_code():
+    receivers = ("cfg", "config", "training", "hardware", "mine", "guard", "data", "loss", "model", "tracking", "spec")
+    on_config = [line for line in literal_defaults() if line.split(" ", 1)[1].split(".")[0].endswith(receivers)]
+    assert not on_config, f"defaults live in the YAML (conf/), not in .get(key, default): {on_config}"

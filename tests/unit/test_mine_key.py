@@ -7,6 +7,7 @@ from datasets import Dataset
 
 from pipeline import PipelineError
 from pipeline.stages import mine
+from pipeline.stages.spec import read_spec
 from pipeline.stages.splits import Split
 from tests.conftest import compose_config
 
@@ -36,10 +37,12 @@ def test_the_key_covers_rows_direction_corpus_prompts_and_options_but_not_how_th
 def test_mine_cache_max_age_days_is_a_number_of_days_or_null():
     from pipeline.stages.validate import check_config
 
-    check_config(compose_config(["stages=[load,mine,train,evaluate]", "mine.cache_max_age_days=7"]))
+    check_config(read_spec(compose_config(["stages=[load,mine,train,evaluate]", "mine.cache_max_age_days=7"])))
     for bad in ("-1", "soon", "true"):
         with pytest.raises(PipelineError, match=r"mine.cache_max_age_days=\S+: a number of days >= 0"):
-            check_config(compose_config(["stages=[load,mine,train,evaluate]", f"mine.cache_max_age_days={bad}"]))
+            check_config(
+                read_spec(compose_config(["stages=[load,mine,train,evaluate]", f"mine.cache_max_age_days={bad}"]))
+            )
 
 
 def test_the_mined_negatives_train_with_the_positive_columns_prompt(store_overrides, tmp_path):

@@ -7,6 +7,7 @@ import pytest
 
 from pipeline import PipelineError
 from pipeline.stages import validate
+from pipeline.stages.spec import read_spec
 from tests.conftest import compose_config
 
 SMOKE = ["debug=smoke", "training.eval_strategy=steps", "training.eval_steps=1"]
@@ -14,15 +15,19 @@ SMOKE = ["debug=smoke", "training.eval_strategy=steps", "training.eval_steps=1"]
 
 def _error(overrides: list[str]) -> str:
     with pytest.raises(PipelineError) as caught:
-        validate.check_config(compose_config(overrides))
+        validate.check_config(read_spec(compose_config(overrides)))
     return str(caught.value)
 
 
 def test_early_stopping_composes_and_passes_with_an_evaluator_and_evaluations():
-    cfg = compose_config([*SMOKE, "early_stopping.patience=3"])
-    validate.check_config(cfg)
-    assert validate.early_stopping_on(cfg)
-    assert not validate.early_stopping_on(compose_config(SMOKE))
+    spec = read_spec(compose_config([*SMOKE, "early_stopping.patience=3"]))
+    validate.check_config(spec)
+    assert spec.early_stopping is not None and spec.early_stopping.patience == 3
+    assert read_spec(compose_config(SMOKE)).early_stopping is None
+    assert (
+        read_spec(compose_config(["debug=smoke", "stages=[load,evaluate]", "early_stopping.patience=3"])).early_stopping
+        is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -58,12 +63,14 @@ def test_matryoshka_and_prompt_mistakes_name_the_key_and_the_fix(overrides, frag
 
 
 def test_prompts_reach_the_evaluator_columns_by_position():
-    cfg = compose_config(["debug=smoke", "+data.prompts.anchor='query: '", "+data.prompts.positive='doc: '"])
-    validate.check_config(cfg)
-    assert validate.column_prompts(cfg.data) == {"anchor": "query: ", "positive": "doc: "}
-    assert validate.evaluator_prompts(cfg.data, cfg.evaluator) == ["query: ", "doc: "]  # sentence1, sentence2
-    triplet = compose_config(["debug=smoke", "evaluator=triplet", "+data.prompts.anchor='query: '"])
-    assert validate.evaluator_prompts(triplet.data, triplet.evaluator) == ["query: ", None, None]
+    spec = read_spec(
+        compose_config(["debug=smoke", "+data.prompts.anchor='query: '", "+data.prompts.positive='doc: '"])
+    )
+    validate.check_config(spec)
+    assert spec.prompts == {"anchor": "query: ", "positive": "doc: "}
+    assert spec.evaluators[0].prompts == ("query: ", "doc: ")  # sentence1, sentence2
+    triplet = read_spec(compose_config(["debug=smoke", "evaluator=triplet", "+data.prompts.anchor='query: '"]))
+    assert triplet.evaluators[0].prompts == ("query: ", None, None)
 
 
 @pytest.mark.parametrize(
@@ -78,3 +85,10 @@ def test_peft_mistakes_name_the_key_and_the_fix(overrides, fragments):
     message = _error(["debug=smoke", *overrides])
     for fragment in fragments:
         assert fragment in message, message
+
+
+def test_register_as_needs_a_trained_and_logged_model():
+    for overrides in (["stages=[load,evaluate]"], ["tracking.log_model=false"]):
+        message = _error(["debug=smoke", "tracking.register_as=mine", *overrides])
+        assert "tracking.register_as registers the trained model" in message, message
+    validate.check_config(read_spec(compose_config(["debug=smoke", "tracking.register_as=mine"])))

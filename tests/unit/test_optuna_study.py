@@ -10,9 +10,9 @@ import pytest
 from optuna.trial import TrialState
 
 from pipeline import CONF_DIR, PipelineError
+from pipeline.sweep import _check_sweeper
 from pipeline.tracking.direction import metric_direction, sweep_direction
 from pipeline.tracking.study import check_heartbeat, fail_stale_trials, open_storage
-from pipeline.tracking.sweep import _check_sweeper
 from tests.conftest import compose_config
 
 

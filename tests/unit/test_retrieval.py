@@ -8,8 +8,9 @@ from datasets import Dataset
 
 from pipeline import PipelineError
 from pipeline.stages.build import retrieval_inputs
-from pipeline.stages.evaluators import check_optimized_metric, evaluator_specs, metric_names
+from pipeline.stages.evaluators import check_optimized_metric, metric_names
 from pipeline.stages.load import read_corpus
+from pipeline.stages.spec import read_spec
 from pipeline.stages.splits import Split
 from pipeline.stages.transforms import judged_pairs
 from tests.conftest import compose_config
@@ -58,16 +59,15 @@ def test_no_query_with_a_relevant_row_is_an_error():
 
 
 def test_evaluators_list_adds_to_the_evaluator_and_optimized_metric_must_be_one_of_theirs():
-    cfg = compose_config(["evaluators=[ir]"])
-    specs = evaluator_specs(cfg)
-    assert list(specs) == ["sts", "ir"]
+    spec = read_spec(compose_config(["evaluators=[ir]"]))
+    specs = spec.evaluators
+    assert [e.name for e in specs] == ["sts", "ir"]
     assert "ir-dev_cosine_ndcg@10" in metric_names(specs) and "sts-dev_spearman_cosine" in metric_names(specs)
-    check_optimized_metric(cfg, specs)  # the default: sts-dev_spearman_cosine
-    cfg.optimized_metric = "ir-dev_cosine_ndcg@100"
+    check_optimized_metric(spec.optimized_metric, specs)  # the default: sts-dev_spearman_cosine
     with pytest.raises(PipelineError, match=r"optimized_metric='ir-dev_cosine_ndcg@100'.*ir-dev_cosine_ndcg@10"):
-        check_optimized_metric(cfg, specs)
+        check_optimized_metric("ir-dev_cosine_ndcg@100", specs)
     with pytest.raises(PipelineError, match="an evaluator named 'sts' is already configured"):
-        evaluator_specs(compose_config(["evaluators=[sts]"]))
+        read_spec(compose_config(["evaluators=[sts]"]))
 
 
 def test_judged_pairs_keep_positives_and_add_judged_negatives():
@@ -85,10 +85,12 @@ def test_judged_pairs_keep_positives_and_add_judged_negatives():
 def test_mine_needs_pairs_and_a_range_that_holds_the_negatives():
     from pipeline.stages.validate import check_config
 
-    check_config(compose_config(["stages=[load,mine,train,evaluate]"]))  # (anchor, positive): fine
+    check_config(read_spec(compose_config(["stages=[load,mine,train,evaluate]"])))  # (anchor, positive): fine
     with pytest.raises(PipelineError, match=r"mine stage needs \(anchor, positive\) pairs; data 'allnli_triplets'"):
-        check_config(compose_config(["experiment=allnli", "stages=[load,mine,train,evaluate]"]))
+        check_config(read_spec(compose_config(["experiment=allnli", "stages=[load,mine,train,evaluate]"])))
     with pytest.raises(PipelineError, match=r"mine.range_max=2 .* fewer than mine.num_negatives=3"):
-        check_config(compose_config(["stages=[load,mine,train,evaluate]", "mine.range_max=2", "mine.num_negatives=3"]))
+        check_config(
+            read_spec(compose_config(["stages=[load,mine,train,evaluate]", "mine.range_max=2", "mine.num_negatives=3"]))
+        )
     with pytest.raises(PipelineError, match="order load, mine, train, evaluate"):
-        check_config(compose_config(["stages=[load,train,mine,evaluate]"]))
+        check_config(read_spec(compose_config(["stages=[load,train,mine,evaluate]"])))

@@ -17,12 +17,13 @@ SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
 @pytest.mark.parametrize("option", SWEEPS)
 def test_every_sweep_option_composes_with_the_callback(option):
     cfg = compose_config([f"sweep={option}", "debug=smoke"], hydra=True)
-    assert cfg.hydra.callbacks.mlflow_sweep._target_ == "pipeline.tracking.sweep.MLflowSweep"
+    assert cfg.hydra.callbacks.mlflow_sweep._target_ == "pipeline.sweep.MLflowSweep"
     assert cfg.model.name_or_path == "tiny-bert"  # debug still applies over a sweep
 
 
 def test_optuna_sweep_maximises_over_training_keys():
-    from pipeline.tracking.sweep import _check_sweeper, swept_keys
+    from pipeline.sweep import _check_sweeper
+    from pipeline.tracking.sweep import swept_keys
 
     cfg = compose_config(["sweep=optuna_lr"], hydra=True)
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.direction is None
@@ -39,6 +40,6 @@ def test_parallel_sweep_uses_joblib_with_two_jobs():
 
 
 def test_sweep_callback_import_is_cheap():
-    code = "import sys, pipeline.tracking.sweep, pipeline.compare, pipeline.rerun; assert not {'torch', 'mlflow'} & set(sys.modules), 'heavy import'"
+    code = "import sys, pipeline.sweep, pipeline.tracking.sweep, pipeline.compare, pipeline.rerun; assert not {'torch', 'mlflow'} & set(sys.modules), 'heavy import'"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

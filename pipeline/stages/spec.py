@@ -1,0 +1,253 @@
+"""The job spec: the composed config read once into frozen, typed parts, each fact derived here.
+
+:func:`read_spec` runs once per job, in preflight (``pipeline.job``), after the key check
+(``pipeline.stages.schema``) and before ``pipeline.stages.validate`` checks the values. Stages and
+runtime take the part they need: ``spec.loss``, ``spec.evaluators``, ``spec.guard``, or a config node
+that belongs to a library (``spec.training``: ``SentenceTransformerTrainingArguments``; ``loss.arguments``
+and ``evaluator.arguments``: the class named by ``_target_``). Writes nothing.
+
+Facts derived here, and nowhere else: which stages run, whether the trainer evaluates during
+training, the evaluators and the splits they score, ``optimized_metric`` and which way it improves,
+the loss's class and whether it needs a guide, Matryoshka, LoRA, early stopping, prompts, the guard.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import PipelineError
+from pipeline.runtime.guard import GuardSettings
+from pipeline.stages.splits import LABEL_COLUMNS
+from pipeline.tracking.direction import MAXIMIZE, metric_direction
+
+# Evaluator config keys the pipeline reads itself; every other key is an argument of the evaluator class.
+EVALUATOR_KEYS = ("columns", "primary_metric", "metrics", "splits", "score_range", "label", "corpus")
+# Options of the ``loss`` block that every loss takes (conf/config.yaml); the rest goes to the loss class.
+LOSS_OPTIONS = ("matryoshka_dims", "matryoshka_weights")
+
+
+@dataclass(frozen=True)
+class Stages:
+    """``stages``: the names in order, and which of them run."""
+
+    names: tuple[str, ...]
+    mine: bool
+    train: bool
+    evaluate: bool
+    baseline: bool  # the starting model scored before training (``baseline``, with train and evaluate stages)
+
+
+@dataclass(frozen=True)
+class EvaluatorSpec:
+    """One evaluator: the pipeline's settings for it, apart from the evaluator class's arguments."""
+
+    name: str  # metric prefix: ``{name}-{split}_{metric}``
+    arguments: DictConfig  # ``_target_``, ``_partial_`` and the class's own arguments (``name`` set per split)
+    columns: tuple[str, ...]  # read in the class's argument order
+    splits: tuple[str, ...]  # scored by the evaluate stage
+    primary_metric: str | None
+    metrics: tuple[str, ...]  # the names it logs, for checking optimized_metric before the model loads
+    label: str | None  # retrieval: the relevance column, when the split has it
+    score_range: tuple[float, float] | None  # scores must lie in it (None: any finite number)
+    corpus: str | None  # retrieval: an extra corpus file (``evaluator.corpus``, else the data's ``corpus``)
+    prompts: tuple[str | None, ...]  # per text column: the train column's prompt in the same position
+
+    @property
+    def target(self) -> str:
+        return str(self.arguments._target_)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """``loss``: the class's arguments apart from the options every loss takes."""
+
+    arguments: DictConfig  # ``_target_``, ``_partial_`` and the loss class's own arguments
+    class_name: str
+    needs_guide: bool  # the class takes a ``guide`` model (GIST losses); only worked out when training
+    matryoshka_dims: tuple[int, ...] | None  # None: no MatryoshkaLoss
+    matryoshka_weights: tuple[float, ...] | None  # None: 1 each
+    gathers_across_devices: bool  # in-batch negatives gathered from every rank
+
+    @property
+    def matryoshka_scale(self) -> float:
+        """MatryoshkaLoss sums the loss at each dimension, weighted: the sum of the weights (1 without it)."""
+        if not self.matryoshka_dims:
+            return 1.0
+        return float(sum(self.matryoshka_weights or [1.0] * len(self.matryoshka_dims)))
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """``early_stopping`` when ``patience`` is set and a train stage runs."""
+
+    patience: int
+    threshold: float
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    stages: Stages
+    evaluates_during_training: bool  # a train stage with ``training.eval_strategy`` other than ``no``
+    evaluators: tuple[EvaluatorSpec, ...]  # in the order they run
+    splits_needed: dict[str, tuple[str, ...]]  # split -> names of the evaluators that score it
+    optimized_metric: str | None  # None without evaluators or when the config says null
+    direction: str  # ``maximize`` / ``minimize``: pipeline.tracking.direction's rule for the metric
+    loss: LossSpec
+    peft: DictConfig | None  # ``model.peft`` when ``r`` asks for a LoRA adapter
+    early_stopping: EarlyStopping | None
+    prompts: dict[str, str]  # train column -> prompt (``data.prompts``)
+    guard: GuardSettings | None  # None: ``guard.enabled`` false
+    # Nodes read as they are (pipeline nodes closed by the schema, library arguments by the library).
+    data: DictConfig
+    eval_data: DictConfig  # ``eval_data``, else ``data``
+    eval_key: str  # ``eval_data`` or ``data``: how errors name it
+    model: DictConfig
+    guide: DictConfig | None
+    miner: DictConfig | None
+    mine: DictConfig | None
+    training: DictConfig
+    hardware: DictConfig
+    tracking: DictConfig
+    seed: int
+    smoke: bool
+    name: str
+    baseline_reuse: bool
+
+    def evaluator(self, name: str) -> EvaluatorSpec:
+        return next(spec for spec in self.evaluators if spec.name == name)
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        """Every split some evaluator scores in the evaluate stage, first seen first."""
+        return tuple(dict.fromkeys(split for spec in self.evaluators for split in spec.splits))
+
+    @property
+    def training_prompts(self) -> dict[str, str]:
+        """The prompts training takes: on a mined set, its ``negative`` column holds candidate texts, so
+        it gets the positive column's prompt."""
+        positive = list(self.data.train_columns)[1] if self.stages.mine else None
+        return {**self.prompts, "negative": self.prompts[positive]} if positive in self.prompts else self.prompts
+
+
+def read_spec(cfg: DictConfig) -> JobSpec:
+    """The job spec of a composed (key-checked) config.
+
+    A key read with ``.get`` may be absent from a config logged before it existed (``pipeline.rerun``,
+    ``pipeline.resume`` replay the logged config as it is): absent means off.
+    """
+    names = tuple(str(stage) for stage in cfg.stages)
+    train = "train" in names
+    evaluate = "evaluate" in names
+    stages = Stages(names, "mine" in names, train, evaluate, bool(cfg.get("baseline")) and train and evaluate)
+    evaluates = train and str(cfg.training.eval_strategy) != "no"
+    eval_key = "eval_data" if cfg.get("eval_data") else "data"
+    prompts = column_prompts(cfg.data)
+    evaluators = read_evaluators(cfg.evaluator, cfg.get("evaluators"), cfg[eval_key], cfg.data, prompts)
+    metric = str(cfg.optimized_metric) if cfg.get("optimized_metric") and evaluators else None
+    patience = (cfg.get("early_stopping") or {}).get("patience")
+    return JobSpec(
+        stages=stages,
+        evaluates_during_training=evaluates,
+        evaluators=evaluators,
+        splits_needed=splits_needed(evaluators, stages.evaluate, evaluates),
+        optimized_metric=metric,
+        direction=metric_direction(metric) if metric else MAXIMIZE,
+        loss=read_loss(cfg.loss, train),
+        peft=cfg.model.peft if (cfg.model.get("peft") or {}).get("r") is not None else None,
+        early_stopping=EarlyStopping(patience, cfg.early_stopping.threshold)
+        if train and patience is not None
+        else None,
+        prompts=prompts,
+        guard=GuardSettings.from_config(cfg.get("guard")),
+        data=cfg.data,
+        eval_data=cfg[eval_key],
+        eval_key=eval_key,
+        model=cfg.model,
+        guide=cfg.get("guide"),
+        miner=cfg.get("miner"),
+        mine=cfg.get("mine"),
+        training=cfg.training,
+        hardware=cfg.hardware,
+        tracking=cfg.tracking,
+        seed=int(cfg.seed),
+        smoke=bool(cfg.smoke),
+        name=str(cfg.name),
+        baseline_reuse=bool(cfg.get("baseline_reuse")),
+    )
+
+
+def read_evaluators(
+    evaluator: DictConfig, more: DictConfig, eval_data: DictConfig, data: DictConfig, prompts: dict[str, str]
+) -> tuple[EvaluatorSpec, ...]:
+    """``evaluator`` first, then ``evaluators`` beside it; one with no class (``evaluator=none``) is skipped."""
+    nodes = [("evaluator", evaluator)] if evaluator.get("_target_") else []
+    nodes += [(f"evaluators.{key}", node) for key, node in (more or {}).items() if node.get("_target_")]
+    specs: dict[str, EvaluatorSpec] = {}
+    for key, node in nodes:
+        name = str(node.name)
+        if name in specs:
+            raise PipelineError(
+                f"{key}: an evaluator named {name!r} is already configured: drop one of them "
+                f"(evaluator=none keeps only the list) or rename it with {key}.name=OTHER."
+            )
+        specs[name] = EvaluatorSpec(
+            name=name,
+            arguments=OmegaConf.create({k: v for k, v in node.items() if k not in EVALUATOR_KEYS}),
+            columns=tuple(str(c) for c in node.columns),
+            splits=tuple(str(s) for s in node.splits),
+            primary_metric=node.get("primary_metric"),
+            metrics=tuple(str(m) for m in node.get("metrics") or []),
+            label=node.get("label"),
+            score_range=tuple(node.score_range) if node.get("score_range") is not None else None,
+            corpus=(node.corpus or eval_data.get("corpus")) if "corpus" in node else None,
+            prompts=evaluator_prompts(data, prompts, list(node.columns)),
+        )
+    return tuple(specs.values())
+
+
+def splits_needed(
+    evaluators: tuple[EvaluatorSpec, ...], evaluate: bool, during_training: bool
+) -> dict[str, tuple[str, ...]]:
+    """Split -> the evaluators that score it: each evaluator's ``splits`` when the evaluate stage runs,
+    and every evaluator on ``dev`` when the trainer evaluates during training."""
+    needed: dict[str, list[str]] = {}
+    if evaluate:
+        for spec in evaluators:
+            for split in spec.splits:
+                needed.setdefault(split, []).append(spec.name)
+    if during_training:
+        dev = needed.setdefault("dev", [])
+        dev += [spec.name for spec in evaluators if spec.name not in dev]
+    return {split: tuple(names) for split, names in needed.items()}
+
+
+def read_loss(loss: DictConfig, train: bool) -> LossSpec:
+    """The loss's class name, its arguments and Matryoshka; whether it takes a guide (when training)."""
+    from hydra.utils import get_class
+
+    dims, weights = loss.get("matryoshka_dims"), loss.get("matryoshka_weights")
+    return LossSpec(
+        arguments=OmegaConf.create({k: v for k, v in loss.items() if k not in LOSS_OPTIONS}),
+        class_name=str(loss._target_).rsplit(".", 1)[-1],
+        needs_guide=train and "guide" in inspect.signature(get_class(loss._target_)).parameters,
+        matryoshka_dims=tuple(dims) if dims is not None else None,
+        matryoshka_weights=tuple(weights) if weights is not None else None,
+        gathers_across_devices=bool(loss.get("gather_across_devices")),
+    )
+
+
+def column_prompts(data: DictConfig) -> dict[str, str]:
+    """``data.prompts`` as a plain dict (empty when unset; a value that is no mapping is refused by
+    ``validate``)."""
+    prompts = data.get("prompts")
+    return {str(k): str(v) for k, v in prompts.items()} if isinstance(prompts, DictConfig) else {}
+
+
+def evaluator_prompts(data: DictConfig, prompts: dict[str, str], columns: list[str]) -> tuple[str | None, ...]:
+    """The prompt of each of an evaluator's text columns: the train column's in the same position."""
+    texts = [c for c in (data.get("train_columns") or []) if c not in LABEL_COLUMNS]
+    count = len([c for c in columns if c not in LABEL_COLUMNS])
+    return tuple(prompts.get(texts[i]) if i < len(texts) else None for i in range(count))

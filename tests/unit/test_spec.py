@@ -1,0 +1,47 @@
+"""The job spec: each fact of a job derived once from the composed config (``pipeline.stages.spec``)."""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from pipeline.stages.spec import Stages, read_spec
+from tests.conftest import compose_config
+
+EVALUATES = ["debug=smoke", "training.eval_strategy=steps", "training.eval_steps=1"]
+
+
+def test_the_spec_derives_stages_evaluators_splits_metric_and_loss():
+    spec = read_spec(compose_config([*EVALUATES, "evaluators=[ir]"]))
+    assert spec.stages == Stages(("load", "train", "evaluate"), mine=False, train=True, evaluate=True, baseline=True)
+    assert spec.evaluates_during_training
+    assert [e.name for e in spec.evaluators] == ["sts", "ir"]
+    assert spec.splits_needed == {"dev": ("sts", "ir"), "test": ("sts", "ir")} and spec.eval_splits == ("dev", "test")
+    assert (spec.optimized_metric, spec.direction) == ("sts-dev_spearman_cosine", "maximize")
+    ir = spec.evaluator("ir")  # the pipeline's settings apart from the evaluator class's arguments
+    assert ir.columns == ("anchor", "positive") and ir.primary_metric == "cosine_ndcg@10" and ir.label == "label"
+    assert set(ir.arguments) == {"_target_", "_partial_", "name"} and ir.target.endswith(
+        "InformationRetrievalEvaluator"
+    )
+    assert spec.loss.class_name == "MultipleNegativesRankingLoss" and not spec.loss.needs_guide
+    assert "matryoshka_dims" not in spec.loss.arguments and spec.loss.matryoshka_dims is None
+
+    gist = read_spec(compose_config(["debug=smoke", "loss=gist"]))
+    assert gist.loss.needs_guide and gist.guide is not None and not gist.evaluates_during_training
+    evaluate_only = read_spec(compose_config(["debug=smoke", "loss=gist", "stages=[load,evaluate]"]))
+    assert not evaluate_only.loss.needs_guide and not evaluate_only.stages.baseline  # nothing trains
+    assert evaluate_only.splits_needed == {"dev": ("sts",), "test": ("sts",)}
+    silent = read_spec(compose_config(["debug=smoke", "evaluator=none"]))
+    assert silent.evaluators == () and silent.optimized_metric is None and silent.splits_needed == {}
+
+
+def test_a_config_logged_before_a_node_existed_reads_with_that_node_off():
+    old = compose_config(["debug=smoke"])
+    OmegaConf.set_struct(old, False)
+    for key in ("guard", "early_stopping", "baseline", "baseline_reuse", "optimized_metric"):
+        del old[key]
+    del old.model["peft"], old.data["prompts"], old.loss["matryoshka_dims"], old.loss["matryoshka_weights"]
+    OmegaConf.set_struct(old, True)  # as pipeline.rerun replays it
+    spec = read_spec(old)
+    assert spec.guard is None and spec.early_stopping is None and spec.peft is None and spec.prompts == {}
+    assert not spec.stages.baseline and spec.optimized_metric is None and spec.loss.matryoshka_dims is None
+    assert [e.name for e in spec.evaluators] == ["sts"]
