@@ -59,6 +59,8 @@ class Plan:
     precision: Precision
     args: Any  # SentenceTransformerTrainingArguments, None without a train stage
     needs_guide: bool
+    data_reused: bool = False  # read and checked by an earlier job of this process
+    started: float = 0.0  # time.perf_counter() when the job started
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +137,8 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     """Every check that needs no model: config, tracking target, data, training arguments."""
     from pipeline.stages.train import training_arguments
 
+    started = time.perf_counter()
+
     validate.check_config(cfg)
     tracking.check_target(cfg.tracking)
     if cfg.tracking.get("register_as"):
@@ -143,7 +147,7 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
                 "tracking.register_as registers the trained model: it needs tracking.log_model=true and a train stage."
             )
         tracking.check_registry(str(cfg.tracking.uri), str(cfg.tracking.register_as))
-    data = load.load_data(cfg)
+    data, data_reused = load.shared_data(cfg)
     log.info("Data: %s", ", ".join(f"{n} {len(s.dataset)} rows from {s.source}" for n, s in data.all_splits()))
     if resume and resume.fingerprint and resume.fingerprint != data.fingerprint:
         raise PipelineError(
@@ -165,7 +169,7 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     if needs_guide and not cfg.get("guide"):
         loss_name = cfg.loss._target_.rsplit(".", 1)[-1]
         raise PipelineError(f"loss {loss_name} needs a guide model: set guide=minilm (or another model option).")
-    return Plan(data, precision, args, needs_guide)
+    return Plan(data, precision, args, needs_guide, data_reused, started)
 
 
 def open_run(
@@ -180,6 +184,7 @@ def open_run(
         **hardware.owner_tags(),
         "precision.intended": plan.precision.intended,
         "precision.effective": plan.precision.effective,
+        "load.cache.data": "hit" if plan.data_reused else "miss",
         **(extra_tags or {}),
     }
     given = cfg.tracking.run_name if cfg.tracking.run_name not in (None, "") else run_name
@@ -191,7 +196,9 @@ def open_run(
 def build_stage(cfg: DictConfig, plan: Plan) -> Built:
     """The model (packed where exact) and every evaluator on every split it scores (``{name}-{split}``)."""
     hardware.configure_threads(cfg.hardware)
-    model = build.load_model(cfg.model, cfg.seed).to(hardware.device(cfg.hardware))  # evaluate-only runs too
+    model, reused = build.shared_model(cfg.model, cfg.seed)
+    model = model.to(hardware.device(cfg.hardware))  # evaluate-only runs too
+    tracking.set_tags({"load.cache.model": "hit" if reused else "miss"})
     dims = cfg.loss.get("matryoshka_dims")
     build.check_matryoshka_dims(dims, model)
     if lora_on(cfg):
@@ -227,7 +234,7 @@ def mine_stage(cfg: DictConfig, plan: Plan, built: Built) -> Plan:
     train, inputs = plan.data.train_splits["train"], mine_inputs(cfg, plan.data)
 
     def load_miner():
-        return build.load_model(cfg.miner, cfg.seed, key="miner") if cfg.get("miner") else built.model
+        return build.shared_model(cfg.miner, cfg.seed, key="miner")[0] if cfg.get("miner") else built.model
 
     ranks = PartialState()
     with ranks.local_main_process_first():
@@ -304,7 +311,7 @@ def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None
     from pipeline.runtime import callbacks
     from pipeline.stages.train import check_restored, train
 
-    guide = build.load_model(cfg.guide, cfg.seed, key="guide").to(built.model.device) if plan.needs_guide else None
+    guide = build.shared_model(cfg.guide, cfg.seed, key="guide")[0].to(built.model.device) if plan.needs_guide else None
     packing.enable(guide, cfg.hardware, tag="packing.guide")
     loss = build.build_loss(cfg.loss, built.model, guide)
     dev = dev_evaluator(built) if str(cfg.training.eval_strategy) != "no" else None
@@ -314,7 +321,7 @@ def train_stage(cfg: DictConfig, plan: Plan, built: Built, resume: Resume | None
     settings = guard.GuardSettings.from_config(cfg.get("guard"))
     watch = callbacks.TrainingGuard(settings, built.model, chance) if settings else None
     checkpoints = callbacks.Checkpoints()
-    hooks = [callbacks.MLflowMetrics(), callbacks.StartupTime(), checkpoints, *([watch] if watch else [])]
+    hooks = [callbacks.MLflowMetrics(), callbacks.StartupTime(plan.started), checkpoints, *([watch] if watch else [])]
     if validate.early_stopping_on(cfg):
         from transformers import EarlyStoppingCallback
 

@@ -20,9 +20,40 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
 from pipeline.runtime.offline import resolve_model
+from pipeline.stages import reuse
 from pipeline.stages.splits import Split
 
 log = logging.getLogger(__name__)
+
+# Loaded models by what they are built from: the starting model, and a guide or miner beside it.
+MODELS = reuse.ProcessCache("model", size=3)
+
+
+def shared_model(model_cfg: DictConfig, seed: int, key: str = "model") -> tuple[Any, bool]:
+    """A fresh copy of the model ``load_model`` builds, loaded once per process (``reuse``); whether it was
+    loaded already. Each caller gets its own deep copy, so no job sees what another one trained; on a hit
+    torch's random state is set to what the load left, so what follows draws what it would after a load."""
+    import torch
+
+    def load():
+        model = load_model(model_cfg, seed, key)
+        return model, torch.get_rng_state()
+
+    (pristine, random_state), hit = MODELS.get(model_key(model_cfg, seed, key), load)
+    if hit:
+        torch.set_rng_state(random_state)
+        log.info("%s: from the process cache (loaded by an earlier job of this process)", key)
+    return copy.deepcopy(pristine), hit
+
+
+def model_key(model_cfg: DictConfig, seed: int, key: str) -> str:
+    """Everything ``load_model`` builds from: the model config (``peft`` apart: the adapter is added to each
+    job's copy), the seed of a random initialisation, and a local folder's content, not its path."""
+    spec = {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k != "peft"}
+    source = str(model_cfg.tokenizer) if model_cfg.get("architecture") else str(model_cfg.name_or_path)
+    resolved = resolve_model(source, key=f"{key}.{'tokenizer' if model_cfg.get('architecture') else 'name_or_path'}")
+    content = reuse.folder_digest(Path(resolved)) if Path(resolved).is_dir() else resolved
+    return reuse.digest({"spec": spec, "seed": seed if model_cfg.get("architecture") else None, "content": content})
 
 
 def load_model(model_cfg: DictConfig, seed: int, key: str = "model"):

@@ -7,14 +7,16 @@ this stage returns (data fingerprints and sources, for dataset lineage).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import math
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
+from pipeline.stages import reuse
 from pipeline.stages.evaluators import evaluator_specs, splits_needed
 from pipeline.stages.smoke import smoke_split
 from pipeline.stages.splits import LABEL_COLUMNS, LoadedData, Split
@@ -29,6 +31,46 @@ FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".pa
 # ----------------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------------
+
+
+# Read and checked data by what it is read from: the jobs of a sequential sweep read it once.
+DATA = reuse.ProcessCache("data", size=2)
+
+
+def shared_data(cfg: DictConfig) -> tuple[LoadedData, bool]:
+    """``load_data``, read once per process for the same files and settings (``reuse``); whether it was
+    read already. Each job gets its own copy of the splits (the rows themselves, Arrow tables, are shared:
+    a trainer that sets a format on a dataset sets it on its copy). Data from the Hub is read every time."""
+    key = data_key(cfg)
+    if key is None:
+        return load_data(cfg), False
+    loaded, hit = DATA.get(key, lambda: load_data(cfg))
+    if hit:
+        log.info("Data: from the process cache (read and checked by an earlier job of this process)")
+    return copy.deepcopy(loaded), hit
+
+
+def data_key(cfg: DictConfig) -> str | None:
+    """Everything ``load_data`` reads: the data and evaluator configs, the settings that choose the splits,
+    and each local file's size and modification time. None when a split comes from the Hub."""
+    nodes = [cfg.data, *(cfg.data.get("train_sets") or {}).values(), *([cfg.eval_data] if cfg.get("eval_data") else [])]
+    if not cfg.smoke and any(node.get("path") and not node.get("local_dir") for node in nodes):
+        return None
+    specs = evaluator_specs(cfg)
+    folders = [node.local_dir for node in nodes if node.get("local_dir")]
+    folders += [path for path in (spec.get("corpus") for spec in specs.values()) if path]
+    folders += [node.corpus for node in nodes if node.get("corpus")]
+    parts = {
+        "data": [OmegaConf.to_container(node, resolve=True) for node in nodes],
+        "evaluators": {name: OmegaConf.to_container(spec, resolve=True) for name, spec in specs.items()},
+        "stages": list(cfg.stages),
+        "smoke": bool(cfg.smoke),
+        "batch": int(cfg.training.per_device_train_batch_size),
+        "eval_strategy": str(cfg.training.eval_strategy),
+        "mine_corpus": str(cfg.mine.corpus) if "mine" in cfg.stages else None,
+        "files": [reuse.files_signature(Path(str(folder))) for folder in folders],
+    }
+    return reuse.digest(parts)
 
 
 def load_data(cfg: DictConfig) -> LoadedData:
