@@ -34,7 +34,6 @@ OmegaConf.register_new_resolver(
 )
 
 
-
 def threads_per_job(jobs, cores: int | None = None) -> int:
     """Intra-op threads for each of ``jobs`` jobs running at once on this machine (``sweep=parallel``): the
     cores this process may use, split evenly, at least 1 each (2 cores, 2 jobs: 1 each; 16 cores: 8 each).
