@@ -289,7 +289,13 @@ def _read_local(folder: Path, stem: str, key: str, split: str):
             f"{path}: cannot be read as {path.suffix[1:]} ({reason}): check the file's format and encoding "
             "(UTF-8 with a header row for csv, one JSON object per line for jsonl)."
         ) from error
-    return ds, str(path), hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return ds, str(path), file_digest(path)
+
+
+def file_digest(path: Path) -> str:
+    """The file's content fingerprint (sha256, 16 hex digits), read in blocks: a 2 GB file is never held whole."""
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()[:16]
 
 
 def _has_no_rows(path: Path) -> bool:
@@ -335,6 +341,15 @@ def _require_columns(ds, columns: list[str], where: str, key: str) -> None:
         )
 
 
+def _blank(values):
+    """Whitespace-only text cells: vectorised on a string column (Arrow-backed: linear, no Python loop)."""
+    import pandas as pd
+
+    if isinstance(values.dtype, pd.StringDtype):
+        return values.str.strip().eq("").fillna(False).astype(bool)
+    return values.map(lambda v: isinstance(v, str) and not v.strip()).astype(bool)
+
+
 def _check_cells(ds, columns: list[str], where: str, numeric, score_range=None, constant_scores=False) -> None:
     """Empty or whitespace-only cells, non-numeric or out-of-range scores: the first bad row, by number;
     with ``constant_scores``, scores that are all equal (an evaluator's correlation would be NaN)."""
@@ -342,7 +357,7 @@ def _check_cells(ds, columns: list[str], where: str, numeric, score_range=None, 
     line_offset = 2 if where.endswith((".csv", ".tsv")) else 1  # header row, 1-based lines
     for column in columns:
         values = frame[column]
-        empty = values.isna() | values.map(lambda v: isinstance(v, str) and not v.strip()).astype(bool)
+        empty = values.isna() | _blank(values)
         if empty.any():
             row = int(empty.to_numpy().nonzero()[0][0])
             raise PipelineError(
