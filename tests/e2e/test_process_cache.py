@@ -4,6 +4,7 @@ data once per key; each job still starts from the untrained weights (tags ``load
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -37,6 +38,11 @@ def empty_caches():
 
 def loaded(run) -> tuple[str, str]:
     return run.data.tags["load.cache.model"], run.data.tags["load.cache.data"]
+
+
+def lineage(run) -> dict:
+    """The run's logged datasets by name."""
+    return {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
 
 
 def final(metrics: dict[str, float]) -> dict[str, float]:
@@ -79,6 +85,11 @@ def test_jobs_of_one_process_load_once_per_key_and_each_starts_from_the_untraine
     assert loaded(changed_run) == ("hit", "miss")
     assert changed.metrics["sts-test_spearman_cosine"] != first.metrics["sts-test_spearman_cosine"]
     assert changed.metrics["sts-dev_spearman_cosine"] == first.metrics["sts-dev_spearman_cosine"]
+    # dataset lineage follows the rows: the changed test split is a new dataset, the dev split the same one
+    before, after = lineage(first_run), lineage(changed_run)
+    assert json.loads(before["example-train"].profile)["num_rows"] == 16
+    assert after["example-test"].digest != before["example-test"].digest
+    assert after["example-dev"].digest == before["example-dev"].digest
 
     for run in (first_run, second_run, shorter, changed_run):
         seconds = mlflow_client.get_run(run.info.run_id).data.metrics["job_seconds_to_first_step"]
