@@ -40,6 +40,10 @@ class ProcessCache:
             log.debug("%s cache: dropped %s", self.name, dropped[:12])
         return value, False
 
+    def discard(self, key: str) -> None:
+        """Forget ``key`` (its value no longer holds): the next ``get`` makes it again."""
+        self.entries.pop(key, None)
+
     def clear(self) -> None:
         self.entries.clear()
 
