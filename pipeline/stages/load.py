@@ -341,6 +341,23 @@ def _require_columns(ds, columns: list[str], where: str, key: str) -> None:
         )
 
 
+CHECK_ROWS = 100_000  # rows checked at a time: memory stays flat whatever the file's size
+
+
+def _first_empty(ds, column: str) -> tuple[int | None, int]:
+    """(the first empty or whitespace-only cell's row, the number of such cells) of one column, read in
+    blocks of ``CHECK_ROWS`` rows; (None, 0) when every cell holds something."""
+    first, count = None, 0
+    cells = ds.select_columns([column]).with_format("pandas")
+    for start in range(0, len(ds), CHECK_ROWS):
+        values = cells[start : start + CHECK_ROWS][column]
+        empty = values.isna() | _blank(values)
+        if empty.any():
+            first = first if first is not None else start + int(empty.to_numpy().nonzero()[0][0])
+            count += int(empty.sum())
+    return first, count
+
+
 def _blank(values):
     """Whitespace-only text cells: vectorised on a string column (Arrow-backed: linear, no Python loop)."""
     import pandas as pd
@@ -353,20 +370,18 @@ def _blank(values):
 def _check_cells(ds, columns: list[str], where: str, numeric, score_range=None, constant_scores=False) -> None:
     """Empty or whitespace-only cells, non-numeric or out-of-range scores: the first bad row, by number;
     with ``constant_scores``, scores that are all equal (an evaluator's correlation would be NaN)."""
-    frame = ds.select_columns(columns).to_pandas()
     line_offset = 2 if where.endswith((".csv", ".tsv")) else 1  # header row, 1-based lines
     for column in columns:
-        values = frame[column]
-        empty = values.isna() | _blank(values)
-        if empty.any():
-            row = int(empty.to_numpy().nonzero()[0][0])
+        row, count = _first_empty(ds, column)
+        if row is not None:
             raise PipelineError(
                 f"{where}: row {row + 1} (line {row + line_offset}), column {column!r} is empty "
-                f"({int(empty.sum())} empty cell(s) in that column): fill or remove those rows."
+                f"({count} empty cell(s) in that column): fill or remove those rows."
             )
         if column in numeric:
             import pandas as pd
 
+            values = ds.select_columns([column]).to_pandas()[column]
             as_number = pd.to_numeric(values, errors="coerce")
             bad = as_number.isna() | ~as_number.map(lambda v: math.isfinite(v) if v == v else False)
             if bad.any():
