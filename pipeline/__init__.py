@@ -2,7 +2,7 @@
 
 Importing this package is cheap (no torch): it registers the ``${repo_root:}`` resolver that the
 configs use to find the bundled data and the default MLflow store wherever the command runs from
-(and ``${pid:}``, which keeps each command's output folder its own).
+(and ``${pid:}``, which keeps each command's output folder its own, and ``${threads_per_job:N}``).
 """
 
 import os
@@ -32,6 +32,21 @@ OmegaConf.register_new_resolver("artifacts_beside", _artifacts_beside, replace=T
 OmegaConf.register_new_resolver(
     "metric", lambda name, split, primary: f"{name}-{split}_{primary}" if primary else None, replace=True
 )
+
+
+def threads_per_job(jobs, cores: int | None = None) -> int:
+    """Intra-op threads for each of ``jobs`` jobs running at once on this machine (``sweep=parallel``): the
+    cores this process may use, split evenly, at least 1 each (2 cores, 2 jobs: 1 each; 16 cores: 8 each).
+    ``jobs`` <= 0 counts as joblib's ``n_jobs`` does (-1: one job per core)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    jobs = int(jobs)
+    running = jobs if jobs > 0 else max(1, cores + 1 + jobs)
+    return max(1, cores // running)
+
+
+# ``${threads_per_job:N}``: resolved where the job runs, so each machine splits its own cores.
+OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
 
 
 class PipelineError(ValueError):

@@ -85,6 +85,8 @@ class Plan:
     data: LoadedData
     precision: Precision
     args: Any  # SentenceTransformerTrainingArguments, None without a train stage
+    data_reused: bool = False  # read and checked by an earlier job of this process
+    started: float = 0.0  # time.perf_counter() when the job started
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,12 +158,13 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     """Every check that needs no model: config, tracking target, data, training arguments."""
     from pipeline.stages.train import training_arguments
 
+    started = time.perf_counter()
     spec = read_spec(cfg)  # the only reading of the config: stages below take their part of the spec
     validate.check_config(spec)
     tracking.check_target(spec.tracking)
     if spec.tracking.get("register_as"):
         tracking.check_registry(str(spec.tracking.uri), str(spec.tracking.register_as))
-    data = load.load_data(spec)
+    data, data_reused = load.shared_data(spec)
     log.info("Data: %s", ", ".join(f"{n} {len(s.dataset)} rows from {s.source}" for n, s in data.all_splits()))
     if resume and resume.fingerprint and resume.fingerprint != data.fingerprint:
         raise PipelineError(
@@ -182,7 +185,7 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
         if spec.stages.train
         else None
     )
-    return Plan(spec, data, precision, args)
+    return Plan(spec, data, precision, args, data_reused, started)
 
 
 def open_run(cfg: DictConfig, plan: Plan, request: JobRequest):
@@ -194,6 +197,7 @@ def open_run(cfg: DictConfig, plan: Plan, request: JobRequest):
         **hardware.owner_tags(),
         "precision.intended": plan.precision.intended,
         "precision.effective": plan.precision.effective,
+        "load.cache.data": "hit" if plan.data_reused else "miss",
         **request.tags,
     }
     given = cfg.tracking.run_name if cfg.tracking.run_name not in (None, "") else request.run_name
@@ -207,7 +211,9 @@ def build_stage(plan: Plan) -> Built:
     """The model (packed where exact) and every evaluator on every split it scores (``{name}-{split}``)."""
     spec = plan.spec
     hardware.configure_threads(spec.hardware)
-    model = build.load_model(spec.model, spec.seed).to(hardware.device(spec.hardware))  # evaluate-only runs too
+    model, reused = build.shared_model(spec.model, spec.seed)
+    model = model.to(hardware.device(spec.hardware))  # evaluate-only runs too
+    tracking.set_tags({"load.cache.model": "hit" if reused else "miss"})
     build.check_matryoshka_dims(spec.loss.matryoshka_dims, model)
     if spec.peft is not None:
         counts = build.add_lora(model, spec.peft)
@@ -237,7 +243,7 @@ def mine_stage(plan: Plan, built: Built) -> Plan:
     train, inputs = plan.data.train_splits["train"], mine_inputs(spec, plan.data)
 
     def load_miner():
-        return build.load_model(spec.miner, spec.seed, key="miner") if spec.miner else built.model
+        return build.shared_model(spec.miner, spec.seed, key="miner")[0] if spec.miner else built.model
 
     ranks = PartialState()
     with ranks.local_main_process_first():
@@ -315,14 +321,16 @@ def train_stage(plan: Plan, built: Built, resume: Resume | None) -> None:
 
     spec = plan.spec
     guide = (
-        build.load_model(spec.guide, spec.seed, key="guide").to(built.model.device) if spec.loss.needs_guide else None
+        build.shared_model(spec.guide, spec.seed, key="guide")[0].to(built.model.device)
+        if spec.loss.needs_guide
+        else None
     )
     packing.enable(guide, spec.hardware, tag="packing.guide")
     loss = build.build_loss(spec.loss, built.model, guide)
     dev = dev_evaluator(built) if spec.evaluates_during_training else None
     watch = callbacks.TrainingGuard(spec.guard, built.model, chance_loss(plan)) if spec.guard else None
     checkpoints = callbacks.Checkpoints()
-    hooks = [callbacks.MLflowMetrics(), callbacks.StartupTime(), checkpoints, *([watch] if watch else [])]
+    hooks = [callbacks.MLflowMetrics(), callbacks.StartupTime(plan.started), checkpoints, *([watch] if watch else [])]
     if spec.early_stopping is not None:
         from transformers import EarlyStoppingCallback
 

@@ -1,7 +1,8 @@
 """The trainer callbacks the job hands to ``SentenceTransformerTrainer``: one class each, one job each.
 
 - :class:`MLflowMetrics`: every trainer log (loss, learning rate, grad norm, ``eval_*``) as metrics;
-- :class:`StartupTime`: metric ``startup_seconds``, process start to the first training step;
+- :class:`StartupTime`: metrics ``startup_seconds`` (process start) and ``job_seconds_to_first_step`` (job
+  start) to the first training step;
 - :class:`Checkpoints`: commits each saved checkpoint; a signal becomes a checkpoint and a stop;
 - :class:`TrainingGuard`: stops a run whose loss, gradients, metrics or embeddings went bad;
 - :class:`ProgressLines`: where the output is not a terminal (CI, files), one plain line per logging
@@ -36,16 +37,21 @@ class MLflowMetrics(TrainerCallback):
 
 
 class StartupTime(TrainerCallback):
-    """``startup_seconds``: from the job's process start (the launcher's, with several ranks) to step 1."""
+    """``startup_seconds``: from the job's process start (the launcher's, with several ranks) to step 1;
+    ``job_seconds_to_first_step``: from the job's own start (``job_started``, a ``time.perf_counter()``)
+    to step 1, which in a sequential sweep is not the process's start for jobs 2..N."""
 
-    def __init__(self) -> None:
+    def __init__(self, job_started: float) -> None:
         self.started = process_started()
+        self.job_started = job_started
 
     def on_step_begin(self, args, state, control, **kwargs):  # once per optimizer step
         if state.global_step == 0 and state.is_world_process_zero:
-            seconds = time.time() - self.started
-            log.info("First training step %.1f s after the process started", seconds)
-            log_metrics({"startup_seconds": seconds}, synchronous=False)
+            seconds, job_seconds = time.time() - self.started, time.perf_counter() - self.job_started
+            log.info(
+                "First training step %.1f s after the job started (%.1f s after the process)", job_seconds, seconds
+            )
+            log_metrics({"startup_seconds": seconds, "job_seconds_to_first_step": job_seconds}, synchronous=False)
 
 
 class Checkpoints(TrainerCallback):

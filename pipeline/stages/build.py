@@ -21,10 +21,48 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
 from pipeline.runtime.offline import resolve_model
+from pipeline.stages import reuse
 from pipeline.stages.spec import EvaluatorSpec, LossSpec
 from pipeline.stages.splits import Split
 
 log = logging.getLogger(__name__)
+
+# Loaded models by what they are built from: the starting model, and a guide or miner beside it.
+MODELS = reuse.ProcessCache("model", size=3)
+
+
+def shared_model(model_cfg: DictConfig, seed: int, key: str = "model") -> tuple[Any, bool]:
+    """A fresh copy of the model ``load_model`` builds, loaded once per process (``reuse``); whether it was
+    loaded already. Each caller gets its own deep copy, so no job sees what another one trained; on a hit
+    torch's random state is set to what the load left, so what follows draws what it would after a load."""
+    import torch
+
+    if model_cfg.get("architecture") and not model_cfg.get("tokenizer"):
+        return load_model(model_cfg, seed, key), False  # says what is missing
+
+    def load():
+        model = load_model(model_cfg, seed, key)
+        return model, torch.get_rng_state()
+
+    cache_key = model_key(model_cfg, seed, key)
+    if model_cfg.get("architecture") and not (architecture_folder(model_cfg, seed) / "model.safetensors").is_file():
+        MODELS.discard(cache_key)  # the folder the model was built in is gone (checkpoints name it): build again
+    (pristine, random_state), hit = MODELS.get(cache_key, load)
+    if hit:
+        torch.set_rng_state(random_state)
+        log.info("%s: from the process cache (loaded by an earlier job of this process)", key)
+    return copy.deepcopy(pristine), hit
+
+
+def model_key(model_cfg: DictConfig, seed: int, key: str) -> str:
+    """Everything ``load_model`` builds from: the model config (``peft`` apart: the adapter is added to each
+    job's copy), the seed of a random initialisation, and a local folder's content, not its path."""
+    spec = {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k != "peft"}
+    source = str(model_cfg.tokenizer) if model_cfg.get("architecture") else str(model_cfg.name_or_path)
+    resolved = resolve_model(source, key=f"{key}.{'tokenizer' if model_cfg.get('architecture') else 'name_or_path'}")
+    content = reuse.folder_digest(Path(resolved)) if Path(resolved).is_dir() else resolved
+    built = str(architecture_folder(model_cfg, seed)) if model_cfg.get("architecture") else None
+    return reuse.digest({"spec": spec, "seed": seed if built else None, "content": content, "built_in": built})
 
 
 def load_model(model_cfg: DictConfig, seed: int, key: str = "model"):
@@ -58,10 +96,7 @@ def _build_from_architecture(model_cfg: DictConfig, seed: int, key: str):
     config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **arch)
     torch.manual_seed(seed)
     auto_model = AutoModel.from_config(config)
-    # A folder that outlives the job, named by what it holds: a LoRA adapter saved in a checkpoint names it
-    # as its base, so resuming and restoring the best checkpoint find it again.
-    digest = hashlib.sha256(f"{model_type}{sorted(arch.items())}{model_cfg.tokenizer}{seed}".encode()).hexdigest()
-    folder = Path(tempfile.gettempdir()) / "pipeline-models" / digest[:16]
+    folder = architecture_folder(model_cfg, seed)
     if not (folder / "model.safetensors").is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="pipeline-model-", dir=folder.parent) as building:
@@ -79,6 +114,16 @@ def _build_from_architecture(model_cfg: DictConfig, seed: int, key: str):
     if model_cfg.get("normalize"):
         modules.append(Normalize())
     return SentenceTransformer(modules=modules, device="cpu")
+
+
+def architecture_folder(model_cfg: DictConfig, seed: int) -> Path:
+    """Where a model built from ``architecture`` is saved: a folder that outlives the job, named by what it
+    holds (a LoRA adapter saved in a checkpoint names it as its base, so resuming and restoring the best
+    checkpoint find it again)."""
+    arch = OmegaConf.to_container(model_cfg.architecture, resolve=True)
+    model_type = arch.pop("model_type")
+    digest = hashlib.sha256(f"{model_type}{sorted(arch.items())}{model_cfg.tokenizer}{seed}".encode()).hexdigest()
+    return Path(tempfile.gettempdir()) / "pipeline-models" / digest[:16]
 
 
 def add_lora(model, peft_cfg: DictConfig) -> dict[str, int]:

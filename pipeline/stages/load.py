@@ -7,14 +7,16 @@ this stage returns (data fingerprints and sources, for dataset lineage).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import math
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
+from pipeline.stages import reuse
 from pipeline.stages.smoke import smoke_split
 from pipeline.stages.spec import EvaluatorSpec, JobSpec
 from pipeline.stages.splits import LABEL_COLUMNS, LoadedData, Split
@@ -29,6 +31,54 @@ FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".pa
 # ----------------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------------
+
+
+# Read and checked data by what it is read from: the jobs of a sequential sweep read it once.
+DATA = reuse.ProcessCache("data", size=2)
+
+
+def shared_data(spec: JobSpec) -> tuple[LoadedData, bool]:
+    """``load_data``, read once per process for the same files and settings (``reuse``); whether it was
+    read already. Each job gets its own copy of the splits (the rows themselves, Arrow tables, are shared:
+    a trainer that sets a format on a dataset sets it on its copy). Data from the Hub is read every time."""
+    key = data_key(spec)
+    if key is None:
+        return load_data(spec), False
+    loaded, hit = DATA.get(key, lambda: load_data(spec))
+    if hit:
+        log.info("Data: from the process cache (read and checked by an earlier job of this process)")
+    return copy.deepcopy(loaded), hit
+
+
+def data_key(spec: JobSpec) -> str | None:
+    """Everything ``load_data`` reads: the data and evaluator settings, the settings that choose the splits,
+    and each local file's size and modification time. None when a split comes from the Hub."""
+    nodes = [spec.data, *(spec.data.get("train_sets") or {}).values()]
+    nodes += [spec.eval_data] if spec.eval_key == "eval_data" else []
+    if not spec.smoke and any(node.get("path") and not node.get("local_dir") for node in nodes):
+        return None
+    folders = [node.local_dir for node in nodes if node.get("local_dir")]
+    folders += [evaluator.corpus for evaluator in spec.evaluators if evaluator.corpus]
+    folders += [node.corpus for node in nodes if node.get("corpus")]
+    parts = {
+        "data": [OmegaConf.to_container(node, resolve=True) for node in nodes],
+        "evaluators": [_evaluator_settings(evaluator) for evaluator in spec.evaluators],
+        "splits": spec.splits_needed,
+        "stages": list(spec.stages.names),
+        "smoke": spec.smoke,
+        "batch": int(spec.training.per_device_train_batch_size),
+        "eval_strategy": str(spec.training.eval_strategy),
+        "mine_corpus": str(spec.mine.corpus) if spec.stages.mine and spec.mine is not None else None,
+        "files": [reuse.files_signature(Path(str(folder))) for folder in folders],
+    }
+    return reuse.digest(parts)
+
+
+def _evaluator_settings(evaluator: EvaluatorSpec) -> dict:
+    fields = ("name", "columns", "splits", "primary_metric", "metrics", "label", "score_range", "corpus", "prompts")
+    return {"arguments": OmegaConf.to_container(evaluator.arguments, resolve=True)} | {
+        field: getattr(evaluator, field) for field in fields
+    }
 
 
 def load_data(spec: JobSpec) -> LoadedData:
@@ -240,7 +290,13 @@ def _read_local(folder: Path, stem: str, key: str, split: str):
             f"{path}: cannot be read as {path.suffix[1:]} ({reason}): check the file's format and encoding "
             "(UTF-8 with a header row for csv, one JSON object per line for jsonl)."
         ) from error
-    return ds, str(path), hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return ds, str(path), file_digest(path)
+
+
+def file_digest(path: Path) -> str:
+    """The file's content fingerprint (sha256, 16 hex digits), read in blocks: a 2 GB file is never held whole."""
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()[:16]
 
 
 def _has_no_rows(path: Path) -> bool:
@@ -286,23 +342,47 @@ def _require_columns(ds, columns: list[str], where: str, key: str) -> None:
         )
 
 
+CHECK_ROWS = 100_000  # rows checked at a time: memory stays flat whatever the file's size
+
+
+def _first_empty(ds, column: str) -> tuple[int | None, int]:
+    """(the first empty or whitespace-only cell's row, the number of such cells) of one column, read in
+    blocks of ``CHECK_ROWS`` rows; (None, 0) when every cell holds something."""
+    first, count = None, 0
+    cells = ds.select_columns([column]).with_format("pandas")
+    for start in range(0, len(ds), CHECK_ROWS):
+        values = cells[start : start + CHECK_ROWS][column]
+        empty = values.isna() | _blank(values)
+        if empty.any():
+            first = first if first is not None else start + int(empty.to_numpy().nonzero()[0][0])
+            count += int(empty.sum())
+    return first, count
+
+
+def _blank(values):
+    """Whitespace-only text cells: vectorised on a string column (Arrow-backed: linear, no Python loop)."""
+    import pandas as pd
+
+    if isinstance(values.dtype, pd.StringDtype):
+        return values.str.strip().eq("").fillna(False).astype(bool)
+    return values.map(lambda v: isinstance(v, str) and not v.strip()).astype(bool)
+
+
 def _check_cells(ds, columns: list[str], where: str, numeric, score_range=None, constant_scores=False) -> None:
     """Empty or whitespace-only cells, non-numeric or out-of-range scores: the first bad row, by number;
     with ``constant_scores``, scores that are all equal (an evaluator's correlation would be NaN)."""
-    frame = ds.select_columns(columns).to_pandas()
     line_offset = 2 if where.endswith((".csv", ".tsv")) else 1  # header row, 1-based lines
     for column in columns:
-        values = frame[column]
-        empty = values.isna() | values.map(lambda v: isinstance(v, str) and not v.strip()).astype(bool)
-        if empty.any():
-            row = int(empty.to_numpy().nonzero()[0][0])
+        row, count = _first_empty(ds, column)
+        if row is not None:
             raise PipelineError(
                 f"{where}: row {row + 1} (line {row + line_offset}), column {column!r} is empty "
-                f"({int(empty.sum())} empty cell(s) in that column): fill or remove those rows."
+                f"({count} empty cell(s) in that column): fill or remove those rows."
             )
         if column in numeric:
             import pandas as pd
 
+            values = ds.select_columns([column]).to_pandas()[column]
             as_number = pd.to_numeric(values, errors="coerce")
             bad = as_number.isna() | ~as_number.map(lambda v: math.isfinite(v) if v == v else False)
             if bad.any():

@@ -250,6 +250,10 @@ def test_parallel_sweep_into_a_fresh_sqlite_store_loses_nothing(cli, mlflow_clie
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
     assert [e.name for e in mlflow_client.search_experiments()] in (["example", "Default"], ["Default", "example"])
     assert {c.data.params["seed"] for c in children} == {"1", "2"}
+    from pipeline import threads_per_job
+
+    # each worker's job resolved this machine's cores split between the 2 jobs at once
+    assert {c.data.params["hardware.num_threads"] for c in children} == {str(threads_per_job(2))}
     for child in children:
         assert len(child.data.params) == len(children[0].data.params)
         assert [m.step for m in mlflow_client.get_metric_history(child.info.run_id, "loss")] == [1, 2]

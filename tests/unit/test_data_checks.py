@@ -78,3 +78,14 @@ def test_warmup_ratio_is_an_alias_for_the_float_warmup_steps(tmp_path, caplog):
         training_arguments(
             compose_config(["training.warmup_ratio=1.5"]).training, cfg.hardware, tmp_path, precision, None
         )
+
+
+def test_empty_cells_are_found_and_counted_across_check_blocks(data, monkeypatch):
+    """The cell checks read a column a block of rows at a time: the first empty cell of a later block is
+    named by its row in the file, and the count covers every block."""
+    monkeypatch.setattr(load, "CHECK_ROWS", 3)
+    rows = [f"anchor {i},positive {i}" for i in range(10)]
+    rows[4], rows[8] = "anchor 4,", 'anchor 8," "'
+    (data / "train.csv").write_text("anchor,positive\n" + "\n".join(rows) + "\n")
+    with pytest.raises(PipelineError, match=r"row 5 \(line 6\), column 'positive' is empty \(2 empty cell"):
+        preflight(f"data.local_dir={data}")

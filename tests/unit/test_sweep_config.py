@@ -43,3 +43,28 @@ def test_sweep_callback_import_is_cheap():
     code = "import sys, pipeline.sweep, pipeline.tracking.sweep, pipeline.compare, pipeline.rerun; assert not {'torch', 'mlflow'} & set(sys.modules), 'heavy import'"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_parallel_sweep_splits_the_cores_between_its_jobs():
+    from pipeline import threads_per_job
+
+    assert [threads_per_job(2, cores=n) for n in (1, 2, 3, 16)] == [1, 1, 1, 8]
+    assert threads_per_job(4, cores=16) == 4 and threads_per_job("2", cores=16) == 8
+    assert threads_per_job(-1, cores=16) == 1 and threads_per_job(-2, cores=16) == 1  # joblib: all cores
+    assert threads_per_job(-9, cores=16) == 2  # joblib: 16 + 1 - 9 = 8 jobs
+    cores = threads_per_job(1)  # this machine's
+    assert job_threads(["sweep=parallel"]) == max(1, cores // 2)
+    assert job_threads(["sweep=parallel", "hydra.launcher.n_jobs=1"]) == cores
+    assert job_threads(["sweep=parallel", "hardware.num_threads=3"]) == 3  # the user's choice wins
+
+
+def job_threads(overrides: list[str]) -> int:
+    """``hardware.num_threads`` as a job of the sweep resolves it (Hydra sets its config for the job)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg = compose_config(overrides, hydra=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        return cfg.hardware.num_threads
+    finally:
+        HydraConfig.instance().cfg = None
