@@ -338,9 +338,14 @@ def main() -> None:
     report["train_flops"] = train_flops(data, args.max_steps)
     report["medians"] = medians(report, report["train_flops"])
     report["summary"] = summary(report)
-    out = Path(args.out)
+    write_results(
+        report, Path(args.out), f"bench_cpu-{time.strftime('%Y%m%d-%H%M')}-{report['machine']['kind']}", markdown
+    )
+
+
+def write_results(report: dict, out: Path, stem: str, markdown) -> None:
+    """The raw results as ``out/STEM.json``, the tables as ``out/STEM.md``, and the tables printed."""
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"bench_cpu-{time.strftime('%Y%m%d-%H%M')}-{report['machine']['kind']}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     (out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))

@@ -25,7 +25,6 @@ Writes the raw results to ``benchmarks/results/bench_sweep-<date>-<cpu kind>.jso
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_cpu import REPO, create_store, loadavg, machine
+from bench_cpu import REPO, create_store, loadavg, machine, write_results
 from make_pairs import write_pairs
 
 LEARNING_RATES = ("2e-5", "3e-5", "4e-5", "5e-5")
@@ -214,13 +213,8 @@ def main() -> None:
             report["scale"] = scale_part(recipe, sizes, stsb, Path(folder))
     report["load_after"] = loadavg()
     report["summary"] = summary(report)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = f"bench_sweep-{time.strftime('%Y%m%d-%H%M')}-{report['machine']['kind']}{'-quick' if args.quick else ''}"
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
-    (out / f"{stem}.md").write_text(markdown(report))
-    print(markdown(report))
-    print(f"raw results: {out / stem}.json")
+    write_results(report, Path(args.out), stem, markdown)
 
 
 if __name__ == "__main__":

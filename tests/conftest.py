@@ -300,6 +300,12 @@ class Spawned(subprocess.Popen):
         self.wait(timeout=timeout)
         return self.output()
 
+    def __exit__(self, *exc) -> None:
+        """Leaving ``with``: a command still running (a test failed first) is killed, never left behind."""
+        if self.poll() is None:
+            self.kill()
+        self.wait()
+
 
 def spawn(command: list[str], log: Path, **kwargs) -> Spawned:
     """``command`` from the repo root, its output in ``log`` (see ``Spawned``)."""

@@ -299,16 +299,11 @@ def _joblib_workers(sweep: Spawned) -> list:
 def test_a_joblib_worker_killed_mid_job_fails_the_sweep_in_one_line_and_leaves_no_run_running(
     tmp_path, store_overrides, mlflow_client
 ):
-    sweep = _start_parallel_sweep(tmp_path, store_overrides, mlflow_client)
-    try:
+    with _start_parallel_sweep(tmp_path, store_overrides, mlflow_client) as sweep:
         workers = _joblib_workers(sweep)
         assert len(workers) == 2, "joblib runs the 2 jobs in 2 worker processes"
         workers[0].kill()  # as the OS's out-of-memory killer would
         output = sweep.finish(timeout=120)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-            sweep.wait()
     assert sweep.returncode == 1, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     (line,) = [line for line in output.splitlines() if line.startswith("error:")]
@@ -325,14 +320,9 @@ def test_a_joblib_worker_killed_mid_job_fails_the_sweep_in_one_line_and_leaves_n
 def test_ctrl_c_of_a_joblib_sweep_ends_the_parent_and_both_running_jobs_killed(
     tmp_path, store_overrides, mlflow_client
 ):
-    sweep = _start_parallel_sweep(tmp_path, store_overrides, mlflow_client)
-    try:
+    with _start_parallel_sweep(tmp_path, store_overrides, mlflow_client) as sweep:
         sweep.send_signal(signal.SIGINT)  # Ctrl-C in the sweep's own process
         output = sweep.finish(timeout=120)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-            sweep.wait()
     assert sweep.returncode == 130, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     parent, children = parent_and_children(mlflow_client)
