@@ -17,7 +17,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LATEST_VENV ?= /tmp/pipeline-latest-venv
-LOCK_TOOLS := $(VENV)/lock-tools  # pip-tools, kept out of the project's own environment
+# pip-tools, kept out of the project's own environment
+LOCK_TOOLS := $(VENV)/lock-tools
 
 .PHONY: setup lock test-latest run test test-fast lint format ui chromium postgresql bench clean
 
