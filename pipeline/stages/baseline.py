@@ -17,15 +17,13 @@ Writes nothing; ``pipeline.tracking.baseline`` finds and records runs by this ke
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import platform
 from dataclasses import dataclass
 from importlib import metadata
 
-from omegaconf import OmegaConf
-
+from pipeline.stages import reuse
 from pipeline.stages.spec import EvaluatorSpec
 from pipeline.stages.splits import Split
 
@@ -58,7 +56,7 @@ def baseline_key(model, scoring: Scoring) -> str:
         "default_prompt_name": model.default_prompt_name,
         "similarity": model.similarity_fn_name,
         "truncate_dim": model.truncate_dim,
-        "evaluators": {name: evaluator_record(spec) for name, spec in scoring.evaluators.items()},
+        "evaluators": {name: spec.record() for name, spec in scoring.evaluators.items()},
         "scored": sorted(scoring.scored),
         "splits": {name: rows_digest(scoring.splits[name].dataset) for name in used if name in scoring.splits},
         "corpora": {name: rows_digest(split.dataset) for name, split in sorted(scoring.corpora.items())},
@@ -70,13 +68,7 @@ def baseline_key(model, scoring: Scoring) -> str:
         "packing_row_length": scoring.packing_row_length,
         "versions": {name: metadata.version(name) for name in VERSIONED},
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def evaluator_record(spec: EvaluatorSpec) -> dict:
-    """An evaluator's spec as plain data: its settings and its class's arguments."""
-    record = {field.name: getattr(spec, field.name) for field in dataclasses.fields(spec)}
-    return {**record, "arguments": OmegaConf.to_container(spec.arguments, resolve=True)}
+    return reuse.digest(parts)
 
 
 def weights_digest(model) -> str:

@@ -62,7 +62,7 @@ def data_key(spec: JobSpec) -> str | None:
     folders += [node.corpus for node in nodes if node.get("corpus")]
     parts = {
         "data": [OmegaConf.to_container(node, resolve=True) for node in nodes],
-        "evaluators": [_evaluator_settings(evaluator) for evaluator in spec.evaluators],
+        "evaluators": [evaluator.record() for evaluator in spec.evaluators],
         "splits": spec.splits_needed,
         "stages": list(spec.stages.names),
         "smoke": spec.smoke,
@@ -72,13 +72,6 @@ def data_key(spec: JobSpec) -> str | None:
         "files": [reuse.files_signature(Path(str(folder))) for folder in folders],
     }
     return reuse.digest(parts)
-
-
-def _evaluator_settings(evaluator: EvaluatorSpec) -> dict:
-    fields = ("name", "columns", "splits", "primary_metric", "metrics", "label", "score_range", "corpus", "prompts")
-    return {"arguments": OmegaConf.to_container(evaluator.arguments, resolve=True)} | {
-        field: getattr(evaluator, field) for field in fields
-    }
 
 
 def load_data(spec: JobSpec) -> LoadedData:

@@ -72,7 +72,6 @@ def folder_digest(folder: Path) -> str:
         for name, _, _ in signature:
             content.update(str(Path(name).relative_to(folder.expanduser().resolve())).encode())
             with open(name, "rb") as stream:
-                for block in iter(lambda: stream.read(1 << 20), b""):
-                    content.update(block)
+                content.update(hashlib.file_digest(stream, "sha256").digest())
         _CONTENT[signature] = content.hexdigest()
     return _CONTENT[signature]

@@ -14,7 +14,7 @@ the loss's class and whether it needs a guide, Matryoshka, LoRA, early stopping,
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -58,6 +58,11 @@ class EvaluatorSpec:
     @property
     def target(self) -> str:
         return str(self.arguments._target_)
+
+    def record(self) -> dict:
+        """The evaluator as plain data, for cache keys: its settings and its class's arguments."""
+        values = {field.name: getattr(self, field.name) for field in fields(self)}
+        return {**values, "arguments": OmegaConf.to_container(self.arguments, resolve=True)}
 
 
 @dataclass(frozen=True)
