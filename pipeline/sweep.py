@@ -69,6 +69,8 @@ class MLflowSweep(Callback):
 
     # -- before the jobs ----------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with reported():  # a typo in a file or a swept key: refused as a single job would be, before the parent
+            check_sweep_keys(config)
         with reported(prefix="error: the sweep could not start", errors=Exception):
             self.sweep = self._start(config)
         os.environ[ENV] = json.dumps(self.sweep.__dict__)
@@ -138,6 +140,40 @@ class MLflowSweep(Callback):
         status = "KILLED" if INTERRUPTED["value"] else "FAILED"
         end_orphans(self.sweep, status)
         end_run(self.sweep.parent_run_id, status, ENDING["reason"], tracking_uri=self.sweep.tracking_uri)
+
+
+def check_sweep_keys(config: DictConfig) -> None:
+    """Every job of the sweep would refuse an unknown key: refuse it once, before the parent run exists.
+    The config files (an experiment's typo) are checked as composed for the sweep; a swept key
+    (``training.lerning_rate=1e-5,1e-4`` or an Optuna ``params`` key) must name a key of that config or
+    a config group."""
+    from pipeline.stages import schema
+
+    choices, roots = dict(config.hydra.runtime.choices), schema.config_roots(config.hydra.runtime.config_sources)
+    schema.check_keys(config, choices, roots)
+    for group, options in swept_options(config.hydra, choices).items():
+        for option in options:
+            schema.check_option(group, option, roots)
+    missing, added = object(), {str(o).split("=", 1)[0][1:] for o in config.hydra.overrides.task if str(o)[:1] == "+"}
+    for key in swept_keys(config.hydra):
+        if key in choices or key in added or OmegaConf.select(config, key, default=missing) is not missing:
+            continue
+        unknown = schema.unknown_path(key)
+        if unknown is not None:
+            raise PipelineError(unknown.describe(None))
+        raise PipelineError(f"command line: the sweep varies {key!r}, which the config does not have: fix the key.")
+
+
+def swept_options(hydra_cfg: DictConfig, choices: dict[str, Any]) -> dict[str, list[str]]:
+    """Config group -> the options a basic sweep goes through (``experiment=a,b``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in hydra_cfg.overrides.task])
+    return {
+        o.get_key_element(): [str(v) for v in o.sweep_string_iterator()]
+        for o in parsed
+        if o.is_sweep_override() and o.get_key_element() in choices
+    }
 
 
 def _check_sweeper(config: DictConfig) -> tuple[bool, str]:

@@ -211,14 +211,30 @@ def _check_target(node: dict, schema: Target, prefix: str, found: list[Unknown])
             found.append(Unknown(f"{prefix}{key}", (*params, *schema.own), reason))
 
 
-def config_roots() -> list[Path]:
-    """The folders Hydra composed from (``--config-path``, ``hydra.searchpath``), else ``conf/``."""
+def config_roots(sources: Any = None) -> list[Path]:
+    """The folders Hydra composed from (``--config-path``, ``hydra.searchpath``: ``sources``, else the
+    running job's ``hydra.runtime.config_sources``), else ``conf/``."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
-        return [CONF_DIR]
-    sources = HydraConfig.get().runtime.config_sources
-    return [Path(s.path) for s in sources if s.schema == "file"] or [CONF_DIR]
+    if sources is None and HydraConfig.initialized():
+        sources = HydraConfig.get().runtime.config_sources
+    return [Path(s.path) for s in sources or [] if s.schema == "file"] or [CONF_DIR]
+
+
+def check_option(group: str, option: str, roots: list[Path]) -> None:
+    """Refuse an unknown key in one option file of a config group (``experiment``, ``model``...) as
+    :func:`check_keys` would in the config composed with it: a sweep over ``experiment=a,b`` checks
+    every file before any job."""
+    for file, package in chosen_files({group: option}, roots)[:-1]:  # the option and the files it includes
+        content = OmegaConf.to_container(OmegaConf.load(file), resolve=False)
+        content.pop("defaults", None)
+        for part in reversed([p for p in package.split(".") if p]):
+            content = {part: content}
+        found: list[Unknown] = []
+        _walk(content, SCHEMA, "", found)
+        if found:
+            where = str(file.relative_to(Path.cwd())) if file.is_relative_to(Path.cwd()) else str(file)
+            raise PipelineError(found[0].describe(where))
 
 
 def source_file(path: str, choices: dict[str, Any], roots: list[Path]) -> str | None:
