@@ -162,7 +162,7 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     spec = read_spec(cfg)  # the only reading of the config: stages below take their part of the spec
     validate.check_config(spec)
     tracking.check_target(spec.tracking)
-    if spec.tracking.get("register_as"):
+    if spec.tracking.register_as:
         tracking.check_registry(str(spec.tracking.uri), str(spec.tracking.register_as))
     data, data_reused = load.shared_data(spec)
     log.info("Data: %s", ", ".join(f"{n} {len(s.dataset)} rows from {s.source}" for n, s in data.all_splits()))
@@ -193,7 +193,7 @@ def open_run(cfg: DictConfig, plan: Plan, request: JobRequest):
     tags = {
         "pipeline.experiment": request.choices.get("experiment") or "none",
         "data.fingerprint": plan.data.fingerprint,
-        **hardware.world_tags(cfg.training),
+        **hardware.world_tags(plan.args),
         **hardware.owner_tags(),
         "precision.intended": plan.precision.intended,
         "precision.effective": plan.precision.effective,
@@ -399,7 +399,7 @@ def log_outcome(
     """The trained model (a new registry version with ``tracking.register_as``, its params the whole
     config), the job's seconds and the packer's token counts."""
     model_uri = log_trained_model(spec, built, output_dir)
-    if model_uri and spec.tracking.get("register_as"):
+    if model_uri and spec.tracking.register_as:
         name = str(spec.tracking.register_as)
         version = tracking.register_model(model_uri, name, tracking.config_params(cfg), metrics)
         log.info("Registered %s version %s", name, version)

@@ -126,8 +126,10 @@ def _rerun(args: argparse.Namespace) -> int:
         raise PipelineError(f"run {args.run_id} is not in {uri}: check the run id and --tracking-uri.") from None
     if original.info.status != "FINISHED":
         log.warning("the original run ended %s: its metrics may be partial", original.info.status)
-    cfg = tracking.logged_config(client, args.run_id, list(args.overrides))
-    cfg = schema.drop_unknown(cfg, f"config.yaml of run {args.run_id}")  # keys older code had: warned, ignored
+    origin = f"config.yaml of run {args.run_id}"
+    cfg = schema.drop_unknown(tracking.logged_file(client, args.run_id), origin)  # keys older code had: warned, ignored
+    cfg = schema.fill_missing(cfg, origin)  # keys newer than the run: today's defaults, warned
+    cfg = tracking.with_overrides(cfg, list(args.overrides), args.run_id)
     # The replay goes where the original is, whatever store its config named.
     experiment = client.get_experiment(original.info.experiment_id)
     cfg.tracking.uri = uri

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -31,9 +32,7 @@ class Precision:
 def check_profile(hardware: DictConfig) -> None:
     """The profile fits this machine and itself: a CUDA device for a cuda profile, machines and
     processes that add up. Raises :class:`PipelineError` naming the key and the fix."""
-    processes = int(hardware.get("num_processes") or 1)
-    machines = int(hardware.get("num_machines") or 1)
-    machine = int(hardware.get("machine_rank") or 0)
+    processes, machines, machine = int(hardware.num_processes), int(hardware.num_machines), int(hardware.machine_rank)
     if not 0 <= machine < machines:
         raise PipelineError(
             f"hardware.machine_rank={machine} with hardware.num_machines={machines}: set it to this machine's index, "
@@ -105,11 +104,11 @@ def resolve_precision(hardware: DictConfig, training: DictConfig) -> Precision:
 
 def configure_threads(hardware: DictConfig) -> None:
     """Intra-op threads (``hardware.num_threads``) and, on CUDA, TF32 matmuls (``hardware.tf32``)."""
-    if hardware.get("num_threads"):
+    if hardware.num_threads:
         import torch
 
         torch.set_num_threads(int(hardware.num_threads))
-    if hardware.get("tf32"):
+    if hardware.tf32:
         from transformers.utils import enable_tf32  # the API of this torch (the trainer's own switch)
 
         enable_tf32(True)
@@ -132,10 +131,12 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def world_tags(training: DictConfig) -> dict[str, str]:
-    """World size and the per-device / global train batch, as run tags."""
-    per_device = int(training.per_device_train_batch_size)
-    accumulation = int(training.get("gradient_accumulation_steps") or 1)
+def world_tags(args: Any) -> dict[str, str]:
+    """World size and, when the job trains (``args``: its ``SentenceTransformerTrainingArguments``), the
+    per-device and global train batch, as run tags."""
+    if args is None:
+        return {"world_size": str(world_size())}
+    per_device, accumulation = int(args.per_device_train_batch_size), int(args.gradient_accumulation_steps)
     return {
         "world_size": str(world_size()),
         "batch.per_device": str(per_device),
@@ -145,15 +146,15 @@ def world_tags(training: DictConfig) -> dict[str, str]:
 
 def eval_batch_size(hardware: DictConfig, training: DictConfig) -> int:
     """Encoding batch of the evaluators: the profile's when it sets one (speed only)."""
-    return int(hardware.get("eval_batch_size") or training.per_device_eval_batch_size)
+    return int(hardware.eval_batch_size or training.per_device_eval_batch_size)
 
 
 def trainer_options(hardware: DictConfig, training: DictConfig) -> dict:
     """Trainer arguments the profile decides: device and, with several ranks, backend and timeout."""
     options = {"use_cpu": hardware.accelerator == "cpu"}
     if int(hardware.num_processes) > 1:
-        options["ddp_backend"] = str(hardware.get("backend") or ("gloo" if hardware.accelerator == "cpu" else "nccl"))
-        if hardware.get("timeout_s") and "ddp_timeout" not in training:
+        options["ddp_backend"] = str(hardware.backend or ("gloo" if hardware.accelerator == "cpu" else "nccl"))
+        if "ddp_timeout" not in training:
             options["ddp_timeout"] = int(hardware.timeout_s)
     return options
 

@@ -59,15 +59,15 @@ def wanted(hardware: DictConfig) -> bool:
 def command(hardware: DictConfig, launch_dir: Path) -> list[str]:
     """The ``accelerate launch`` command line for this profile."""
     processes = int(hardware.num_processes)
-    machines = int(hardware.get("num_machines") or 1)
-    if machines > 1 and not hardware.get("main_process_ip"):
+    machines = int(hardware.num_machines)
+    if machines > 1 and not hardware.main_process_ip:
         raise PipelineError(
             f"hardware.num_machines={machines} needs hardware.main_process_ip: set it to machine 0's "
             "address on every machine (and hardware.machine_rank to each machine's index)."
         )
-    port = hardware.get("main_process_port") or free_port()
+    port = hardware.main_process_port or free_port()
     per_machine = max(processes // machines, 1)
-    threads = hardware.get("num_threads") or max((os.cpu_count() or 1) // per_machine, 1)
+    threads = hardware.num_threads or max((os.cpu_count() or 1) // per_machine, 1)
     # every machine waits at most join_timeout_s in the rendezvous for the others (torch's default: 600 s)
     rendezvous = ["--rdzv_conf", f"timeout={int(join_timeout_s(hardware))}"] if machines > 1 else []
     return [
@@ -80,9 +80,9 @@ def command(hardware: DictConfig, launch_dir: Path) -> list[str]:
         "--num_machines",
         str(machines),
         "--machine_rank",
-        str(hardware.get("machine_rank") or 0),
+        str(hardware.machine_rank),
         "--main_process_ip",
-        str(hardware.get("main_process_ip") or "127.0.0.1"),
+        str(hardware.main_process_ip),
         "--main_process_port",
         str(port),
         "--num_cpu_threads_per_process",
@@ -114,7 +114,7 @@ def run_launched(cfg: DictConfig, output_dir: Path, job: dict) -> dict:
         OmegaConf.create({"config": OmegaConf.to_container(cfg, resolve=True), **job}), launch_dir / "job.yaml"
     )
     argv = command(cfg.hardware, launch_dir)
-    machine = int(cfg.hardware.get("machine_rank") or 0)
+    machine = int(cfg.hardware.machine_rank)
     if machine > 0:
         wait_for_machine_0(cfg.hardware)
     env = {
@@ -169,8 +169,8 @@ def wait_for_machine_0(hardware: DictConfig) -> None:
 
 def _not_joined(hardware: DictConfig, launch_dir: Path, waited: float) -> str:
     """Machine 0 whose rendezvous timed out before rank 0 started a run: the likely cause, or ''."""
-    machines, limit = int(hardware.get("num_machines") or 1), join_timeout_s(hardware)
-    if int(hardware.get("machine_rank") or 0) or machines == 1 or (launch_dir / "run.json").is_file() or waited < limit:
+    machines, limit = int(hardware.num_machines), join_timeout_s(hardware)
+    if int(hardware.machine_rank) or machines == 1 or (launch_dir / "run.json").is_file() or waited < limit:
         return ""
     return (
         f"; not all {machines} machines joined within hardware.join_timeout_s={limit:.0f} s: start the same "
@@ -180,7 +180,7 @@ def _not_joined(hardware: DictConfig, launch_dir: Path, waited: float) -> str:
 
 def join_timeout_s(hardware: DictConfig) -> float:
     """Seconds machines wait for each other: machine 0 in the rendezvous, the others for machine 0's port."""
-    return float(hardware.get("join_timeout_s") or 300)
+    return float(hardware.join_timeout_s)
 
 
 def _pythonpath() -> str:
@@ -244,7 +244,7 @@ def _rendezvous_store(hardware: DictConfig):
 
     from torch.distributed import TCPStore
 
-    timeout = timedelta(seconds=int(hardware.get("timeout_s") or 300))
+    timeout = timedelta(seconds=int(hardware.timeout_s))
     return TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
 
 
@@ -287,7 +287,7 @@ def check_same_config(digest: str, hardware: DictConfig) -> None:
 
     store = _rendezvous_store(hardware)
     prefix = _key("config")
-    machine = int(hardware.get("machine_rank") or 0)
+    machine = int(hardware.machine_rank)
     store.set(f"{prefix}/{process_rank()}", json.dumps({"machine": machine, "digest": digest}))
     seen = [json.loads(store.get(f"{prefix}/{rank}")) for rank in range(world_size())]
     odd = [entry for entry in seen if entry["digest"] != seen[0]["digest"]]

@@ -145,6 +145,32 @@ def drop_unknown(cfg: DictConfig, origin: str) -> DictConfig:
     return kept
 
 
+def fill_missing(cfg: DictConfig, origin: str) -> DictConfig:
+    """The config with the keys that ``conf/config.yaml`` gives every job and it lacks (a run logged by
+    older code, before the key existed) set to today's default, one warning per key or node."""
+    root = OmegaConf.load(CONF_DIR / "config.yaml")
+    defaults = OmegaConf.masked_copy(root, [k for k in root if k not in ("defaults", "hydra")])
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    for path in _missing(OmegaConf.to_container(defaults, resolve=False), plain, ""):
+        log.warning(
+            "%s: key %r was not logged: today's default %s used", origin, path, OmegaConf.select(defaults, path)
+        )
+    filled = OmegaConf.merge(defaults, OmegaConf.create(plain))
+    OmegaConf.set_struct(filled, OmegaConf.is_struct(cfg))
+    return filled
+
+
+def _missing(defaults: dict, logged: dict, prefix: str) -> list[str]:
+    """Dot paths of ``defaults`` that ``logged`` lacks (a missing node once, not each of its keys)."""
+    found = []
+    for key, value in defaults.items():
+        if key not in logged:
+            found.append(f"{prefix}{key}")
+        elif isinstance(value, dict) and isinstance(logged[key], dict):
+            found += _missing(value, logged[key], f"{prefix}{key}.")
+    return found
+
+
 def unknown_path(path: str) -> Unknown | None:
     """The first unknown part of the dot key ``path`` (an override Hydra refused), or None."""
     node: dict = {}

@@ -58,7 +58,7 @@ def check_config(spec: JobSpec) -> None:
         _check_loss_columns(spec)
         _check_early_stopping(spec)
         _check_guide(spec)
-    if spec.tracking.get("register_as") and not (spec.tracking.log_model and spec.stages.train):
+    if spec.tracking.register_as and not (spec.tracking.log_model and spec.stages.train):
         raise PipelineError(
             "tracking.register_as registers the trained model: it needs tracking.log_model=true and a train stage."
         )

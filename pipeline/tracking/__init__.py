@@ -30,7 +30,7 @@ from pipeline.tracking.record import (
     set_tags,
 )
 from pipeline.tracking.registry import check_registry, register_model
-from pipeline.tracking.replay import artifact_text, hidden_keys, logged_config, logged_list
+from pipeline.tracking.replay import artifact_text, hidden_keys, logged_config, logged_file, logged_list, with_overrides
 from pipeline.tracking.run import config_secrets, end_run, job_run
 from pipeline.tracking.scrub import LogScrubber, metric_key, metric_name, redact, scrub
 from pipeline.tracking.store import (
@@ -66,6 +66,8 @@ __all__ = [
     "log_mined_set",
     "log_model",
     "logged_config",
+    "logged_file",
+    "with_overrides",
     "logged_list",
     "metric_key",
     "metric_name",

@@ -17,6 +17,11 @@ from pipeline import PipelineError
 
 def logged_config(client, run_id: str, overrides: list[str]) -> DictConfig:
     """The run's logged ``config.yaml`` with ``overrides`` merged in (unknown keys are an error)."""
+    return with_overrides(logged_file(client, run_id), overrides, run_id)
+
+
+def logged_file(client, run_id: str) -> DictConfig:
+    """The run's logged ``config.yaml`` as it was written (struct: no key can be added by mistake)."""
     try:
         text = artifact_text(client, run_id, "config.yaml")
     except LookupError as error:
@@ -30,6 +35,11 @@ def logged_config(client, run_id: str, overrides: list[str]) -> DictConfig:
             f"config.yaml of run {run_id} does not parse ({type(error).__name__}): fix the artifact or rerun by hand."
         ) from None
     OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def with_overrides(cfg: DictConfig, overrides: list[str], run_id: str) -> DictConfig:
+    """``cfg`` with the ``key=value`` overrides merged in: a key the logged config lacks is an error."""
     bad = [o for o in overrides if "=" not in o or o.startswith(("+", "~"))]
     if bad:
         raise PipelineError(

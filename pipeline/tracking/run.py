@@ -141,9 +141,9 @@ def _system_metrics(tracking: DictConfig) -> bool:
     the run is open."""
     import mlflow
 
-    if not tracking.get("system_metrics"):
+    if not tracking.system_metrics:
         return False
-    mlflow.system_metrics.set_system_metrics_sampling_interval(float(tracking.get("system_metrics_interval") or 10))
+    mlflow.system_metrics.set_system_metrics_sampling_interval(float(tracking.system_metrics_interval))
     mlflow.system_metrics.set_system_metrics_samples_before_logging(1)
     return True
 

@@ -122,7 +122,7 @@ def open_experiment(tracking: DictConfig) -> str:
     if experiment is not None:
         return experiment.experiment_id
     location = None
-    if not is_server(str(tracking.uri)) and tracking.get("artifact_root"):
+    if not is_server(str(tracking.uri)) and tracking.artifact_root:
         folder = Path(str(tracking.artifact_root)) / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         location = folder.resolve().as_uri()
     try:

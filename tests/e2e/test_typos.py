@@ -1,7 +1,7 @@
 """A typo in an experiment file, as a user meets it: ``python -m pipeline experiment=mine debug=smoke``
 exits 2 with one line naming the file, the key and the nearest valid key, and creates no MLflow run; so
-does the same typo as an override. A run logged with a key that is no longer known still replays, with a
-warning naming it."""
+does the same typo as an override. A run logged with a key that is no longer known, or without one added
+since, still replays, with a warning naming each."""
 
 from __future__ import annotations
 
@@ -67,12 +67,17 @@ def test_a_run_logged_with_a_key_no_longer_known_replays_with_a_warning(run_job,
     original = run_job("debug=smoke", "tracking.log_model=false", "stages=[load,evaluate]")
     logged = OmegaConf.create(tracking.artifact_text(mlflow_client, original.run_id, "config.yaml"))
     logged.guard.retired_check = 3  # what an older version of the pipeline might have logged
+    del logged.hardware.join_timeout_s  # ... and lacked: a key added since
+    del logged.early_stopping
     mlflow_client.log_text(original.run_id, OmegaConf.to_yaml(logged), "config.yaml")
     with caplog.at_level(logging.WARNING, logger=schema.__name__):
-        code = rerun.main([original.run_id, "--tracking-uri", store["uri"]])
+        code = rerun.main([original.run_id, "--tracking-uri", store["uri"], "hardware.timeout_s=60"])
     assert code == 0
     assert [r.getMessage() for r in caplog.records if r.name == schema.__name__] == [
-        f"config.yaml of run {original.run_id}: key 'guard.retired_check' is no longer a config key: ignored"
+        f"config.yaml of run {original.run_id}: key 'guard.retired_check' is no longer a config key: ignored",
+        f"config.yaml of run {original.run_id}: key 'early_stopping' was not logged: today's default "
+        "{'patience': None, 'threshold': 0.0} used",
+        f"config.yaml of run {original.run_id}: key 'hardware.join_timeout_s' was not logged: today's default 300 used",
     ]
 
 

@@ -116,9 +116,11 @@ WHOLE_CONFIG_ALLOWED = {
     "pipeline.stages.spec.read_spec",
     "pipeline.stages.schema.check_keys",
     "pipeline.stages.schema.drop_unknown",
+    "pipeline.stages.schema.fill_missing",
     "pipeline.stages.schema.unknown_keys",
     "pipeline.tracking.record.config_params",
     "pipeline.tracking.replay.hidden_keys",
+    "pipeline.tracking.replay.with_overrides",
     "pipeline.tracking.run.config_secrets",
     "pipeline.tracking.run.job_run",
     "pipeline.tracking.run._start",
@@ -147,6 +149,10 @@ def whole_config_parameters() -> set[str]:
     return found
 
 
+# Names a config node goes by in the package: the whole config, its nodes, the job spec.
+RECEIVERS = ("cfg", "config", "training", "hardware", "mine", "guard", "data", "loss", "model", "tracking", "spec")
+
+
 def literal_defaults() -> list[str]:
     """Every ``X.get(key, <literal>)`` in the package, as ``file:line source``: a default written again
     in code shadows the one in the YAML (``None`` is no default: it only says the key may be absent)."""
@@ -163,6 +169,29 @@ def literal_defaults() -> list[str]:
     return found
 
 
+def or_defaults() -> list[str]:
+    """Every ``X.get(key) or <literal>`` in the package (``hardware.get("machine_rank") or 0``): the same
+    default written again, where ``or {}`` / ``or []`` (an absent mapping or list is an empty one) is none."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or)):
+                continue
+            first, rest = node.values[0], node.values[1:]
+            getter = isinstance(first, ast.Call) and isinstance(first.func, ast.Attribute) and first.func.attr == "get"
+            if getter and any(_is_default(value) for value in rest):
+                found.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} {ast.unparse(node)}")
+    return found
+
+
+def _is_default(node: ast.expr) -> bool:
+    if isinstance(node, ast.Constant):
+        return node.value not in (None, "")
+    return isinstance(node, (ast.List, ast.Dict, ast.Tuple, ast.Set)) and bool(
+        getattr(node, "elts", None) or getattr(node, "keys", None)
+    )
+
+
 def test_no_function_below_the_job_takes_the_whole_config():
     taking = whole_config_parameters()
     assert taking <= WHOLE_CONFIG_ALLOWED, (
@@ -173,6 +202,10 @@ def test_no_function_below_the_job_takes_the_whole_config():
 
 
 def test_no_config_default_is_written_again_in_code():
-    receivers = ("cfg", "config", "training", "hardware", "mine", "guard", "data", "loss", "model", "tracking", "spec")
-    on_config = [line for line in literal_defaults() if line.split(" ", 1)[1].split(".")[0].endswith(receivers)]
+    on_config = [line for line in literal_defaults() if line.split(" ", 1)[1].split(".")[0].endswith(RECEIVERS)]
     assert not on_config, f"defaults live in the YAML (conf/), not in .get(key, default): {on_config}"
+
+
+def test_no_config_default_is_written_again_after_an_or():
+    on_config = [line for line in or_defaults() if line.split(" ", 1)[1].split(".")[0].endswith(RECEIVERS)]
+    assert not on_config, f"defaults live in the YAML (conf/), not in .get(key) or default: {on_config}"
