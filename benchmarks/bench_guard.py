@@ -14,8 +14,9 @@ import sys
 import time
 
 from pipeline.runtime.callbacks import TrainingGuard
-from pipeline.runtime.guard import PROBE_SENTENCES, GuardSettings
+from pipeline.runtime.guard import PROBE_SENTENCES
 from pipeline.stages.build import load_model
+from pipeline.stages.spec import read_guard
 from tests.conftest import compose_config
 
 
@@ -24,7 +25,7 @@ def main() -> None:
     cfg = compose_config([f"model={options.get('model', 'minilm')}"])
     batch, repeats = int(options.get("batch", 32)), int(options.get("repeats", 20))
     model = load_model(cfg.model, seed=42)
-    guard = TrainingGuard(GuardSettings.from_config(cfg.guard), model, chance=None)
+    guard = TrainingGuard(read_guard(cfg.guard), model, chance=None)
 
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from torch.optim import AdamW

@@ -94,6 +94,7 @@ class Built:
     model: Any
     packer: packing.Packer | None
     evaluators: dict[str, Any]
+    loss: Any = None  # the training loss around the model (and its guide); None without a train stage
 
 
 def run_job(
@@ -208,7 +209,8 @@ def open_run(cfg: DictConfig, plan: Plan, request: JobRequest):
 
 
 def build_stage(plan: Plan) -> Built:
-    """The model (packed where exact) and every evaluator on every split it scores (``{name}-{split}``)."""
+    """The model (packed where exact), every evaluator on every split it scores (``{name}-{split}``) and,
+    with a train stage, the loss (around a guide model when it takes one)."""
     spec = plan.spec
     hardware.configure_threads(spec.hardware)
     model, reused = build.shared_model(spec.model, spec.seed)
@@ -230,7 +232,17 @@ def build_stage(plan: Plan) -> Built:
     )
     model.prompts.update(spec.prompts)  # saved with the model: encode(prompt_name=COLUMN)
     prompts = {evaluator.name: list(evaluator.prompts) for evaluator in spec.evaluators}
-    return Built(model, packer, build.adjust_evaluators(evaluators, spec.loss.matryoshka_dims, prompts))
+    evaluators = build.adjust_evaluators(evaluators, spec.loss.matryoshka_dims, prompts)
+    return Built(model, packer, evaluators, training_loss(spec, model) if spec.stages.train else None)
+
+
+def training_loss(spec: JobSpec, model):
+    """The loss class around the model, and around the guide model when the loss takes one."""
+    guide = None
+    if spec.loss.needs_guide:
+        guide = build.shared_model(spec.guide, spec.seed, key="guide")[0].to(model.device)
+        packing.enable(guide, spec.hardware, tag="packing.guide")
+    return build.build_loss(spec.loss, model, guide)
 
 
 def mine_stage(plan: Plan, built: Built) -> Plan:
@@ -320,13 +332,6 @@ def train_stage(plan: Plan, built: Built, resume: Resume | None) -> None:
     from pipeline.stages.train import check_restored, train
 
     spec = plan.spec
-    guide = (
-        build.shared_model(spec.guide, spec.seed, key="guide")[0].to(built.model.device)
-        if spec.loss.needs_guide
-        else None
-    )
-    packing.enable(guide, spec.hardware, tag="packing.guide")
-    loss = build.build_loss(spec.loss, built.model, guide)
     dev = dev_evaluator(built) if spec.evaluates_during_training else None
     watch = callbacks.TrainingGuard(spec.guard, built.model, chance_loss(plan)) if spec.guard else None
     checkpoints = callbacks.Checkpoints()
@@ -336,7 +341,7 @@ def train_stage(plan: Plan, built: Built, resume: Resume | None) -> None:
 
         hooks.append(EarlyStoppingCallback(spec.early_stopping.patience, spec.early_stopping.threshold))
     with checkpoint.training():
-        result = train(built.model, loss, plan.data.train_dataset, plan.args, dev_evaluator=dev, callbacks=hooks,
+        result = train(built.model, built.loss, plan.data.train_dataset, plan.args, dev_evaluator=dev, callbacks=hooks,
                        eval_dataset=plan.data.eval_loss_dataset, resume_from_checkpoint=resume.checkpoint if resume else None)  # fmt: skip
     guard.raise_if_tripped(watch)
     checkpoint.raise_if_stopped(checkpoints)

@@ -24,8 +24,6 @@ import logging
 import math
 from dataclasses import dataclass
 
-from omegaconf import DictConfig
-
 from pipeline import PipelineError
 from pipeline.runtime.hardware import world_size
 from pipeline.tracking import set_tags
@@ -77,19 +75,6 @@ class GuardSettings:
     chance_tolerance: float
     collapse_every: int
     collapse_similarity: float
-
-    @classmethod
-    def from_config(cls, guard_cfg: DictConfig | None) -> GuardSettings | None:
-        """The settings, or None when ``guard.enabled`` is false."""
-        if guard_cfg is None or not guard_cfg.enabled:  # None: a run logged before the guard existed
-            return None
-        return cls(
-            chance_patience=int(guard_cfg.chance_patience),
-            nonfinite_patience=int(guard_cfg.nonfinite_patience),
-            chance_tolerance=float(guard_cfg.chance_tolerance),
-            collapse_every=int(guard_cfg.collapse_every),
-            collapse_similarity=float(guard_cfg.collapse_similarity),
-        )
 
 
 def non_finite(values: dict, keys=None) -> str | None:

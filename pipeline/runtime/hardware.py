@@ -38,6 +38,11 @@ def check_profile(hardware: DictConfig) -> None:
             f"hardware.machine_rank={machine} with hardware.num_machines={machines}: set it to this machine's index, "
             f"0 .. {machines - 1}."
         )
+    if machines > 1 and not hardware.main_process_ip:
+        raise PipelineError(
+            f"hardware.num_machines={machines} needs hardware.main_process_ip: set it to machine 0's "
+            "address on every machine (and hardware.machine_rank to each machine's index)."
+        )
     if processes % machines:
         raise PipelineError(
             f"hardware.num_processes={processes} is not divisible by hardware.num_machines={machines}: set "

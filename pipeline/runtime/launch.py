@@ -59,12 +59,7 @@ def wanted(hardware: DictConfig) -> bool:
 def command(hardware: DictConfig, launch_dir: Path) -> list[str]:
     """The ``accelerate launch`` command line for this profile."""
     processes = int(hardware.num_processes)
-    machines = int(hardware.num_machines)
-    if machines > 1 and not hardware.main_process_ip:
-        raise PipelineError(
-            f"hardware.num_machines={machines} needs hardware.main_process_ip: set it to machine 0's "
-            "address on every machine (and hardware.machine_rank to each machine's index)."
-        )
+    machines = int(hardware.num_machines)  # with its main_process_ip: hardware.check_profile
     port = hardware.main_process_port or free_port()
     per_machine = max(processes // machines, 1)
     threads = hardware.num_threads or max((os.cpu_count() or 1) // per_machine, 1)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import PipelineError
 from pipeline.stages import reuse
 from pipeline.stages.smoke import smoke_split
-from pipeline.stages.spec import EvaluatorSpec, JobSpec
+from pipeline.stages.spec import EvaluatorSpec, JobSpec, train_layout, train_sets
 from pipeline.stages.splits import LABEL_COLUMNS, LoadedData, Split
 
 log = logging.getLogger(__name__)
@@ -119,24 +119,6 @@ def candidate_texts(data: DictConfig, key: str = "data") -> list[str] | None:
     if column not in read.dataset.column_names:
         return None
     return list(dict.fromkeys(str(text) for text in read.dataset[column] if text is not None and str(text).strip()))
-
-
-def train_sets(data: DictConfig) -> dict[str, tuple[DictConfig, str]]:
-    """The train set(s) of a data config: name -> (its data config, its config key).
-
-    One set: ``{"train": (data, "data")}``. Several (``data.train_sets``): one entry per name.
-    """
-    named = data.get("train_sets") or {}
-    if not named:
-        return {"train": (data, "data")}
-    return {str(name): (named[name], f"data.train_sets.{name}") for name in named}
-
-
-def train_layout(data: DictConfig) -> list[str]:
-    """The columns a data config trains on: ``train_columns``, plus ``negative`` with judged negatives
-    (``data.negatives=labelled``)."""
-    extra = ["negative"] if data.get("negatives") == "labelled" else []
-    return list(data.train_columns) + extra
 
 
 def _present(data: DictConfig, key: str, split: str) -> bool:

@@ -54,29 +54,6 @@ class Mined:
     cached: bool
 
 
-def check_options(mine_cfg: DictConfig, train_columns: list[str], data_name: str) -> None:
-    """Config checks (no data, no model): the layout has an anchor and a positive; the range fits."""
-    if len(train_columns) != 2:
-        raise PipelineError(
-            f"the mine stage needs (anchor, positive) pairs; data {data_name!r} trains on {train_columns}: "
-            "drop mine from stages, or pick a data config with two text columns."
-        )
-    low, high, wanted = int(mine_cfg.range_min), mine_cfg.range_max, int(mine_cfg.num_negatives)
-    if wanted < 1 or (high is not None and int(high) - low < wanted):
-        raise PipelineError(
-            f"mine.range_max={high} with mine.range_min={low} leaves {None if high is None else int(high) - low} "
-            f"candidates, fewer than mine.num_negatives={wanted}: raise range_max or lower num_negatives (>= 1)."
-        )
-    if mine_cfg.corpus not in ("split", "positives"):
-        raise PipelineError(f"mine.corpus={mine_cfg.corpus!r}: use split (every text of the train file) or positives.")
-    age = mine_cfg.get("cache_max_age_days")  # absent from configs logged before it existed (pipeline.rerun)
-    if age is not None and (isinstance(age, bool) or not isinstance(age, (int, float)) or age < 0):
-        raise PipelineError(
-            f"mine.cache_max_age_days={age!r}: a number of days >= 0 (0 mines afresh every time), or null to keep "
-            "mined sets until mine.cache_dir is cleared."
-        )
-
-
 def prompts_for(train: Split, prompts: dict[str, str]) -> dict[str, str | None]:
     """``mine_hard_negatives``' prompts: the anchor column's prompt for queries, the positive's for the corpus."""
     anchor, positive = train.dataset.column_names[:2]

@@ -14,6 +14,7 @@ the loss's class and whether it needs a guide, Matryoshka, LoRA, early stopping,
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 from omegaconf import DictConfig, OmegaConf
@@ -166,7 +167,7 @@ def read_spec(cfg: DictConfig) -> JobSpec:
         if train and patience is not None
         else None,
         prompts=prompts,
-        guard=GuardSettings.from_config(cfg.get("guard")),
+        guard=read_guard(cfg.get("guard")),
         data=cfg.data,
         eval_data=cfg[eval_key],
         eval_key=eval_key,
@@ -256,3 +257,48 @@ def evaluator_prompts(data: DictConfig, prompts: dict[str, str], columns: list[s
     texts = [c for c in (data.get("train_columns") or []) if c not in LABEL_COLUMNS]
     count = len([c for c in columns if c not in LABEL_COLUMNS])
     return tuple(prompts.get(texts[i]) if i < len(texts) else None for i in range(count))
+
+
+def metric_names(specs: Sequence[EvaluatorSpec], split: str = "dev", dims: Sequence[int] | None = None) -> list[str]:
+    """The names the evaluators log on ``split``: ``{name}-{split}_{metric}``, and with Matryoshka
+    dimensions ``{name}-{split}-{dim}_{metric}`` too."""
+    names = []
+    for spec in specs:
+        for metric in dict.fromkeys([spec.primary_metric, *spec.metrics]):
+            if metric:
+                names += [
+                    f"{spec.name}-{split}_{metric}",
+                    *(f"{spec.name}-{split}-{dim}_{metric}" for dim in dims or []),
+                ]
+    return names
+
+
+def train_sets(data: DictConfig) -> dict[str, tuple[DictConfig, str]]:
+    """The train set(s) of a data config: name -> (its data config, its config key).
+
+    One set: ``{"train": (data, "data")}``. Several (``data.train_sets``): one entry per name.
+    """
+    named = data.get("train_sets") or {}
+    if not named:
+        return {"train": (data, "data")}
+    return {str(name): (named[name], f"data.train_sets.{name}") for name in named}
+
+
+def train_layout(data: DictConfig) -> list[str]:
+    """The columns a data config trains on: ``train_columns``, plus ``negative`` with judged negatives
+    (``data.negatives=labelled``)."""
+    extra = ["negative"] if data.get("negatives") == "labelled" else []
+    return list(data.train_columns) + extra
+
+
+def read_guard(guard: DictConfig | None) -> GuardSettings | None:
+    """The guard's settings, or None when ``guard.enabled`` is false."""
+    if guard is None or not guard.enabled:  # None: a config composed without conf/config.yaml's guard node
+        return None
+    return GuardSettings(
+        chance_patience=int(guard.chance_patience),
+        nonfinite_patience=int(guard.nonfinite_patience),
+        chance_tolerance=float(guard.chance_tolerance),
+        collapse_every=int(guard.collapse_every),
+        collapse_similarity=float(guard.collapse_similarity),
+    )

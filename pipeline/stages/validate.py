@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from omegaconf import DictConfig
 
 from pipeline import PipelineError
 from pipeline.runtime import hardware, packing
-from pipeline.stages.evaluators import check_optimized_metric
-from pipeline.stages.load import train_layout, train_sets
-from pipeline.stages.mine import check_options
-from pipeline.stages.spec import JobSpec, LossSpec
+from pipeline.stages.spec import EvaluatorSpec, JobSpec, LossSpec, metric_names, train_layout, train_sets
 from pipeline.stages.splits import LABEL_COLUMNS
 
 STAGES = ("load", "mine", "train", "evaluate")
@@ -48,7 +47,7 @@ def check_config(spec: JobSpec) -> None:
             raise PipelineError(
                 "the mine stage mines one train set; data.train_sets names several: drop mine from stages."
             )
-        check_options(spec.mine, train_layout(spec.data), str(spec.data.name))
+        check_mine_options(spec.mine, train_layout(spec.data), str(spec.data.name))
     _check_training(spec.training)
     _check_matryoshka(spec.loss, spec.model)
     _check_prompts(spec.data)
@@ -205,4 +204,41 @@ def _check_peft(model: DictConfig) -> None:
     if targets is not None and (isinstance(targets, str) or not all(isinstance(t, str) and t for t in targets)):
         raise PipelineError(
             f"model.peft.target_modules={targets!r}: a list of module names, e.g. [query,value], or null for peft's default."
+        )
+
+
+def check_optimized_metric(
+    metric: str | None, specs: Sequence[EvaluatorSpec], dims: Sequence[int] | None = None
+) -> None:
+    """``optimized_metric`` must be a dev metric some evaluator logs (when any evaluator runs)."""
+    if not specs or not metric:
+        return
+    available = metric_names(specs, "dev", dims)
+    if str(metric) not in available:
+        raise PipelineError(
+            f"optimized_metric={metric!r} is not logged by the evaluators {[spec.name for spec in specs]}: set "
+            f"optimized_metric to one of {', '.join(available)}."
+        )
+
+
+def check_mine_options(mine_cfg: DictConfig, train_columns: list[str], data_name: str) -> None:
+    """Config checks (no data, no model): the layout has an anchor and a positive; the range fits."""
+    if len(train_columns) != 2:
+        raise PipelineError(
+            f"the mine stage needs (anchor, positive) pairs; data {data_name!r} trains on {train_columns}: "
+            "drop mine from stages, or pick a data config with two text columns."
+        )
+    low, high, wanted = int(mine_cfg.range_min), mine_cfg.range_max, int(mine_cfg.num_negatives)
+    if wanted < 1 or (high is not None and int(high) - low < wanted):
+        raise PipelineError(
+            f"mine.range_max={high} with mine.range_min={low} leaves {None if high is None else int(high) - low} "
+            f"candidates, fewer than mine.num_negatives={wanted}: raise range_max or lower num_negatives (>= 1)."
+        )
+    if mine_cfg.corpus not in ("split", "positives"):
+        raise PipelineError(f"mine.corpus={mine_cfg.corpus!r}: use split (every text of the train file) or positives.")
+    age = mine_cfg.cache_max_age_days
+    if age is not None and (isinstance(age, bool) or not isinstance(age, (int, float)) or age < 0):
+        raise PipelineError(
+            f"mine.cache_max_age_days={age!r}: a number of days >= 0 (0 mines afresh every time), or null to keep "
+            "mined sets until mine.cache_dir is cleared."
         )

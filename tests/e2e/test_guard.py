@@ -7,8 +7,8 @@ import math
 import pytest
 
 from pipeline.runtime.callbacks import TrainingGuard
-from pipeline.runtime.guard import GuardSettings, TrainingStopped, chance_loss
-from pipeline.stages.spec import read_spec
+from pipeline.runtime.guard import TrainingStopped, chance_loss
+from pipeline.stages.spec import read_guard, read_spec
 from tests.conftest import all_runs, compose_config, logged_models
 
 SMOKE = ("debug=smoke", "training.max_steps=12")
@@ -86,7 +86,7 @@ def test_gradscaler_skips_are_tolerated_up_to_the_patience_divergence_is_not(fp1
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
     args = TrainingArguments(output_dir=str(tmp_path), fp16=fp16, use_cpu=True)
-    settings = GuardSettings.from_config(compose_config(["guard.nonfinite_patience=3"]).guard)
+    settings = read_guard(compose_config(["guard.nonfinite_patience=3"]).guard)
     guard = TrainingGuard(settings, model=None, chance=None)
     state, control = TrainerState(), TrainerControl()
     logged = [(1, math.inf), (2, math.inf), (3, 0.5), (4, math.inf), (5, math.nan), (6, math.inf)]
@@ -106,7 +106,7 @@ def test_a_non_finite_loss_trips_at_once_even_in_fp16(tmp_path):
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
     args = TrainingArguments(output_dir=str(tmp_path), fp16=True, use_cpu=True)
-    guard = TrainingGuard(GuardSettings.from_config(compose_config([]).guard), model=None, chance=None)
+    guard = TrainingGuard(read_guard(compose_config([]).guard), model=None, chance=None)
     state, control = TrainerState(), TrainerControl()
     state.global_step = 1
     guard.on_log(args, state, control, logs={"loss": math.nan, "grad_norm": math.inf})

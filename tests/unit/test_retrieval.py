@@ -8,11 +8,11 @@ from datasets import Dataset
 
 from pipeline import PipelineError
 from pipeline.stages.build import retrieval_inputs
-from pipeline.stages.evaluators import check_optimized_metric, metric_names
 from pipeline.stages.load import read_corpus
-from pipeline.stages.spec import read_spec
+from pipeline.stages.spec import metric_names, read_spec
 from pipeline.stages.splits import Split
 from pipeline.stages.transforms import judged_pairs
+from pipeline.stages.validate import check_optimized_metric
 from tests.conftest import compose_config
 
 LABELLED = {
