@@ -13,8 +13,10 @@ option) may add keys freely: ``early_stoping.patience: 2`` would compose, train 
   ``SentenceTransformerTrainingArguments`` fields (their values: its ``__post_init__``, ``stages.train``).
 - Mappings the user names (``data.columns``, ``data.prompts``, ``model.architecture``) are open.
 
-:func:`drop_unknown` is the lenient mode for replaying runs logged by older code: unknown keys are
-reported (one warning each) and removed. Writes nothing to MLflow.
+:func:`drop_unknown` and :func:`fill_missing` are the lenient mode for replaying runs logged by other
+code: unknown keys are reported (one warning each) and removed; keys ``conf/config.yaml`` gives every job
+that the run lacks are reported and set to today's default. :func:`check_option` checks one option file
+of a group (a sweep over ``experiment=a,b``). Writes nothing to MLflow.
 """
 
 from __future__ import annotations

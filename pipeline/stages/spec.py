@@ -7,8 +7,9 @@ that belongs to a library (``spec.training``: ``SentenceTransformerTrainingArgum
 and ``evaluator.arguments``: the class named by ``_target_``). Writes nothing.
 
 Facts derived here, and nowhere else: which stages run, whether the trainer evaluates during
-training, the evaluators and the splits they score, ``optimized_metric`` and which way it improves,
-the loss's class and whether it needs a guide, Matryoshka, LoRA, early stopping, prompts, the guard.
+training, the evaluators, the splits they score and the metric names they log, ``optimized_metric``
+and which way it improves, the loss's class and whether it needs a guide, Matryoshka, LoRA, early
+stopping, prompts, the guard's settings, the train sets and the columns each trains on.
 """
 
 from __future__ import annotations
@@ -141,8 +142,9 @@ class JobSpec:
 def read_spec(cfg: DictConfig) -> JobSpec:
     """The job spec of a composed (key-checked) config.
 
-    A key read with ``.get`` may be absent from a config logged before it existed (``pipeline.rerun``,
-    ``pipeline.resume`` replay the logged config as it is): absent means off.
+    A node read with ``.get`` (``early_stopping``, ``guard``, ``evaluators``...) may be absent from a
+    config composed without ``conf/config.yaml``'s own nodes: absent means off. (``pipeline.rerun`` and
+    ``pipeline.resume`` fill what a logged config lacks first: ``schema.fill_missing``.)
     """
     names = tuple(str(stage) for stage in cfg.stages)
     train = "train" in names

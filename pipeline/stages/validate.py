@@ -1,7 +1,12 @@
 """Config checks that need no data and no model: they answer in well under a second.
 
-``check_config`` reads the job spec (``pipeline.stages.spec``) and raises :class:`pipeline.PipelineError` naming the key and the fix. Data checks
-(columns, cells, scores) live with the reading code in ``pipeline.stages.load``.
+``check_config`` reads the job spec (``pipeline.stages.spec``) and raises :class:`pipeline.PipelineError`
+naming the key and the fix: stages, mine options, training values, Matryoshka, prompts, LoRA, the
+optimized metric, the loss's columns, early stopping, the guide, registration, and the hardware profile
+(through ``pipeline.runtime.packing`` and ``pipeline.runtime.hardware``, which own those keys' values).
+Checks that need more live where it exists: data checks (columns, cells, scores) with the reading code
+in ``pipeline.stages.load``, checks against the loaded model in ``pipeline.stages.build``, the library's
+own checks of ``training.*`` in ``pipeline.stages.train``, the tracking target in ``pipeline.tracking.store``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from pipeline import tracking
 from pipeline.runtime.callbacks import MLflowMetrics
 index, uri, root = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 cfg = OmegaConf.create({"tracking": {"uri": uri, "artifact_root": root, "experiment_name": "shared", "run_name": None,
-                        "log_model": False}, "training": {"learning_rate": 0.001 * (index + 1)}})
+                        "log_model": False, "system_metrics": False}, "training": {"learning_rate": 0.001 * (index + 1)}})
 tracking.check_target(cfg.tracking)
 experiment = tracking.open_experiment(cfg.tracking)
 with tracking.job_run(cfg, experiment, f"writer-{index}", [f"index={index}"], {"writer": str(index)}):

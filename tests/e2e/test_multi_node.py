@@ -137,7 +137,9 @@ def test_machines_started_with_different_configs_are_both_refused_before_any_run
 def test_machine_rank_and_process_counts_are_checked(overrides, message):
     from pipeline.stages.validate import check_config
 
-    cfg = compose_config(["hardware=multi_node", "hardware.accelerator=cpu", *overrides])
+    cfg = compose_config(
+        ["hardware=multi_node", "hardware.accelerator=cpu", "hardware.main_process_ip=10.0.0.1", *overrides]
+    )
     with pytest.raises(PipelineError, match=message):
         check_config(read_spec(cfg))
 

@@ -133,7 +133,8 @@ WHOLE_CONFIG_ALLOWED = {
 def whole_config_parameters() -> set[str]:
     """``module.function`` for every function below the job with a parameter named ``cfg`` or ``config``
     (the name the whole composed config goes by; a slice is named for what it holds: ``training``,
-    ``loss_cfg``, ``spec``)."""
+    ``loss_cfg``, ``spec``). By name, over the whole package; ``tests/e2e/test_config_walk.py`` checks
+    the same by value, over the functions a job calls."""
     found = set()
     for path in PACKAGE.rglob("*.py"):
         name = module_name(path)
