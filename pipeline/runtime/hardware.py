@@ -43,6 +43,10 @@ def check_profile(hardware: DictConfig) -> None:
             f"hardware.num_machines={machines} needs hardware.main_process_ip: set it to machine 0's "
             "address on every machine (and hardware.machine_rank to each machine's index)."
         )
+    for key in ("timeout_s", "join_timeout_s"):
+        value = hardware[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise PipelineError(f"hardware.{key}={value!r}: a number of seconds > 0 (e.g. 300).")
     if processes % machines:
         raise PipelineError(
             f"hardware.num_processes={processes} is not divisible by hardware.num_machines={machines}: set "

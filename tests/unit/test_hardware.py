@@ -32,6 +32,10 @@ def test_multi_node_needs_the_rendezvous_address():
     hw = compose_config(["hardware=multi_node", "hardware.accelerator=cpu"]).hardware
     with pytest.raises(PipelineError, match="main_process_ip"):
         check_profile(hw)
+    for key in ("timeout_s", "join_timeout_s"):  # null once meant a default written in the code: now a mistake
+        hw = compose_config(["hardware=cpu_ddp", f"hardware.{key}=null"]).hardware
+        with pytest.raises(PipelineError, match=f"hardware.{key}=None: a number of seconds > 0"):
+            check_profile(hw)
     hw = compose_config(
         ["hardware=multi_node", "hardware.main_process_ip=10.0.0.1", "hardware.machine_rank=1"]
     ).hardware
