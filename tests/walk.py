@@ -1,9 +1,11 @@
 """Follow the composed config through one job: every call of a ``pipeline`` function that receives the
 config, a node of it or a part of the job spec (``pipeline.stages.spec``), in the order they happen.
 
-Measured, not read from the source: a function that takes the whole config under any parameter name,
-or gets it inside a container, is seen. ``tests/e2e/test_config_walk.py`` holds the rules;
-``python -m tests.walk [overrides]`` prints the walk of a job.
+Measured, not read from the source: a function that takes the whole config under any parameter name
+is seen. ``tests/e2e/test_config_walk.py`` holds the rules; ``python -m tests.walk [overrides]`` prints
+the walk of ``python -m pipeline [overrides]`` (calls, modules, stays, the stage modules' stays and the
+functions that took the whole config). Another checkout's walk: ``PYTHONPATH=CHECKOUT python
+tests/walk.py [overrides]`` from this one (the file imports nothing of the pipeline's tests).
 """
 
 from __future__ import annotations
@@ -87,6 +89,12 @@ def stays(calls: list[Call]) -> list[str]:
     return walk
 
 
+def stage_stays(calls: list[Call]) -> list[str]:
+    """The walk's stays in ``pipeline.stages`` modules, the calls in other modules (the job, the
+    runtime's helpers, tracking) left out."""
+    return stays([c for c in calls if c.module.startswith("pipeline.stages.")])
+
+
 def main(overrides: list[str]) -> None:
     """Print the walk of ``python -m pipeline OVERRIDES`` run in this process."""
     from pipeline import REPO_ROOT
@@ -103,6 +111,8 @@ def main(overrides: list[str]) -> None:
     walk = stays(calls)
     print(f"{len(calls)} calls, {len(set(walk))} modules, {len(walk)} stays")
     print(" -> ".join(m.removeprefix("pipeline.") for m in walk))
+    stages = stage_stays(calls)
+    print(f"stage modules: {len(stages)} stays: " + " -> ".join(m.removeprefix("pipeline.stages.") for m in stages))
     whole = sorted({f"{c.module}.{c.function}" for c in calls if c.whole})
     print("whole config:", ", ".join(whole))
 

@@ -8,18 +8,12 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.test_layout import COMMAND_MODULES, WHOLE_CONFIG_ALLOWED
-from tests.walk import follow, stays
+from tests.walk import follow, stage_stays
 
 # Stage modules in the order a job first reaches them: the config checks, the data, the training
 # arguments (checked by the library before any model loads), then the model, evaluators and loss;
 # the mine stage after them (it mines with the built model).
 ORDER = ["validate", "load", "train", "build", "mine"]
-
-
-def stage_stays(calls) -> list[str]:
-    """The walk's stays in ``pipeline.stages`` modules, the calls in other modules (the job, the
-    runtime's helpers, tracking) left out."""
-    return stays([c for c in calls if c.module.startswith("pipeline.stages.")])
 
 
 @pytest.mark.parametrize(
