@@ -165,10 +165,12 @@ def check_sweep_keys(config: DictConfig) -> None:
 
 
 def swept_options(hydra_cfg: DictConfig, choices: dict[str, Any]) -> dict[str, list[str]]:
-    """Config group -> the options a basic sweep goes through (``experiment=a,b``)."""
+    """Config group -> the options the sweep goes through: ``experiment=a,b`` on the command line, or
+    ``experiment: choice(a, b)`` in an Optuna search space (``hydra.sweeper.params``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides([str(o) for o in hydra_cfg.overrides.task])
+    space = [f"{key}={value}" for key, value in (hydra_cfg.sweeper.get("params") or {}).items() if key in choices]
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in hydra_cfg.overrides.task] + space)
     return {
         o.get_key_element(): [str(v) for v in o.sweep_string_iterator()]
         for o in parsed
