@@ -106,7 +106,7 @@ def run_job(
     ``request.resume`` continues an existing run from its last checkpoint; ``on_run_start`` hears the
     run id as soon as the run exists (a launcher waiting on rank 0).
     """
-    started, resume = time.perf_counter(), request.resume
+    resume = request.resume
     plan = preflight(cfg, output_dir, resume)
     spec = plan.spec
     main_rank = hardware.process_rank() == 0  # rank 0 owns the run; other ranks train and write nothing
@@ -126,7 +126,7 @@ def run_job(
         if run is None:
             return JobResult("", "", {}, None)
         metrics = {**baseline, **evaluate_stage(plan, built, folder)}
-        log_outcome(cfg, spec, built, folder, started, metrics)
+        log_outcome(cfg, spec, built, folder, plan.started, metrics)
     target = metrics.get(tracking.metric_name(spec.optimized_metric)) if spec.optimized_metric else None
     return JobResult(run.info.run_id, run.info.experiment_id, metrics, target)
 

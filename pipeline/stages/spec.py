@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -297,10 +298,4 @@ def read_guard(guard: DictConfig | None) -> GuardSettings | None:
     """The guard's settings, or None when ``guard.enabled`` is false."""
     if guard is None or not guard.enabled:  # None: a config composed without conf/config.yaml's guard node
         return None
-    return GuardSettings(
-        chance_patience=int(guard.chance_patience),
-        nonfinite_patience=int(guard.nonfinite_patience),
-        chance_tolerance=float(guard.chance_tolerance),
-        collapse_every=int(guard.collapse_every),
-        collapse_similarity=float(guard.collapse_similarity),
-    )
+    return GuardSettings(**{name: kind(guard[name]) for name, kind in get_type_hints(GuardSettings).items()})
