@@ -1,12 +1,15 @@
 """``pipeline.resume`` refuses a run whose process still runs, and resumes a dead one even when the
-store's URI is spelled differently (params that exist are not logged again), with its secret given again."""
+store's URI is spelled differently (params that exist are not logged again), with its secret given again,
+and with a key its logged config lacks (a run logged before the key existed) taken from today's defaults."""
 
 from __future__ import annotations
 
 import signal
 
 import pytest
+from omegaconf import OmegaConf
 
+from pipeline.tracking import artifact_text
 from tests.conftest import all_runs
 from tests.e2e.test_interrupt import TRAIN, _start, _wait_for_checkpoint
 
@@ -33,12 +36,16 @@ def test_resume_refuses_a_live_run_then_resumes_it_under_another_uri_spelling(
         process.kill()
         process.wait(timeout=30)
     assert mlflow_client.get_run(run.info.run_id).info.status == "RUNNING"
+    logged = OmegaConf.create(artifact_text(mlflow_client, run.info.run_id, "config.yaml"))
+    del logged.hardware.join_timeout_s  # as a run logged before the key existed
+    mlflow_client.log_text(run.info.run_id, OmegaConf.to_yaml(logged), "config.yaml")
     same_store = store["uri"].replace("/mlflow.db", "/./mlflow.db")
     resumed = cli(
         run.info.run_id, f"training.hub_token={TOKEN}", "--tracking-uri", same_store, module="pipeline.resume"
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "logged as ***" not in resumed.stderr  # the secret was given again
+    assert "key 'hardware.join_timeout_s' was not logged: today's default 300 used" in resumed.stderr
     assert TOKEN.encode() not in (tmp_path / "mlflow.db").read_bytes()
     finished = mlflow_client.get_run(run.info.run_id)
     assert finished.info.status == "FINISHED" and finished.data.params["tracking.uri"] == store["uri"]
