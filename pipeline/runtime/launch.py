@@ -53,7 +53,8 @@ LAUNCH_DIR_ENV = "PIPELINE_LAUNCH_DIR"  # set for the ranks: where job.yaml, run
 
 def wanted(hardware: DictConfig) -> bool:
     """True when this profile runs more than one process (and we are not already a rank)."""
-    return int(hardware.num_processes) > 1 and not os.environ.get(LAUNCH_DIR_ENV)
+    processes = hardware.num_processes  # not a whole number: the job's own checks refuse it (hardware.check_profile)
+    return isinstance(processes, int) and processes > 1 and not os.environ.get(LAUNCH_DIR_ENV)
 
 
 def command(hardware: DictConfig, launch_dir: Path) -> list[str]:
