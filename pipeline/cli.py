@@ -4,6 +4,7 @@
 - :func:`reported`: a user mistake (:class:`pipeline.PipelineError`) prints one line and exits 2
   (``PIPELINE_TRACEBACK=1`` shows the traceback instead); Ctrl-C / SIGTERM exits 130;
 - :func:`add_tracking_uri`: the one ``--tracking-uri`` option;
+- :func:`parse_args`: a command's arguments, its run ids checked (an empty one is one line, exit 2);
 - :func:`print_summary`: the closing lines of a job (its run, status, final metrics).
 
 What these print passes the one scrubber (``pipeline.tracking.scrub``): a store URI's password, or a
@@ -90,6 +91,27 @@ def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
         metavar="URI",
         help="MLflow store (default: $MLFLOW_TRACKING_URI or the repo's mlruns/mlflow.db)",
     )
+
+
+# Arguments that hold run ids, by their ``dest``: how the command line spells each.
+RUN_ID_ARGUMENTS = {"run_id": "RUN_ID", "parent": "--parent", "run": "--run", "runs": "--runs"}
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None, intermixed: bool = False) -> argparse.Namespace:
+    """The command's arguments. A run id given empty (a script's lookup that came back empty:
+    ``--parent ""``) is refused here in one line, exit 2, before MLflow's own check raises."""
+    options = (parser.parse_intermixed_args if intermixed else parser.parse_args)(argv)
+    with reported():
+        for dest, spelling in RUN_ID_ARGUMENTS.items():
+            given = getattr(options, dest, None)
+            if any(
+                value is not None and not str(value).strip()
+                for value in (given if isinstance(given, list) else [given])
+            ):
+                raise PipelineError(
+                    f"{spelling} is empty: give a run id (python -m pipeline.compare --experiment NAME lists the runs)."
+                )
+    return options
 
 
 def tracking_uri(options: argparse.Namespace) -> str:

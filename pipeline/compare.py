@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from pipeline import PipelineError, tracking
-from pipeline.cli import add_tracking_uri, reported, run_command, tracking_uri
+from pipeline.cli import add_tracking_uri, parse_args, reported, run_command, tracking_uri
 from pipeline.tracking.leaderboard import compare_url, grouped, markdown, plot, ranked_by, search, table
 
 FORMATS = ("table", "csv", "markdown")
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY",
         help="fold runs that differ only in this param (e.g. seed) into one row: mean, std and n of each metric",
     )
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     logging.basicConfig(level=logging.WARNING)
     with reported():
         uri = tracking_uri(args)

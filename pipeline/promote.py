@@ -21,7 +21,7 @@ import argparse
 import logging
 
 from pipeline import PipelineError, tracking
-from pipeline.cli import add_tracking_uri, reported, run_command, tracking_uri
+from pipeline.cli import add_tracking_uri, parse_args, reported, run_command, tracking_uri
 from pipeline.tracking import registry
 
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         "--metric", help="rank / check by this metric, e.g. ir-dev_cosine_ndcg@10 (default: the optimized_metric)"
     )
     parser.add_argument("--register-as", metavar="NAME", help="registered model name (default: the experiment's)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     logging.basicConfig(level=logging.WARNING)
     with reported():
         uri = tracking_uri(args)

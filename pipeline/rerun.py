@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 import pipeline.tracking.environment as environment
 from pipeline import PipelineError, tracking
-from pipeline.cli import add_tracking_uri, reported, run_command, tracking_uri
+from pipeline.cli import add_tracking_uri, parse_args, reported, run_command, tracking_uri
 from pipeline.tracking.scrub import MAX_RUN_NAME_LENGTH
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="largest absolute difference accepted per metric (default 0: exact)",
     )
-    args = parser.parse_intermixed_args(argv)
+    args = parse_args(parser, argv, intermixed=True)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     with reported():
         return _rerun(args)

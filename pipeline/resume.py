@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from pipeline import PipelineError, tracking
-from pipeline.cli import add_tracking_uri, print_summary, reported, run_command, tracking_uri
+from pipeline.cli import add_tracking_uri, parse_args, print_summary, reported, run_command, tracking_uri
 
 log = logging.getLogger("pipeline.resume")
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--force", action="store_true", help="resume even if the run's process looks alive (you know it is not)"
     )
-    options = parser.parse_args(argv)
+    options = parse_args(parser, argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
 
     from pipeline.runtime.checkpoint import install_signal_handlers

@@ -152,7 +152,9 @@ def check_sweep_keys(config: DictConfig) -> None:
     choices, roots = dict(config.hydra.runtime.choices), schema.config_roots(config.hydra.runtime.config_sources)
     schema.check_keys(config, choices, roots)
     for group, options in swept_options(config.hydra, choices).items():
+        known = group_options(config.hydra, group)
         for option in options:
+            schema.check_choice(group, option, known)
             schema.check_option(group, option, roots)
     missing, added = object(), {str(o).split("=", 1)[0][1:] for o in config.hydra.overrides.task if str(o)[:1] == "+"}
     for key in swept_keys(config.hydra):
@@ -176,6 +178,16 @@ def swept_options(hydra_cfg: DictConfig, choices: dict[str, Any]) -> dict[str, l
         for o in parsed
         if o.is_sweep_override() and o.get_key_element() in choices
     }
+
+
+def group_options(hydra_cfg: DictConfig, group: str) -> list[str]:
+    """The options of a config group (``loss``, ``model@guide``) in Hydra's own config search path: the
+    primary config's folder, ``--config-path``, ``hydra.searchpath`` and plugins' packaged configs."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    searchpath = [str(o) for o in hydra_cfg.overrides.hydra if str(o).startswith("hydra.searchpath=")]
+    loader = GlobalHydra.instance().config_loader()
+    return loader.get_group_options(group.split("@")[0], config_name=hydra_cfg.job.config_name, overrides=searchpath)
 
 
 def _check_sweeper(config: DictConfig) -> tuple[bool, str]:

@@ -24,6 +24,9 @@ another config is refused on every machine, before any MLflow run exists.
 A rank that fails or dies ends the job at once: the elastic agent stops the other ranks
 (``max_restarts`` 0) and collectives time out after ``hardware.timeout_s``. The launching process
 then ends the run FAILED with a ``failure_reason`` tag if rank 0 could not (its only MLflow write).
+A rank that refuses the job (a user mistake) leaves its one-line reason in the launch folder; the
+launching process reports that line alone, as a single process would (``pipeline.runtime.elastic``
+keeps the agent's traceback out of the way).
 """
 
 from __future__ import annotations
@@ -43,17 +46,17 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import REPO_ROOT, PipelineError
+from pipeline.runtime.elastic import LAUNCH_DIR_ENV, refusal
 from pipeline.runtime.hardware import process_started
 from pipeline.tracking import client, end_run
 
 log = logging.getLogger(__name__)
 
-LAUNCH_DIR_ENV = "PIPELINE_LAUNCH_DIR"  # set for the ranks: where job.yaml, run.json, result.json live
-
 
 def wanted(hardware: DictConfig) -> bool:
     """True when this profile runs more than one process (and we are not already a rank)."""
-    return int(hardware.num_processes) > 1 and not os.environ.get(LAUNCH_DIR_ENV)
+    processes = hardware.num_processes  # not a whole number: the job's own checks refuse it (hardware.check_profile)
+    return isinstance(processes, int) and processes > 1 and not os.environ.get(LAUNCH_DIR_ENV)
 
 
 def command(hardware: DictConfig, launch_dir: Path) -> list[str]:
@@ -68,7 +71,7 @@ def command(hardware: DictConfig, launch_dir: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "accelerate.commands.launch",
+        "pipeline.runtime.elastic",  # accelerate launch, quiet about a rank's refusal (printed once, below)
         "--multi_gpu",  # torch's elastic launcher; on CPU the ranks use gloo (ACCELERATE_USE_CPU)
         "--num_processes",
         str(processes),
@@ -133,7 +136,10 @@ def run_launched(cfg: DictConfig, output_dir: Path, job: dict) -> dict:
     if code != 0:
         waited = time.monotonic() - started
         reason = f"a rank failed (accelerate launch exited with status {code} after {waited:.0f} s)"
-        _end_run(str(cfg.tracking.uri), launch_dir, "FAILED", reason)
+        refused = refusal(launch_dir)  # a rank refused the job (a user mistake): its reason is the whole message
+        _end_run(str(cfg.tracking.uri), launch_dir, "FAILED", f"{reason}: {refused}" if refused else reason)
+        if refused:
+            raise PipelineError(refused)
         raise PipelineError(
             f"{reason}{_not_joined(cfg.hardware, launch_dir, waited)}: the rank's error is printed above; the job's files are in {launch_dir}."
         )

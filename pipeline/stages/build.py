@@ -151,34 +151,83 @@ def add_lora(model, peft_cfg: DictConfig) -> dict[str, int]:
     }
 
 
-# Texts the model embeds before and after a LoRA merge: the merged model must embed them as the adapter did.
-MERGE_CHECK_TEXTS = ("a cat sits on the mat", "stocks fell sharply after the report", "how tall is mount everest?")
-MERGE_TOLERANCE = 1e-3  # a wrong adapter differs by ~1e-1
-
-
 def merge_lora(model, adapter_dir: Path) -> None:
     """Merge the LoRA adapter saved in ``adapter_dir`` (``save_pretrained`` of the trained model) into the
-    base weights, in place, with peft's ``merge_and_unload``: an ordinary model again, which must embed
-    as the adapter model did (else PipelineError)."""
-    import numpy as np
+    base weights, in place, with peft's ``merge_and_unload``: an ordinary model again.
+
+    Checked exactly, layer by layer (else PipelineError naming the layer): the adapter read back holds
+    the trained LoRA weights, and each merged weight equals W + scaling * B @ A within its dtype's
+    rounding, ``scaling`` being peft's own for that layer (lora_alpha / r; lora_alpha / sqrt(r) with rslora).
+    """
     from peft import PeftModel
 
     backbone = model.transformers_model
-    before = model.encode(list(MERGE_CHECK_TEXTS), convert_to_numpy=True)
+    trained = {name: lora_weights(layer) for name, layer in lora_layers(backbone)}
     backbone.delete_adapter(list(backbone.peft_config))  # transformers' own adapter, off: the base layers
-    merged = PeftModel.from_pretrained(backbone, str(adapter_dir)).merge_and_unload()
-    if merged is not backbone:  # peft merges into the model it wraps; the sentence-transformer holds that one
+    wrapped = PeftModel.from_pretrained(backbone, str(adapter_dir))  # wraps the backbone's layers in place
+    loaded = dict(lora_layers(backbone))
+    for name in sorted(set(trained) | set(loaded)):
+        if (
+            name not in trained
+            or name not in loaded
+            or not all(map(torch_equal, trained[name], lora_weights(loaded[name])))
+        ):
+            raise PipelineError(
+                f"model.peft: the adapter in {adapter_dir} is not the one trained (layer {name!r} differs): the "
+                "run's adapter/ artifact holds the trained one."
+            )
+    expected = {name: merged_weight(layer) for name, layer in loaded.items()}
+    if (
+        wrapped.merge_and_unload() is not backbone
+    ):  # peft merges into the model it wraps; the sentence-transformer holds that one
         raise PipelineError("model.peft: peft returned another model from merge_and_unload: the merge is not in place.")
-    after = model.encode(list(MERGE_CHECK_TEXTS), convert_to_numpy=True)
-    # relative to the embeddings' size: float32 rounding of W + B @ A grows with the adapter's weights
-    difference = float(np.abs(after - before).max()) / max(1.0, float(np.abs(before).max()))
-    if difference > MERGE_TOLERANCE:
+    for name, weight in expected.items():
+        check_merged(name, backbone.get_submodule(name).weight, weight)
+    log.info("LoRA adapter merged into %d layers: each equals W + scaling * B @ A", len(expected))
+
+
+def lora_layers(module) -> list[tuple[str, object]]:
+    """(name, layer) of every LoRA layer in the module (peft's ``LoraLayer``)."""
+    from peft.tuners.lora import LoraLayer
+
+    return [(name, layer) for name, layer in module.named_modules() if isinstance(layer, LoraLayer)]
+
+
+def lora_weights(layer) -> tuple:
+    """A LoRA layer's (A, B) weights, of its one adapter, detached copies."""
+    (adapter,) = layer.active_adapters
+    return layer.lora_A[adapter].weight.detach().clone(), layer.lora_B[adapter].weight.detach().clone()
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.shape == b.shape and bool(torch.equal(a, b))
+
+
+def merged_weight(layer):
+    """What merging a LoRA layer must give, in float32: its base weight W + scaling * B @ A (transposed
+    for a ``fan_in_fan_out`` layer), with peft's ``scaling`` of the adapter."""
+    (adapter,) = layer.active_adapters
+    a, b = (w.float() for w in lora_weights(layer))
+    delta = (b @ a) * layer.scaling[adapter]
+    return layer.get_base_layer().weight.detach().float() + (delta.T if layer.fan_in_fan_out else delta)
+
+
+def check_merged(name: str, weight, expected) -> None:
+    """The merged weight equals the expected one within a few roundings of its dtype (relative to its size)."""
+    import torch
+
+    limit = 8 * torch.finfo(weight.dtype).eps * float(expected.abs().max())
+    difference = (
+        float((weight.detach().float() - expected).abs().max()) if weight.shape == expected.shape else float("inf")
+    )
+    if not difference <= limit:
         raise PipelineError(
-            f"model.peft: the merged model embeds differently from the adapter model (relative difference "
-            f"{difference:.1e} > {MERGE_TOLERANCE:.0e}): the adapter in {adapter_dir} is not the one trained; the "
-            "run's adapter/ artifact holds the trained one."
+            f"model.peft: the merged weight of layer {name!r} is not W + scaling * B @ A (largest difference "
+            f"{difference:.1e} > {limit:.1e}): the LoRA merge went wrong; the run's adapter/ artifact holds the "
+            "trained adapter."
         )
-    log.info("LoRA adapter merged (embeddings within %.1e of the adapter model's, relative)", difference)
 
 
 def build_loss(loss: LossSpec, model, guide=None):

@@ -16,7 +16,8 @@ option) may add keys freely: ``early_stoping.patience: 2`` would compose, train 
 :func:`drop_unknown` and :func:`fill_missing` are the lenient mode for replaying runs logged by other
 code: unknown keys are reported (one warning each) and removed; keys ``conf/config.yaml`` gives every job
 that the run lacks are reported and set to today's default. :func:`check_option` checks one option file
-of a group (a sweep over ``experiment=a,b``). Writes nothing to MLflow.
+of a group (a sweep over ``experiment=a,b``), :func:`check_choice` that the option is a file of its group at
+all. Writes nothing to MLflow.
 """
 
 from __future__ import annotations
@@ -247,6 +248,18 @@ def config_roots(sources: Any = None) -> list[Path]:
     if sources is None and HydraConfig.initialized():
         sources = HydraConfig.get().runtime.config_sources
     return [Path(s.path) for s in sources or [] if s.schema == "file"] or [CONF_DIR]
+
+
+def check_choice(group: str, option: str, known: list[str]) -> None:
+    """Refuse an option that is no file of its config group (a sweep over ``loss=mnrl,cosnet``), naming the
+    nearest options; ``null`` (no option, for an optional group) passes."""
+    if option in known or option == "null":
+        return
+    near = difflib.get_close_matches(option, known, n=3, cutoff=0.5)
+    raise PipelineError(
+        f"command line: the sweep's option {option!r} is no file of group {group!r} (nearest: "
+        f"{', '.join(repr(n) for n in near) or 'none'}; every option: {', '.join(sorted(known))}): fix the option."
+    )
 
 
 def check_option(group: str, option: str, roots: list[Path]) -> None:

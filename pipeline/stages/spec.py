@@ -181,7 +181,7 @@ def read_spec(cfg: DictConfig) -> JobSpec:
         training=cfg.training,
         hardware=cfg.hardware,
         tracking=cfg.tracking,
-        seed=int(cfg.seed),
+        seed=cfg.seed,  # a whole number: validate.check_config
         smoke=bool(cfg.smoke),
         name=str(cfg.name),
         baseline_reuse=bool(cfg.get("baseline_reuse")),
@@ -298,4 +298,10 @@ def read_guard(guard: DictConfig | None) -> GuardSettings | None:
     """The guard's settings, or None when ``guard.enabled`` is false."""
     if guard is None or not guard.enabled:  # None: a config composed without conf/config.yaml's guard node
         return None
-    return GuardSettings(**{name: kind(guard[name]) for name, kind in get_type_hints(GuardSettings).items()})
+    settings = {}
+    for name, kind in get_type_hints(GuardSettings).items():
+        value = guard[name]
+        if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)) or value < 0:
+            raise PipelineError(f"guard.{name}={value!r}: a {'whole ' if kind is int else ''}number >= 0.")
+        settings[name] = kind(value)
+    return GuardSettings(**settings)

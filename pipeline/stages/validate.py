@@ -53,7 +53,15 @@ def check_config(spec: JobSpec) -> None:
                 "the mine stage mines one train set; data.train_sets names several: drop mine from stages."
             )
         check_mine_options(spec.mine, train_layout(spec.data), str(spec.data.name))
+    if isinstance(spec.seed, bool) or not isinstance(spec.seed, int) or not 0 <= spec.seed < 2**32:
+        raise PipelineError(f"seed={spec.seed!r}: a whole number 0 .. {2**32 - 1} (numpy's seed range), e.g. seed=42.")
     _check_training(spec.training)
+    for key in ("model", "guide", "miner"):
+        length = (getattr(spec, key) or {}).get("max_seq_length")
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+            raise PipelineError(
+                f"{key}.max_seq_length={length!r}: a whole number of tokens >= 1, or null (the model's)."
+            )
     _check_matryoshka(spec.loss, spec.model)
     _check_prompts(spec.data)
     _check_peft(spec.model)
@@ -118,7 +126,9 @@ def _check_loss_columns(spec: JobSpec) -> None:
 def _check_early_stopping(spec: JobSpec) -> None:
     if spec.early_stopping is None:
         return
-    patience = spec.early_stopping.patience
+    patience, threshold = spec.early_stopping.patience, spec.early_stopping.threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold < 0:
+        raise PipelineError(f"early_stopping.threshold={threshold!r}: a number >= 0 (0: any improvement counts).")
     if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
         raise PipelineError(f"early_stopping.patience={patience!r}: must be a whole number of evaluations >= 1.")
     if not spec.evaluators:
@@ -233,6 +243,14 @@ def check_mine_options(mine_cfg: DictConfig, train_columns: list[str], data_name
             f"the mine stage needs (anchor, positive) pairs; data {data_name!r} trains on {train_columns}: "
             "drop mine from stages, or pick a data config with two text columns."
         )
+    for key, low in (("range_min", 0), ("range_max", 1), ("num_negatives", 1), ("batch_size", 1)):
+        value = mine_cfg[key]
+        if not (key == "range_max" and value is None) and (
+            isinstance(value, bool) or not isinstance(value, int) or value < low
+        ):
+            raise PipelineError(
+                f"mine.{key}={value!r}: a whole number >= {low}{' or null' if key == 'range_max' else ''}."
+            )
     low, high, wanted = int(mine_cfg.range_min), mine_cfg.range_max, int(mine_cfg.num_negatives)
     if wanted < 1 or (high is not None and int(high) - low < wanted):
         raise PipelineError(

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.stages.smoke import EXAMPLE_DIR
-from tests.conftest import all_runs
+from tests.conftest import all_runs, in_process
 
 # The safety net: were a check to let a case through, it would train the tiny model for one step.
 BASE = ("model=tiny", "training.max_steps=1", "training.per_device_train_batch_size=4")
@@ -58,6 +58,16 @@ def _case(name: str, tmp: Path) -> tuple[list[str], list[str]]:
         return ["training.per_device_train_batch_size=0"], ["training.per_device_train_batch_size", "positive"]
     if name == "zero_steps":
         return ["training.max_steps=0", "training.num_train_epochs=0"], ["training.max_steps", "max_steps > 0"]
+    if name == "string_seed":
+        return ["seed=abc"], ["seed='abc'", "whole number"]
+    if name == "negative_threads":
+        return ["hardware.num_threads=-2"], ["hardware.num_threads=-2", "whole number >= 1 or null"]
+    if name == "string_processes":
+        return ["hardware.num_processes=two"], ["hardware.num_processes='two'", "whole number >= 1"]
+    if name == "string_guard_patience":
+        return ["guard.chance_patience=many"], ["guard.chance_patience='many'", "whole number >= 0"]
+    if name == "negative_max_seq_length":
+        return ["model.max_seq_length=-1"], ["model.max_seq_length=-1", "whole number of tokens"]
     if name == "missing_dir":
         return [f"data.local_dir={tmp}/nowhere"], ["data.local_dir", "nowhere", "not a folder"]
     if name == "missing_file":
@@ -124,6 +134,11 @@ def _case(name: str, tmp: Path) -> tuple[list[str], list[str]]:
 CASES = [
     "unknown_key",
     "negative_learning_rate",
+    "string_seed",
+    "negative_threads",
+    "string_processes",
+    "string_guard_patience",
+    "negative_max_seq_length",
     "zero_batch_size",
     "zero_steps",
     "missing_file",
@@ -167,3 +182,25 @@ def test_traceback_on_request(tmp_path, cli):
     out = cli(*BASE, "training.learning_rate=-1", env={"PIPELINE_TRACEBACK": "1"}, timeout=60)
     assert out.returncode == 1
     assert "Traceback" in out.stderr and "PipelineError" in out.stderr
+
+
+def test_an_empty_run_id_is_one_line_and_touches_no_store(tmp_path, capsys):
+    """A script whose run lookup came back empty passes ``""``: every command that takes a run id refuses
+    it in one line before it opens the store (no file is created), not with MLflow's traceback."""
+    db = tmp_path / "mlflow.db"
+    uri = ["--tracking-uri", f"sqlite:///{db}"]
+    cases = [
+        ("promote", ["--parent", ""], "--parent"),
+        ("promote", ["--run", " "], "--run"),
+        ("compare", ["--parent", ""], "--parent"),
+        ("rerun", [""], "RUN_ID"),
+        ("resume", [""], "RUN_ID"),
+    ]
+    for module, args, spelling in cases:
+        code, _, err = in_process(module, capsys, *args, *uri)
+        assert code == 2, (module, args, err[-2000:])
+        assert "Traceback" not in err
+        assert err.strip().splitlines() == [
+            f"error: {spelling} is empty: give a run id (python -m pipeline.compare --experiment NAME lists the runs)."
+        ], (module, args)
+        assert not db.exists()

@@ -83,20 +83,27 @@ def test_a_run_logged_with_a_key_no_longer_known_replays_with_a_warning(run_job,
 
 @pytest.mark.slow
 def test_a_sweep_with_a_typo_is_refused_before_its_parent_run(tmp_path):
-    """``-m``: a typo in a swept experiment file (a basic sweep's or an Optuna search space's), or in a
-    swept key, would fail every job; the sweep refuses it in one line before it creates the store, the
-    experiment or the parent run."""
+    """``-m``: a typo in a swept experiment file (a basic sweep's or an Optuna search space's), in a
+    swept key, or a swept option that is no file of its group, would fail every job (or the sweep after
+    its first); the sweep refuses it in one line before it creates the store, the experiment or the
+    parent run."""
     conf = conf_copy(tmp_path, {"experiment/mine.yaml": EXPERIMENT_TYPO})
     store = tmp_path / "mlruns"
     base = [sys.executable, "-m", "pipeline", "--config-path", str(conf), "-m", "debug=smoke"]
     base += [f"tracking.uri=sqlite:///{store}/mlflow.db", f"hydra.sweep.dir={tmp_path}/sweep"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     typo = "error: conf/experiment/mine.yaml: unknown key 'early_stoping' (did you mean 'early_stopping'?)"
+    no_option = (
+        "error: command line: the sweep's option 'cosnet' is no file of group 'loss' (nearest: 'cosent'; every "
+        "option: cached_gist, cached_mnrl, cosent, gist, mnrl, triplet): fix the option."
+    )
     cases = {
         ("experiment=allnli,mine",): typo,
         ("sweep=optuna_lr", "hydra.sweeper.n_trials=1", '+hydra.sweeper.params.experiment="choice(allnli,mine)"'): typo,
         ("training.lerning_rate=1e-5,1e-4",): "error: command line: unknown key 'training.lerning_rate' (did you "
         "mean 'learning_rate'?): not a SentenceTransformerTrainingArguments field",
+        ("loss=mnrl,cosnet",): no_option,
+        ("sweep=optuna_lr", "hydra.sweeper.n_trials=1", '+hydra.sweeper.params.loss="choice(mnrl,cosnet)"'): no_option,
     }
     for overrides, message in cases.items():
         out = subprocess.run([*base, *overrides], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)

@@ -21,7 +21,7 @@ def test_cpu_ddp_launches_two_gloo_ranks_on_one_machine():
     hw = compose_config(["hardware=cpu_ddp"]).hardware
     assert launch.wanted(hw) and not launch.wanted(compose_config([]).hardware)
     argv = launch.command(hw, Path("/tmp/x/launch"))
-    assert argv[1:3] == ["-m", "accelerate.commands.launch"] and argv[-3:] == ["-m", "pipeline.rank", "/tmp/x/launch"]
+    assert argv[1:3] == ["-m", "pipeline.runtime.elastic"] and argv[-3:] == ["-m", "pipeline.rank", "/tmp/x/launch"]
     assert flag(argv, "--num_processes") == "2" and flag(argv, "--num_machines") == "1"
     assert flag(argv, "--max_restarts") == "0" and int(flag(argv, "--main_process_port")) > 0
     options = trainer_options(hw, compose_config(["hardware=cpu_ddp"]).training)
