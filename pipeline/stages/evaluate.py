@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,8 +37,9 @@ def evaluate(model, evaluators: dict, output_dir: Path) -> EvalResult:
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {}
     recorded: list[items.Items] = []
+    spent = 0.0  # building and writing the per-item rows
     for evaluator in evaluators.values():
-        with items.recording(evaluator) as kept:
+        with items.recording(evaluator) as recording:
             scores = evaluator(model, output_path=str(output_dir))
         bad = [name for name, value in scores.items() if not math.isfinite(value)]
         if bad:
@@ -47,6 +49,10 @@ def evaluate(model, evaluators: dict, output_dir: Path) -> EvalResult:
             )
         # SequentialEvaluator's unprefixed aggregate repeats a metric it holds and would clash across splits
         metrics.update({name: float(value) for name, value in scores.items() if name != "sequential_score"})
-        recorded += kept
+        started = time.perf_counter()
+        recorded += recording.items()
+        spent += time.perf_counter() - started
+    started = time.perf_counter()
     rows = items.write_items(recorded, output_dir / "items")
+    log.info("Per-item scores: %d file(s) in %.3f s", len(rows), spent + time.perf_counter() - started)
     return EvalResult(metrics=metrics, files=sorted(output_dir.glob("*.csv")), items=rows)

@@ -32,7 +32,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -131,32 +131,40 @@ def leaves(evaluator) -> list:
     return [leaf for child in inner for leaf in leaves(child)] if inner is not None else [evaluator]
 
 
+@dataclass
+class Recording:
+    """What the evaluators inside one evaluator computed while it ran (:func:`recording`)."""
+
+    calls: list[tuple[object, list]] = field(default_factory=list)  # (evaluator, its kept (args, result))
+
+    def items(self) -> list[Items]:
+        """One :class:`Items` per evaluator recorded (an evaluator whose settings allow none is skipped)."""
+        made = [RECORDERS[type(leaf).__name__][1](leaf, calls) for leaf, calls in self.calls]
+        return [items for items in made if items is not None]
+
+
 @contextlib.contextmanager
-def recording(evaluator) -> Iterator[list[Items]]:
-    """While the block runs ``evaluator``, keep what it computes; on leaving, the yielded list holds
-    one :class:`Items` per evaluator inside it that has a recorder. The evaluator is left as it was."""
-    kept: list[tuple[object, str, list, object]] = []
+def recording(evaluator) -> Iterator[Recording]:
+    """While the block runs ``evaluator``, keep what each evaluator inside it that has a recorder
+    computes; the evaluators are left as they were."""
+    recorded, restore = Recording(), []
     for leaf in leaves(evaluator):
         kind = type(leaf).__name__
         if kind not in RECORDERS:
             log.info("%s: no per-item scores for a %s", getattr(leaf, "name", kind), kind)
             continue
         attribute = RECORDERS[kind][0]
-        calls: list = []
-        kept.append((leaf, attribute, calls, vars(leaf).get(attribute, _CLASS)))
-        setattr(leaf, attribute, _kept_calls(getattr(leaf, attribute), calls))
-    recorded: list[Items] = []
+        recorded.calls.append((leaf, []))
+        restore.append((leaf, attribute, vars(leaf).get(attribute, _CLASS)))
+        setattr(leaf, attribute, _kept_calls(getattr(leaf, attribute), recorded.calls[-1][1]))
     try:
         yield recorded
     finally:
-        for leaf, attribute, _, before in kept:
+        for leaf, attribute, before in restore:
             if before is _CLASS:
                 delattr(leaf, attribute)  # the class's method again
             else:
                 setattr(leaf, attribute, before)
-    for leaf, _, calls, _ in kept:
-        made = RECORDERS[type(leaf).__name__][1](leaf, calls)
-        recorded += [made] if made is not None else []
 
 
 def _kept_calls(method: Callable, calls: list) -> Callable:
