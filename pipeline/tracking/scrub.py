@@ -1,8 +1,10 @@
-"""The one scrubber: every text the pipeline writes to MLflow passes through here.
+"""The one scrubber: every text the pipeline writes (to MLflow, to disk, to the console) passes through here.
 
 Values under secret-looking config keys (``api_token``, ``password``, ``*_secret``, ...) and
-``user:password@`` in URIs never reach params, tags, run names or artifacts; texts are cut to
-MLflow's length limits. Log lines pass it too (:class:`LogScrubber`). Writes nothing itself.
+``user:password@`` in URIs never reach params, tags, run names, artifacts, Hydra's output folder or
+a launch file; texts are cut to MLflow's length limits. Log lines pass it too (:class:`LogScrubber`);
+a secret a library saves itself (the trainer's arguments in every checkpoint) is a :class:`Secret`.
+Writes nothing itself.
 """
 
 from __future__ import annotations
@@ -101,6 +103,38 @@ def redacted(node: Any, key: str = "") -> Any:
     if is_secret(key, node):
         return HIDDEN
     return redact(node) if isinstance(node, str) else node
+
+
+def hidden_values(node: Any, key: str = "") -> dict[str, Any]:
+    """Dot key -> value of each leaf :func:`redacted` hides (a secret, a URI with a password): what a
+    process must be given some other way than a file (the ranks of a launched job: the environment)."""
+    if isinstance(node, dict):
+        return {
+            f"{k}{'.' + sub if sub else ''}": value
+            for k, v in node.items()
+            for sub, value in hidden_values(v, str(k)).items()
+        }
+    if isinstance(node, list):  # a secret inside a list is hidden too, but cannot be put back by key
+        return {}
+    return {"": node} if redacted(node, key) != node else {}
+
+
+class Secret(str):
+    """A secret string that works as itself in this process but is written as ``***`` wherever it is
+    pickled (``torch.save`` of the trainer's arguments into every checkpoint's ``training_args.bin``)
+    or shown with ``repr``; copies stay secrets, so the trainer still pushes with the real token."""
+
+    def __reduce__(self):
+        return (str, (HIDDEN,))
+
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> Secret:
+        return self
+
+    def __repr__(self) -> str:
+        return repr(HIDDEN)
 
 
 def _hide_assignment(match: re.Match) -> str:

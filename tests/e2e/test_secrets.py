@@ -35,6 +35,17 @@ def dirty_checkout(folder) -> dict[str, str]:
     return env
 
 
+def leaks(files, texts: dict[str, str], secrets=(TOKEN, PASSWORD)) -> list[str]:
+    """``secret in where`` for each planted secret found in a file's bytes or a captured text."""
+    found = []
+    for path in files:
+        blob = path.read_bytes()
+        found += [f"{secret} in {path}" for secret in secrets if secret.encode() in blob]
+    for name, text in texts.items():
+        found += [f"{name}: {line}" for line in text.splitlines() for secret in secrets if secret in line]
+    return found
+
+
 @pytest.mark.slow
 def test_secrets_reach_no_byte_of_the_store_on_any_path(cli, mlflow_client, tmp_path, store):
     env = dirty_checkout(tmp_path / "checkout")
@@ -42,7 +53,8 @@ def test_secrets_reach_no_byte_of_the_store_on_any_path(cli, mlflow_client, tmp_
         "-m",
         "debug=smoke",
         "training.lr_scheduler_type=bogus,linear",  # job 0 fails before its run starts
-        f"+training.hub_token={TOKEN}",  # a trainer argument: the model card lists those
+        f"+training.hub_token=choice({TOKEN})",  # a trainer argument (the model card lists those), swept: in job lines
+        "training.save_strategy=steps",  # checkpoints: the trainer saves its arguments in each
         f"data.path=https://bob:{PASSWORD}@data.example.com/sets",  # not read: debug=smoke brings its rows
         f"hydra.sweep.dir={tmp_path}/sweep",
         env=env,
@@ -60,7 +72,32 @@ def test_secrets_reach_no_byte_of_the_store_on_any_path(cli, mlflow_client, tmp_
     assert "All Hyperparameters" in card.read_text(), "the logged model's card lists no trainer arguments"
     assert {"model.safetensors", "config.json", "MLmodel"} <= {p.name for p in model_files}, model_files
     assert any(p.name == "leaderboard.csv" for p in files) and any(p.name == "model_card.md" for p in files), files
-    for path in [tmp_path / "mlflow.db", *files]:
-        blob = path.read_bytes()
-        leaked = [secret for secret in (TOKEN, PASSWORD, PATCH_TOKEN) if secret.encode() in blob]
-        assert not leaked, f"{leaked} in {path.relative_to(tmp_path)}"
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "checkout" not in p.relative_to(tmp_path).parts]
+    assert {"multirun.yaml", "overrides.yaml", "training_args.bin", "mlflow.db"} <= {p.name for p in written}
+    leaked = leaks(written, {"stdout": out.stdout, "stderr": out.stderr}, (TOKEN, PASSWORD, PATCH_TOKEN))
+    assert not leaked, "\n".join(leaked)  # the store, the artifacts, the sweep's folder, the console
+
+
+@pytest.mark.slow
+def test_a_secret_argument_and_a_store_password_reach_no_file_and_no_console(cli, tracking_server, tmp_path):
+    """A job with checkpoints, a secret trainer argument and a password in a real server's URI: no file of
+    its Hydra folder (``.hydra/``, checkpoints with ``training_args.bin``, log), of the server's store
+    and artifacts, and no console line holds either."""
+    host = tracking_server["uri"].split("//", 1)[1]
+    out = cli(
+        "debug=smoke",
+        "training.save_strategy=steps",  # a checkpoint at each of the 2 steps
+        f"+training.hub_token={TOKEN}",
+        f"tracking.uri=http://bob:{PASSWORD}@{host}",
+        "tracking.experiment_name=secrets-on-disk",
+        with_store=False,
+        in_process=True,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    written = [p for p in (tmp_path / "hydra").rglob("*") if p.is_file()]
+    names = {p.name for p in written}
+    assert {"config.yaml", "hydra.yaml", "overrides.yaml", "training_args.bin", "trainer_state.json"} <= names, names
+    served = [p for p in tracking_server["folder"].rglob("*") if p.is_file()]
+    assert any(p.name == "README.md" for p in served) and any(p.suffix == ".db" for p in served), served
+    leaked = leaks([*written, *served], {"stdout": out.stdout, "stderr": out.stderr})
+    assert not leaked, "\n".join(leaked)
