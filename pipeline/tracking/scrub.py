@@ -76,8 +76,15 @@ def is_secret(key: str, value: Any) -> bool:
     return bool(SECRET_KEY.search(key)) and value not in (None, "", False)
 
 
+def uri_passwords(text: str) -> list[str]:
+    """The passwords of ``user:password@`` in URIs of ``text``: known secrets wherever else they appear
+    (a dirty tree's ``git.patch``, a message quoting the password alone)."""
+    return [match[0][:-1].split(":", 1)[1] for match in URI_CREDENTIALS.finditer(text) if ":" in match[0]]
+
+
 def secret_values(container: Any) -> list[str]:
-    """Values of secret-looking keys anywhere in a plain config container (dicts and lists)."""
+    """Values of secret-looking keys anywhere in a plain config container (dicts and lists), and the
+    passwords of URIs in its strings."""
     found: list[str] = []
 
     def walk(node: Any, key: str = "") -> None:
@@ -89,6 +96,8 @@ def secret_values(container: Any) -> list[str]:
                 walk(v, key)
         elif SECRET_KEY.search(key) and isinstance(node, (str, int, float)) and not isinstance(node, bool):
             found.append(str(node))
+        elif isinstance(node, str):
+            found.extend(uri_passwords(node))
 
     walk(container)
     return [value for value in found if len(value) >= 4]  # shorter values cannot be told apart from other text
@@ -145,12 +154,14 @@ def _hide_assignment(match: re.Match) -> str:
 
 def override_secrets(overrides: Iterable[str]) -> list[str]:
     """Values of Hydra overrides on secret-looking keys (``+tracking.api_token=X`` -> ``X``), each value
-    of a sweep (``a,b``) too: known before the config composes, so a job that fails early hides them."""
+    of a sweep (``a,b``) too, and URI passwords: known before the config composes, so a job that fails
+    early hides them."""
     found: list[str] = []
     for override in overrides:
         key, _, value = str(override).partition("=")
         if value and SECRET_KEY.search(key.lstrip("+~")):
             found += [value, *value.split(",")]
+        found += uri_passwords(value)
     return [value for value in found if len(value) >= 4]
 
 

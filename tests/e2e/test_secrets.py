@@ -1,9 +1,12 @@
 """Planted secrets reach no byte of the store: params, tags, run names, artifacts, the logged model's
-files (its sentence-transformers model card lists the trainer's arguments), on every path.
+files (its sentence-transformers model card lists the trainer's arguments), on every path; nor any
+file of the sweep's folder (``multirun.yaml``, each job's ``.hydra/``, log and checkpoints), nor the console.
 
-A 2-job sweep (one job fails validation before its run starts) with a secret override, a credential
-in a URI, and an uncommitted config change holding a token (a real git checkout named through
-``GIT_DIR`` / ``GIT_WORK_TREE``); then the whole SQLite file and artifact root are read as bytes.
+A 2-job sweep (one job fails validation before its run starts) with a swept secret override, a
+credential in a URI, and an uncommitted config change holding a token (a real git checkout named
+through ``GIT_DIR`` / ``GIT_WORK_TREE``); then every file written (the SQLite file, the artifact
+root, the sweep's folder) is read as bytes. ``tests/e2e/test_server.py`` does the same for a job
+against a real ``mlflow server`` whose URI holds a password.
 """
 
 from __future__ import annotations
@@ -76,28 +79,3 @@ def test_secrets_reach_no_byte_of_the_store_on_any_path(cli, mlflow_client, tmp_
     assert {"multirun.yaml", "overrides.yaml", "training_args.bin", "mlflow.db"} <= {p.name for p in written}
     leaked = leaks(written, {"stdout": out.stdout, "stderr": out.stderr}, (TOKEN, PASSWORD, PATCH_TOKEN))
     assert not leaked, "\n".join(leaked)  # the store, the artifacts, the sweep's folder, the console
-
-
-@pytest.mark.slow
-def test_a_secret_argument_and_a_store_password_reach_no_file_and_no_console(cli, tracking_server, tmp_path):
-    """A job with checkpoints, a secret trainer argument and a password in a real server's URI: no file of
-    its Hydra folder (``.hydra/``, checkpoints with ``training_args.bin``, log), of the server's store
-    and artifacts, and no console line holds either."""
-    host = tracking_server["uri"].split("//", 1)[1]
-    out = cli(
-        "debug=smoke",
-        "training.save_strategy=steps",  # a checkpoint at each of the 2 steps
-        f"+training.hub_token={TOKEN}",
-        f"tracking.uri=http://bob:{PASSWORD}@{host}",
-        "tracking.experiment_name=secrets-on-disk",
-        with_store=False,
-        in_process=True,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    written = [p for p in (tmp_path / "hydra").rglob("*") if p.is_file()]
-    names = {p.name for p in written}
-    assert {"config.yaml", "hydra.yaml", "overrides.yaml", "training_args.bin", "trainer_state.json"} <= names, names
-    served = [p for p in tracking_server["folder"].rglob("*") if p.is_file()]
-    assert any(p.name == "README.md" for p in served) and any(p.suffix == ".db" for p in served), served
-    leaked = leaks([*written, *served], {"stdout": out.stdout, "stderr": out.stderr})
-    assert not leaked, "\n".join(leaked)

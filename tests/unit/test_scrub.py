@@ -24,8 +24,9 @@ def test_scrub_hides_secret_assignments_and_credentials(text, expect):
 
 
 def test_known_secret_values_are_hidden_anywhere():
-    secrets = override_secrets(["+tracking.api_token=s3cret-a,s3cret-b", "seed=1"])
+    secrets = override_secrets(["+tracking.api_token=s3cret-a,s3cret-b", "seed=1", "tracking.uri=http://u:pw-uri1@h"])
     assert scrub("job with s3cret-b failed", secrets) == "job with *** failed"
+    assert scrub('+ token, password = "tok-x", "pw-uri1"', secrets) == '+ token, password = "***", "***"'
     assert scrub("x" * 50, limit=10) == "x" * 10
 
 
