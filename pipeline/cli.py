@@ -18,6 +18,7 @@ import atexit
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -36,7 +37,8 @@ def run_command(main: Callable[[], Any]) -> None:
     and saves nothing. The process still ends in order: non-daemon threads are joined and every
     other exit handler runs first (this one is registered first, so it runs last); logging is shut
     down and the standard streams flushed; the exit status is the command's (``sys.exit`` code, 1
-    after an uncaught exception, 130 after Ctrl-C).
+    after an uncaught exception, 130 after Ctrl-C). An uncaught exception's traceback (Hydra's crash
+    output too: ``HYDRA_FULL_ERROR`` hands it here) is printed scrubbed.
     """
     status = {"code": 1}
 
@@ -59,6 +61,8 @@ def run_command(main: Callable[[], Any]) -> None:
     except KeyboardInterrupt:
         status["code"] = 130
         raise
+    except Exception:  # noqa: BLE001 - what the interpreter would print, without a secret in it
+        print(scrub(traceback.format_exc()), end="", file=sys.stderr)
 
 
 def one_line(text: str) -> str:

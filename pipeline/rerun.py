@@ -6,9 +6,10 @@ not today's defaults); the only changes are the given ``key=value`` overrides, m
 ``pipeline.rerun_of=RUN_ID``, and every final metric of the original is compared with the replay's:
 exit 0 when all match (exactly by default, as on CPU with the same seed; ``--tolerance`` for GPU
 runs), 1 when one differs, 2 on a user mistake. Before replaying it lists each package whose installed
-version differs from the original's (its ``environment/installed.txt``, or the ``version.*`` tags of
-runs logged before it existed); ``--strict-versions`` refuses to replay on any. Warns when the git
-commit, uncommitted changes or data fingerprint differ from the original's tags.
+version differs from the original's, and the Python version when it differs (its
+``environment/installed.txt``, or the ``version.*`` tags of runs logged before it existed);
+``--strict-versions`` refuses to replay on any. Warns when the git commit, uncommitted changes or data
+fingerprint differ from the original's tags.
 The replay scores its starting model itself (``baseline_reuse=false``): its ``baseline/`` metrics are
 compared with the original's too, never copied from the store.
 """
@@ -56,15 +57,16 @@ def differences(original: dict[str, str], current: dict[str, str]) -> list[str]:
 
 
 def version_differences(client, run_id: str, tags: dict[str, str]) -> list[tuple[str, str, str]]:
-    """(package, logged, installed) for each package whose installed version differs from the run's."""
+    """(package, logged, installed) for each package, and Python, whose version here differs from the run's."""
+    now = environment.current()
     try:
         logged = environment.parse_pins(tracking.artifact_text(client, run_id, "environment/installed.txt"))
     except LookupError:  # logged before runs recorded every package: the version.* tags
         logged = {environment.canonical(k[len("version.") :]): v for k, v in tags.items() if k.startswith("version.")}
-        now = environment.installed()
-        now["python"] = sys.version.split()[0]
         return environment.differing(logged, now, both_ways=False)
-    return environment.differing(logged, environment.installed())
+    if "python" not in logged:  # installed.txt before it held the Python version: the version.python tag
+        logged["python"] = tags.get("version.python", now["python"])
+    return environment.differing(logged, now)
 
 
 def compare_metrics(

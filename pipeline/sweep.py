@@ -299,9 +299,11 @@ def run_sweep_job(
         if os.environ.get("PIPELINE_TRACEBACK"):
             log.exception("job %d failed", job_number)
         run_id = record_failure(sweep, job_number, run_name, overrides, error, failed_params(cfg, overrides))
-        print(f"job {job_number} ({run_name}) FAILED, MLflow run {run_id}: {scrub(str(error))}", file=sys.stderr)
+        line = f"job {job_number} ({run_name}) FAILED, MLflow run {run_id}: {error}"
+        print(scrub(line, tracking.config_secrets(cfg, overrides)), file=sys.stderr)
         return None
-    print(f"job {job_number} ({run_name}) FINISHED, MLflow run {result.run_id}: {cfg.optimized_metric}={value}")
+    line = f"job {job_number} ({run_name}) FINISHED, MLflow run {result.run_id}: {cfg.optimized_metric}={value}"
+    print(scrub(line, tracking.config_secrets(cfg, overrides)))
     return value
 
 

@@ -4,7 +4,9 @@ The Hydra process (a single run, or one job of a ``-m`` multirun) composes the c
 writes it, resolved, to ``<output_dir>/launch-XXXX/job.yaml`` (a folder of its own, so jobs that share
 an output folder never read each other's); ``accelerate launch`` (torch's elastic agent underneath)
 starts the ranks with ``python -m pipeline.rank <that folder>``, and every rank reads that one file:
-ranks never compose, so ``${now:}``-style values cannot differ between them.
+ranks never compose, so ``${now:}``-style values cannot differ between them. The file holds no secret:
+values under secret-looking keys and URI passwords are ``***`` there (``pipeline.tracking.scrub``) and
+reach the ranks in the ``PIPELINE_SECRETS`` environment variable, which :func:`read_job` puts back.
 
 Rank 0 runs the job exactly as a single process does and owns the one MLflow run (world size,
 per-device and global batch among its tags); the other ranks train and write nothing to MLflow.
@@ -48,9 +50,12 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import REPO_ROOT, PipelineError
 from pipeline.runtime.elastic import LAUNCH_DIR_ENV, refusal
 from pipeline.runtime.hardware import process_started
-from pipeline.tracking import client, end_run
+from pipeline.tracking import client, config_secrets, end_run
+from pipeline.tracking.scrub import hidden_values, redacted, scrub
 
 log = logging.getLogger(__name__)
+
+SECRETS_ENV = "PIPELINE_SECRETS"  # set for the ranks: the config's secret values (JSON), kept out of job.yaml
 
 
 def wanted(hardware: DictConfig) -> bool:
@@ -108,9 +113,7 @@ def run_launched(cfg: DictConfig, output_dir: Path, job: dict) -> dict:
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     launch_dir = Path(tempfile.mkdtemp(prefix="launch-", dir=output_dir))
-    OmegaConf.save(
-        OmegaConf.create({"config": OmegaConf.to_container(cfg, resolve=True), **job}), launch_dir / "job.yaml"
-    )
+    secrets = write_job(cfg, launch_dir, job)
     argv = command(cfg.hardware, launch_dir)
     machine = int(cfg.hardware.machine_rank)
     if machine > 0:
@@ -120,6 +123,7 @@ def run_launched(cfg: DictConfig, output_dir: Path, job: dict) -> dict:
         LAUNCH_DIR_ENV: str(launch_dir),
         "PYTHONPATH": _pythonpath(),
         "PIPELINE_STARTED_AT": str(process_started()),
+        SECRETS_ENV: secrets,
     }
     if cfg.hardware.accelerator == "cpu":
         env["ACCELERATE_USE_CPU"] = "true"
@@ -259,9 +263,23 @@ def write_result(launch_dir: Path, result: dict) -> None:
     (launch_dir / "result.json").write_text(json.dumps(result))
 
 
+def write_job(cfg: DictConfig, launch_dir: Path, job: dict) -> str:
+    """``job.yaml``: the resolved config and the job's arguments, every secret hidden; returns the
+    secret values (JSON, dot key -> value) for the ranks' ``PIPELINE_SECRETS``."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    secrets = config_secrets(cfg, job.get("overrides") or [])
+    arguments = OmegaConf.create(scrub(OmegaConf.to_yaml(OmegaConf.create(job)), secrets))
+    OmegaConf.save(OmegaConf.create({"config": redacted(plain), **arguments}), launch_dir / "job.yaml")
+    return json.dumps(hidden_values(plain))
+
+
 def read_job(launch_dir: Path) -> DictConfig:
-    """A rank: the resolved config and the job's arguments, as the launching process wrote them."""
-    return OmegaConf.load(launch_dir / "job.yaml")
+    """A rank: the resolved config and the job's arguments, as the launching process wrote them, with
+    the secrets from ``PIPELINE_SECRETS`` put back."""
+    job = OmegaConf.load(launch_dir / "job.yaml")
+    for key, value in json.loads(os.environ.get(SECRETS_ENV) or "{}").items():
+        OmegaConf.update(job.config, key, value, merge=False)
+    return job
 
 
 def config_digest(config: DictConfig) -> str:

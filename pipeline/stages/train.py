@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import PipelineError
 from pipeline.runtime import checkpoint, hardware
 from pipeline.runtime.hardware import Precision
+from pipeline.tracking.scrub import Secret, is_secret
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,8 @@ def training_arguments(
     with ``early_stopping`` that checkpoint is restored when training ends (:func:`best_model_options`).
     ``prompts`` (train column -> prompt) are prepended to the train (and ``eval_loss``) texts.
     The trainer's progress bar shows on a terminal; elsewhere (CI, files) one line per logging step.
+    A secret (``hub_token``) is a :class:`~pipeline.tracking.scrub.Secret`: the trainer pushes with it,
+    but the arguments it saves in every checkpoint (``training_args.bin``) hold ``***``.
     """
     from sentence_transformers import SentenceTransformerTrainingArguments
 
@@ -202,6 +205,7 @@ def training_arguments(
         prompts=prompts or None,
         **hardware.trainer_options(hardware_cfg, training),
     )
+    options = {k: Secret(v) if isinstance(v, str) and is_secret(k, v) else v for k, v in options.items()}
     try:
         return SentenceTransformerTrainingArguments(**options)
     except (ValueError, TypeError) as error:

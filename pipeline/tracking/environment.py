@@ -1,15 +1,19 @@
 """The installed packages against the committed lock (``requirements-lock.txt``) or a run's record.
 
 ``python -m pipeline.env`` checks this environment against the lock (``make setup``, ``make test-latest``).
-Every run logs the lock it was installed from (``environment/lock.txt``, tag ``environment.lock_digest``)
-and what was installed (``environment/installed.txt``); ``pipeline.rerun`` compares the latter with
-today's packages (:func:`differing`).
+Every run records what ran (:func:`snapshot`): ``environment/installed.txt``, every installed package
+and the Python version as ``name==version`` (tag ``environment.digest``), the lock beside it
+(``environment/lock.txt``, tag ``environment.lock_digest``) and whether the two agree (tag
+``environment.matches_lock``: torch, installed apart from the lock, is not part of that check; its
+version is in ``installed.txt``). ``pipeline.rerun`` compares ``installed.txt`` with today's (:func:`differing`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import sys
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -46,10 +50,44 @@ def installed() -> dict[str, str]:
     return found
 
 
+def python_version() -> str:
+    """This interpreter's version (``3.11.7``): a line ``python==3.11.7`` of ``environment/installed.txt``."""
+    return sys.version.split()[0]
+
+
+def current() -> dict[str, str]:
+    """What runs here: every installed package and ``python`` -> its version."""
+    return {**installed(), "python": python_version()}
+
+
 def installed_text(versions: dict[str, str] | None = None) -> str:
-    """``name==version`` lines, sorted: what a run logs as ``environment/installed.txt``."""
-    versions = installed() if versions is None else versions
+    """``name==version`` lines, sorted: what a run logs as ``environment/installed.txt`` (:func:`current`)."""
+    versions = current() if versions is None else versions
     return "".join(f"{name}=={version}\n" for name, version in sorted(versions.items()))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a run records of its environment: the artifacts' texts and the tags."""
+
+    installed: str  # environment/installed.txt
+    lock: str | None  # environment/lock.txt (None: installed without the lock)
+    tags: dict[str, str]
+
+
+def snapshot(lock_path: Path = LOCK_FILE) -> Snapshot:
+    """This environment as a run records it: ``environment.digest`` of what is installed,
+    ``environment.lock_digest`` of the lock, and ``environment.matches_lock``: ``true`` when every package
+    the lock pins is installed at that version (torch is not in the lock: see the module's docstring)."""
+    versions = current()
+    text, lock = installed_text(versions), lock_text(lock_path)
+    matches = lock is not None and not differing(parse_pins(lock), versions, both_ways=False)
+    tags = {
+        "environment.digest": digest(text),
+        "environment.lock_digest": digest(lock) if lock is not None else "none",
+        "environment.matches_lock": str(matches).lower(),
+    }
+    return Snapshot(text, lock, tags)
 
 
 def differing(expected: dict[str, str], actual: dict[str, str], both_ways: bool = True) -> list[tuple[str, str, str]]:
@@ -81,5 +119,6 @@ def lock_text(path: Path = LOCK_FILE) -> str | None:
 
 
 def digest(text: str) -> str:
-    """A short content digest of a lock: the ``environment.lock_digest`` tag."""
+    """A short content digest: of ``installed.txt`` (tag ``environment.digest``) or of the lock
+    (``environment.lock_digest``)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

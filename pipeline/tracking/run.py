@@ -3,8 +3,9 @@
 :func:`job_run` starts (or continues) the run, logs its config, and ends it FINISHED, FAILED or
 KILLED: nothing leaves a run RUNNING. What it writes: params (the flattened config), tags (package
 versions, git state, overrides, the caller's tags), artifacts ``config.yaml`` (resolved, secrets
-hidden), ``overrides.yaml``, ``git.patch`` when the tree is dirty, ``environment/lock.txt`` and
-``environment/installed.txt`` (tag ``environment.lock_digest``), and on failure the
+hidden), ``overrides.yaml``, ``git.patch`` when the tree is dirty, ``environment/installed.txt`` (what
+is installed, tag ``environment.digest``) and ``environment/lock.txt`` beside it (tags
+``environment.lock_digest``, ``environment.matches_lock``), and on failure the
 ``failure_reason`` tag and ``error/traceback.txt``; with ``tracking.system_metrics``, MLflow's
 ``system/*`` metrics for the run's lifetime.
 """
@@ -59,10 +60,11 @@ def job_run(
     import mlflow
 
     secrets = config_secrets(cfg, overrides)
-    git = git_state()
-    run = _start(cfg, experiment_id, run_name, _start_tags(overrides, tags, git, secrets), secrets, run_id)
+    git, packages = git_state(), environment.snapshot()
+    run = _start(cfg, experiment_id, run_name, _start_tags(overrides, tags, git, secrets, packages), secrets, run_id)
     try:
         _log_config(run, cfg, overrides, git, secrets)
+        _log_environment(packages)
         yield run
     except KeyboardInterrupt as error:
         reason = f"interrupted (Ctrl-C or SIGTERM){f': {error}' if str(error) else ''}"
@@ -76,8 +78,10 @@ def job_run(
         mlflow.end_run("FINISHED")
 
 
-def _start_tags(overrides: list[str], tags: dict[str, str], git: dict[str, str], secrets: list[str]) -> dict[str, str]:
-    """Package versions, git state, the overrides and the caller's tags, scrubbed."""
+def _start_tags(
+    overrides: list[str], tags: dict[str, str], git: dict[str, str], secrets: list[str], packages: environment.Snapshot
+) -> dict[str, str]:
+    """Package versions, the environment's digests, git state, the overrides and the caller's tags, scrubbed."""
     out = {
         **{f"version.{name}": version for name, version in package_versions().items()},
         "pipeline.overrides": scrub(" ".join(overrides), secrets, MAX_TAG_LENGTH),
@@ -85,8 +89,7 @@ def _start_tags(overrides: list[str], tags: dict[str, str], git: dict[str, str],
     }
     if git:
         out.update({"git.commit": git["commit"], "git.dirty": git["dirty"]})
-    lock = environment.lock_text()
-    out["environment.lock_digest"] = environment.digest(lock) if lock is not None else "none"
+    out.update(packages.tags)
     return out
 
 
@@ -120,19 +123,16 @@ def _log_config(run, cfg: DictConfig, overrides: list[str], git: dict[str, str],
     mlflow.log_text(scrub(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), secrets), "overrides.yaml")
     if git.get("patch"):
         mlflow.log_text(scrub(git["patch"], secrets), "git.patch")
-    _log_environment()
 
 
-def _log_environment() -> None:
-    """``environment/lock.txt`` (the lock this checkout installs from) and ``environment/installed.txt``
-    (every package installed, ``name==version``): what rebuilds the run's environment, and what
-    ``pipeline.rerun`` compares."""
+def _log_environment(packages: environment.Snapshot) -> None:
+    """``environment/installed.txt`` (every package installed and Python, ``name==version``: what ran,
+    and what ``pipeline.rerun`` compares) and ``environment/lock.txt`` (the lock this checkout installs from)."""
     import mlflow
 
-    lock = environment.lock_text()
-    if lock is not None:
-        mlflow.log_text(lock, "environment/lock.txt")
-    mlflow.log_text(environment.installed_text(), "environment/installed.txt")
+    mlflow.log_text(packages.installed, "environment/installed.txt")
+    if packages.lock is not None:
+        mlflow.log_text(packages.lock, "environment/lock.txt")
 
 
 def _system_metrics(tracking: DictConfig) -> bool:

@@ -1,8 +1,10 @@
-"""The one scrubber: every text the pipeline writes to MLflow passes through here.
+"""The one scrubber: every text the pipeline writes (to MLflow, to disk, to the console) passes through here.
 
 Values under secret-looking config keys (``api_token``, ``password``, ``*_secret``, ...) and
-``user:password@`` in URIs never reach params, tags, run names or artifacts; texts are cut to
-MLflow's length limits. Log lines pass it too (:class:`LogScrubber`). Writes nothing itself.
+``user:password@`` in URIs never reach params, tags, run names, artifacts, Hydra's output folder or
+a launch file; texts are cut to MLflow's length limits. Log lines pass it too (:class:`LogScrubber`);
+a secret a library saves itself (the trainer's arguments in every checkpoint) is a :class:`Secret`.
+Writes nothing itself.
 """
 
 from __future__ import annotations
@@ -74,8 +76,15 @@ def is_secret(key: str, value: Any) -> bool:
     return bool(SECRET_KEY.search(key)) and value not in (None, "", False)
 
 
+def uri_passwords(text: str) -> list[str]:
+    """The passwords of ``user:password@`` in URIs of ``text``: known secrets wherever else they appear
+    (a dirty tree's ``git.patch``, a message quoting the password alone)."""
+    return [match[0][:-1].split(":", 1)[1] for match in URI_CREDENTIALS.finditer(text) if ":" in match[0]]
+
+
 def secret_values(container: Any) -> list[str]:
-    """Values of secret-looking keys anywhere in a plain config container (dicts and lists)."""
+    """Values of secret-looking keys anywhere in a plain config container (dicts and lists), and the
+    passwords of URIs in its strings."""
     found: list[str] = []
 
     def walk(node: Any, key: str = "") -> None:
@@ -87,6 +96,8 @@ def secret_values(container: Any) -> list[str]:
                 walk(v, key)
         elif SECRET_KEY.search(key) and isinstance(node, (str, int, float)) and not isinstance(node, bool):
             found.append(str(node))
+        elif isinstance(node, str):
+            found.extend(uri_passwords(node))
 
     walk(container)
     return [value for value in found if len(value) >= 4]  # shorter values cannot be told apart from other text
@@ -103,6 +114,38 @@ def redacted(node: Any, key: str = "") -> Any:
     return redact(node) if isinstance(node, str) else node
 
 
+def hidden_values(node: Any, key: str = "") -> dict[str, Any]:
+    """Dot key -> value of each leaf :func:`redacted` hides (a secret, a URI with a password): what a
+    process must be given some other way than a file (the ranks of a launched job: the environment)."""
+    if isinstance(node, dict):
+        return {
+            f"{k}{'.' + sub if sub else ''}": value
+            for k, v in node.items()
+            for sub, value in hidden_values(v, str(k)).items()
+        }
+    if isinstance(node, list):  # a secret inside a list is hidden too, but cannot be put back by key
+        return {}
+    return {"": node} if redacted(node, key) != node else {}
+
+
+class Secret(str):
+    """A secret string that works as itself in this process but is written as ``***`` wherever it is
+    pickled (``torch.save`` of the trainer's arguments into every checkpoint's ``training_args.bin``)
+    or shown with ``repr``; copies stay secrets, so the trainer still pushes with the real token."""
+
+    def __reduce__(self):
+        return (str, (HIDDEN,))
+
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> Secret:
+        return self
+
+    def __repr__(self) -> str:
+        return repr(HIDDEN)
+
+
 def _hide_assignment(match: re.Match) -> str:
     if not SECRET_KEY.search(match["key"].lstrip("+~")) or match["value"] in UNSET:
         return match[0]
@@ -111,12 +154,14 @@ def _hide_assignment(match: re.Match) -> str:
 
 def override_secrets(overrides: Iterable[str]) -> list[str]:
     """Values of Hydra overrides on secret-looking keys (``+tracking.api_token=X`` -> ``X``), each value
-    of a sweep (``a,b``) too: known before the config composes, so a job that fails early hides them."""
+    of a sweep (``a,b``) too, and URI passwords: known before the config composes, so a job that fails
+    early hides them."""
     found: list[str] = []
     for override in overrides:
         key, _, value = str(override).partition("=")
         if value and SECRET_KEY.search(key.lstrip("+~")):
             found += [value, *value.split(",")]
+        found += uri_passwords(value)
     return [value for value in found if len(value) >= 4]
 
 

@@ -57,10 +57,15 @@ def test_rerun_lists_packages_that_differ_from_the_run_and_strict_versions_refus
     lock = environment.lock_text()
     assert logged["environment.lock_digest"] == environment.digest(lock)
     assert tracking_text(mlflow_client, original.run_id, "environment/lock.txt") == lock
-    installed = environment.parse_pins(tracking_text(mlflow_client, original.run_id, "environment/installed.txt"))
-    assert installed["transformers"] == environment.installed()["transformers"]
-    # the run as if logged with another transformers and a package that is no longer installed
-    faked = {**installed, "transformers": "4.0.0", "left-over-package": "1.2.3"}
+    record = tracking_text(mlflow_client, original.run_id, "environment/installed.txt")
+    assert logged["environment.digest"] == environment.digest(record) and logged["environment.matches_lock"] == "true"
+    installed = environment.parse_pins(record)
+    assert installed["transformers"] == environment.installed()["transformers"] and "torch" in installed
+    python = installed["python"]
+    assert python == environment.python_version() == logged["version.python"]
+    # the run as if logged on another Python, with another transformers and a package no longer installed
+    other = f"3.{int(python.split('.')[1]) + 1}.0"
+    faked = {**installed, "transformers": "4.0.0", "left-over-package": "1.2.3", "python": other}
     mlflow_client.log_text(original.run_id, environment.installed_text(faked), "environment/installed.txt")
     now = environment.installed()["transformers"]
 
@@ -69,6 +74,7 @@ def test_rerun_lists_packages_that_differ_from_the_run_and_strict_versions_refus
     err = capsys.readouterr().err
     assert exited.value.code == 2
     assert f"transformers 4.0.0 -> {now}" in err and "left-over-package 1.2.3 -> missing" in err
+    assert f"python {other} -> {python}" in err
     replays = f"tags.`pipeline.rerun_of` = '{original.run_id}'"
     assert not mlflow_client.search_runs([original.experiment_id], filter_string=replays), "refused, yet it replayed"
 
@@ -76,7 +82,8 @@ def test_rerun_lists_packages_that_differ_from_the_run_and_strict_versions_refus
     shown = capsys.readouterr()
     table = [line.split() for line in shown.err.splitlines()]
     assert ["transformers", "4.0.0", now] in table and ["left-over-package", "1.2.3", "missing"] in table
-    assert code == 1 and "metrics DIFFER; the installed packages differ from the original's (2)" in shown.out
+    assert ["python", other, python] in table
+    assert code == 1 and "metrics DIFFER; the installed packages differ from the original's (3)" in shown.out
     assert f"transformers 4.0.0 -> {now}" in shown.out
 
 

@@ -1,9 +1,12 @@
 """Planted secrets reach no byte of the store: params, tags, run names, artifacts, the logged model's
-files (its sentence-transformers model card lists the trainer's arguments), on every path.
+files (its sentence-transformers model card lists the trainer's arguments), on every path; nor any
+file of the sweep's folder (``multirun.yaml``, each job's ``.hydra/``, log and checkpoints), nor the console.
 
-A 2-job sweep (one job fails validation before its run starts) with a secret override, a credential
-in a URI, and an uncommitted config change holding a token (a real git checkout named through
-``GIT_DIR`` / ``GIT_WORK_TREE``); then the whole SQLite file and artifact root are read as bytes.
+A 2-job sweep (one job fails validation before its run starts) with a swept secret override, a
+credential in a URI, and an uncommitted config change holding a token (a real git checkout named
+through ``GIT_DIR`` / ``GIT_WORK_TREE``); then every file written (the SQLite file, the artifact
+root, the sweep's folder) is read as bytes. ``tests/e2e/test_server.py`` does the same for a job
+against a real ``mlflow server`` whose URI holds a password.
 """
 
 from __future__ import annotations
@@ -35,6 +38,17 @@ def dirty_checkout(folder) -> dict[str, str]:
     return env
 
 
+def leaks(files, texts: dict[str, str], secrets=(TOKEN, PASSWORD)) -> list[str]:
+    """``secret in where`` for each planted secret found in a file's bytes or a captured text."""
+    found = []
+    for path in files:
+        blob = path.read_bytes()
+        found += [f"{secret} in {path}" for secret in secrets if secret.encode() in blob]
+    for name, text in texts.items():
+        found += [f"{name}: {line}" for line in text.splitlines() for secret in secrets if secret in line]
+    return found
+
+
 @pytest.mark.slow
 def test_secrets_reach_no_byte_of_the_store_on_any_path(cli, mlflow_client, tmp_path, store):
     env = dirty_checkout(tmp_path / "checkout")
@@ -42,7 +56,8 @@ def test_secrets_reach_no_byte_of_the_store_on_any_path(cli, mlflow_client, tmp_
         "-m",
         "debug=smoke",
         "training.lr_scheduler_type=bogus,linear",  # job 0 fails before its run starts
-        f"+training.hub_token={TOKEN}",  # a trainer argument: the model card lists those
+        f"+training.hub_token=choice({TOKEN})",  # a trainer argument (the model card lists those), swept: in job lines
+        "training.save_strategy=steps",  # checkpoints: the trainer saves its arguments in each
         f"data.path=https://bob:{PASSWORD}@data.example.com/sets",  # not read: debug=smoke brings its rows
         f"hydra.sweep.dir={tmp_path}/sweep",
         env=env,
@@ -60,7 +75,7 @@ def test_secrets_reach_no_byte_of_the_store_on_any_path(cli, mlflow_client, tmp_
     assert "All Hyperparameters" in card.read_text(), "the logged model's card lists no trainer arguments"
     assert {"model.safetensors", "config.json", "MLmodel"} <= {p.name for p in model_files}, model_files
     assert any(p.name == "leaderboard.csv" for p in files) and any(p.name == "model_card.md" for p in files), files
-    for path in [tmp_path / "mlflow.db", *files]:
-        blob = path.read_bytes()
-        leaked = [secret for secret in (TOKEN, PASSWORD, PATCH_TOKEN) if secret.encode() in blob]
-        assert not leaked, f"{leaked} in {path.relative_to(tmp_path)}"
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "checkout" not in p.relative_to(tmp_path).parts]
+    assert {"multirun.yaml", "overrides.yaml", "training_args.bin", "mlflow.db"} <= {p.name for p in written}
+    leaked = leaks(written, {"stdout": out.stdout, "stderr": out.stderr}, (TOKEN, PASSWORD, PATCH_TOKEN))
+    assert not leaked, "\n".join(leaked)  # the store, the artifacts, the sweep's folder, the console

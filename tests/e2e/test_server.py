@@ -68,7 +68,9 @@ def test_a_down_server_fails_fast_with_the_uri(cli, mlflow_client):
 
 @pytest.mark.slow
 def test_planted_secrets_appear_in_no_logged_byte(server, tmp_path, cli):
-    """A token override and a credential-bearing URI: not in params, tags, artifacts, nor the stores."""
+    """A token override and a credential-bearing URI: not in params, tags, artifacts, nor the stores, nor
+    any file of the job's Hydra folder (``.hydra/``, the log, checkpoints with the trainer's saved
+    arguments ``training_args.bin`` and ``trainer_state.json``), nor a console line."""
     token, password = "tok-9f8e7d6c5b4a", "hunter2-s3cr3t"
     host = server["uri"].removeprefix("http://")
     uri = f"http://alice:{password}@{host}"
@@ -78,6 +80,7 @@ def test_planted_secrets_appear_in_no_logged_byte(server, tmp_path, cli):
         "tracking.experiment_name=secrets",
         f"+training.hub_token={token}",
         f"data.path=https://bob:{password}@data.example.com/sets",  # not read: debug=smoke brings its rows
+        "training.save_strategy=steps",  # a checkpoint at each of the 2 steps
         with_store=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -92,13 +95,14 @@ def test_planted_secrets_appear_in_no_logged_byte(server, tmp_path, cli):
     import mlflow
 
     mlflow.artifacts.download_artifacts(model.model_uri, dst_path=str(tmp_path / "model"))
-    blobs = [
-        p.read_bytes()
-        for folder in (local, tmp_path / "model", server["folder"])
-        for p in folder.rglob("*")
-        if p.is_file()
+    files = [
+        p for folder in (local, tmp_path / "model", server["folder"], tmp_path / "hydra") for p in folder.rglob("*")
     ]
-    assert len(blobs) > 10 and any(b"config" in blob for blob in blobs)
+    files = [p for p in files if p.is_file()]
+    names = {p.name for p in files}
+    assert {"config.yaml", "hydra.yaml", "overrides.yaml", "training_args.bin", "trainer_state.json"} <= names, names
+    texts += [out.stdout, out.stderr]
     for secret in (token, password):
         assert not any(secret in text for text in texts), secret
-        assert not any(secret.encode() in blob for blob in blobs), secret
+        leaked = [str(p) for p in files if secret.encode() in p.read_bytes()]
+        assert not leaked, f"{secret} in {leaked}"

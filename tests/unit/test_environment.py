@@ -40,3 +40,19 @@ def test_a_version_that_differs_from_the_lock_is_named(tmp_path):
     done = env_command("diff", str(lock), "--failed")
     assert done.returncode == 0 and "FAILED with the newest allowed versions; 2 differ from the lock" in done.stdout
     assert ["transformers", "4.0.0", real] in [line.split() for line in done.stdout.splitlines()]
+
+
+def test_a_run_records_what_is_installed_and_whether_it_matches_the_lock(tmp_path):
+    record = environment.snapshot()
+    pins = environment.parse_pins(record.installed)
+    assert pins == environment.current() and pins["python"] == sys.version.split()[0]
+    assert "torch" in pins and "torch" not in environment.parse_pins(record.lock), "torch: recorded, not locked"
+    assert record.tags["environment.digest"] == environment.digest(record.installed)
+    assert record.tags["environment.lock_digest"] == environment.digest(environment.lock_text())
+    assert record.tags["environment.matches_lock"] == "true"  # make setup installed the lock; torch is apart
+    real = pins["transformers"]
+    lock = tmp_path / "lock.txt"  # a lock this environment was not installed from: one pin differs
+    lock.write_text(environment.lock_text().replace(f"transformers=={real}\n", "transformers==4.0.0\n"))
+    other = environment.snapshot(lock)
+    assert other.tags["environment.matches_lock"] == "false" and other.installed == record.installed
+    assert other.tags["environment.digest"] == record.tags["environment.digest"]  # what is installed: unchanged

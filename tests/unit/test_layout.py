@@ -97,6 +97,7 @@ COMMAND_MODULES = {
     "start",
     "rank",
     "sweep",
+    "hydra_files",
     "__main__",
     "rerun",
     "resume",
@@ -112,6 +113,7 @@ COMMAND_MODULES = {
 WHOLE_CONFIG_ALLOWED = {
     "pipeline.runtime.launch.run_launched",
     "pipeline.runtime.launch.config_digest",
+    "pipeline.runtime.launch.write_job",
     "pipeline.runtime.optuna_sweeper.setup",
     "pipeline.stages.spec.read_spec",
     "pipeline.stages.schema.check_keys",

@@ -30,7 +30,7 @@ def main():
     if how == "message":
         sys.exit("error: told to stop")
     if how == "raise":
-        raise RuntimeError("boom")
+        raise RuntimeError("boom: api_token=tok-crash-1 at https://bob:pw-crash-2@example.com")
     if how == "interrupt":
         raise KeyboardInterrupt
     if how == "returns":
@@ -54,5 +54,6 @@ def test_status_output_log_and_exit_handlers_survive_the_fast_exit(tmp_path, how
     assert (tmp_path / "thread.txt").read_text() == "joined"
     if how == "message":
         assert done.stderr.strip() == "error: told to stop"
-    if how == "raise":
-        assert "RuntimeError: boom" in done.stderr
+    if how == "raise":  # the traceback, scrubbed
+        assert "RuntimeError: boom: api_token=*** at https://***@example.com" in done.stderr, done.stderr
+        assert "Traceback (most recent call last)" in done.stderr and "crash-" not in done.stderr
