@@ -25,11 +25,13 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
+from pipeline.stages import reuse
 from pipeline.stages.splits import Split
 
 log = logging.getLogger(__name__)
@@ -98,10 +100,6 @@ def key_inputs(
     """What the mined set depends on, as JSON: the config's keyed leaves (``JobSpec.leaves``), the processed
     train rows, the candidates, the miner (and the seed of a built one; ``miner_key``: ``build.model_key``),
     the options, the prompts, TF32, the libraries that mine and this file."""
-    from importlib import metadata
-
-    from pipeline.stages import reuse
-
     miner = OmegaConf.to_container(miner_cfg, resolve=True)
     return {
         "config": reuse.keyed_leaves(leaves, NOT_KEYED),
