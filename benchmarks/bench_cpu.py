@@ -68,7 +68,11 @@ def pipeline_command(name: str, data: str, store: Path, max_steps: int | None) -
     return command
 
 
-def run_contender(name: str, data: str, work: Path, max_steps: int | None) -> dict:
+def run_contender(
+    name: str, data: str, work: Path, max_steps: int | None, extra: tuple[str, ...] = (), timeout: float | None = None
+) -> dict:
+    """One contender end to end as a subprocess; ``extra`` arguments go to its command (a pipeline's
+    overrides, the plain script's flags)."""
     plain = name.startswith("plain_")
     if plain:
         command = [
@@ -85,8 +89,11 @@ def run_contender(name: str, data: str, work: Path, max_steps: int | None) -> di
             command += ["--max-steps", str(max_steps)]
     else:
         command = pipeline_command(name, data, work / "store", max_steps)
+    command += list(extra)
     started = time.perf_counter()
-    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=timeout
+    )
     wall = time.perf_counter() - started
     if out.returncode != 0:
         raise SystemExit(f"{name} failed ({out.returncode}):\n{out.stderr[-3000:]}")
