@@ -267,13 +267,11 @@ def near_rows(
     if (width, symmetric) not in train.shingled:  # the same for every split of that layout
         train.shingled[width, symmetric] = vocab.shingles(train, train_ids, width, symmetric)
     train_rows, train_shingles = train.shingled[width, symmetric]
-    known = train_shingles >= 0
-    frequency = np.bincount(train_shingles[known], minlength=vocab.size)
+    frequency = np.bincount(train_shingles, minlength=vocab.size)
     prefix = prefixes(split_rows, split_shingles, frequency, threshold)
     wanted = np.zeros(vocab.size, dtype=bool)
     wanted[prefix.shingle.to_numpy()] = True
-    holds = known.copy()
-    holds[known] = wanted[train_shingles[known]]
+    holds = wanted[train_shingles]
     held = pd.DataFrame({"train_row": train_rows[holds], "shingle": train_shingles[holds]}).drop_duplicates()
     pairs = prefix.merge(held, on="shingle")[["split_row", "train_row"]].drop_duplicates()
     pairs["jaccard"] = jaccard(split, train, pairs, width, symmetric)
@@ -345,21 +343,21 @@ class Vocabulary:
         return known, ids[:-1][known] * len(self.words) + ids[1:][known]
 
     def shingles(self, rows: Rows, ids: list[np.ndarray], width: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(row, shingle id) of every word and word pair of the first ``width`` texts of each row,
-        column-tagged unless symmetric; -1 for one the vocabulary lacks."""
+        """(row, shingle id) of every word and word pair of the first ``width`` texts of each row that the
+        vocabulary holds (no other can be shared), column-tagged unless symmetric."""
         out_rows, out = [], []
         for column in range(width):
             row, word = rows.words[column][0], ids[column]
             same = row[1:] == row[:-1]
             known, codes = self.pair_codes(row, word)
-            at = np.minimum(np.searchsorted(self.pairs, codes), max(len(self.pairs) - 1, 0))
             pair = np.full(len(same), -1, dtype=np.int64)
-            pair[known] = np.where(self.pairs[at] == codes, at + len(self.words), -1) if len(self.pairs) else -1
-            shingles = np.concatenate([word, pair[same]])
-            tag = 0 if symmetric else column
-            shingles[shingles >= 0] = shingles[shingles >= 0] * self.columns + tag
-            out_rows += [row, row[1:][same]]
-            out.append(shingles)
+            if len(self.pairs) and len(codes):
+                at = np.minimum(np.searchsorted(self.pairs, codes), len(self.pairs) - 1)
+                pair[known] = np.where(self.pairs[at] == codes, at + len(self.words), -1)
+            shingles, where = np.concatenate([word, pair[same]]), np.concatenate([row, row[1:][same]])
+            kept = shingles >= 0
+            out.append(shingles[kept] * self.columns + (0 if symmetric else column))
+            out_rows.append(where[kept])
         return np.concatenate(out_rows), np.concatenate(out)
 
 
