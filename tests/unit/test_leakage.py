@@ -50,8 +50,11 @@ NEAR = [(one_word_changed(TRAIN[3][0]), TRAIN[3][1]), (TRAIN[4][0], one_word_cha
 OTHER = [(sentence(100 + 2 * i), sentence(101 + 2 * i)) for i in range(5)]
 
 
+DEFAULT = 0.6  # conf/config.yaml's data.leakage_threshold
+
+
 def run(split_rows, scored=True, mode=Mode.WARN, train=TRAIN):
-    return leakage.audit({"train": pairs(train, False)}, {"test": pairs(split_rows, scored)}, Settings(mode))
+    return leakage.audit({"train": pairs(train, False)}, {"test": pairs(split_rows, scored)}, Settings(mode, DEFAULT))
 
 
 def test_planted_exact_and_near_rows_are_found_and_nothing_else():
@@ -86,7 +89,7 @@ def test_drop_trains_without_the_leaking_rows():
     kept = train["train"]
     assert found.dropped == 5 and found.metrics()["leakage/train_rows_dropped"] == 5.0
     assert kept.dataset.num_rows == 35 and kept.fingerprint != "f" * 16
-    again, _ = leakage.audit({"train": kept}, {"test": pairs(EXACT + NEAR + OTHER, True)}, Settings())
+    again, _ = leakage.audit({"train": kept}, {"test": pairs(EXACT + NEAR + OTHER, True)}, Settings(Mode.WARN, DEFAULT))
     assert again.counts["test"]["rows_exact"] == 0 and again.counts["test"]["rows_near"] == 0
 
 
