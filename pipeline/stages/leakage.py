@@ -135,7 +135,8 @@ class Rows:
     texts: list  # pyarrow string arrays, one per text column
     words: list[tuple[np.ndarray, Any]]  # per column: (the row of each word, the words: a pyarrow array)
     symmetric: bool = False  # two texts scored by similarity (STS): (a, b) is (b, a)
-    shingled: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)  # (width, symmetric) ->
+    # what every split of one layout shares: (kind, width, symmetric) -> the train rows' keys or shingles
+    cached: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, ds, scored_pairs: bool = False) -> Rows:
@@ -185,7 +186,9 @@ def compare(train: Rows, train_ids: list[np.ndarray], split: Rows, vocab: Vocabu
     """Matches of the split's rows in the train rows: ``exact`` and ``near`` rows, ``text`` (a shared text)."""
     width = min(len(train.texts), len(split.texts))
     symmetric = split.symmetric and width == 2
-    exact = exact_rows(row_keys(train.texts[:width], symmetric), row_keys(split.texts[:width], symmetric))
+    if ("keys", width, symmetric) not in train.cached:
+        train.cached["keys", width, symmetric] = row_keys(train.texts[:width], symmetric)
+    exact = exact_rows(train.cached["keys", width, symmetric], row_keys(split.texts[:width], symmetric))
     near = near_rows(train, train_ids, split, vocab, width, threshold)
     near = near[~near.split_row.isin(exact.split_row)]
     texts = shared_texts(train.texts, split.texts)
@@ -267,9 +270,9 @@ def near_rows(
     """(split_row, train_row, jaccard) of every pair of rows whose shingle Jaccard is >= ``threshold``."""
     symmetric = split.symmetric and width == 2
     split_rows, split_shingles = vocab.shingles(split, vocab.ids(split), width, symmetric)
-    if (width, symmetric) not in train.shingled:  # the same for every split of that layout
-        train.shingled[width, symmetric] = vocab.shingles(train, train_ids, width, symmetric)
-    train_rows, train_shingles = train.shingled[width, symmetric]
+    if ("shingles", width, symmetric) not in train.cached:
+        train.cached["shingles", width, symmetric] = vocab.shingles(train, train_ids, width, symmetric)
+    train_rows, train_shingles = train.cached["shingles", width, symmetric]
     frequency = np.bincount(train_shingles, minlength=vocab.size)
     prefix = prefixes(split_rows, split_shingles, frequency, threshold)
     wanted = np.zeros(vocab.size, dtype=bool)
