@@ -78,7 +78,8 @@ DATA_SET = {
     "prompts": VALUE,  # train column -> prompt
     "train_transform": Target(),
 }
-DATA = {**DATA_SET, "train_sets": Each(DATA_SET)}
+EVAL_DATA = {**DATA_SET, "train_sets": Each(DATA_SET)}
+DATA = {**EVAL_DATA, **closed("leakage leakage_threshold")}  # the audit of eval rows against train rows
 EVALUATOR = Target(own=("name", *EVALUATOR_KEYS))
 SCHEMA: dict[str, Any] = {
     **closed("smoke stages baseline baseline_reuse seed name optimized_metric"),
@@ -91,7 +92,7 @@ SCHEMA: dict[str, Any] = {
     "miner": MODEL,
     "loss": Target(own=LOSS_OPTIONS),
     "data": DATA,
-    "eval_data": DATA,
+    "eval_data": EVAL_DATA,
     "evaluator": EVALUATOR,
     "evaluators": Each(EVALUATOR),
     "hardware": closed(
