@@ -118,19 +118,18 @@ def on_resamples(runs: list[Items], resamples: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = []
     for weights in counts(rng, runs[0].size, resamples):
-        shared = _shared_label_ranks(runs, weights)
-        out.append(np.column_stack([resampled(r, weights, shared) for r in runs]))
+        label_ranks: dict[int, np.ndarray] = {}  # each distinct label column ranked once per chunk
+        row = []
+        for run in runs:
+            shared = None
+            if run.statistic == "spearman":
+                key = next(k for k, r in enumerate(runs) if np.array_equal(r.columns[-1], run.columns[-1]))
+                shared = label_ranks.setdefault(key, None)
+                if shared is None:
+                    shared = label_ranks[key] = ranks(run.columns[1], weights)
+            row.append(resampled(run, weights, shared))
+        out.append(np.column_stack(row))
     return np.vstack(out)
-
-
-def _shared_label_ranks(runs: list[Items], weights: np.ndarray) -> np.ndarray | None:
-    """The labels' ranks once for all runs, when every run is a Spearman over the same labels."""
-    if any(r.statistic != "spearman" for r in runs):
-        return None
-    label = runs[0].columns[1]
-    if any(not np.array_equal(r.columns[1], label) for r in runs[1:]):
-        return None
-    return ranks(label, weights)
 
 
 def p_value(deltas: np.ndarray) -> float:
@@ -147,11 +146,22 @@ def interval(deltas: np.ndarray, level: float = 0.95) -> tuple[float, float]:
 
 def paired(a: Items, b: Items, resamples: int = 10_000, seed: int = 0, level: float = 0.95) -> Difference:
     """B - A on the same items: the paired bootstrap's percentile interval and p-value."""
-    values = on_resamples([a, b], resamples, seed)
-    deltas = values[:, 1] - values[:, 0]
-    low, high = interval(deltas, level)
-    va, vb = value(a), value(b)
-    return Difference(va, vb, vb - va, low, high, p_value(deltas))
+    return paired_many([(a, b)], resamples, seed, level)[0]
+
+
+def paired_many(
+    pairs: list[tuple[Items, Items]], resamples: int = 10_000, seed: int = 0, level: float = 0.95
+) -> list[Difference]:
+    """:func:`paired` for several metrics of the same items at once: one set of resamples for all
+    (each metric's interval is that of :func:`paired` with the same seed)."""
+    values = on_resamples([run for pair in pairs for run in pair], resamples, seed)
+    out = []
+    for k, (a, b) in enumerate(pairs):
+        deltas = values[:, 2 * k + 1] - values[:, 2 * k]
+        low, high = interval(deltas, level)
+        va, vb = value(a), value(b)
+        out.append(Difference(va, vb, vb - va, low, high, p_value(deltas)))
+    return out
 
 
 def versus_best(

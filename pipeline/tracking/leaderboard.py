@@ -14,14 +14,15 @@ import urllib.parse
 from pathlib import Path
 
 from pipeline import PipelineError
-from pipeline.tracking.scrub import metric_key, redact
+from pipeline.tracking import grouping
+from pipeline.tracking.scrub import metric_key, metric_name, redact
 
 # Final evaluator metrics: "{evaluator}-{split}_{metric}" (the trainer's eval_ copies excluded).
 EVALUATOR_METRIC = re.compile(r"^(?!eval_|baseline/)[^-]+-[^_]+_.+$")
 BASELINE = "baseline/"
 EXTRA_METRICS = ("train_loss", "job_seconds")
 LOCAL_UI = "http://127.0.0.1:5000"  # where ``store.ui_command`` serves a local store
-BOOKKEEPING = ("rank", "run", "run_id", "status")
+BOOKKEEPING = ("rank", "run", "run_id", "status", "run_ids")
 
 
 def search(tracking_uri: str, experiment_ids: list[str], parent: str | None = None):
@@ -50,7 +51,7 @@ def table(runs, optimized_metric: str | None = None, ascending: bool = False):
 
     optimized_metric = optimized_metric or ranked_by(runs)
     optimized_metric = metric_key(optimized_metric) if optimized_metric else None
-    params = [c for c in runs.columns if c.startswith("params.") and runs[c].nunique(dropna=True) > 1]
+    params = [c for c in runs.columns if c.startswith("params.") and runs[c].nunique(dropna=False) > 1]
     metric_names = [c[len("metrics.") :] for c in runs.columns if c.startswith("metrics.")]
     key = [m for m in metric_names if EVALUATOR_METRIC.match(m)]
     if optimized_metric in key:
@@ -82,10 +83,11 @@ def table(runs, optimized_metric: str | None = None, ascending: bool = False):
 
 
 def grouped(frame, key: str, optimized_metric: str | None = None, ascending: bool = False):
-    """Fold the rows of :func:`table` that differ only in ``key`` (a seed; params that always equal it,
-    such as ``training.seed``, go with it) into one row each: the other differing params, ``n`` (finished runs folded) and the mean and std of every metric, best
-    mean of ``optimized_metric`` (either spelling: :func:`~pipeline.tracking.scrub.metric_key`) first.
-    Unfinished runs are left out.
+    """Fold the rows of :func:`table` that are the same configuration (:mod:`pipeline.tracking.grouping`:
+    they differ only in ``key``, a seed, and params that always equal it, such as ``training.seed``) into
+    one row each: the other differing params, ``n`` (finished runs folded), the mean and std of every
+    metric and the folded ``run_ids``; best mean of ``optimized_metric`` (either spelling:
+    :func:`~pipeline.tracking.scrub.metric_key`) first. Unfinished runs are left out.
 
     Raises:
         PipelineError: ``key`` is not a param that differs between the runs.
@@ -100,19 +102,23 @@ def grouped(frame, key: str, optimized_metric: str | None = None, ascending: boo
             f"--group-by {key}: not a param that differs between these runs; pick one of the swept keys "
             f"({', '.join(params) or 'none'})."
         )
+    # one rule for every command (pipeline.tracking.grouping): the key and its copies are what is folded
+    configs = grouping.configurations([{p: row[p] for p in params} for _, row in frame.iterrows()], key)
+    params = [name for name, _ in configs[0]]
     finished = frame[frame["status"] == "FINISHED"]
-    # the key and its copies (training.seed: ${seed}) are what is folded
-    params = [p for p in params if not (frame[p].astype(str) == frame[key].astype(str)).all()]
+    configs = [c for c, done in zip(configs, frame["status"] == "FINISHED") if done]
     rows = []
-    for values, group in finished.groupby(params, dropna=False, sort=False) if params else [((), finished)]:
-        values = values if isinstance(values, tuple) else (values,)
-        row = {"run": " ".join(f"{p}={v}" for p, v in zip(params, values)) or "all", **dict(zip(params, values))}
+    for config in dict.fromkeys(configs):
+        group = finished[[c == config for c in configs]]
+        values = dict(config)
+        row = {"run": " ".join(f"{p}={v}" for p, v in values.items()) or "all", **values}
         row["n"] = len(group)
         for name in metrics:
             row[name] = group[name].mean()
             row[f"{name}_std"] = group[name].std()
+        row["run_ids"] = " ".join(group["run_id"])
         rows.append(row)
-    out = pd.DataFrame(rows, columns=["run", *params, "n", *[c for m in metrics for c in (m, f"{m}_std")]])
+    out = pd.DataFrame(rows, columns=["run", *params, "n", *[c for m in metrics for c in (m, f"{m}_std")], "run_ids"])
     if optimized_metric in out:
         out = out.sort_values(optimized_metric, ascending=ascending, na_position="last", kind="stable")
     out.insert(0, "rank", range(1, len(out) + 1))
@@ -186,3 +192,40 @@ def ranked_by(runs) -> str | None:
     named = runs["params.optimized_metric"].dropna()
     named = named[named != "None"]  # evaluator=none: no metric
     return str(named.mode().iloc[0]) if len(named) else None
+
+
+def with_intervals(board, client, optimized_metric: str | None, resamples: int, seed: int = 0, ascending: bool = False):
+    """``board`` (:func:`table` or :func:`grouped`, best first) with each row's difference from the best row
+    on ``optimized_metric``, its 95% interval (:func:`pipeline.tracking.comparison.against_best`: paired
+    bootstrap over the items; over seeds and items for a configuration of several seeds), its p-value,
+    Holm's correction over the rows, and ``tied`` (the interval holds 0: not distinguishable from the
+    best). Unchanged when the runs logged no items for the metric."""
+    from pipeline.tracking import comparison, intervals
+
+    stored = metric_key(optimized_metric) if optimized_metric else None
+    if stored not in board or board[stored].isna().all():
+        return board
+    rows = board[board[stored].notna() & (board["status"] == "FINISHED" if "status" in board else True)]
+    ids = rows["run_ids"].str.split() if "run_ids" in rows else rows["run_id"].map(lambda r: [r])
+    groups = {str(index): list(run_ids) for index, run_ids in ids.items()}
+    best = str(rows[stored].idxmin() if ascending else rows[stored].idxmax())
+    found = comparison.against_best(client, groups, best, metric_name(stored), resamples, seed)
+    if not found:
+        return board
+    out = board.copy()
+    name = f"{metric_name(stored)} vs best"
+    adjusted = dict(zip(found, intervals.holm([d.p_value for d in found.values()])))
+    out[name] = [found[str(i)].delta if str(i) in found else float("nan") for i in out.index]
+    out["ci_low"] = [found[str(i)].low if str(i) in found else float("nan") for i in out.index]
+    out["ci_high"] = [found[str(i)].high if str(i) in found else float("nan") for i in out.index]
+    out["p_value"] = [found[str(i)].p_value if str(i) in found else float("nan") for i in out.index]
+    out["p_holm"] = [adjusted.get(str(i), float("nan")) for i in out.index]
+    out["tied"] = ["best" if str(i) == best else _tie(found.get(str(i))) for i in out.index]
+    out.attrs.update(board.attrs, intervals={out.loc[int(k), "run"]: d for k, d in found.items()}, metric=name)
+    return out
+
+
+def _tie(difference) -> str:
+    if difference is None:
+        return ""
+    return "no" if difference.excludes_zero() else "tied"

@@ -117,3 +117,12 @@ def test_spelled():
         intervals.spelled(intervals.Difference(0.8, 0.8041, 0.0041, -0.001, 0.0093, 0.2))
         == ("+0.0041 [-0.0010, +0.0093] ").strip()
     )
+
+
+def test_metrics_of_one_file_share_resamples_and_match_one_at_a_time():
+    rng = np.random.default_rng(7)
+    label = np.round(rng.uniform(0, 5, 80), 1)
+    a, b = sts_items(rng, 80, 1.0, label), sts_items(rng, 80, 0.8, label)
+    pa, pb = Items("pearson", a.columns), Items("pearson", b.columns)
+    together = intervals.paired_many([(a, b), (pa, pb)], resamples=500, seed=3)
+    assert together == [intervals.paired(a, b, 500, 3), intervals.paired(pa, pb, 500, 3)]
