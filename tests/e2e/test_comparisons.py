@@ -150,3 +150,67 @@ def _spearman(x, y, axis):
     rx, ry = stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis)
     rx, ry = rx - rx.mean(axis=axis, keepdims=True), ry - ry.mean(axis=axis, keepdims=True)
     return (rx * ry).sum(axis=axis) / np.sqrt((rx * rx).sum(axis=axis) * (ry * ry).sum(axis=axis))
+
+
+def promote(capsys, uri, *args):
+    return in_process("promote", capsys, "--tracking-uri", uri, *args)
+
+
+def test_promote_and_group_by_take_the_configuration_with_the_best_seed_mean(crafted, capsys, tmp_path):
+    """``-m loss=mnrl,gist seed=1,2,3``: a config group is no swept param, yet its runs are another
+    configuration. A scores 0.80/0.81/0.82, B 0.95/0.40/0.41: A has the best mean, so A's 0.82 run wins."""
+    client, uri, experiment_id = crafted["client"], crafted["uri"], crafted["experiment_id"]
+    tags = {"pipeline.role": "sweep", "pipeline.optimized_metric": DEV, "pipeline.direction": "maximize"}
+    parent = client.create_run(experiment_id, tags=tags).info.run_id
+    client.log_param(parent, "sweep.loss", "mnrl,gist")
+    client.log_param(parent, "sweep.seed", "1,2,3")
+    losses = {"mnrl": "MultipleNegativesRankingLoss", "gist": "GISTEmbedLoss"}
+    scores = {"mnrl": (0.80, 0.81, 0.82), "gist": (0.95, 0.40, 0.41)}
+    runs = {}
+    for loss, values in scores.items():
+        for seed, value in enumerate(values, 1):
+            params = {"loss._target_": f"sentence_transformers.losses.{losses[loss]}", "seed": seed}
+            params |= {"training.seed": seed, "optimized_metric": DEV, "model.name": "tiny"}
+            runs[loss, value] = crafted_run(client, experiment_id, tmp_path, params, {DEV: value}, parent=parent)
+    client.set_terminated(parent, "FINISHED")
+
+    code, out, err = promote(capsys, uri, "--parent", parent, "--register-as", "sweep-model")
+    assert code == 0, err
+    assert f"picked run {runs['mnrl', 0.82]}" in out and "over 3 seeds" in out, out
+    assert "loss._target_=sentence_transformers.losses.MultipleNegativesRankingLoss" in out, out
+    code, out, err = compare(capsys, uri, "--parent", parent, "--group-by", "seed", "--format", "csv")
+    assert code == 0, err
+    board = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["rank"], r["n"]) for r in board] == [("1", "3"), ("2", "3")]
+    assert "MultipleNegativesRankingLoss" in board[0]["run"] and float(board[0][DEV]) == pytest.approx(0.81)
+
+
+def test_a_champion_must_win(crafted, capsys):
+    """The first promotion needs no comparison; a tie with the holder is refused (one line naming both
+    runs and the interval, the alias left where it was); a clear win moves the alias; --force overrides."""
+    client, uri, label = crafted["client"], crafted["uri"], crafted["label"]
+    holder = crafted["run"](1.0)
+    tie = crafted["run"](scores=label + np.random.default_rng(5).normal(0, 1.0, SIZE))
+    winner = crafted["run"](0.3)
+
+    def promoted(run_id, *more):
+        code, out, err = promote(capsys, uri, "--run", run_id, "--register-as", "sts-model", *more)
+        return code, out, err
+
+    def champion() -> str:
+        return client.get_model_version_by_alias("sts-model", "champion").run_id
+
+    code, out, err = promoted(holder)
+    assert code == 0 and "beats" not in out and champion() == holder, err
+    code, _, err = promoted(tie)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and holder in err and tie in err and "includes 0" in err, err
+    assert champion() == holder
+    code, out, err = promoted(winner)
+    assert code == 0 and "beats the alias's holder" in out and champion() == winner, err
+    low = float(out.split("[")[1].split(",")[0])
+    assert low > 0
+    code, _, err = promoted(holder)  # the old holder is now clearly worse: refused, the interval favours the holder
+    assert code == 2 and "favours the holder" in err, err
+    code, out, err = promoted(tie, "--force")
+    assert code == 0 and champion() == tie, err
