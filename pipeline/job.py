@@ -301,11 +301,13 @@ def baseline_step(plan: Plan, built: Built, output_dir: Path) -> dict[str, float
     cached = tracking.find_baseline(key) if plan.spec.baseline_reuse else None
     if cached is not None:
         log.info("Baseline: reused from run %s (same model, data, evaluators and precision)", cached.source)
+        tracking.copy_baseline_items(cached.source)
         tracking.record_baseline(key, cached.metrics, cached.source)
         return cached.metrics
     with hardware.autocast(plan.precision, built.model.device.type), packing.uncounted(built.packer):
         outcome = evaluate(built.model, scored, output_dir / "baseline")
     metrics = {f"baseline/{name}": value for name, value in outcome.metrics.items()}
+    tracking.log_baseline_items(outcome.items)
     tracking.record_baseline(key, metrics)
     return metrics
 
@@ -384,6 +386,7 @@ def evaluate_stage(plan: Plan, built: Built, output_dir: Path) -> dict[str, floa
         raise
     tracking.log_metrics(outcome.metrics)
     tracking.log_files(outcome.files, "eval")
+    tracking.log_files(outcome.items, "items")
     return outcome.metrics
 
 

@@ -1,7 +1,8 @@
 """The evaluate stage: run each split's evaluator on the (trained) model.
 
-Returns the metrics under the evaluators' own names (``sts-test_spearman_cosine``, ...) and the
-result CSVs they wrote; the entry point logs both to MLflow. A NaN or infinite metric is an error,
+Returns the metrics under the evaluators' own names (``sts-test_spearman_cosine``, ...), the
+result CSVs they wrote and one Parquet file of per-item scores per evaluator and split
+(``items/sts-test.parquet``: ``pipeline.stages.items``); the job logs them to MLflow. A NaN or infinite metric is an error,
 never a result.
 """
 
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import PipelineError
+from pipeline.stages import items
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +28,17 @@ class NonFiniteMetricError(PipelineError):
 class EvalResult:
     metrics: dict[str, float]
     files: list[Path]
+    items: list[Path] = field(default_factory=list)  # ``<output_dir>/items/<evaluator>-<split>[-<dim>].parquet``
 
 
 def evaluate(model, evaluators: dict, output_dir: Path) -> EvalResult:
-    """Score ``model`` with each evaluator; CSVs go under ``output_dir``."""
+    """Score ``model`` with each evaluator; CSVs go under ``output_dir``, per-item scores under ``output_dir/items``."""
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {}
+    recorded: list[items.Items] = []
     for evaluator in evaluators.values():
-        scores = evaluator(model, output_path=str(output_dir))
+        with items.recording(evaluator) as kept:
+            scores = evaluator(model, output_path=str(output_dir))
         bad = [name for name, value in scores.items() if not math.isfinite(value)]
         if bad:
             raise NonFiniteMetricError(
@@ -42,4 +47,6 @@ def evaluate(model, evaluators: dict, output_dir: Path) -> EvalResult:
             )
         # SequentialEvaluator's unprefixed aggregate repeats a metric it holds and would clash across splits
         metrics.update({name: float(value) for name, value in scores.items() if name != "sequential_score"})
-    return EvalResult(metrics=metrics, files=sorted(output_dir.glob("*.csv")))
+        recorded += kept
+    rows = items.write_items(recorded, output_dir / "items")
+    return EvalResult(metrics=metrics, files=sorted(output_dir.glob("*.csv")), items=rows)

@@ -16,7 +16,7 @@ Importing it is cheap (MLflow is imported where it is used).
 - ``study``: the Optuna sweep's persistent study (storage, name, link to the parent run, plots).
 """
 
-from pipeline.tracking.baseline import find_baseline, record_baseline
+from pipeline.tracking.baseline import copy_baseline_items, find_baseline, log_baseline_items, record_baseline
 from pipeline.tracking.record import (
     config_params,
     flatten,
@@ -52,6 +52,7 @@ __all__ = [
     "client",
     "config_params",
     "config_secrets",
+    "copy_baseline_items",
     "default_tracking_uri",
     "end_run",
     "find_baseline",
@@ -60,6 +61,7 @@ __all__ = [
     "hidden_keys",
     "is_server",
     "job_run",
+    "log_baseline_items",
     "log_data_lineage",
     "log_files",
     "log_metrics",

@@ -7,19 +7,25 @@ the tags ``baseline.key`` (``pipeline.stages.baseline.baseline_key``), ``baselin
 store, copies the metrics of the oldest FINISHED miss whose metrics are all there, and is tagged
 ``baseline.cache=hit`` and ``baseline.source`` (that run). A FAILED, KILLED, RUNNING or deleted run is
 never a source, nor one whose ``baseline/`` metrics differ from its ``metrics.json``.
+
+The baseline's per-item scores (``pipeline.stages.items``) are artifacts under ``items/baseline/``: a
+miss logs the files it wrote, a hit copies its source's, so both hold the same files.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
-from pipeline.tracking.record import log_metrics, set_tags
+from pipeline.tracking.record import log_files, log_metrics, set_tags
 from pipeline.tracking.scrub import metric_key
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "baseline/metrics.json"
+ITEMS_FOLDER = "items/baseline"
 SOURCES_TRIED = 5  # oldest first: one that fails its check is skipped for the next
 
 
@@ -67,6 +73,28 @@ def record_baseline(key: str, metrics: dict[str, float], source: str | None = No
             "baseline.source": source or run.info.run_id,
         }
     )
+
+
+def log_baseline_items(paths: list[Path]) -> None:
+    """The baseline's per-item files, computed in this run, under ``items/baseline/`` (no-op without a run)."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        log_files(paths, ITEMS_FOLDER)
+
+
+def copy_baseline_items(source: str) -> None:
+    """The per-item files of run ``source``'s baseline, logged again under this run's ``items/baseline/``."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    if not mlflow.MlflowClient().list_artifacts(source, ITEMS_FOLDER):
+        log.warning("Baseline: run %s logged no per-item scores (%s/): this run has none either", source, ITEMS_FOLDER)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        local = mlflow.artifacts.download_artifacts(run_id=source, artifact_path=ITEMS_FOLDER, dst_path=folder)
+        mlflow.log_artifacts(local, ITEMS_FOLDER)
 
 
 def _experiment_ids(client) -> list[str]:

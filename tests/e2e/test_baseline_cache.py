@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 import shutil
+from pathlib import Path
 
 import mlflow
 import pytest
 
 from pipeline import REPO_ROOT
-from tests.conftest import all_runs, compose_config
+from tests.conftest import all_runs, check_items_reproduce, compose_config
 
 TINY = ("model=tiny", "training.max_steps=2", "training.per_device_train_batch_size=4", "data.max_train_rows=16",
         "tracking.log_model=false")  # fmt: skip
@@ -19,6 +20,16 @@ SMOKE = ("debug=smoke", "tracking.log_model=false")
 
 def baseline_of(run) -> dict[str, float]:
     return {name: value for name, value in run.data.metrics.items() if name.startswith("baseline/")}
+
+
+def items_bytes(client, run) -> dict[str, bytes]:
+    """The run's ``items/baseline/*`` files: name -> content."""
+    if not client.list_artifacts(run.info.run_id, "items/baseline"):
+        return {}
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="items/baseline", tracking_uri=client.tracking_uri
+    )
+    return {path.name: path.read_bytes() for path in sorted(Path(local).glob("*.parquet"))}
 
 
 def cache_tags(run) -> tuple[str, str]:
@@ -102,6 +113,9 @@ def test_a_failed_run_or_one_missing_metrics_is_never_a_source_and_a_rerun_recom
     assert cache_tags(second) == ("miss", second.info.run_id) and baseline_of(second) == metrics
     third = mlflow_client.get_run(run_job(*SMOKE).run_id)
     assert cache_tags(third) == ("hit", second.info.run_id) and baseline_of(third) == metrics
+    # a hit holds its source's per-item baseline files, byte for byte, as a miss would
+    assert items_bytes(mlflow_client, third) == items_bytes(mlflow_client, second) != {}
+    assert check_items_reproduce(mlflow_client, third, "items/baseline", prefix="baseline/")
     # a replay scores the starting model itself, so comparing baselines checks something
     replayed = cli(third.info.run_id, "--tracking-uri", store["uri"], module="pipeline.rerun")
     assert replayed.returncode == 0, replayed.stderr[-3000:]

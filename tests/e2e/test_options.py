@@ -7,6 +7,8 @@ import math
 
 import pytest
 
+from tests.conftest import check_items_reproduce, logged_items
+
 SMOKE = ("debug=smoke",)
 EVERY_STEP = ("training.eval_strategy=steps", "training.eval_steps=1")
 
@@ -49,6 +51,12 @@ def test_prompts_and_matryoshka_train_evaluate_and_load_back_from_mlflow(run_job
         assert math.isfinite(metrics[f"sts-dev-{dim}_spearman_cosine"])
     assert "sequential_score" not in metrics
     assert run.data.params["loss.matryoshka_dims"] == "[32, 16, 8]"
+    # per-item scores for each dimension, named like its metrics, reproducing them (final and baseline)
+    files = {f"sts-{split}{dim}.parquet" for split in ("dev", "test") for dim in ("", "-32", "-16", "-8")}
+    assert set(logged_items(mlflow_client, run)) == files
+    final = check_items_reproduce(mlflow_client, run)
+    assert {"sts-test-8_spearman_cosine", "sts-dev-16_pearson_cosine"} <= final
+    assert check_items_reproduce(mlflow_client, run, "items/baseline", prefix="baseline/") == final
 
     model = mlflow.sentence_transformers.load_model(f"runs:/{result.run_id}/model")
     assert model.prompts["anchor"] == "query: " and model.prompts["positive"] == "document: "

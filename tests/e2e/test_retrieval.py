@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from tests.conftest import all_runs
+from tests.conftest import all_runs, check_items_reproduce, logged_items
 
 SMOKE_IR = ("debug=smoke", "evaluators=[ir]", "evaluators.ir.columns=[sentence1,sentence2]")
 
@@ -28,6 +28,17 @@ def test_sts_and_ir_together_during_training_and_after_with_a_baseline(run_job, 
         assert math.isfinite(metrics[f"baseline/{name}"])
     assert result.metrics["baseline/ir-dev_cosine_ndcg@10"] == metrics["baseline/ir-dev_cosine_ndcg_at_10"]
     assert result.optimized_metric == metrics["sts-dev_spearman_cosine"]
+    # per-item scores, final and baseline: one file per evaluator and split, each row aggregating to the logged metric
+    items = logged_items(mlflow_client, run)
+    assert sorted(items) == ["ir-dev.parquet", "ir-test.parquet", "sts-dev.parquet", "sts-test.parquet"]
+    assert list(items["sts-test.parquet"][0].columns) == ["score", "label"]
+    ir_rows = items["ir-test.parquet"][0]
+    assert {"query_id", "cosine_ndcg@10", "cosine_mrr@10", "cosine_map@100", "cosine_recall@1"} <= set(ir_rows.columns)
+    assert ir_rows["query_id"].is_unique and len(ir_rows) > 1
+    final = check_items_reproduce(mlflow_client, run)
+    assert {"sts-test_spearman_cosine", "sts-test_pearson_cosine", "ir-test_cosine_ndcg@10"} <= final
+    assert {name for name in result.metrics if not name.startswith("baseline/")} == final  # every final metric
+    assert check_items_reproduce(mlflow_client, run, "items/baseline", prefix="baseline/") == final
 
 
 def test_summary_prints_the_change_from_the_baseline_and_compare_shows_it(cli, store):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import all_runs, logged_models
+from tests.conftest import all_runs, check_items_reproduce, logged_items, logged_models
 
 SMOKE = ("debug=smoke",)
 
@@ -120,3 +120,9 @@ def test_every_loss_trains_in_smoke(run_job, mlflow_client, loss, data, evaluato
     run = mlflow_client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert all(math.isfinite(v) for v in result.metrics.values()) and result.metrics
+    # per-item scores of the final evaluation and the baseline reproduce every metric logged
+    final = check_items_reproduce(mlflow_client, run)
+    assert final == {name for name in result.metrics if not name.startswith("baseline/")}
+    assert check_items_reproduce(mlflow_client, run, "items/baseline", prefix="baseline/") == final
+    columns = {"sts": ["score", "label"], "triplet": ["positive", "negative", "correct"]}[evaluator]
+    assert list(logged_items(mlflow_client, run)[f"{evaluator}-test.parquet"][0].columns) == columns
