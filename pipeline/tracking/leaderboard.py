@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline import PipelineError
 from pipeline.tracking import grouping
+from pipeline.tracking.intervals import spelled
 from pipeline.tracking.scrub import metric_key, metric_name, redact
 
 # Final evaluator metrics: "{evaluator}-{split}_{metric}" (the trainer's eval_ copies excluded).
@@ -221,7 +222,8 @@ def with_intervals(board, client, optimized_metric: str | None, resamples: int, 
     out["p_value"] = [found[str(i)].p_value if str(i) in found else float("nan") for i in out.index]
     out["p_holm"] = [adjusted.get(str(i), float("nan")) for i in out.index]
     out["tied"] = ["best" if str(i) == best else _tie(found.get(str(i))) for i in out.index]
-    out.attrs.update(board.attrs, intervals={out.loc[int(k), "run"]: d for k, d in found.items()}, metric=name)
+    labels = {k: str(out.loc[int(k), "run"]) for k in found}
+    out.attrs.update(board.attrs, intervals={labels[k]: d for k, d in found.items()}, metric=name, best=labels[best])
     return out
 
 
@@ -229,3 +231,15 @@ def _tie(difference) -> str:
     if difference is None:
         return ""
     return "no" if difference.excludes_zero() else "tied"
+
+
+def closing_lines(board) -> str:
+    """The sweep's closing lines: each row against the best, with its interval and whether it is tied."""
+    lines = [
+        f"vs the best on {board.attrs['metric'].removesuffix(' vs best')} "
+        "(95% bootstrap interval over items, and seeds where folded; tied: not distinguishable from the best):"
+    ]
+    for label, difference in board.attrs["intervals"].items():
+        verdict = "best" if label == board.attrs["best"] else _tie(difference)
+        lines.append(f"  {label}: {spelled(difference)} {verdict}")
+    return "\n".join(lines)
