@@ -68,7 +68,9 @@ def counts(rng: np.random.Generator, size: int, resamples: int) -> Iterator[np.n
     """Bootstrap resamples of ``size`` items, ``CHUNK`` at a time: how often each item was drawn (float rows)."""
     for start in range(0, resamples, CHUNK):
         rows = min(CHUNK, resamples - start)
-        drawn = rng.integers(0, size, size=(rows, size)) + np.arange(rows)[:, None] * size
+        drawn = (
+            rng.integers(0, size, size=(rows, size), dtype=np.int32) + np.arange(rows, dtype=np.int32)[:, None] * size
+        )
         yield np.bincount(drawn.ravel(), minlength=rows * size).reshape(rows, size).astype(np.float64)
 
 
@@ -97,6 +99,16 @@ def weighted_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.nd
     return cov / np.sqrt((sxx - sx * sx / total) * (syy - sy * sy / total))
 
 
+def rank_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`weighted_pearson` of two rows of average ranks of the drawn items, whose weighted mean is
+    always (drawn + 1) / 2: Spearman's rho of the drawn items."""
+    total = weights.sum(axis=1)
+    centre = total * ((total + 1) / 2) ** 2
+    wx = weights * x
+    cov = _rowdot(wx, y) - centre
+    return cov / np.sqrt((_rowdot(wx, x) - centre) * (_rowdot(weights * y, y) - centre))
+
+
 def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise dot products (``b`` one row per resample, or one row for all)."""
     return a @ b if b.ndim == 1 else np.einsum("ij,ij->i", a, b)
@@ -110,7 +122,7 @@ def resampled(items: Items, weights: np.ndarray, label_ranks: np.ndarray | None 
     if items.statistic == "pearson":
         return weighted_pearson(score, label, weights)
     label_ranks = ranks(label, weights) if label_ranks is None else label_ranks
-    return weighted_pearson(ranks(score, weights), label_ranks, weights)
+    return rank_pearson(ranks(score, weights), label_ranks, weights)
 
 
 def on_resamples(runs: list[Items], resamples: int, seed: int) -> np.ndarray:
