@@ -15,8 +15,9 @@ job's seconds), sorted by ``optimized_metric`` (best first). Reads MLflow only; 
 delta = B - A, its 95% paired-bootstrap percentile interval (``ci_low``, ``ci_high``: the same resampled
 items on both sides, ``--resamples`` of them, ``--seed``), the two-sided paired-bootstrap p-value (twice
 the smaller share of resampled differences beyond 0) and ``p_holm``, Holm's correction over the metrics
-compared. ``--group-by seed``: each configuration's difference from the best one on the ranking metric,
-its interval by a two-level bootstrap (seeds, then items), and ``tied`` where the interval holds 0.
+compared. ``--parent`` / ``--experiment``: each run's difference from the best run on the ranking metric,
+its interval and ``tied`` where the interval holds 0; with ``--group-by seed`` each configuration's,
+its interval by a two-level bootstrap (seeds, then items).
 """
 
 from __future__ import annotations
@@ -118,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         if runs.empty:
             raise PipelineError("no runs found: check --experiment / --parent and --tracking-uri.")
         frame = table(runs, args.metric, args.ascending)
+        metric = args.metric or ranked_by(runs)
         if args.group_by:
-            metric = args.metric or ranked_by(runs)
             frame = grouped(frame, args.group_by, metric, args.ascending)
-            frame = with_intervals(frame, tracking.client(uri), metric, args.resamples, args.seed, args.ascending)
+        frame = with_intervals(frame, tracking.client(uri), metric, args.resamples, args.seed, args.ascending)
     _print(frame.drop(columns=["run_ids"]) if args.format == "table" and "run_ids" in frame else frame, args.format)
     if frame.attrs.get("intervals"):
         print(_note(args, f"each row's difference from the best on {frame.attrs['metric']}", "rows"), file=sys.stderr)

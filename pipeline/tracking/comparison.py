@@ -99,6 +99,26 @@ def against_best(
     return intervals.versus_best(configs, best, resamples, seed)
 
 
+def against_baseline(
+    client, run_ids: list[str], metric: str, resamples: int = IN_JOB_RESAMPLES, seed: int = 0
+) -> Difference | None:
+    """The runs' ``metric`` (their mean, for several seeds) against their starting models' on the same items:
+    a paired bootstrap for one run, the two-level one for several; None without items on both sides."""
+    finals, bases = [], []
+    for run_id in run_ids:
+        final = items.of_run(client, run_id).get(metric)
+        base = items.baseline_of_run(client, client.get_run(run_id)).get(metric) if final else None
+        if final is None or base is None or final.items.size != base.items.size:
+            return None
+        finals.append(final.items)
+        bases.append(base.items)
+    if len({f.size for f in finals}) > 1:
+        return None
+    if len(run_ids) == 1:
+        return intervals.paired(bases[0], finals[0], resamples, seed)
+    return intervals.versus_best({"baseline": bases, "trained": finals}, "baseline", resamples, seed)["trained"]
+
+
 def challenge(client, holder: str, challenger: str, metric: str, resamples: int, seed: int) -> Difference:
     """The challenger's run against the holder's on ``metric``, on the same items (paired bootstrap)."""
     a, b = items.of_run(client, holder).get(metric), items.of_run(client, challenger).get(metric)

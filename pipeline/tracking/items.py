@@ -56,8 +56,14 @@ def read(path: Path) -> dict[str, Scored]:
 
 def of_run(client, run_id: str, baseline: bool = False) -> dict[str, Scored]:
     """Every metric the run's items files give (its starting model's with ``baseline``); {} when it logged none."""
+    from mlflow.exceptions import MlflowException
+
     folder = f"{FOLDER}/{BASELINE}" if baseline else FOLDER
-    files = [f.path for f in client.list_artifacts(run_id, folder) if not f.is_dir and f.path.endswith(".parquet")]
+    try:
+        listed = client.list_artifacts(run_id, folder)
+    except MlflowException as error:
+        raise PipelineError(f"run {run_id}: its per-item scores cannot be read ({one_line(str(error))}).") from None
+    files = [f.path for f in listed if not f.is_dir and f.path.endswith(".parquet")]
     out: dict[str, Scored] = {}
     if not files:
         return out
@@ -82,17 +88,19 @@ def _no_progress_bar() -> Iterator[None]:
             os.environ[name] = before
 
 
+def one_line(text: str) -> str:
+    return " ".join(text.split())[:200]
+
+
 def baseline_of_run(client, run) -> dict[str, Scored]:
     """The items of the run's starting model: its own ``items/baseline/``, else those of the run its
     baseline was reused from (tag ``baseline.source``)."""
     found = of_run(client, run.info.run_id, baseline=True)
     source = run.data.tags.get("baseline.source")
     if not found and source and source != run.info.run_id:
-        from mlflow.exceptions import MlflowException
-
         try:
             found = of_run(client, source, baseline=True)
-        except MlflowException:  # the source run was deleted
+        except PipelineError:  # the source run was deleted
             return {}
     return found
 

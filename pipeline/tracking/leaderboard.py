@@ -222,9 +222,29 @@ def with_intervals(board, client, optimized_metric: str | None, resamples: int, 
     out["p_value"] = [found[str(i)].p_value if str(i) in found else float("nan") for i in out.index]
     out["p_holm"] = [adjusted.get(str(i), float("nan")) for i in out.index]
     out["tied"] = ["best" if str(i) == best else _tie(found.get(str(i))) for i in out.index]
+    _baseline_intervals(out, client, stored, groups, resamples, seed)
     labels = {k: str(out.loc[int(k), "run"]) for k in found}
     out.attrs.update(board.attrs, intervals={labels[k]: d for k, d in found.items()}, metric=name, best=labels[best])
     return out
+
+
+def _baseline_intervals(out, client, stored: str, groups: dict[str, list[str]], resamples: int, seed: int) -> None:
+    """``delta_ci_low`` / ``delta_ci_high`` after the ``METRIC delta`` column (the change from the baseline):
+    its interval, per row (over seeds too, for a configuration of several)."""
+    from pipeline.tracking import comparison
+
+    column = f"{stored} delta"
+    if column not in out:
+        return
+    found = {
+        k: comparison.against_baseline(client, ids, metric_name(stored), resamples, seed) for k, ids in groups.items()
+    }
+    if not any(found.values()):
+        return
+    at = out.columns.get_loc(column) + 1
+    nan = float("nan")
+    out.insert(at, "delta_ci_low", [found[str(i)].low if found.get(str(i)) else nan for i in out.index])
+    out.insert(at + 1, "delta_ci_high", [found[str(i)].high if found.get(str(i)) else nan for i in out.index])
 
 
 def _tie(difference) -> str:

@@ -87,6 +87,9 @@ def test_four_job_sweep_makes_one_parent_four_children_and_a_leaderboard(cli, ml
     gap = folded.loc[1, "sts-dev_spearman_cosine"] - folded.loc[0, "sts-dev_spearman_cosine"]
     assert folded.loc[1, "sts-dev_spearman_cosine vs best"] == pytest.approx(gap)
     assert folded.loc[1, "ci_low"] <= folded.loc[1, "ci_high"]
+    # the change from the baseline too: its interval over seeds and items, beside the mean change
+    assert list(folded.columns).index("delta_ci_low") == list(folded.columns).index("sts-dev_spearman_cosine delta") + 1
+    assert (folded["delta_ci_low"] <= folded["delta_ci_high"]).all()
     assert "intervals.png" in artifact_names(mlflow_client, parent.info.run_id)
     assert "vs the best on sts-dev_spearman_cosine" in out.stdout and folded.loc[1, "run"] in out.stdout
     # MLflow's compare page for the four children, printed and kept on the parent
