@@ -216,11 +216,13 @@ def with_intervals(board, client, optimized_metric: str | None, resamples: int, 
     out = board.copy()
     name = f"{metric_name(stored)} vs best"
     adjusted = dict(zip(found, intervals.holm([d.p_value for d in found.values()])))
-    out[name] = [found[str(i)].delta if str(i) in found else float("nan") for i in out.index]
-    out["ci_low"] = [found[str(i)].low if str(i) in found else float("nan") for i in out.index]
-    out["ci_high"] = [found[str(i)].high if str(i) in found else float("nan") for i in out.index]
-    out["p_value"] = [found[str(i)].p_value if str(i) in found else float("nan") for i in out.index]
-    out["p_holm"] = [adjusted.get(str(i), float("nan")) for i in out.index]
+
+    def column(value) -> list:  # one value per row; NaN for a row not compared
+        return [value(found[str(i)], str(i)) if str(i) in found else float("nan") for i in out.index]
+
+    out[name] = column(lambda d, _: d.delta)
+    out["ci_low"], out["ci_high"] = column(lambda d, _: d.low), column(lambda d, _: d.high)
+    out["p_value"], out["p_holm"] = column(lambda d, _: d.p_value), column(lambda _, k: adjusted[k])
     out["tied"] = ["best" if str(i) == best else _tie(found.get(str(i))) for i in out.index]
     _baseline_intervals(out, client, stored, groups, resamples, seed)
     labels = {k: str(out.loc[int(k), "run"]) for k in found}
