@@ -22,7 +22,6 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from pipeline import PipelineError
-from pipeline.tracking.intervals import spelled
 from pipeline.tracking.scrub import metric_key, scrub
 
 TRACEBACK_ENV = "PIPELINE_TRACEBACK"
@@ -123,6 +122,8 @@ def print_summary(result, heading: str, tracking_uri: str | None = None) -> None
     """``MLflow run ID FINISHED (...)``, each final metric (with its change from the ``baseline/`` score
     of the starting model, when there is one, and that change's 95% interval when both logged their
     items: ``pipeline.tracking.comparison.from_baseline``), and how to open the run."""
+    from pipeline.tracking.intervals import spelled
+
     print(f"\nMLflow run {result.run_id} FINISHED ({heading})")
     changes = baseline_intervals(result, tracking_uri)
     for name in sorted(n for n in result.metrics if not n.startswith("baseline/")):
