@@ -141,8 +141,9 @@ class Choice:
 
 def best_child(client, parent_id: str, metric: str | None) -> Choice:
     """The FINISHED child of sweep ``parent_id`` to promote, by ``metric`` (default: the sweep's optimized
-    metric, in the sweep's direction): the configuration with the best mean over its seeds
-    (:mod:`pipeline.tracking.grouping`: every param but ``seed`` equal), and within it the best seed."""
+    metric, in the sweep's direction). When the sweep swept ``seed`` (as the leaderboard folds): the
+    configuration with the best mean over its seeds (:mod:`pipeline.tracking.grouping`: every param but
+    ``seed`` equal, config groups included), and within it the best seed; else the best child."""
     parent = _parent(client, parent_id)
     metric = metric_name(metric or parent.data.tags.get("pipeline.optimized_metric") or "")
     if not metric:
@@ -163,13 +164,14 @@ def best_child(client, parent_id: str, metric: str | None) -> Choice:
     def loss(runs: list) -> float:  # lower is better, whatever the direction
         return sign * statistics.fmean(c.data.metrics[stored] for c in runs)
 
+    if f"sweep.{grouping.FOLDED}" not in parent.data.params:  # as the leaderboard: seeds folded when swept
+        best = min(scored, key=lambda c: loss([c]))
+        return Choice(best, metric, f"the best {metric} of {len(scored)} finished jobs")
     groups: dict[grouping.Configuration, list] = {}
     for child, config in zip(scored, grouping.configurations([c.data.params for c in scored])):
         groups.setdefault(config, []).append(child)
     config, members = min(groups.items(), key=lambda item: loss(item[1]))
     best = min(members, key=lambda c: loss([c]))
-    if len(groups) == len(scored):  # no configuration ran with several seeds
-        return Choice(best, metric, f"the best {metric} of {len(scored)} finished jobs")
     shown = grouping.differing(list(groups))
     described = " ".join(f"{k}={v}" for k, v in config if k in shown) or "the one configuration"
     mean = statistics.fmean(c.data.metrics[stored] for c in members)
