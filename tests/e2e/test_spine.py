@@ -94,6 +94,7 @@ def test_same_config_and_seed_give_identical_metrics(run_job, store, capsys):
     assert {r["metric"] for r in rows} == {n for n in first.metrics if not n.startswith("baseline/")}
     for row in rows:
         assert [float(row[k]) for k in ("delta", "ci_low", "ci_high", "p_value", "p_holm")] == [0, 0, 0, 1, 1], row
+        assert float(row["a"]) == pytest.approx(first.metrics[row["metric"]], abs=1e-6)  # the items give the metric
 
 
 def test_load_evaluate_without_training(run_job, mlflow_client):
