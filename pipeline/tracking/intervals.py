@@ -68,9 +68,8 @@ def counts(rng: np.random.Generator, size: int, resamples: int) -> Iterator[np.n
     """Bootstrap resamples of ``size`` items, ``CHUNK`` at a time: how often each item was drawn (float rows)."""
     for start in range(0, resamples, CHUNK):
         rows = min(CHUNK, resamples - start)
-        drawn = (
-            rng.integers(0, size, size=(rows, size), dtype=np.int32) + np.arange(rows, dtype=np.int32)[:, None] * size
-        )
+        dtype = np.int32 if rows * size < 2**31 else np.int64  # int32 draws are the faster
+        drawn = rng.integers(0, size, size=(rows, size), dtype=dtype) + np.arange(rows, dtype=dtype)[:, None] * size
         yield np.bincount(drawn.ravel(), minlength=rows * size).reshape(rows, size).astype(np.float64)
 
 
@@ -96,7 +95,8 @@ def weighted_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.nd
     sx, sxx, sxy = wx.sum(axis=1), _rowdot(wx, x), _rowdot(wx, y)
     sy, syy = _rowdot(weights, y), _rowdot(weights * y, y)
     cov = sxy - sx * sy / total
-    return cov / np.sqrt((sxx - sx * sx / total) * (syy - sy * sy / total))
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant column: NaN, as scipy gives
+        return cov / np.sqrt((sxx - sx * sx / total) * (syy - sy * sy / total))
 
 
 def rank_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -106,7 +106,8 @@ def rank_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarra
     centre = total * ((total + 1) / 2) ** 2
     wx = weights * x
     cov = _rowdot(wx, y) - centre
-    return cov / np.sqrt((_rowdot(wx, x) - centre) * (_rowdot(weights * y, y) - centre))
+    with np.errstate(invalid="ignore", divide="ignore"):  # all drawn items tied: NaN, as scipy gives
+        return cov / np.sqrt((_rowdot(wx, x) - centre) * (_rowdot(weights * y, y) - centre))
 
 
 def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -145,7 +146,10 @@ def on_resamples(runs: list[Items], resamples: int, seed: int) -> np.ndarray:
 
 
 def p_value(deltas: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of a difference of 0: twice the smaller tail, capped at 1."""
+    """Two-sided bootstrap p-value of a difference of 0: twice the smaller tail, capped at 1 (NaN when a
+    resample's metric is undefined, e.g. a constant score)."""
+    if np.isnan(deltas).any():
+        return float("nan")
     tail = min(int((deltas <= 0).sum()), int((deltas >= 0).sum()))
     return min(1.0, 2 * (tail + 1) / (len(deltas) + 1))
 

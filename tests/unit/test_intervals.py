@@ -126,3 +126,10 @@ def test_metrics_of_one_file_share_resamples_and_match_one_at_a_time():
     pa, pb = Items("pearson", a.columns), Items("pearson", b.columns)
     together = intervals.paired_many([(a, b), (pa, pb)], resamples=500, seed=3)
     assert together == [intervals.paired(a, b, 500, 3), intervals.paired(pa, pb, 500, 3)]
+
+
+def test_an_undefined_metric_gives_no_interval_and_no_p_value():
+    label = np.arange(30.0)
+    flat = Items("pearson", (np.ones(30), label))  # a constant score: no correlation defined
+    difference = intervals.paired(flat, Items("pearson", (label, label)), resamples=200)
+    assert np.isnan(difference.p_value) and np.isnan(difference.low) and not difference.excludes_zero()
