@@ -24,7 +24,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from pipeline import PipelineError
-from pipeline.tracking.scrub import scrub
+from pipeline.tracking.scrub import metric_key, scrub
 
 TRACEBACK_ENV = "PIPELINE_TRACEBACK"
 KILLED = "interrupted: the MLflow run was ended KILLED"
@@ -125,15 +125,39 @@ def tracking_uri(options: argparse.Namespace) -> str:
     return options.tracking_uri or default_tracking_uri()
 
 
+def baseline_intervals(result, tracking_uri: str | None) -> dict:
+    """Each final metric's change from the baseline with its interval (sentence-transformers' names ->
+    Difference), from the run's items; {} without a store, a baseline or items."""
+    if not tracking_uri or not any(n.startswith("baseline/") for n in result.metrics):
+        return {}
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.tracking import client
+    from pipeline.tracking.comparison import from_baseline
+
+    try:
+        run = client(tracking_uri).get_run(result.run_id)
+        found = from_baseline(client(tracking_uri), run)
+    except (PipelineError, MlflowException, OSError) as error:  # the run is ended: say so, show the plain deltas
+        logging.getLogger(__name__).warning("No intervals for the baseline deltas: %s", one_line(str(error)))
+        return {}
+    return {metric_key(name): d for name, d in found.items()}
+
+
 def print_summary(result, heading: str, tracking_uri: str | None = None) -> None:
     """``MLflow run ID FINISHED (...)``, each final metric (with its change from the ``baseline/`` score
-    of the starting model, when there is one), and how to open the run."""
+    of the starting model, when there is one, and that change's 95% interval when both logged their
+    items: ``pipeline.tracking.comparison.from_baseline``), and how to open the run."""
+    from pipeline.tracking.intervals import spelled
+
     print(f"\nMLflow run {result.run_id} FINISHED ({heading})")
+    changes = baseline_intervals(result, tracking_uri)
     for name in sorted(n for n in result.metrics if not n.startswith("baseline/")):
         baseline = result.metrics.get(f"baseline/{name}")
-        change = (
-            f"  ({result.metrics[name] - baseline:+.4f} from baseline {baseline:.4f})" if baseline is not None else ""
-        )
+        change = f"{result.metrics[name] - baseline:+.4f}" if baseline is not None else ""
+        if metric_key(name) in changes:
+            change = spelled(changes[metric_key(name)])
+        change = f"  ({change} from baseline {baseline:.4f})" if baseline is not None else ""
         print(f"  {name:<40} {result.metrics[name]:.4f}{change}")
     if tracking_uri:
         from pipeline.tracking import ui_command

@@ -14,14 +14,16 @@ import urllib.parse
 from pathlib import Path
 
 from pipeline import PipelineError
-from pipeline.tracking.scrub import metric_key, redact
+from pipeline.tracking import grouping
+from pipeline.tracking.intervals import spelled
+from pipeline.tracking.scrub import metric_key, metric_name, redact
 
 # Final evaluator metrics: "{evaluator}-{split}_{metric}" (the trainer's eval_ copies excluded).
 EVALUATOR_METRIC = re.compile(r"^(?!eval_|baseline/)[^-]+-[^_]+_.+$")
 BASELINE = "baseline/"
 EXTRA_METRICS = ("train_loss", "job_seconds")
 LOCAL_UI = "http://127.0.0.1:5000"  # where ``store.ui_command`` serves a local store
-BOOKKEEPING = ("rank", "run", "run_id", "status")
+BOOKKEEPING = ("rank", "run", "run_id", "status", "run_ids")
 
 
 def search(tracking_uri: str, experiment_ids: list[str], parent: str | None = None):
@@ -50,7 +52,7 @@ def table(runs, optimized_metric: str | None = None, ascending: bool = False):
 
     optimized_metric = optimized_metric or ranked_by(runs)
     optimized_metric = metric_key(optimized_metric) if optimized_metric else None
-    params = [c for c in runs.columns if c.startswith("params.") and runs[c].nunique(dropna=True) > 1]
+    params = [c for c in runs.columns if c.startswith("params.") and runs[c].nunique(dropna=False) > 1]
     metric_names = [c[len("metrics.") :] for c in runs.columns if c.startswith("metrics.")]
     key = [m for m in metric_names if EVALUATOR_METRIC.match(m)]
     if optimized_metric in key:
@@ -82,10 +84,11 @@ def table(runs, optimized_metric: str | None = None, ascending: bool = False):
 
 
 def grouped(frame, key: str, optimized_metric: str | None = None, ascending: bool = False):
-    """Fold the rows of :func:`table` that differ only in ``key`` (a seed; params that always equal it,
-    such as ``training.seed``, go with it) into one row each: the other differing params, ``n`` (finished runs folded) and the mean and std of every metric, best
-    mean of ``optimized_metric`` (either spelling: :func:`~pipeline.tracking.scrub.metric_key`) first.
-    Unfinished runs are left out.
+    """Fold the rows of :func:`table` that are the same configuration (:mod:`pipeline.tracking.grouping`:
+    they differ only in ``key``, a seed, and params that always equal it, such as ``training.seed``) into
+    one row each: the other differing params, ``n`` (finished runs folded), the mean and std of every
+    metric and the folded ``run_ids``; best mean of ``optimized_metric`` (either spelling:
+    :func:`~pipeline.tracking.scrub.metric_key`) first. Unfinished runs are left out.
 
     Raises:
         PipelineError: ``key`` is not a param that differs between the runs.
@@ -100,19 +103,23 @@ def grouped(frame, key: str, optimized_metric: str | None = None, ascending: boo
             f"--group-by {key}: not a param that differs between these runs; pick one of the swept keys "
             f"({', '.join(params) or 'none'})."
         )
+    # one rule for every command (pipeline.tracking.grouping): the key and its copies are what is folded
+    configs = grouping.configurations([{p: row[p] for p in params} for _, row in frame.iterrows()], key)
+    params = [name for name, _ in configs[0]]
     finished = frame[frame["status"] == "FINISHED"]
-    # the key and its copies (training.seed: ${seed}) are what is folded
-    params = [p for p in params if not (frame[p].astype(str) == frame[key].astype(str)).all()]
+    configs = [c for c, done in zip(configs, frame["status"] == "FINISHED") if done]
     rows = []
-    for values, group in finished.groupby(params, dropna=False, sort=False) if params else [((), finished)]:
-        values = values if isinstance(values, tuple) else (values,)
-        row = {"run": " ".join(f"{p}={v}" for p, v in zip(params, values)) or "all", **dict(zip(params, values))}
+    for config in dict.fromkeys(configs):
+        group = finished[[c == config for c in configs]]
+        values = dict(config)
+        row = {"run": " ".join(f"{p}={v}" for p, v in values.items()) or "all", **values}
         row["n"] = len(group)
         for name in metrics:
             row[name] = group[name].mean()
             row[f"{name}_std"] = group[name].std()
+        row["run_ids"] = " ".join(group["run_id"])
         rows.append(row)
-    out = pd.DataFrame(rows, columns=["run", *params, "n", *[c for m in metrics for c in (m, f"{m}_std")]])
+    out = pd.DataFrame(rows, columns=["run", *params, "n", *[c for m in metrics for c in (m, f"{m}_std")], "run_ids"])
     if optimized_metric in out:
         out = out.sort_values(optimized_metric, ascending=ascending, na_position="last", kind="stable")
     out.insert(0, "rank", range(1, len(out) + 1))
@@ -186,3 +193,75 @@ def ranked_by(runs) -> str | None:
     named = runs["params.optimized_metric"].dropna()
     named = named[named != "None"]  # evaluator=none: no metric
     return str(named.mode().iloc[0]) if len(named) else None
+
+
+def with_intervals(board, client, optimized_metric: str | None, resamples: int, seed: int = 0, ascending: bool = False):
+    """``board`` (:func:`table` or :func:`grouped`, best first) with each row's difference from the best row
+    on ``optimized_metric``, its 95% interval (:func:`pipeline.tracking.comparison.against_best`: paired
+    bootstrap over the items; over seeds and items for a configuration of several seeds), its p-value,
+    Holm's correction over the rows, and ``tied`` (the interval holds 0: not distinguishable from the
+    best). Unchanged when the runs logged no items for the metric."""
+    from pipeline.tracking import comparison, intervals
+
+    stored = metric_key(optimized_metric) if optimized_metric else None
+    if stored not in board or board[stored].isna().all():
+        return board
+    rows = board[board[stored].notna() & (board["status"] == "FINISHED" if "status" in board else True)]
+    ids = rows["run_ids"].str.split() if "run_ids" in rows else rows["run_id"].map(lambda r: [r])
+    groups = {str(index): list(run_ids) for index, run_ids in ids.items()}
+    best = str(rows[stored].idxmin() if ascending else rows[stored].idxmax())
+    found = comparison.against_best(client, groups, best, metric_name(stored), resamples, seed)
+    if not found:
+        return board
+    out = board.copy()
+    name = f"{metric_name(stored)} vs best"
+    adjusted = dict(zip(found, intervals.holm([d.p_value for d in found.values()])))
+
+    def column(value) -> list:  # one value per row; NaN for a row not compared
+        return [value(found[str(i)], str(i)) if str(i) in found else float("nan") for i in out.index]
+
+    out[name] = column(lambda d, _: d.delta)
+    out["ci_low"], out["ci_high"] = column(lambda d, _: d.low), column(lambda d, _: d.high)
+    out["p_value"], out["p_holm"] = column(lambda d, _: d.p_value), column(lambda _, k: adjusted[k])
+    out["tied"] = ["best" if str(i) == best else _tie(found.get(str(i))) for i in out.index]
+    _baseline_intervals(out, client, stored, groups, resamples, seed)
+    labels = {k: str(out.loc[int(k), "run"]) for k in found}
+    out.attrs.update(board.attrs, intervals={labels[k]: d for k, d in found.items()}, metric=name, best=labels[best])
+    return out
+
+
+def _baseline_intervals(out, client, stored: str, groups: dict[str, list[str]], resamples: int, seed: int) -> None:
+    """``delta_ci_low`` / ``delta_ci_high`` after the ``METRIC delta`` column (the change from the baseline):
+    its interval, per row (over seeds too, for a configuration of several)."""
+    from pipeline.tracking import comparison
+
+    column = f"{stored} delta"
+    if column not in out:
+        return
+    found = {
+        k: comparison.against_baseline(client, ids, metric_name(stored), resamples, seed) for k, ids in groups.items()
+    }
+    if not any(found.values()):
+        return
+    at = out.columns.get_loc(column) + 1
+    nan = float("nan")
+    out.insert(at, "delta_ci_low", [found[str(i)].low if found.get(str(i)) else nan for i in out.index])
+    out.insert(at + 1, "delta_ci_high", [found[str(i)].high if found.get(str(i)) else nan for i in out.index])
+
+
+def _tie(difference) -> str:
+    if difference is None:
+        return ""
+    return "no" if difference.excludes_zero() else "tied"
+
+
+def closing_lines(board) -> str:
+    """The sweep's closing lines: each row against the best, with its interval and whether it is tied."""
+    lines = [
+        f"vs the best on {board.attrs['metric'].removesuffix(' vs best')} "
+        "(95% bootstrap interval over items, and seeds where folded; tied: not distinguishable from the best):"
+    ]
+    for label, difference in board.attrs["intervals"].items():
+        verdict = "best" if label == board.attrs["best"] else _tie(difference)
+        lines.append(f"  {label}: {spelled(difference)} {verdict}")
+    return "\n".join(lines)

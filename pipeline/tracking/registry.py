@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline import PipelineError
+from pipeline.tracking import grouping
 from pipeline.tracking.leaderboard import EVALUATOR_METRIC
 from pipeline.tracking.scrub import MAX_TAG_LENGTH, metric_key, metric_name, redact
 
@@ -140,8 +141,9 @@ class Choice:
 
 def best_child(client, parent_id: str, metric: str | None) -> Choice:
     """The FINISHED child of sweep ``parent_id`` to promote, by ``metric`` (default: the sweep's optimized
-    metric, in the sweep's direction). With seeds swept (``seed``), the leaderboard's rule: the
-    configuration with the best mean over its seeds, and within it the best seed; else the best child."""
+    metric, in the sweep's direction). When the sweep swept ``seed`` (as the leaderboard folds): the
+    configuration with the best mean over its seeds (:mod:`pipeline.tracking.grouping`: every param but
+    ``seed`` equal, config groups included), and within it the best seed; else the best child."""
     parent = _parent(client, parent_id)
     metric = metric_name(metric or parent.data.tags.get("pipeline.optimized_metric") or "")
     if not metric:
@@ -162,20 +164,19 @@ def best_child(client, parent_id: str, metric: str | None) -> Choice:
     def loss(runs: list) -> float:  # lower is better, whatever the direction
         return sign * statistics.fmean(c.data.metrics[stored] for c in runs)
 
-    swept = sorted(k.removeprefix("sweep.") for k in parent.data.params if k.startswith("sweep."))
-    if "seed" not in swept:
+    if f"sweep.{grouping.FOLDED}" not in parent.data.params:  # as the leaderboard: seeds folded when swept
         best = min(scored, key=lambda c: loss([c]))
         return Choice(best, metric, f"the best {metric} of {len(scored)} finished jobs")
-    others = [k for k in swept if k != "seed"]
-    groups: dict[tuple, list] = {}
-    for child in scored:
-        groups.setdefault(tuple(child.data.params.get(k) for k in others), []).append(child)
+    groups: dict[grouping.Configuration, list] = {}
+    for child, config in zip(scored, grouping.configurations([c.data.params for c in scored])):
+        groups.setdefault(config, []).append(child)
     config, members = min(groups.items(), key=lambda item: loss(item[1]))
     best = min(members, key=lambda c: loss([c]))
-    described = " ".join(f"{k}={v}" for k, v in zip(others, config)) or "the one configuration"
+    shown = grouping.differing(list(groups))
+    described = " ".join(f"{k}={v}" for k, v in config if k in shown) or "the one configuration"
     mean = statistics.fmean(c.data.metrics[stored] for c in members)
     reason = (
-        f"seeds swept: the best {metric} mean over seeds of {len(groups)} configurations is {described} "
+        f"seeds folded: the best {metric} mean over seeds of {len(groups)} configurations is {described} "
         f"({mean:.4f} over {len(members)} seeds); within it the best seed, seed={best.data.params.get('seed')}"
     )
     return Choice(best, metric, reason)
@@ -208,6 +209,16 @@ def promote(uri: str, run, name: str, alias: str) -> tuple[Any, bool]:
         version = register(logged_model_uri(client, run), name, tags)
     client.set_registered_model_alias(name, alias, version.version)
     return version, bool(existing)
+
+
+def alias_holder(client, name: str, alias: str) -> str | None:
+    """The run whose model ``models:/NAME@ALIAS`` is (its version's source run); None when no version holds it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias).run_id or None
+    except MlflowException:  # no such model, or no such alias
+        return None
 
 
 def registered_versions(client, name: str, run_id: str) -> list:

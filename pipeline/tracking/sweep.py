@@ -13,7 +13,8 @@ module writes the records:
   :func:`job_run_name`); a job that fails before its run starts (a bad swept value) still gets a FAILED
   child with the reason (:func:`record_failure`);
 - when the sweep ends (:func:`finish`): ``leaderboard.csv`` / ``leaderboard.md`` (children ranked by
-  ``optimized_metric``), ``comparison.png``, an Optuna sweep's ``optimization_history.png`` and
+  ``optimized_metric``, each row's difference from the best with its 95% interval and ``tied``),
+  ``comparison.png``, ``intervals.png`` (a forest plot of those intervals), an Optuna sweep's ``optimization_history.png`` and
   ``param_importances.png`` (its whole study), metrics ``sweep.jobs`` / ``sweep.failed`` /
   ``sweep.best``; the parent ends FINISHED, or FAILED when a job failed. Children a dead process left
   RUNNING end FAILED or KILLED (:func:`end_orphans`).
@@ -167,9 +168,10 @@ def finish(sweep: Sweep, optimized_metric: str) -> tuple[int, int]:
     runs = leaderboard.search(sweep.tracking_uri, [sweep.experiment_id], parent=sweep.parent_run_id)
     total = len(runs)
     failed = int((runs["status"] != "FINISHED").sum()) if total else 0
+    board = None
     with tempfile.TemporaryDirectory() as folder:
         if total:
-            write_leaderboard(runs, sweep, optimized_metric or None, Path(folder))
+            board = write_leaderboard(runs, sweep, optimized_metric or None, Path(folder))
         if sweep.study_name and sweep.study_storage:
             study.write_plots(StudySettings(sweep.study_storage, sweep.study_name), Path(folder))
         for path in sorted(Path(folder).iterdir()):
@@ -178,6 +180,8 @@ def finish(sweep: Sweep, optimized_metric: str) -> tuple[int, int]:
         url = leaderboard.compare_url(sweep.tracking_uri, sweep.experiment_id, list(runs["run_id"]))
         client.set_tag(sweep.parent_run_id, "pipeline.compare_url", url[:MAX_TAG_LENGTH])
         print(f"the {total} jobs side by side in MLflow's compare page: {url}")
+    if board is not None and board.attrs.get("intervals"):
+        print(leaderboard.closing_lines(board))
     metrics = {"sweep.jobs": float(total), "sweep.failed": float(failed)}
     column = f"metrics.{metric_key(optimized_metric)}"
     if total and optimized_metric and column in runs:
@@ -200,20 +204,35 @@ def finish(sweep: Sweep, optimized_metric: str) -> tuple[int, int]:
     return failed, total
 
 
-def write_leaderboard(runs, sweep: Sweep, optimized_metric: str | None, folder: Path) -> None:
+def write_leaderboard(runs, sweep: Sweep, optimized_metric: str | None, folder: Path):
     """``leaderboard.csv`` / ``.md`` and ``comparison.png`` in ``folder``: one row per job, or, when
     ``seed`` is swept, one row per configuration (mean, std, n over its seeds; ``runs.csv`` then
-    keeps the row per job)."""
-    from pipeline.tracking import leaderboard
+    keeps the row per job); each row's difference from the best with its 95% interval and ``tied``, and
+    those intervals as a forest plot ``intervals.png``, when the jobs logged their items. Returns the board."""
+    from pipeline.tracking import comparison, leaderboard
 
     ascending = sweep.direction == "minimize"
     board = leaderboard.table(runs, optimized_metric, ascending=ascending)
     if "seed" in sweep.swept_keys and "seed" in board.columns:
         (folder / "runs.csv").write_text(board.to_csv(index=False), encoding="utf-8")
         board = leaderboard.grouped(board, "seed", optimized_metric, ascending=ascending)
+    client = mlflow_client(sweep.tracking_uri)
+    board = leaderboard.with_intervals(board, client, optimized_metric, comparison.IN_JOB_RESAMPLES, 0, ascending)
     (folder / "leaderboard.csv").write_text(board.to_csv(index=False), encoding="utf-8")
     (folder / "leaderboard.md").write_text(leaderboard.markdown(board), encoding="utf-8")
     leaderboard.plot(board, optimized_metric, folder / "comparison.png", title=f"sweep {sweep.sweep_id}")
+    if board.attrs.get("intervals"):
+        rows = list(board.attrs["intervals"].items())
+        comparison.forest(
+            rows, folder / "intervals.png", f"sweep {sweep.sweep_id}: {board.attrs['metric']}", "the best"
+        )
+    return board
+
+
+def mlflow_client(uri: str):
+    from pipeline.tracking.store import client
+
+    return client(uri)
 
 
 def job_tags(sweep: Sweep, job_number: int) -> dict[str, str]:

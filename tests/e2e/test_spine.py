@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import all_runs, check_items_reproduce, logged_items, logged_models
+from tests.conftest import all_runs, check_items_reproduce, in_process, logged_items, logged_models
 
 SMOKE = ("debug=smoke",)
 
@@ -80,9 +83,18 @@ def test_training_changes_the_weights(run_job):
     assert len(changed) > len(before) // 2, changed
 
 
-def test_same_config_and_seed_give_identical_metrics(run_job):
+def test_same_config_and_seed_give_identical_metrics(run_job, store, capsys):
     first, second = run_job(*SMOKE), run_job(*SMOKE)
     assert first.metrics == second.metrics and first.metrics
+    # compared item by item: every final metric differs by 0, interval [0, 0], p = 1
+    code, out, err = in_process("compare", capsys, "--tracking-uri", store["uri"], "--format", "csv",
+                                "--runs", first.run_id, second.run_id)  # fmt: skip
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert {r["metric"] for r in rows} == {n for n in first.metrics if not n.startswith("baseline/")}
+    for row in rows:
+        assert [float(row[k]) for k in ("delta", "ci_low", "ci_high", "p_value", "p_holm")] == [0, 0, 0, 1, 1], row
+        assert float(row["a"]) == pytest.approx(first.metrics[row["metric"]], abs=1e-6)  # the items give the metric
 
 
 def test_load_evaluate_without_training(run_job, mlflow_client):
@@ -100,6 +112,10 @@ def test_cli_prints_summary_and_writes_one_run(cli, mlflow_client):
     runs = all_runs(mlflow_client)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].info.run_id in out.stdout
+    # each final metric's change from the baseline with its 95% interval (from the run's items files)
+    changes = [line for line in out.stdout.splitlines() if "from baseline" in line]
+    interval = re.compile(r"\([+-]\d\.\d{4} \[[+-]\d\.\d{4}, [+-]\d\.\d{4}\] from baseline \d\.\d{4}\)$")
+    assert len(changes) == 4 and all(interval.search(line) for line in changes), changes
     # not a terminal: one plain progress line per logging step (logging_steps=1 in smoke), no loss dicts
     progress = [line for line in out.stderr.splitlines() if line.startswith("step ")]
     assert [line.split()[1] for line in progress] == ["1/2", "2/2"], out.stderr[-3000:]

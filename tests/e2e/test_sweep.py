@@ -80,6 +80,18 @@ def test_four_job_sweep_makes_one_parent_four_children_and_a_leaderboard(cli, ml
     assert list(folded["sts-dev_spearman_cosine"]) == pytest.approx([m.mean() for m in means])
     assert list(folded["sts-dev_spearman_cosine_std"]) == pytest.approx([m.std() for m in means])
     assert list(folded["sts-dev_spearman_cosine"]) == sorted(folded["sts-dev_spearman_cosine"], reverse=True)
+    # each configuration against the best: its difference, the two-level bootstrap interval, tied or not;
+    # as a forest plot on the parent and in the closing lines
+    assert list(folded["tied"])[0] == "best" and list(folded["tied"])[1] in ("tied", "no")
+    assert (folded.loc[0, "ci_low"], folded.loc[0, "ci_high"]) == (0, 0)
+    gap = folded.loc[1, "sts-dev_spearman_cosine"] - folded.loc[0, "sts-dev_spearman_cosine"]
+    assert folded.loc[1, "sts-dev_spearman_cosine vs best"] == pytest.approx(gap)
+    assert folded.loc[1, "ci_low"] <= folded.loc[1, "ci_high"]
+    # the change from the baseline too: its interval over seeds and items, beside the mean change
+    assert list(folded.columns).index("delta_ci_low") == list(folded.columns).index("sts-dev_spearman_cosine delta") + 1
+    assert (folded["delta_ci_low"] <= folded["delta_ci_high"]).all()
+    assert "intervals.png" in artifact_names(mlflow_client, parent.info.run_id)
+    assert "vs the best on sts-dev_spearman_cosine" in out.stdout and folded.loc[1, "run"] in out.stdout
     # MLflow's compare page for the four children, printed and kept on the parent
     url = parent.data.tags["pipeline.compare_url"]
     assert url in out.stdout and all(c.info.run_id in url for c in children)
@@ -102,7 +114,7 @@ def test_four_job_sweep_makes_one_parent_four_children_and_a_leaderboard(cli, ml
     assert (tmp_path / "cmp.png").stat().st_size > 1000
     assert url in table.stderr
     grouped = cli("--parent", parent.info.run_id, "--tracking-uri", store["uri"], "--format", "csv", "--group-by", "seed",
-                  module="pipeline.compare")  # fmt: skip
+                  "--resamples", "2000", module="pipeline.compare")  # fmt: skip
     assert grouped.returncode == 0, grouped.stderr[-3000:]
     assert pd.read_csv(io.StringIO(grouped.stdout)).equals(folded)
     bogus = cli("--parent", parent.info.run_id, "--tracking-uri", store["uri"], "--group-by", "loss.scale",
