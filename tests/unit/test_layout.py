@@ -117,6 +117,7 @@ WHOLE_CONFIG_ALLOWED = {
     "pipeline.runtime.optuna_sweeper.setup",
     "pipeline.stages.spec.read_spec",
     "pipeline.stages.schema.check_keys",
+    "pipeline.stages.settings.check_values",  # every declared key of the config against its declaration
     "pipeline.stages.schema.drop_unknown",
     "pipeline.stages.schema.fill_missing",
     "pipeline.stages.schema.unknown_keys",
