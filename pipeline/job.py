@@ -268,7 +268,9 @@ def mine_inputs(spec: JobSpec, data: LoadedData) -> dict:
     """What this job's mined set depends on (its cache key): train rows, candidates, miner, options, prompts."""
     train = data.train_splits["train"]
     prompts = mine.prompts_for(train, spec.prompts)
-    return mine.key_inputs(train, data.candidates, spec.miner or spec.model, spec.seed, spec.mine, prompts)
+    miner = spec.miner or spec.model
+    miner_key = build.model_key(miner, spec.seed, "miner" if spec.miner else "model")
+    return mine.key_inputs(train, data.candidates, miner, spec.seed, spec.mine, prompts, spec.leaves, miner_key)
 
 
 def final_evaluators(spec: JobSpec, built: Built) -> dict[str, Any]:
@@ -297,7 +299,7 @@ def baseline_step(plan: Plan, built: Built, output_dir: Path) -> dict[str, float
     scored = final_evaluators(plan.spec, built)
     if not plan.spec.stages.baseline or not scored:
         return {}
-    key = baseline_key(built.model, baseline_scoring(plan, built, list(scored)))
+    key = baseline_key(built.model, baseline_scoring(plan, built, list(scored)), plan.spec.leaves)
     cached = tracking.find_baseline(key) if plan.spec.baseline_reuse else None
     if cached is not None:
         log.info("Baseline: reused from run %s (same model, data, evaluators and precision)", cached.source)

@@ -93,14 +93,14 @@ def resolve_precision(hardware: DictConfig, training: DictConfig) -> Precision:
 
 def configure_threads(hardware: DictConfig) -> None:
     """Intra-op threads (``hardware.num_threads``) and, on CUDA, TF32 matmuls (``hardware.tf32``)."""
+    import torch
+
     if hardware.num_threads:
-        import torch
-
         torch.set_num_threads(int(hardware.num_threads))
-    if hardware.tf32:
-        from transformers.utils import enable_tf32  # the API of this torch (the trainer's own switch)
-
-        enable_tf32(True)
+    # torch's own switch (transformers' enable_tf32 is lru-cached: on, off, on again would stay off); set
+    # off again when an earlier job of this process (a sweep over hardware.tf32) left it on
+    if hardware.tf32 or torch.backends.fp32_precision == "tf32":
+        torch.backends.fp32_precision = "tf32" if hardware.tf32 else "ieee"
 
 
 def device(hardware: DictConfig) -> str:

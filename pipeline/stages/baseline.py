@@ -1,16 +1,23 @@
 """The baseline's cache key: a digest of everything that decides what the evaluators give the starting model.
 
-The key is built from what is actually scored, not from names that could point at other content:
+The key holds every leaf of the job's config (``JobSpec.leaves``) but those :data:`NOT_KEYED` declares,
+each with its reason, not to change the baseline (a key added to the config later is keyed until it is
+declared; ``tests/unit/test_cache_keys.py`` changes each leaf and checks the key, or that a reused
+baseline equals a fresh one). Beside the config, what is actually scored, not names that could point at
+other content:
 
 - the model: every tensor of its state dict (so a Hub id, its revision, a packaged copy, a checkpoint
   folder and a random initialisation from ``architecture`` + ``seed`` all reduce to their weights; two
   different weights never share a key), its tokenizer, its modules' settings (``max_seq_length``,
-  pooling, normalisation), prompts and similarity function;
+  pooling, normalisation), prompts and similarity function, the ``max_seq_length`` it truncates to as
+  loaded, the tokenizer's ``model_max_length``, truncation and padding sides, the weights' dtypes;
 - the evaluators: their configs (class, options, columns, splits), the names of the evaluators
   scored, the rows of every split and corpus they read, the prompts they prepend, the Matryoshka
   dimensions they truncate to, their batch size;
-- the numerics: effective precision, device kind, padding-free packing, and the versions of torch,
-  transformers and sentence-transformers.
+- the numerics: effective precision, TF32 as torch has it set, device kind, padding-free packing, and the
+  versions of torch, transformers and sentence-transformers;
+- the code: a digest of the pipeline's source files that build, adjust and run the evaluators
+  (:data:`SOURCES`), so that a fix there is never answered with a baseline the old code scored.
 
 Writes nothing; ``pipeline.tracking.baseline`` finds and records runs by this key.
 """
@@ -28,6 +35,72 @@ from pipeline.stages.spec import EvaluatorSpec
 from pipeline.stages.splits import Split
 
 VERSIONED = ("torch", "transformers", "sentence-transformers")
+# The pipeline's files (relative to the package) that load the scored model, build, adjust and run the evaluators.
+SOURCES = (
+    "stages/baseline.py",
+    "stages/build.py",
+    "stages/evaluate.py",
+    "stages/spec.py",
+    "runtime/packing.py",
+    "runtime/hardware.py",
+    "job.py",
+)
+
+_TRAINING = "shapes training, never the starting model's scores"
+_WEIGHTS = "reaches the baseline only through the starting model's weights, which the key hashes"
+_ROWS = "reaches the baseline only through the rows read, which the key hashes"
+_TOPOLOGY = "how ranks and machines meet: the baseline is scored on the main rank alone"
+# Config leaves (or nodes: every leaf under them) that never change the baseline, each with its reason;
+# KEPT holds the leaves under such a node that do.
+NOT_KEYED: dict[str, str] = {
+    "seed": _WEIGHTS,
+    "baseline_reuse": "decides whether the cache is read, not what it holds",
+    "name": "a name (the MLflow experiment's)",
+    "optimized_metric": "ranks runs; the baseline holds every metric of the evaluators",
+    "tracking": "where and how the run is recorded",
+    "guard": "watches training",
+    "early_stopping": "watches training",
+    "mine": "mines training rows; the baseline scores the evaluation rows",
+    "guide": "the GIST losses' guide, used in training only",
+    "miner": "mines training rows",
+    "loss": "the training objective (its Matryoshka dimensions, which the evaluators score too, are kept)",
+    "model.peft": "a LoRA adapter starts as the identity (B = 0), and its weights are hashed with the model's",
+    "data.name": "a name (the logged datasets')",
+    "data.local_dir": _ROWS,
+    "data.path": _ROWS,
+    "data.subset": _ROWS,
+    "data.max_train_rows": "limits the train split, which the baseline does not read",
+    "data.splits.train": "names the train split, which the baseline does not read",
+    "data.train_transform": "applies to the train split, which the baseline does not read",
+    "data.negatives": "a train split layout, which the baseline does not read",
+    **dict.fromkeys(("hardware.num_processes", "hardware.num_machines", "hardware.machine_rank"), _TOPOLOGY),
+    **dict.fromkeys(("hardware.main_process_ip", "hardware.main_process_port", "hardware.backend"), _TOPOLOGY),
+    **dict.fromkeys(("hardware.timeout_s", "hardware.join_timeout_s"), _TOPOLOGY),
+    **{
+        f"training.{name}": _TRAINING
+        for name in [
+            "per_device_train_batch_size",
+            "num_train_epochs",
+            "max_steps",
+            "learning_rate",
+            "warmup_steps",
+            "warmup_ratio",
+            "weight_decay",
+            "lr_scheduler_type",
+            "batch_sampler",
+            "multi_dataset_batch_sampler",
+            "eval_strategy",
+            "eval_steps",
+            "save_strategy",
+            "save_steps",
+            "save_total_limit",
+            "logging_steps",
+        ]
+    },
+    "training.seed": _WEIGHTS,
+    "training.data_seed": "orders the training data",
+}
+KEPT = ("loss.matryoshka_dims",)
 
 
 @dataclass(frozen=True)
@@ -45,10 +118,12 @@ class Scoring:
     packing_row_length: int | None  # None: padded
 
 
-def baseline_key(model, scoring: Scoring) -> str:
-    """A sha256 hex digest: equal keys give equal baseline metrics."""
+def baseline_key(model, scoring: Scoring, leaves: dict) -> str:
+    """A sha256 hex digest: equal keys give equal baseline metrics. ``leaves``: ``JobSpec.leaves``."""
     used = sorted({name.rsplit("-", 1)[1] for name in scoring.scored})
     parts = {
+        "config": reuse.keyed_leaves(leaves, NOT_KEYED, KEPT),
+        "loaded": loaded_settings(model),
         "weights": weights_digest(model),
         "tokenizer": tokenizer_digest(model.tokenizer),
         "modules": repr(model),
@@ -67,8 +142,22 @@ def baseline_key(model, scoring: Scoring) -> str:
         "device": device_kind(model),
         "packing_row_length": scoring.packing_row_length,
         "versions": {name: metadata.version(name) for name in VERSIONED},
+        "tf32": reuse.tf32_settings(),
+        "code": reuse.source_digest(*SOURCES),
     }
     return reuse.digest(parts)
+
+
+def loaded_settings(model) -> dict:
+    """What the loaded model truncates and computes with, as it is (not as configured)."""
+    tokenizer = model.tokenizer
+    return {
+        "max_seq_length": model.max_seq_length,
+        "model_max_length": getattr(tokenizer, "model_max_length", None),
+        "truncation_side": getattr(tokenizer, "truncation_side", None),
+        "padding_side": getattr(tokenizer, "padding_side", None),
+        "dtypes": sorted({str(tensor.dtype) for tensor in model.state_dict().values()}),
+    }
 
 
 def weights_digest(model) -> str:

@@ -54,13 +54,23 @@ def shared_model(model_cfg: DictConfig, seed: int, key: str = "model") -> tuple[
     return copy.deepcopy(pristine), hit
 
 
+# ``load_model`` is given its model node and the seed, nothing else of the job: every other config leaf
+# cannot change what it loads. Under the node, leaves that do not change it either, with the reason:
+MODEL_NOT_KEYED: dict[str, str] = {"peft": "the adapter is added to each job's copy after the load"}
+# A model built from ``architecture`` takes only the tokenizer from its folder: the folder's weights are skipped.
+WEIGHT_FILES = (".safetensors", ".bin", ".onnx", ".pt", ".pth", ".h5", ".msgpack", ".ckpt", ".gguf")
+
+
 def model_key(model_cfg: DictConfig, seed: int, key: str) -> str:
-    """Everything ``load_model`` builds from: the model config (``peft`` apart: the adapter is added to each
-    job's copy), the seed of a random initialisation, and a local folder's content, not its path."""
-    spec = {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k != "peft"}
+    """Everything ``load_model`` builds from: every leaf of the model node but :data:`MODEL_NOT_KEYED`, the
+    seed of a random initialisation, and the content of the folder it loads from (every file's bytes, read
+    each time: a rewrite in place is seen; only the tokenizer's files for a model built from ``architecture``),
+    not its path."""
+    spec = {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k not in MODEL_NOT_KEYED}
     source = str(model_cfg.tokenizer) if model_cfg.get("architecture") else str(model_cfg.name_or_path)
     resolved = resolve_model(source, key=f"{key}.{'tokenizer' if model_cfg.get('architecture') else 'name_or_path'}")
-    content = reuse.folder_digest(Path(resolved)) if Path(resolved).is_dir() else resolved
+    skip = WEIGHT_FILES if model_cfg.get("architecture") else ()
+    content = reuse.content_digest(Path(resolved), skip) if Path(resolved).is_dir() else resolved
     built = str(architecture_folder(model_cfg, seed)) if model_cfg.get("architecture") else None
     return reuse.digest({"spec": spec, "seed": seed if built else None, "content": content, "built_in": built})
 

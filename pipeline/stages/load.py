@@ -13,7 +13,7 @@ import logging
 import math
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pipeline import PipelineError
 from pipeline.stages import reuse
@@ -50,9 +50,35 @@ def shared_data(spec: JobSpec) -> tuple[LoadedData, bool]:
     return copy.deepcopy(loaded), hit
 
 
+_TRAINING = "shapes training after the data is read"
+_MODEL = "a model's setting: no model takes part in reading the data"
+# Config leaves (or nodes: every leaf under them) that never change what ``load_data`` returns, each with
+# its reason; KEPT holds the leaves under such a node that do.
+DATA_NOT_KEYED: dict[str, str] = {
+    "seed": "the smoke sample and the checks draw nothing at random",
+    "baseline": "scores the model, after the data is read",
+    "baseline_reuse": "scores the model, after the data is read",
+    "name": "a name (the MLflow experiment's)",
+    "optimized_metric": "ranks runs",
+    "tracking": "where and how the run is recorded",
+    "guard": "watches training",
+    "early_stopping": "watches training",
+    "mine": "mines after the data is read (mine.corpus, which picks what is read, is kept)",
+    "loss": "the training objective (the columns it needs are checked by validate, before the read)",
+    "hardware": "where and how the job runs",
+    "model": _MODEL,
+    "guide": _MODEL,
+    "miner": _MODEL,
+    "training": _TRAINING + " (the batch size the train split must fill and eval_strategy, which adds the "
+    "dev split, are kept)",
+}
+DATA_KEPT = ("mine.corpus", "training.per_device_train_batch_size", "training.eval_strategy")
+
+
 def data_key(spec: JobSpec) -> str | None:
-    """Everything ``load_data`` reads: the data and evaluator settings, the settings that choose the splits,
-    and each local file's size and modification time. None when a split comes from the Hub."""
+    """Everything ``load_data`` reads: every config leaf but :data:`DATA_NOT_KEYED`, and the content of each
+    local file (sha256 of its bytes, read each job: a rewrite that keeps the size and modification time is
+    seen). None when a split comes from the Hub."""
     nodes = [spec.data, *(spec.data.get("train_sets") or {}).values()]
     nodes += [spec.eval_data] if spec.eval_key == "eval_data" else []
     if not spec.smoke and any(node.get("path") and not node.get("local_dir") for node in nodes):
@@ -61,15 +87,8 @@ def data_key(spec: JobSpec) -> str | None:
     folders += [evaluator.corpus for evaluator in spec.evaluators if evaluator.corpus]
     folders += [node.corpus for node in nodes if node.get("corpus")]
     parts = {
-        "data": [OmegaConf.to_container(node, resolve=True) for node in nodes],
-        "evaluators": [evaluator.record() for evaluator in spec.evaluators],
-        "splits": spec.splits_needed,
-        "stages": list(spec.stages.names),
-        "smoke": spec.smoke,
-        "batch": int(spec.training.per_device_train_batch_size),
-        "eval_strategy": str(spec.training.eval_strategy),
-        "mine_corpus": str(spec.mine.corpus) if spec.stages.mine and spec.mine is not None else None,
-        "files": [reuse.files_signature(Path(str(folder))) for folder in folders],
+        "config": reuse.keyed_leaves(spec.leaves, DATA_NOT_KEYED, DATA_KEPT),
+        "files": [reuse.content_digest(Path(str(folder))) for folder in folders if Path(str(folder)).exists()],
     }
     return reuse.digest(parts)
 
@@ -253,8 +272,13 @@ def _read_local(folder: Path, stem: str, key: str, split: str):
     from datasets import load_dataset
 
     options = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
+    fingerprint = file_digest(path)
+    # datasets keys its Arrow cache of a local file on the path and modification time: a rewrite that keeps
+    # both (cp -p, rsync -a, tar, unzip) would be served from the old copy. The split named after the
+    # content digest is in that key, so new content is read again and the same content reused.
+    content_split = f"content_{fingerprint}"
     try:
-        ds = load_dataset(fmt, data_files=str(path), split="train", **options)
+        ds = load_dataset(fmt, data_files={content_split: str(path)}, split=content_split, **options)
     except Exception as error:  # datasets/pyarrow raise many types for unreadable files
         if _has_no_rows(path):
             raise PipelineError(
@@ -265,7 +289,7 @@ def _read_local(folder: Path, stem: str, key: str, split: str):
             f"{path}: cannot be read as {path.suffix[1:]} ({reason}): check the file's format and encoding "
             "(UTF-8 with a header row for csv, one JSON object per line for jsonl)."
         ) from error
-    return ds, str(path), file_digest(path)
+    return ds, str(path), fingerprint
 
 
 def file_digest(path: Path) -> str:

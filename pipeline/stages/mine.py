@@ -4,10 +4,13 @@
 (names as there), the miner model (``miner=...``, or the model being trained) and the train columns'
 prompts (``data.prompts``: the anchor's is the query prompt, the positive's the corpus prompt).
 
-The mined set is cached in ``mine.cache_dir/KEY``. KEY digests everything the set depends on: the train
-rows as the loss sees them (after renames, ``train_transform``, column selection and ``max_train_rows``),
-the candidate corpus, the miner (and the seed of a built one), the options, the prompts and the
-sentence-transformers version; ``KEY/mined_from.json`` records them. A set older than
+The mined set is cached in ``mine.cache_dir/KEY``. KEY digests everything the set depends on: every leaf
+of the job's config but those :data:`NOT_KEYED` declares, each with its reason, not to change the set; the
+train rows as the loss sees them (after renames, ``train_transform``, column selection and
+``max_train_rows``), the candidate corpus, the miner (its node, the seed of a built one, the content of
+the folder it loads from: ``build.model_key``), the options, the prompts, TF32 as torch has it set, the
+versions of torch, transformers and sentence-transformers and a digest of this file;
+``KEY/mined_from.json`` records them. A set older than
 ``mine.cache_max_age_days`` is mined again. Processes that want the same KEY take a file lock
 (``KEY.lock``): one mines, the others wait and reuse its set. Writes nothing to MLflow: the job logs the
 returned set as a dataset input.
@@ -22,11 +25,13 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
+from pipeline.stages import reuse
 from pipeline.stages.splits import Split
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,34 @@ MINER_OPTIONS = (
     "batch_size",
 )
 RECORD = "mined_from.json"  # in each cached set: what its key covers, where the rows came from, when
+VERSIONED = ("torch", "transformers", "sentence-transformers")
+
+_ROWS = "reaches the set only through the train rows and candidates, which the key hashes"
+_AFTER = "acts after the set is mined"
+_TOPOLOGY = "how ranks and machines meet: each machine's main rank mines alone"
+# Config leaves (or nodes: every leaf under them) that never change the mined set, each with its reason.
+NOT_KEYED: dict[str, str] = {
+    "seed": "reaches the set through the miner's weights: a built miner's seed and a loaded one's folder are keyed",
+    "guide": "the GIST losses' guide, used in training only",
+    "data": _ROWS + " (its prompts are keyed)",
+    "eval_data": "evaluation rows: the miner reads the train rows",
+    "evaluator": "scores the model: the miner reads the train rows",
+    "evaluators": "scores the model: the miner reads the train rows",
+    "mine.cache_dir": "where the sets are kept",
+    "mine.cache_max_age_days": "when a kept set is mined again, not what it holds",
+    "loss": _AFTER,
+    "training": _AFTER,
+    "early_stopping": _AFTER,
+    "guard": _AFTER,
+    "baseline": _AFTER,
+    "baseline_reuse": _AFTER,
+    "optimized_metric": _AFTER,
+    "tracking": "where and how the run is recorded",
+    "name": "a name (the MLflow experiment's)",
+    **dict.fromkeys(("hardware.num_processes", "hardware.num_machines", "hardware.machine_rank"), _TOPOLOGY),
+    **dict.fromkeys(("hardware.main_process_ip", "hardware.main_process_port", "hardware.backend"), _TOPOLOGY),
+    **dict.fromkeys(("hardware.timeout_s", "hardware.join_timeout_s"), _TOPOLOGY),
+}
 
 
 @dataclass(frozen=True)
@@ -62,22 +95,25 @@ def prompts_for(train: Split, prompts: dict[str, str]) -> dict[str, str | None]:
 
 def key_inputs(
     train: Split, corpus: list[str] | None, miner_cfg: DictConfig, seed: int, mine_cfg: DictConfig,
-    prompts: dict[str, str | None],
+    prompts: dict[str, str | None], leaves: dict, miner_key: str,
 ) -> dict:  # fmt: skip
-    """What the mined set depends on, as JSON: the processed train rows, the candidates, the miner (and
-    the seed of a built one), the options, the prompts and the library that mines."""
-    import sentence_transformers
-
+    """What the mined set depends on, as JSON: the config's keyed leaves (``JobSpec.leaves``), the processed
+    train rows, the candidates, the miner (and the seed of a built one; ``miner_key``: ``build.model_key``),
+    the options, the prompts, TF32, the libraries that mine and this file."""
     miner = OmegaConf.to_container(miner_cfg, resolve=True)
     return {
+        "config": reuse.keyed_leaves(leaves, NOT_KEYED),
         "train_rows": rows_digest(train.dataset),
         "train_columns": list(train.dataset.column_names),
         "corpus": _digest(json.dumps(corpus).encode()) if corpus is not None else None,
         "miner": miner,
+        "miner_key": miner_key,
         "miner_seed": seed if miner.get("architecture") else None,
         "options": {key: mine_cfg.get(key) for key in MINER_OPTIONS},
         "prompts": prompts,
-        "sentence_transformers": sentence_transformers.__version__,
+        "tf32": reuse.tf32_settings(),
+        "versions": {name: metadata.version(name) for name in VERSIONED},
+        "code": reuse.source_digest("stages/mine.py"),
     }
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -123,6 +124,9 @@ class JobSpec:
     smoke: bool
     name: str
     baseline_reuse: bool
+    # Every leaf of the composed config (``hydra`` apart), dot path -> resolved value: what cache keys are
+    # derived from (each cache keys all of them but those it declares not to matter: ``reuse.keyed_leaves``).
+    leaves: dict[str, Any] = field(default_factory=dict)
 
     def evaluator(self, name: str) -> EvaluatorSpec:
         return next(spec for spec in self.evaluators if spec.name == name)
@@ -187,7 +191,28 @@ def read_spec(cfg: DictConfig) -> JobSpec:
         smoke=bool(cfg.smoke),
         name=str(cfg.name),
         baseline_reuse=bool(cfg.get("baseline_reuse")),
+        leaves=config_leaves(cfg),
     )
+
+
+def config_leaves(cfg: DictConfig) -> dict[str, Any]:
+    """Every leaf of the composed config but Hydra's own node: dot path -> resolved value (a list, an empty
+    mapping and null are leaves)."""
+    plain = {
+        str(key): OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        for key, node in ((key, cfg[key]) for key in cfg if key != "hydra")
+    }
+    leaves: dict[str, Any] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, child in node.items():
+                walk(child, f"{path}.{key}" if path else str(key))
+        else:
+            leaves[path] = node
+
+    walk(plain, "")
+    return leaves
 
 
 def read_evaluators(

@@ -77,12 +77,20 @@ def test_the_same_key_reuses_the_baseline_and_a_changed_key_recomputes_it(run_jo
     assert cache_tags(recomputed) == ("miss", fresh.run_id) and baseline_of(recomputed) == computed
     mlflow.set_tracking_uri(mlflow_client.tracking_uri)
 
-    # anything that changes the numbers changes the key: an evaluator setting, the precision, the rows
+    # anything that changes the numbers changes the key: an evaluator setting, the precision, the truncation
+    # (padded: no packing probe has encoded text, so only the loaded model says it truncates to 4), the rows
     other_precision = "fp32" if first.data.tags["precision.effective"] == "bf16" else "bf16"
+    padded = mlflow_client.get_run(run_job(*job, "hardware.packing=false").run_id)
     changed = {
         "evaluator": run_job(*job, "+evaluator.truncate_dim=16"),
         "precision": run_job(*job, f"hardware.precision={other_precision}"),
+        "max_seq_length": run_job(*job, "hardware.packing=false", "model.max_seq_length=4"),
     }
+    short = mlflow_client.get_run(changed["max_seq_length"].run_id)
+    assert (
+        baseline_of(short) != baseline_of(padded)
+        and short.data.tags["baseline.key"] != padded.data.tags["baseline.key"]
+    )
     test_csv = data_dir / "test.csv"
     test_csv.write_text(test_csv.read_text().replace("She locked the door behind her.", "She left the door open."))
     changed["data"] = run_job(*job)

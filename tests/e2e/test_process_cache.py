@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 
 import pytest
@@ -90,6 +91,25 @@ def test_jobs_of_one_process_load_once_per_key_and_each_starts_from_the_untraine
     assert json.loads(before["example-train"].profile)["num_rows"] == 16
     assert after["example-test"].digest != before["example-test"].digest
     assert after["example-dev"].digest == before["example-dev"].digest
+
+    # a rewrite that keeps the size and the modification time (cp -p, rsync -a, tar): read again, neither the
+    # process cache nor datasets' own cache serves the old rows; the job scores like one on a fresh copy
+    dev_csv = data_dir / "dev.csv"
+    before_rewrite = dev_csv.stat()
+    text = dev_csv.read_text()
+    dev_csv.write_text(
+        text.replace("Elephants live in large family groups.,0.0", "Elephants live in large family groups.,4.9")
+    )
+    os.utime(dev_csv, ns=(before_rewrite.st_atime_ns, before_rewrite.st_mtime_ns))
+    assert dev_csv.stat().st_size == before_rewrite.st_size and dev_csv.read_text() != text
+    kept = run_job(*job)
+    kept_run = mlflow_client.get_run(kept.run_id)
+    copy = shutil.copytree(data_dir, data_dir.parent / "fresh-copy")
+    fresh = run_job(*[o if not o.startswith("data.local_dir=") else f"data.local_dir={copy}" for o in job])
+    assert loaded(kept_run)[1] == "miss"
+    assert final(kept.metrics) == final(fresh.metrics) and final(kept.metrics) != final(changed.metrics)
+    assert kept_run.data.tags["data.fingerprint"] == mlflow_client.get_run(fresh.run_id).data.tags["data.fingerprint"]
+    assert kept_run.data.tags["data.fingerprint"] != changed_run.data.tags["data.fingerprint"]
 
     for run in (first_run, second_run, shorter, changed_run):
         seconds = mlflow_client.get_run(run.info.run_id).data.metrics["job_seconds_to_first_step"]

@@ -6,7 +6,7 @@ import pytest
 from datasets import Dataset
 
 from pipeline import PipelineError
-from pipeline.stages import mine
+from pipeline.stages import build, mine
 from pipeline.stages.spec import read_spec
 from pipeline.stages.splits import Split
 from tests.conftest import compose_config
@@ -17,7 +17,9 @@ PAIRS = {"anchor": ["q1", "q2", "q3"], "positive": ["a1", "a2", "a3"]}
 def key(rows: dict, corpus=None, prompts=None, *overrides: str) -> str:
     cfg = compose_config(["model=tiny", "stages=[load,mine,train,evaluate]", *overrides])
     train = Split(Dataset.from_dict(rows), "train.csv", "same-file-sha")
-    inputs = mine.key_inputs(train, corpus, cfg.model, cfg.seed, cfg.mine, mine.prompts_for(train, prompts or {}))
+    prompts = mine.prompts_for(train, prompts or {})
+    miner_key = build.model_key(cfg.model, cfg.seed, "model")
+    inputs = mine.key_inputs(train, corpus, cfg.model, cfg.seed, cfg.mine, prompts, read_spec(cfg).leaves, miner_key)
     return mine.cache_key(inputs)
 
 
