@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,12 +33,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from pipeline import PipelineError
 
 
-def setting(default: Any = None, help: str = "", **rules: Any) -> Any:
-    """A declared key: its default, a one-line help text and its range (``min``, ``max``, ``above``, ``below``,
-    ``descending``, ``unit``; ``library``: a node whose other keys a library checks)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: default, metadata={"help": help, **rules})
-    return field(default=default, metadata={"help": help, **rules})
+def setting(help: str = "", **rules: Any) -> Any:
+    """A declared key: a one-line help text and its range (``min``, ``max``, ``above``, ``below``,
+    ``descending``, ``nonempty``, ``unit``; ``library``: a node whose other keys a library checks). Its
+    default is its value in ``conf/`` (the YAML files hold values, the declarations the rules)."""
+    return field(default=None, metadata={"help": help, **rules})
 
 
 def node(cls: type, help: str = "", **rules: Any) -> Any:
@@ -99,27 +99,22 @@ class Mine:
     (anchor, positive, negative) rows through ``sentence_transformers.util.mine_hard_negatives``."""
 
     corpus: MineCorpus = setting(
-        MineCorpus.split,
         "candidates: split = every text of the train file's positive column; positives = the pairs' own",
     )
-    range_min: int = setting(0, "skip the range_min most similar candidates (likely unlabelled positives)", min=0)
-    range_max: int | None = setting(20, "look no further than the range_max most similar (null: all)", min=1)
+    range_min: int = setting("skip the range_min most similar candidates (likely unlabelled positives)", min=0)
+    range_max: int | None = setting("look no further than the range_max most similar (null: all)", min=1)
     relative_margin: float | None = setting(
-        0.05, "a negative scores at most (1 - this) of the positive's similarity (fewer false negatives)", min=0
+        "a negative scores at most (1 - this) of the positive's similarity (fewer false negatives)", min=0
     )
-    absolute_margin: float | None = setting(None, "or: a negative scores at least this much below the positive", min=0)
-    num_negatives: int = setting(1, "negatives per pair (one (anchor, positive, negative) row each)", min=1)
-    sampling_strategy: SamplingStrategy = setting(
-        SamplingStrategy.top, "top: the hardest that pass the margins; random: any of them"
-    )
-    use_faiss: bool = setting(False, "search with faiss (not installed: exact search)")
-    batch_size: int = setting(32, "encoding batch", min=1)
+    absolute_margin: float | None = setting("or: a negative scores at least this much below the positive", min=0)
+    num_negatives: int = setting("negatives per pair (one (anchor, positive, negative) row each)", min=1)
+    sampling_strategy: SamplingStrategy = setting("top: the hardest that pass the margins; random: any of them")
+    use_faiss: bool = setting("search with faiss (not installed: exact search)")
+    batch_size: int = setting("encoding batch", min=1)
     cache_dir: str = setting(
-        "${repo_root:}/outputs/mined",
         "one folder per key (train rows, candidates, miner, options, prompts): reruns reuse it",
     )
     cache_max_age_days: float | None = setting(
-        None,
         "mine a set again once it is this old (0: every time; null: keep it until cache_dir is cleared)",
         min=0,
         unit="days",
@@ -140,11 +135,11 @@ class Peft:
     """``model.peft``: a LoRA adapter (peft); only its weights train. The run logs the adapter (artifacts
     ``adapter/``) and, as its model, the base with the adapter merged in."""
 
-    r: int | None = setting(None, "LoRA rank, e.g. 8 (null: off, full fine-tuning)", min=1)
-    alpha: float = setting(16, "scaling: alpha / r", above=0)
-    dropout: float = setting(0.0, "dropout on the adapter's input", min=0, below=1)
+    r: int | None = setting("LoRA rank, e.g. 8 (null: off, full fine-tuning)", min=1)
+    alpha: float = setting("scaling: alpha / r", above=0)
+    dropout: float = setting("dropout on the adapter's input", min=0, below=1)
     target_modules: list[str] | None = setting(
-        None, "names of the linear modules to adapt, e.g. [query,value] (null: peft's default for the architecture)"
+        "names of the linear modules to adapt, e.g. [query,value] (null: peft's default for the architecture)"
     )
 
 
@@ -152,15 +147,15 @@ class Peft:
 class Model:
     """``model`` (and ``guide``, ``miner``, placed as models): the model being trained, loaded or built."""
 
-    name_or_path: str = setting("", "Hub id or local folder of a sentence-transformers model")
-    architecture: Any = setting(None, "build from this transformers config instead of loading weights (null: load)")
-    tokenizer: str | None = setting(None, "tokenizer when building from architecture (null: name_or_path's)")
+    name_or_path: str = setting("Hub id or local folder of a sentence-transformers model")
+    architecture: Any = setting("build from this transformers config instead of loading weights (null: load)")
+    tokenizer: str | None = setting("tokenizer when building from architecture (null: name_or_path's)")
     max_seq_length: int | None = setting(
-        None, "longest input; longer inputs are truncated (null: the model's own)", min=1, unit="tokens"
+        "longest input; longer inputs are truncated (null: the model's own)", min=1, unit="tokens"
     )
-    pooling: str = setting("mean", "pooling over token embeddings when building from architecture: mean, cls, max, ...")
-    normalize: bool = setting(False, "add a Normalize module when building from architecture (unit-length embeddings)")
-    trust_remote_code: bool = setting(False, "run custom modelling code shipped with a Hub model (e.g. NomicBert)")
+    pooling: str = setting("pooling over token embeddings when building from architecture: mean, cls, max, ...")
+    normalize: bool = setting("add a Normalize module when building from architecture (unit-length embeddings)")
+    trust_remote_code: bool = setting("run custom modelling code shipped with a Hub model (e.g. NomicBert)")
     peft: Peft = node(Peft, "a LoRA adapter (peft): only its weights train")
 
 
@@ -168,39 +163,38 @@ class Model:
 class Splits:
     """``data.splits``: the file or Hub split name of each split."""
 
-    train: str | None = setting("train", "the train split")
-    dev: str | None = setting("dev", "the dev split (evaluation during training, optimized_metric)")
-    test: str | None = setting("test", "the test split (the evaluate stage)")
+    train: str | None = setting("the train split")
+    dev: str | None = setting("the dev split (evaluation during training, optimized_metric)")
+    test: str | None = setting("the test split (the evaluate stage)")
 
 
 @dataclass
 class DataSet:
     """``data`` (and ``eval_data``, each of ``data.train_sets``): where rows come from and which columns train."""
 
-    name: str = setting("", "short name of the data (the job's name, metric lineage)")
-    path: str | None = setting(None, "Hugging Face Hub dataset id (null: local_dir)")
-    subset: str | None = setting(None, "the Hub dataset's subset")
-    local_dir: str | None = setting(None, "folder of split files (csv, jsonl, parquet), used before path")
-    optional_splits: list[str] | None = setting(None, "splits scored only when local_dir has them")
+    name: str = setting("short name of the data (the job's name, metric lineage)")
+    path: str | None = setting("Hugging Face Hub dataset id (null: local_dir)")
+    subset: str | None = setting("the Hub dataset's subset")
+    local_dir: str | None = setting("folder of split files (csv, jsonl, parquet), used before path")
+    optional_splits: list[str] | None = setting("splits scored only when local_dir has them")
     splits: Splits = node(Splits, "split -> file or Hub split name")
-    columns: Any = setting({}, "our column -> the data's column (renames)")
+    columns: Any = setting("our column -> the data's column (renames)")
     prompts: Any = setting(
-        None,
         "train column -> prompt prepended to its texts, e.g. {anchor: 'query: '}; the evaluators' text columns get "
         "the prompt of the train column in the same position and the logged model stores them (null: none)",
     )
-    train_columns: list[str] = setting([], "the columns training reads, in the loss's order")
-    max_train_rows: int | None = setting(None, "keep the first N train rows (null: all)", min=1)
-    corpus: str | None = setting(None, "a larger corpus for retrieval evaluation: a file with text (and id) columns")
-    negatives: Negatives | None = setting(None, "in_batch: negatives are the batch's other rows; labelled: a column")
-    train_transform: Any = setting(None, "a function turning the loaded train rows into train_columns (_target_)")
+    train_columns: list[str] = setting("the columns training reads, in the loss's order")
+    max_train_rows: int | None = setting("keep the first N train rows (null: all)", min=1)
+    corpus: str | None = setting("a larger corpus for retrieval evaluation: a file with text (and id) columns")
+    negatives: Negatives | None = setting("in_batch: negatives are the batch's other rows; labelled: a column")
+    train_transform: Any = setting("a function turning the loaded train rows into train_columns (_target_)")
 
 
 @dataclass
 class Data(DataSet):
     """``data``, ``eval_data``: a data set, or several train sets by name."""
 
-    train_sets: dict[str, DataSet] | None = setting(None, "several train sets by name, each a data set's keys")
+    train_sets: dict[str, DataSet] | None = setting("several train sets by name, each a data set's keys")
 
 
 @dataclass
@@ -208,14 +202,13 @@ class LossOptions:
     """``loss``: options every loss takes; the loss group fills in the class (``_target_``) and its arguments."""
 
     matryoshka_dims: list[int] | None = setting(
-        None,
         "wrap the loss in MatryoshkaLoss over these dimensions, largest first and at most the model's, e.g. "
         "[384,256,128,64]; the evaluators then report each (sts-dev-256_spearman_cosine) (null: off)",
         min=1,
         descending=True,
         nonempty=True,
     )
-    matryoshka_weights: list[float] | None = setting(None, "one weight per dimension (null: 1 each)", above=0)
+    matryoshka_weights: list[float] | None = setting("one weight per dimension (null: 1 each)", above=0)
 
     @staticmethod
     def rules(loss: DictConfig, path: str) -> None:
@@ -231,52 +224,49 @@ class LossOptions:
 class Evaluator:
     """An evaluator's settings the pipeline reads itself; its other keys are the class's arguments."""
 
-    name: str = setting("", "metric prefix: {name}-{split}_{metric}")
-    columns: list[str] = setting([], "columns read, in the evaluator's argument order")
-    primary_metric: str | None = setting(None, "the metric that ranks runs: {name}-{split}_{primary_metric}")
-    metrics: list[str] | None = setting([], "the names it logs, for checking optimized_metric before the model loads")
-    splits: list[str] = setting([], "splits scored by the evaluate stage")
-    score_range: list[float] | None = setting(None, "scores must lie in this range (null: any finite number)")
-    label: str | None = setting(None, "retrieval: the relevance column (1 relevant, 0 not), when the split has it")
-    corpus: str | None = setting(None, "retrieval: a file with a text (and id) column: a larger corpus")
+    name: str = setting("metric prefix: {name}-{split}_{metric}")
+    columns: list[str] = setting("columns read, in the evaluator's argument order")
+    primary_metric: str | None = setting("the metric that ranks runs: {name}-{split}_{primary_metric}")
+    metrics: list[str] | None = setting("the names it logs, for checking optimized_metric before the model loads")
+    splits: list[str] = setting("splits scored by the evaluate stage")
+    score_range: list[float] | None = setting("scores must lie in this range (null: any finite number)")
+    label: str | None = setting("retrieval: the relevance column (1 relevant, 0 not), when the split has it")
+    corpus: str | None = setting("retrieval: a file with a text (and id) column: a larger corpus")
 
 
 @dataclass
 class Hardware:
     """``hardware``: where and how a job runs: speed only, never results (profiles in ``conf/hardware/``)."""
 
-    accelerator: Accelerator = setting(Accelerator.cpu, "cpu, or cuda: one GPU per process")
-    num_processes: int = setting(1, "processes (ranks); more than 1 starts them through accelerate launch", min=1)
+    accelerator: Accelerator = setting("cpu, or cuda: one GPU per process")
+    num_processes: int = setting("processes (ranks); more than 1 starts them through accelerate launch", min=1)
     precision: Precision = setting(
-        Precision.auto,
         "auto: bf16 where the CPU/GPU has native bf16, fp16 on a GPU when the recipe asks for it, else fp32; "
         "the others force one",
     )
-    num_threads: int | None = setting(None, "threads for torch's intra-op parallelism (null: torch's default)", min=1)
+    num_threads: int | None = setting("threads for torch's intra-op parallelism (null: torch's default)", min=1)
     packing: Switch = setting(
-        Switch.auto,
         "padding-free batches: auto = on where a packed-vs-padded check agrees to fp32 noise; true = the same, "
         "warning when it cannot; false = pad to the longest",
     )
     packing_row_length: int = setting(
-        32,
         "tokens per packed row, at least (a row is as wide as the batch's longest sentence when longer)",
         min=1,
         unit="tokens",
     )
     eval_batch_size: int | None = setting(
-        128, "sentences per batch when the evaluators encode (null: training.per_device_eval_batch_size)", min=1
+        "sentences per batch when the evaluators encode (null: training.per_device_eval_batch_size)", min=1
     )
-    tf32: bool = setting(False, "TF32 matmuls on CUDA (gpu.yaml: true)")
-    num_machines: int = setting(1, "machines taking part (multi_node.yaml)", min=1)
-    machine_rank: int = setting(0, "this machine's index, 0 .. num_machines - 1", min=0)
-    main_process_ip: str | None = setting("127.0.0.1", "machine 0's address, reachable from every machine")
+    tf32: bool = setting("TF32 matmuls on CUDA (gpu.yaml: true)")
+    num_machines: int = setting("machines taking part (multi_node.yaml)", min=1)
+    machine_rank: int = setting("this machine's index, 0 .. num_machines - 1", min=0)
+    main_process_ip: str | None = setting("machine 0's address, reachable from every machine")
     main_process_port: int | None = setting(
-        None, "machine 0's rendezvous port (null: a free one, on one machine)", min=1, max=65535
+        "machine 0's rendezvous port (null: a free one, on one machine)", min=1, max=65535
     )
-    backend: Backend | None = setting(None, "collectives between ranks (null: gloo on CPU, nccl on CUDA)")
-    timeout_s: float = setting(300, "seconds a collective may wait for a silent rank", above=0, unit="seconds")
-    join_timeout_s: float = setting(300, "seconds machines wait for each other to join", above=0, unit="seconds")
+    backend: Backend | None = setting("collectives between ranks (null: gloo on CPU, nccl on CUDA)")
+    timeout_s: float = setting("seconds a collective may wait for a silent rank", above=0, unit="seconds")
+    join_timeout_s: float = setting("seconds machines wait for each other to join", above=0, unit="seconds")
 
     @staticmethod
     def rules(hardware: DictConfig, path: str) -> None:
@@ -302,14 +292,14 @@ class Hardware:
 class Tracking:
     """``tracking``: the MLflow store and what the run logs there."""
 
-    uri: str = setting("sqlite:///${repo_root:}/mlruns/mlflow.db", "MLflow tracking URI (any: http://127.0.0.1:5000)")
-    artifact_root: str | None = setting(None, "where a new experiment keeps its artifacts (beside a SQLite store)")
-    experiment_name: str | None = setting("${name}", "MLflow experiment the run goes into")
-    run_name: str | None = setting(None, "run name (null: the job name and the overrides that differ)")
-    log_model: bool = setting(True, "log the trained model in MLflow's sentence_transformers flavour")
-    register_as: str | None = setting(None, "register the logged model under this Model Registry name (null: no)")
-    system_metrics: bool = setting(False, "log MLflow's system metrics (CPU, memory, disk, network, GPUs)")
-    system_metrics_interval: float = setting(10, "seconds between system metric samples", above=0, unit="seconds")
+    uri: str = setting("MLflow tracking URI (any: http://127.0.0.1:5000)")
+    artifact_root: str | None = setting("where a new experiment keeps its artifacts (beside a SQLite store)")
+    experiment_name: str | None = setting("MLflow experiment the run goes into")
+    run_name: str | None = setting("run name (null: the job name and the overrides that differ)")
+    log_model: bool = setting("log the trained model in MLflow's sentence_transformers flavour")
+    register_as: str | None = setting("register the logged model under this Model Registry name (null: no)")
+    system_metrics: bool = setting("log MLflow's system metrics (CPU, memory, disk, network, GPUs)")
+    system_metrics_interval: float = setting("seconds between system metric samples", above=0, unit="seconds")
 
 
 @dataclass
@@ -318,23 +308,23 @@ class EarlyStopping:
     ``training.eval_steps``, the best checkpoint by ``optimized_metric`` is restored when training ends,
     and the logged model and final metrics are the best one's (metrics ``best_step``, ``best_<metric>``)."""
 
-    patience: int | None = setting(None, "evaluations without an improvement before training stops (null: off)", min=1)
-    threshold: float = setting(0.0, "how much better than the best an evaluation must be to count (0: any)", min=0)
+    patience: int | None = setting("evaluations without an improvement before training stops (null: off)", min=1)
+    threshold: float = setting("how much better than the best an evaluation must be to count (0: any)", min=0)
 
 
 @dataclass
 class Guard:
     """``guard`` (``pipeline.runtime.guard``): a run that goes bad is stopped and ends FAILED."""
 
-    enabled: bool = setting(True, "run the checks below while training")
-    chance_patience: int = setting(100, "steps the loss may sit at ln(candidates) (MNRL: collapsed embeddings)", min=0)
+    enabled: bool = setting("run the checks below while training")
+    chance_patience: int = setting("steps the loss may sit at ln(candidates) (MNRL: collapsed embeddings)", min=0)
     nonfinite_patience: int = setting(
-        10, "fp16: consecutive logged steps with a non-finite grad_norm (GradScaler skips) before a trip", min=0
+        "fp16: consecutive logged steps with a non-finite grad_norm (GradScaler skips) before a trip", min=0
     )
-    chance_tolerance: float = setting(1.0e-3, 'how close to ln(candidates) counts as "at chance"', min=0)
-    collapse_every: int = setting(50, "steps between checks that probe sentences do not embed alike (0: off)", min=0)
+    chance_tolerance: float = setting('how close to ln(candidates) counts as "at chance"', min=0)
+    collapse_every: int = setting("steps between checks that probe sentences do not embed alike (0: off)", min=0)
     collapse_similarity: float = setting(
-        0.99999, "lowest cosine similarity between unrelated probes that means collapse", min=0, max=1
+        "lowest cosine similarity between unrelated probes that means collapse", min=0, max=1
     )
 
 
@@ -342,40 +332,37 @@ class Guard:
 class Job:
     """The composed config's own keys and nodes (``conf/config.yaml``); library nodes are marked ``library``."""
 
-    smoke: bool = setting(False, "debug=smoke sets this: sample rows in the recipe's column layout replace the data")
-    stages: list[Stage] = setting(
-        ["load", "train", "evaluate"], "which stages run, in order: load, then mine (before train), train, evaluate"
-    )
-    baseline: bool = setting(True, "score the starting model once before training (metrics under baseline/)")
+    smoke: bool = setting("debug=smoke sets this: sample rows in the recipe's column layout replace the data")
+    stages: list[Stage] = setting("which stages run, in order: load, then mine (before train), train, evaluate")
+    baseline: bool = setting("score the starting model once before training (metrics under baseline/)")
     baseline_reuse: bool = setting(
-        True, "copy the baseline from a FINISHED run that scored the same key (false: compute it in this run)"
+        "copy the baseline from a FINISHED run that scored the same key (false: compute it in this run)"
     )
     seed: int = setting(
-        42, "seed for everything (data order, initialisation, dropout); numpy's range", min=0, max=2**32 - 1
+        "seed for everything (data order, initialisation, dropout); numpy's range", min=0, max=2**32 - 1
     )
-    name: str = setting("${data.name}", "short name of the job: the MLflow experiment unless tracking says otherwise")
+    name: str = setting("short name of the job: the MLflow experiment unless tracking says otherwise")
     optimized_metric: str | None = setting(
-        None, "the dev metric sweeps optimise and rank runs by (default: the evaluator's primary metric on dev)"
+        "the dev metric sweeps optimise and rank runs by (default: the evaluator's primary metric on dev)"
     )
     mine: Mine = node(Mine, "the mine stage's options")
     model: Model = node(Model, "the model being trained (conf/model/)")
-    guide: Model | None = setting(None, "a guide model, for GIST losses (conf/guide/)")
-    miner: Model | None = setting(None, "the mine stage's model (null: the model being trained)")
+    guide: Model | None = setting("a guide model, for GIST losses (conf/guide/)")
+    miner: Model | None = setting("the mine stage's model (null: the model being trained)")
     loss: LossOptions = node(LossOptions, "the loss (conf/loss/): _target_ and its arguments", library="target")
     data: Data = node(Data, "training data and its dev/test splits (conf/data/)")
-    eval_data: Data | None = setting(None, "evaluation data, when it is not data's own dev/test splits")
+    eval_data: Data | None = setting("evaluation data, when it is not data's own dev/test splits")
     evaluator: Evaluator = node(Evaluator, "the evaluator (conf/evaluator/)", library="target")
-    evaluators: dict[str, Evaluator] = setting({}, "more evaluators beside it, by name", library="target")
+    evaluators: dict[str, Evaluator] = setting("more evaluators beside it, by name", library="target")
     hardware: Hardware = node(Hardware, "where and how it runs (conf/hardware/)")
     training: Any = setting(
-        None,
         "SentenceTransformerTrainingArguments, names unchanged (conf/training/)",
         library="sentence_transformers.SentenceTransformerTrainingArguments",
     )
     tracking: Tracking = node(Tracking, "the MLflow store (conf/tracking/)")
     early_stopping: EarlyStopping = node(EarlyStopping, "early stopping (patience null: off)")
     guard: Guard = node(Guard, "the divergence and collapse guard")
-    hydra: Any = setting(None, "Hydra's own node (Hydra checks it)", library="hydra")
+    hydra: Any = setting("Hydra's own node (Hydra checks it)", library="hydra")
 
 
 # --- reading the declarations ---------------------------------------------------------------------------
@@ -421,12 +408,7 @@ def describe(kind: Any, meta: dict) -> str:
             typing.get_args(kind)[0], {k: v for k, v in meta.items() if k not in ("descending", "nonempty")}
         )
         order = ", largest first and each smaller than the one before" if meta.get("descending") else ""
-        item = (
-            item.removeprefix("a ")
-            .removeprefix("one of ")
-            .replace("whole number", "whole numbers")
-            .replace("number ", "numbers ")
-        )
+        item = re.sub(r"^(whole number|number|string)", r"\1s", item.removeprefix("a ").removeprefix("one of "))
         return f"a {'non-empty ' if meta.get('nonempty') else ''}list of {item}{order}{null}"
     if kind is bool:
         return f"true or false{null}"
