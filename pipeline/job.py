@@ -2,8 +2,8 @@
 whole config and owns the MLflow run.
 
 Order matters and is the point of this module:
-1. preflight: config checks (no data, no model), tracking target, data read and validated, training
-   arguments built (unknown ``training.*`` names rejected): a mistake costs seconds and creates no run;
+1. preflight: config checks (no data, no model), tracking target, data read, validated and audited for
+   evaluation rows that duplicate train rows (``data.leakage``), training arguments built (unknown ``training.*`` names rejected): a mistake costs seconds and creates no run;
 2. the MLflow run starts (rank 0 only: other ranks train and write nothing);
 3. the model and evaluators load; hard negatives are mined (``mine`` stage); the evaluators score the
    starting model (``baseline/`` metrics, or a finished run's with the same key); train; evaluate; the
@@ -115,6 +115,7 @@ def run_job(
         if run is not None:
             (on_run_start or (lambda _: None))(run.info.run_id)
             tracking.log_data_lineage(plan.data, spec.data.name, spec.eval_data.name)
+            report_leakage(plan.data)
         folder = job_folder(output_dir, run.info.run_id if run is not None else shared_run_id(spec, resume), resume)
         plan = in_folder(plan, folder)
         built = build_stage(plan)
@@ -187,6 +188,22 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
         else None
     )
     return Plan(spec, data, precision, args, data_reused, started)
+
+
+def report_leakage(data: LoadedData) -> None:
+    """The leakage audit's metrics and matches (``leakage/``), and one line when an evaluation row leaks."""
+    found = data.leakage
+    if found is None:
+        return
+    tracking.log_leakage(found.metrics(), found.matches)
+    if found.dropped:
+        log.warning("Leakage: %s; %d train rows dropped (data.leakage=drop)", found.summary(), found.dropped)
+    elif found.leaks:
+        log.warning(
+            "Leakage: evaluation rows duplicate train rows (%s): listed in the run's leakage/ artifacts; "
+            "data.leakage=drop trains without them, fail refuses the job",
+            found.summary(),
+        )
 
 
 def open_run(cfg: DictConfig, plan: Plan, request: JobRequest):

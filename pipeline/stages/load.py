@@ -8,6 +8,7 @@ this stage returns (data fingerprints and sources, for dataset lineage).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import logging
 import math
@@ -16,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from pipeline import PipelineError
-from pipeline.stages import reuse
+from pipeline.stages import leakage, reuse
 from pipeline.stages.smoke import smoke_split
 from pipeline.stages.spec import EvaluatorSpec, JobSpec, train_layout, train_sets
 from pipeline.stages.splits import LABEL_COLUMNS, LoadedData, Split
@@ -94,7 +95,8 @@ def data_key(spec: JobSpec) -> str | None:
 
 
 def load_data(spec: JobSpec) -> LoadedData:
-    """Read the train split(s) of ``spec.data`` and the evaluators' splits, and validate them.
+    """Read the train split(s) of ``spec.data`` and the evaluators' splits, validate them, and audit
+    them for evaluation rows that duplicate train rows (``data.leakage``).
 
     ``data.train_sets`` (name -> data config) trains on several sets at once; each set is read
     and checked on its own, under its own key (``data.train_sets.NAME``).
@@ -127,7 +129,19 @@ def load_data(spec: JobSpec) -> LoadedData:
     corpora = {e.name: read_corpus(e.corpus, f"corpus of evaluator {e.name}") for e in spec.evaluators if e.corpus}
     mining = spec.stages.mine and spec.mine.corpus == "split" and not smoke
     candidates = candidate_texts(spec.data) if mining else None
-    return LoadedData(train=train, eval_splits=splits, eval_loss=eval_loss, corpora=corpora, candidates=candidates)
+    loaded = LoadedData(train=train, eval_splits=splits, eval_loss=eval_loss, corpora=corpora, candidates=candidates)
+    return audited(loaded, spec.leakage)
+
+
+def audited(loaded: LoadedData, settings: leakage.Settings) -> LoadedData:
+    """The data with its leakage audit (``pipeline.stages.leakage``): with ``data.leakage=drop``, the train
+    set(s) without the rows that duplicate an evaluation row; ``fail`` refuses the job here."""
+    found = leakage.audit(loaded.train_splits, loaded.eval_splits, settings)
+    if found is None:
+        return loaded
+    result, train = found
+    kept = train if isinstance(loaded.train, dict) else train["train"]
+    return dataclasses.replace(loaded, train=kept, leakage=result)
 
 
 def candidate_texts(data: DictConfig, key: str = "data") -> list[str] | None:

@@ -31,6 +31,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pipeline import PipelineError
+from pipeline.stages.leakage import Mode as LeakageMode
 
 
 def setting(help: str = "", **rules: Any) -> Any:
@@ -191,10 +192,27 @@ class DataSet:
 
 
 @dataclass
-class Data(DataSet):
-    """``data``, ``eval_data``: a data set, or several train sets by name."""
+class EvalData(DataSet):
+    """``eval_data`` (and ``data``): a data set, or several train sets by name."""
 
     train_sets: dict[str, DataSet] | None = setting("several train sets by name, each a data set's keys")
+
+
+@dataclass
+class Data(EvalData):
+    """``data``: the training data, its dev/test splits and the audit of evaluation rows against train rows."""
+
+    leakage: LeakageMode = setting(
+        "leakage audit before any model loads, each evaluation split against the train rows (exact and near "
+        "duplicates, shared texts; metrics leakage/*): warn = one warning line; drop = train without the train rows "
+        "that duplicate an evaluation row; fail = refuse the job; off"
+    )
+    leakage_threshold: float = setting(
+        "near duplicate: Jaccard of the rows' shingles (words and word pairs) at least this "
+        "(0.6: one word changed in a pair of 7 or more words still counts; 1: exact only; docs/leakage.md)",
+        above=0,
+        max=1,
+    )
 
 
 @dataclass
@@ -351,7 +369,7 @@ class Job:
     miner: Model | None = setting("the mine stage's model (null: the model being trained)")
     loss: LossOptions = node(LossOptions, "the loss (conf/loss/): _target_ and its arguments", library="target")
     data: Data = node(Data, "training data and its dev/test splits (conf/data/)")
-    eval_data: Data | None = setting("evaluation data, when it is not data's own dev/test splits")
+    eval_data: EvalData | None = setting("evaluation data, when it is not data's own dev/test splits")
     evaluator: Evaluator = node(Evaluator, "the evaluator (conf/evaluator/)", library="target")
     evaluators: dict[str, Evaluator] = setting("more evaluators beside it, by name", library="target")
     hardware: Hardware = node(Hardware, "where and how it runs (conf/hardware/)")

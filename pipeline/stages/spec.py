@@ -6,7 +6,7 @@ runtime take the part they need: ``spec.loss``, ``spec.evaluators``, ``spec.guar
 that belongs to a library (``spec.training``: ``SentenceTransformerTrainingArguments``; ``loss.arguments``
 and ``evaluator.arguments``: the class named by ``_target_``). Writes nothing.
 
-Facts derived here, and nowhere else: which stages run, whether the trainer evaluates during
+Facts derived here, and nowhere else: which stages run, the leakage audit's settings, whether the trainer evaluates during
 training, the evaluators, the splits they score and the metric names they log, ``optimized_metric``
 and which way it improves, the loss's class and whether it needs a guide, Matryoshka, LoRA, early
 stopping, prompts, the guard's settings, the train sets and the columns each trains on.
@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import PipelineError
 from pipeline.runtime.guard import GuardSettings
 from pipeline.stages import settings
+from pipeline.stages.leakage import Settings as LeakageSettings
 from pipeline.stages.splits import LABEL_COLUMNS
 from pipeline.tracking.direction import MAXIMIZE, metric_direction
 
@@ -109,6 +110,7 @@ class JobSpec:
     early_stopping: EarlyStopping | None
     prompts: dict[str, str]  # train column -> prompt (``data.prompts``)
     guard: GuardSettings | None  # None: ``guard.enabled`` false
+    leakage: LeakageSettings  # the audit of evaluation rows against train rows (``data.leakage``)
     # Nodes read as they are (pipeline nodes closed by the schema, library arguments by the library).
     data: DictConfig
     eval_data: DictConfig  # ``eval_data``, else ``data``
@@ -177,6 +179,7 @@ def read_spec(cfg: DictConfig) -> JobSpec:
         else None,
         prompts=prompts,
         guard=read_guard(cfg.get("guard")),
+        leakage=LeakageSettings.read(cfg.data),
         data=cfg.data,
         eval_data=cfg[eval_key],
         eval_key=eval_key,

@@ -4,7 +4,7 @@
 - tags: git commit and dirty flag, package versions (what ``pipeline.rerun`` compares);
 - artifacts: ``git.patch`` (uncommitted changes), ``model_card.md``, evaluator files under ``eval/``;
 - inputs: every split read, with its source and digest (``mlflow.log_inputs``); a mined train set;
-- metrics: whatever the stages hand to :func:`log_metrics`;
+- metrics: whatever the stages hand to :func:`log_metrics`; the leakage audit's, with its matches under ``leakage/``;
 - the model: an MLflow 3 LoggedModel in the ``sentence_transformers`` flavour.
 """
 
@@ -119,6 +119,20 @@ def log_files(paths: list[Path], folder: str) -> None:
 
     for path in paths:
         mlflow.log_artifact(str(path), folder)
+
+
+def log_leakage(metrics: dict[str, float], matches: dict[str, Any]) -> None:
+    """The leakage audit (``pipeline.stages.leakage``): its metrics, and each evaluation split's matches
+    (pandas frames) as ``leakage/<split>.parquet``."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    log_metrics(metrics)
+    with tempfile.TemporaryDirectory() as folder:
+        for split, frame in matches.items():
+            frame.to_parquet(Path(folder) / f"{split}.parquet", index=False)
+        mlflow.log_artifacts(folder, "leakage")
 
 
 def flush() -> None:

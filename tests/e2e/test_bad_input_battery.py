@@ -121,6 +121,12 @@ def _case(name: str, tmp: Path) -> tuple[list[str], list[str]]:
         return ["evaluator=triplet"], ["dev.csv", "'anchor'", "evaluator.columns (triplet)"]
     if name == "scored_loss_without_score":
         return ["loss=cosent"], ["CoSENTLoss", "score", "data.train_columns"]
+    if name == "leakage_fail":  # test.csv's first pair in train.csv, up to case, punctuation and order
+        with open(data / "train.csv", "a", encoding="utf-8") as stream:
+            stream.write("MANGOES grow in tropical climates,  she locked the door behind her!\n")
+        return [local, "data.leakage=fail"], ["data.leakage=fail", "test: 1 exact", "data.leakage=drop"]
+    if name == "leakage_bad_value":
+        return ["data.leakage=maybe"], ["data.leakage='maybe'", "warn, drop, fail, off"]
     if name == "unreachable_server":
         return [f"tracking.uri=http://127.0.0.1:{_closed_port()}"], [
             "tracking.uri",
@@ -153,6 +159,8 @@ CASES = [
     "fewer_rows_than_batch",
     "triplet_evaluator_on_pairs",
     "scored_loss_without_score",
+    "leakage_fail",
+    "leakage_bad_value",
     "unreachable_server",
 ]
 

@@ -1,0 +1,129 @@
+"""The leakage audit (``pipeline.stages.leakage``) on small crafted splits, and on STSb as shipped.
+
+Crafted rows are built from distinct words, so only the planted rows can match; each planted exact
+duplicate differs from its train row in case, punctuation, spacing or Unicode form (and, for scored pairs,
+order), each planted near duplicate by one word of one text.
+"""
+
+from __future__ import annotations
+
+import pytest
+from datasets import Dataset
+
+from pipeline import PipelineError
+from pipeline.stages import leakage, load
+from pipeline.stages.leakage import Mode, Settings
+from pipeline.stages.spec import read_spec
+from pipeline.stages.splits import Split
+from tests.conftest import SHARED_DATA, compose_config
+
+WORDS = [f"w{i:03d}" for i in range(2000)]
+
+
+def sentence(i: int, length: int = 9) -> str:
+    """A sentence of ``length`` words no other sentence shares: ``w(length*i)`` .. ."""
+    return " ".join(WORDS[length * i : length * i + length]).capitalize() + "."
+
+
+def pairs(rows: list[tuple[str, str]], scored: bool) -> Split:
+    columns = ["sentence1", "sentence2"] if scored else ["anchor", "positive"]
+    data = {columns[0]: [a for a, _ in rows], columns[1]: [b for _, b in rows]}
+    if scored:
+        data["score"] = [1.0] * len(rows)
+    return Split(Dataset.from_dict(data), "crafted", "f" * 16)
+
+
+def one_word_changed(text: str) -> str:
+    words = text.split()
+    words[len(words) // 2] = "different"
+    return " ".join(words)
+
+
+# 40 train pairs; the split: 3 exact copies (altered in form), 2 near (one word changed), 5 unrelated.
+TRAIN = [(sentence(2 * i), sentence(2 * i + 1)) for i in range(40)]
+EXACT = [
+    (TRAIN[0][0].upper(), TRAIN[0][1]),
+    (TRAIN[1][1].replace(".", " !"), "  " + TRAIN[1][0]),  # swapped: the same scored pair
+    (TRAIN[2][0].replace("w", "\uff57"), TRAIN[2][1]),  # fullwidth letters: the same under NFKC
+]
+NEAR = [(one_word_changed(TRAIN[3][0]), TRAIN[3][1]), (TRAIN[4][0], one_word_changed(TRAIN[4][1]))]
+OTHER = [(sentence(100 + 2 * i), sentence(101 + 2 * i)) for i in range(5)]
+
+
+DEFAULT = 0.6  # conf/config.yaml's data.leakage_threshold
+
+
+def run(split_rows, scored=True, mode=Mode.WARN, train=TRAIN):
+    return leakage.audit({"train": pairs(train, False)}, {"test": pairs(split_rows, scored)}, Settings(mode, DEFAULT))
+
+
+def test_planted_exact_and_near_rows_are_found_and_nothing_else():
+    found, train = run(EXACT + NEAR + OTHER)
+    assert found.counts == {"test": {"rows_exact": 3, "rows_near": 2, "texts": 5}}
+    matches = found.matches["test"]
+    assert set(matches.loc[matches.kind == "exact", "train_row"]) == {0, 1, 2}
+    near = matches[matches.kind == "near"]
+    assert list(near.train_row) == [3, 4] and list(near.split_row) == [3, 4]
+    # 9-word texts: one word changed takes 3 of the row's 34 shingles out and puts 3 in: 31 / 37
+    assert near.jaccard.tolist() == pytest.approx([31 / 37, 31 / 37])
+    assert not matches.split_row.isin(range(5, 10)).any()  # the unrelated rows match nothing
+    assert found.dropped is None and train["train"].dataset.num_rows == 40
+    assert found.metrics()["leakage/test_rows_exact"] == 3.0 and "leakage/train_rows_dropped" not in found.metrics()
+
+
+def test_pairs_without_a_score_match_in_their_own_order_only():
+    swapped = [(b, a) for a, b in TRAIN[:3]]
+    found, _ = run(swapped + [TRAIN[5]], scored=False)
+    assert found.counts["test"]["rows_exact"] == 1  # TRAIN[5]; the swapped ones share texts, not rows
+    assert found.counts["test"]["rows_near"] == 0 and found.counts["test"]["texts"] == 4
+
+
+def test_the_threshold_decides_near():
+    split = pairs(NEAR, scored=True)
+    strict = leakage.audit({"train": pairs(TRAIN, False)}, {"test": split}, Settings(Mode.WARN, 0.9))[0]
+    assert strict.counts["test"]["rows_near"] == 0
+
+
+def test_drop_trains_without_the_leaking_rows():
+    found, train = run(EXACT + NEAR + OTHER, mode=Mode.DROP)
+    kept = train["train"]
+    assert found.dropped == 5 and found.metrics()["leakage/train_rows_dropped"] == 5.0
+    assert kept.dataset.num_rows == 35 and kept.fingerprint != "f" * 16
+    again, _ = leakage.audit({"train": kept}, {"test": pairs(EXACT + NEAR + OTHER, True)}, Settings(Mode.WARN, DEFAULT))
+    assert again.counts["test"]["rows_exact"] == 0 and again.counts["test"]["rows_near"] == 0
+
+
+def test_fail_refuses_in_one_line_and_off_does_nothing():
+    with pytest.raises(PipelineError, match=r"data.leakage=fail: .*test: 3 exact, 2 near rows") as error:
+        run(EXACT + NEAR, mode=Mode.FAIL)
+    assert "\n" not in str(error.value)
+    assert run(OTHER, mode=Mode.FAIL)[0].counts["test"]["rows_exact"] == 0  # nothing leaks: no refusal
+    assert run(EXACT, mode=Mode.OFF) is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.leakage=maybe", r"data.leakage='maybe': must be one of warn, drop, fail, off"),
+        ("data.leakage_threshold=1.5", r"data.leakage_threshold=1.5: must be a number in \(0, 1\]"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_key(override, message):
+    with pytest.raises(PipelineError, match=message):
+        read_spec(compose_config([override]))
+
+
+def test_drop_is_part_of_the_data_cache_key():
+    warn, drop = (read_spec(compose_config([f"data.leakage={mode}"])) for mode in ("warn", "drop"))
+    assert load.data_key(warn) != load.data_key(drop)
+
+
+@pytest.mark.realdata
+def test_stsb_as_shipped():
+    spec = read_spec(compose_config(["data=stsb", f"data.local_dir={SHARED_DATA / 'stsb'}", "data.leakage=drop"]))
+    data = load.load_data(spec)
+    assert data.leakage.counts == {
+        "dev": {"rows_exact": 8, "rows_near": 104, "texts": 255},
+        "test": {"rows_exact": 12, "rows_near": 91, "texts": 249},
+    }
+    assert data.leakage.dropped == 257 and len(data.train_dataset) == 5749 - 257
