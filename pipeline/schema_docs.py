@@ -79,9 +79,9 @@ def _rows(cls: type, prefix: str, default: dict, gpu: dict) -> list[tuple[str | 
     return rows
 
 
-def _value(cfg: dict, path: str) -> str:
+def _value(composed: dict, path: str) -> str:
     """The key's value as written (interpolations unresolved: the page reads the same on every machine)."""
-    node: Any = cfg
+    node: Any = composed
     for part in path.split("."):
         if not isinstance(node, dict) or part not in node:
             return ""
