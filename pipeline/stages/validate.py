@@ -17,25 +17,11 @@ from collections.abc import Sequence
 from omegaconf import DictConfig
 
 from pipeline import PipelineError
-from pipeline.runtime import hardware
+from pipeline.runtime import catalogue, hardware
 from pipeline.stages.spec import EvaluatorSpec, JobSpec, LossSpec, metric_names, train_layout, train_sets
 from pipeline.stages.splits import LABEL_COLUMNS
 
 STAGES = ("load", "mine", "train", "evaluate")
-
-# What each loss trains on: (min text columns, max text columns, needs a label column).
-# From the losses' docstrings ("Inputs" tables) in sentence-transformers.
-LOSS_INPUTS: dict[str, tuple[int, int | None, bool]] = {
-    "MultipleNegativesRankingLoss": (2, None, False),
-    "CachedMultipleNegativesRankingLoss": (2, None, False),
-    "MultipleNegativesSymmetricRankingLoss": (2, 2, False),
-    "GISTEmbedLoss": (2, 3, False),
-    "CachedGISTEmbedLoss": (2, 3, False),
-    "CoSENTLoss": (2, 2, True),
-    "AnglELoss": (2, 2, True),
-    "CosineSimilarityLoss": (2, 2, True),
-    "TripletLoss": (3, 3, False),
-}
 
 
 def check_config(spec: JobSpec) -> None:
@@ -57,6 +43,8 @@ def check_config(spec: JobSpec) -> None:
     _check_training(spec.training)
     _check_matryoshka(spec.loss, spec.model)
     _check_prompts(spec.data)
+    for evaluator in spec.evaluators:  # an evaluator class without an entry: refused
+        catalogue.evaluator(evaluator.target.rsplit(".", 1)[-1], evaluator.name)
     check_optimized_metric(spec.optimized_metric, spec.evaluators, spec.loss.matryoshka_dims)
     if spec.stages.train:
         _check_loss_columns(spec)
@@ -94,18 +82,16 @@ def _check_training(training: DictConfig) -> None:
 
 def _check_loss_columns(spec: JobSpec) -> None:
     name = spec.loss.class_name
-    if name not in LOSS_INPUTS:
-        return
-    low, high, needs_label = LOSS_INPUTS[name]
+    facts = catalogue.loss(name)  # a loss without an entry: refused
+    low, high, needs_label = facts.min_texts, facts.max_texts, facts.label
     data_name = spec.data.name
     for set_name, (data, key) in train_sets(spec.data).items():
         columns = train_layout(data) if data.get("train_columns") else []
         columns += ["negative"] if spec.stages.mine else []  # the mine stage adds one
         texts = [c for c in columns if c not in LABEL_COLUMNS]
         labels = [c for c in columns if c in LABEL_COLUMNS]
-        shape = f"{low}" if low == high else f"{low}+" if high is None else f"{low}-{high}"
         if len(texts) < low or (high is not None and len(texts) > high) or bool(labels) != needs_label:
-            need = f"{shape} text columns" + (" and a score/label column" if needs_label else " and no label column")
+            need = facts.shape
             which = repr(data_name) if set_name == "train" else f"{data_name!r} (train set {set_name!r})"
             raise PipelineError(
                 f"loss {name} needs {need}; data {which} trains on {columns} "
