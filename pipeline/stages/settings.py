@@ -486,26 +486,30 @@ def check_values(cfg: DictConfig) -> None:
     rules. Raises :class:`PipelineError`: ``hardware.num_threads=-2: a whole number >= 1 or null (threads
     for torch's intra-op parallelism ...)``. A key the config lacks is left alone (a config composed
     without ``conf/config.yaml``'s nodes: absent means off)."""
-    _check_node(cfg, Job, "")
+    for key, (kind, meta) in declared(Job).items():
+        if key in cfg:
+            _check_value(cfg[key], kind, meta, key)
 
 
-def _check_node(node: DictConfig, cls: type, prefix: str) -> None:
+def _check_node(node: DictConfig, cls: type, path: str) -> None:
+    """A declared node's keys, then its cross-field rules."""
     for key, (kind, meta) in declared(cls).items():
-        if key not in node or meta.get("library") in ("hydra",) or kind is Any and "library" in meta:
-            continue
-        value = node[key]
-        path = f"{prefix}{key}"
-        child, each = node_class(kind), each_class(kind)
-        if child is not None and isinstance(value, DictConfig):
-            _check_node(value, child, f"{path}.")
-        elif each is not None and isinstance(value, DictConfig):
-            for name in value:
-                _check_node(value[name], each, f"{path}.{name}.")
-        elif child is None and each is None:
-            plain = (
-                OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
-            )
-            if not fits(plain, kind, meta):
-                raise PipelineError(f"{path}={plain!r}: {describe(kind, meta)}; {meta.get('help', '')}.")
+        if key in node:
+            _check_value(node[key], kind, meta, f"{path}.{key}")
     if hasattr(cls, "rules"):
-        cls.rules(node, prefix.rstrip("."))
+        cls.rules(node, path)
+
+
+def _check_value(value: Any, kind: Any, meta: dict, path: str) -> None:
+    if kind is Any and "library" in meta:
+        return  # a library's node: the library checks it
+    child, each = node_class(kind), each_class(kind)
+    if child is not None and isinstance(value, DictConfig):
+        _check_node(value, child, path)
+    elif each is not None and isinstance(value, DictConfig):
+        for name in value:
+            _check_node(value[name], each, f"{path}.{name}")
+    elif child is None and each is None:
+        plain = OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+        if not fits(plain, kind, meta):
+            raise PipelineError(f"{path}={plain!r}: {describe(kind, meta)}; {meta.get('help', '')}.")
