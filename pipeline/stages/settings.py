@@ -361,7 +361,8 @@ class Job:
     )
     name: str = setting("short name of the job: the MLflow experiment unless tracking says otherwise")
     optimized_metric: str | None = setting(
-        "the dev metric sweeps optimise and rank runs by (default: the evaluator's primary metric on dev)"
+        "the dev metric sweeps optimise and rank runs by (default: the first evaluator's primary metric on dev, "
+        "evaluator's else the first of evaluators'; null: none)"
     )
     mine: Mine = node(Mine, "the mine stage's options")
     model: Model = node(Model, "the model being trained (conf/model/)")
