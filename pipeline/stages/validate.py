@@ -45,6 +45,11 @@ def check_config(spec: JobSpec) -> None:
     _check_prompts(spec.data)
     for evaluator in spec.evaluators:  # an evaluator class without an entry: refused
         catalogue.evaluator(evaluator.target.rsplit(".", 1)[-1], evaluator.name)
+        if "batch_size" in evaluator.arguments:  # build passes the profile's: the config's would be ignored
+            raise PipelineError(
+                f"evaluator {evaluator.name!r}: batch_size={evaluator.arguments.batch_size} would be ignored: the "
+                "evaluators encode in hardware.eval_batch_size batches (speed only); set that instead."
+            )
     check_optimized_metric(spec.optimized_metric, spec.evaluators, spec.loss.matryoshka_dims)
     if spec.stages.train:
         _check_loss_columns(spec)
