@@ -1,21 +1,26 @@
-"""Every setting the pipeline owns, declared once: its type, allowed values, range, default and help.
+"""Every setting the pipeline owns, declared once: its type, allowed values, range and help.
 
-One dataclass per config node, one field per key: ``field(default=..., metadata={"help": ..., "min": 1})``
+One dataclass per config node, one field per key: ``setting("help", min=1)``, a ``field(metadata=...)``
 as in transformers' ``TrainingArguments``. A closed choice is an :class:`~enum.Enum`; a range is
 ``min``/``max`` (inclusive) or ``above``/``below`` (exclusive) in the field's metadata; ``descending``
-asks a list for strictly falling values. Cross-field rules are each node's ``rules`` method, beside
-its fields. The YAML files under ``conf/`` hold the values a job starts from (profiles, recipes); the
-defaults here are the reference's and ``conf/config.yaml``'s.
+asks a list for strictly falling values, ``nonempty`` for at least one. Cross-field rules within a node
+are its ``rules`` method, beside its fields (rules across nodes: ``stages.validate``). The YAML files
+under ``conf/`` hold the values (``conf/config.yaml``'s defaults, profiles, recipes); the declarations
+hold the rules, so a value is written once, where Hydra composes it.
 
 What derives from it: the key lists of the closed nodes (``pipeline.stages.schema``), the value checks
 (:func:`check_values`, one message per key: ``hardware.precision='fp61': one of auto, fp32, bf16,
-fp16``), the reference page ``docs/config.md`` (``python -m pipeline.stages.settings``).
+fp16; ...``), the reference page ``docs/config.md`` (``python -m pipeline.schema_docs``, with each
+key's value in the default job).
 
-The ranges are metadata read by one generic checker, not ``__post_init__`` code: a composed config is
-never instantiated as these classes (the job reads the composed ``DictConfig``, which is what MLflow logs
-as params, unchanged), and OmegaConf's structured configs run no ``__post_init__`` either. Library nodes
-(``training``, a ``_target_``'s own arguments) are the library's: only the keys the pipeline reads beside
-them are declared here. Writes nothing.
+The ranges are metadata read by one generic checker, not ``__post_init__`` code, and the composed config
+is checked as composed rather than merged into OmegaConf structured configs (or registered in Hydra's
+ConfigStore): the job keeps reading the composed ``DictConfig``, which MLflow logs as params and every
+cache key reads, unchanged (a structured merge would turn choices into enum members and convert ``"3"``
+to ``3`` instead of refusing it); OmegaConf runs no ``__post_init__`` for structured configs either; and
+one checker words every refusal the same way, in one line naming the key, the value and what it allows.
+Library nodes (``training``, a ``_target_``'s own arguments) are the library's: only the keys the
+pipeline reads beside them are declared here. Writes nothing.
 """
 
 from __future__ import annotations
