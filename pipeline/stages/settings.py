@@ -4,7 +4,8 @@ One dataclass per config node, one field per key: ``setting("help", min=1)``, a 
 as in transformers' ``TrainingArguments``. A closed choice is an :class:`~enum.Enum`; a range is
 ``min``/``max`` (inclusive) or ``above``/``below`` (exclusive) in the field's metadata; ``descending``
 asks a list for strictly falling values, ``nonempty`` for at least one. Cross-field rules within a node
-are its ``rules`` method, beside its fields (rules across nodes: ``stages.validate``). The YAML files
+are its ``rules`` method, beside its fields (``stages.validate.check_config`` runs them, with the rules
+across nodes). The YAML files
 under ``conf/`` hold the values (``conf/config.yaml``'s defaults, profiles, recipes); the declarations
 hold the rules, so a value is written once, where Hydra composes it.
 
@@ -234,9 +235,9 @@ class LossOptions:
     matryoshka_weights: list[float] | None = setting("one weight per dimension (null: 1 each)", above=0)
 
     @staticmethod
-    def rules(loss: DictConfig, path: str) -> None:
+    def rules(loss: Any, path: str) -> None:
         dims, weights = loss.get("matryoshka_dims"), loss.get("matryoshka_weights")
-        if weights is not None and len(weights) != len(dims or []):
+        if dims is not None and weights is not None and len(weights) != len(dims):  # without dims: unused
             raise PipelineError(
                 f"{path}.matryoshka_weights={list(weights)}: give one positive weight per dimension of "
                 f"{path}.matryoshka_dims={None if dims is None else list(dims)} (or null: 1 each)."
@@ -488,9 +489,8 @@ def fits(value: Any, kind: Any, meta: dict) -> bool:
 
 
 def check_values(cfg: DictConfig) -> None:
-    """Every declared key of the composed config against its declaration, then each node's cross-field
-    rules. Raises :class:`PipelineError`: ``hardware.num_threads=-2: a whole number >= 1 or null (threads
-    for torch's intra-op parallelism ...)``. A key the config lacks is left alone (a config composed
+    """Every declared key of the composed config against its declaration. Raises :class:`PipelineError`:
+    ``hardware.num_threads=-2: a whole number >= 1 or null; threads for torch's intra-op parallelism ...``. A key the config lacks is left alone (a config composed
     without ``conf/config.yaml``'s nodes: absent means off)."""
     for key, (kind, meta) in declared(Job).items():
         if key in cfg:
@@ -498,12 +498,11 @@ def check_values(cfg: DictConfig) -> None:
 
 
 def _check_node(node: DictConfig, cls: type, path: str) -> None:
-    """A declared node's keys, then its cross-field rules."""
+    """A declared node's keys (its cross-field ``rules``: ``stages.validate.check_config``, with the rules
+    across nodes, once every value has its type)."""
     for key, (kind, meta) in declared(cls).items():
         if key in node:
             _check_value(node[key], kind, meta, f"{path}.{key}")
-    if hasattr(cls, "rules"):
-        cls.rules(node, path)
 
 
 def _check_value(value: Any, kind: Any, meta: dict, path: str) -> None:

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from pipeline import PipelineError
 from pipeline.runtime import launch
 from pipeline.runtime.hardware import cpu_has_fast_bf16, resolve_precision, trainer_options, world_tags
-from pipeline.stages.settings import check_values
+from pipeline.stages.settings import Hardware, check_values
 from tests.conftest import compose_config
 
 
@@ -31,7 +31,7 @@ def test_cpu_ddp_launches_two_gloo_ranks_on_one_machine():
 
 def test_multi_node_needs_the_rendezvous_address():
     with pytest.raises(PipelineError, match="main_process_ip"):
-        check_values(compose_config(["hardware=multi_node", "hardware.accelerator=cpu"]))
+        Hardware.rules(compose_config(["hardware=multi_node", "hardware.accelerator=cpu"]).hardware, "hardware")
     for key in ("timeout_s", "join_timeout_s"):  # null once meant a default written in the code: now a mistake
         with pytest.raises(PipelineError, match=f"hardware.{key}=None: a number of seconds > 0"):
             check_values(compose_config(["hardware=cpu_ddp", f"hardware.{key}=null"]))
