@@ -20,7 +20,7 @@ LATEST_VENV ?= /tmp/pipeline-latest-venv
 # pip-tools, kept out of the project's own environment
 LOCK_TOOLS := $(VENV)/lock-tools
 
-.PHONY: setup lock test-latest run test test-fast lint format ui chromium postgresql bench gpu-check clean
+.PHONY: setup lock test-latest run test test-fast lint format ui chromium postgresql bench gpu-check docs clean
 
 setup: $(STAMP)
 
@@ -97,6 +97,10 @@ bench: $(STAMP)
 # one GPU, results in benchmarks/results/. Without CUDA: one line, exit 0.
 gpu-check: $(STAMP)
 	@$(PY) benchmarks/gpu_check.py $(ARGS)
+
+# docs/config.md, the config reference, from the declarations (pipeline/stages/settings.py).
+docs: $(STAMP)
+	$(PY) -m pipeline.schema_docs
 
 clean:
 	rm -rf outputs multirun .pytest_cache

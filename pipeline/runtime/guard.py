@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 
 from pipeline import PipelineError
+from pipeline.runtime import catalogue
 from pipeline.runtime.hardware import world_size
 from pipeline.tracking import set_tags
 
@@ -37,8 +38,6 @@ PROBE_SENTENCES = (
     "Add two cups of flour and stir until smooth.",
     "The striker scored twice in the second half.",
 )
-# Losses whose value, when every candidate scores the same, is ln(candidates per anchor).
-IN_BATCH_NEGATIVES = ("MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss")
 
 
 class TrainingStopped(PipelineError):
@@ -55,11 +54,11 @@ class Trip:
 def chance_loss(
     loss_class: str, train_columns: list[str], batch_size: int, gathered: bool, matryoshka_scale: float = 1.0
 ) -> float | None:
-    """ln(candidates per anchor) for in-batch-negatives losses, None for other losses.
+    """ln(candidates per anchor) for losses whose chance level it is (``runtime.catalogue``), None for others.
 
     ``gathered``: candidates come from every rank (``gather_across_devices``); ``matryoshka_scale``: the
     sum of MatryoshkaLoss's weights (its loss is the weighted sum of the loss at each dimension)."""
-    if loss_class not in IN_BATCH_NEGATIVES:
+    if catalogue.loss(loss_class).chance != catalogue.LN_CANDIDATES:
         return None
     candidate_columns = max(len(train_columns) - 1, 1)
     ranks = world_size() if gathered else 1

@@ -29,46 +29,9 @@ class Precision:
     bf16: bool
 
 
-# The profile's whole-number keys: (lowest, highest or None, whether null is allowed).
-WHOLE_NUMBERS = {
-    "num_processes": (1, None, False),
-    "num_machines": (1, None, False),
-    "machine_rank": (0, None, False),
-    "num_threads": (1, None, True),  # null: torch's default
-    "eval_batch_size": (1, None, True),  # null: training.per_device_eval_batch_size
-    "main_process_port": (1, 65535, True),  # null: a free port
-}
-
-
-def check_profile(hardware: DictConfig) -> None:
-    """The profile fits this machine and itself: whole numbers where it counts, a CUDA device for a cuda
-    profile, machines and processes that add up. Raises :class:`PipelineError` naming the key and the fix."""
-    for key, (low, high, optional) in WHOLE_NUMBERS.items():
-        value = hardware.get(key)
-        whole = isinstance(value, int) and not isinstance(value, bool)
-        if not (value is None and optional) and not (whole and low <= value <= (high or value)):
-            allowed = f"a whole number {low} .. {high}" if high else f"a whole number >= {low}"
-            raise PipelineError(f"hardware.{key}={value!r}: {allowed}{' or null' if optional else ''}.")
-    processes, machines, machine = int(hardware.num_processes), int(hardware.num_machines), int(hardware.machine_rank)
-    if not 0 <= machine < machines:
-        raise PipelineError(
-            f"hardware.machine_rank={machine} with hardware.num_machines={machines}: set it to this machine's index, "
-            f"0 .. {machines - 1}."
-        )
-    if machines > 1 and not hardware.main_process_ip:
-        raise PipelineError(
-            f"hardware.num_machines={machines} needs hardware.main_process_ip: set it to machine 0's "
-            "address on every machine (and hardware.machine_rank to each machine's index)."
-        )
-    for key in ("timeout_s", "join_timeout_s"):
-        value = hardware[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise PipelineError(f"hardware.{key}={value!r}: a number of seconds > 0 (e.g. 300).")
-    if processes % machines:
-        raise PipelineError(
-            f"hardware.num_processes={processes} is not divisible by hardware.num_machines={machines}: set "
-            "num_processes to the processes per machine times the machines."
-        )
+def check_device(hardware: DictConfig) -> None:
+    """A cuda profile needs a CUDA device on this machine (the profile's values: ``stages.settings.Hardware``).
+    Raises :class:`PipelineError` naming the key and the fix."""
     if hardware.accelerator == "cuda":
         import torch
 

@@ -60,14 +60,14 @@ SECRETS_ENV = "PIPELINE_SECRETS"  # set for the ranks: the config's secret value
 
 def wanted(hardware: DictConfig) -> bool:
     """True when this profile runs more than one process (and we are not already a rank)."""
-    processes = hardware.num_processes  # not a whole number: the job's own checks refuse it (hardware.check_profile)
+    processes = hardware.num_processes  # not a whole number: the job's own checks refuse it (stages.settings.Hardware)
     return isinstance(processes, int) and processes > 1 and not os.environ.get(LAUNCH_DIR_ENV)
 
 
 def command(hardware: DictConfig, launch_dir: Path) -> list[str]:
     """The ``accelerate launch`` command line for this profile."""
     processes = int(hardware.num_processes)
-    machines = int(hardware.num_machines)  # with its main_process_ip: hardware.check_profile
+    machines = int(hardware.num_machines)  # with its main_process_ip: stages.settings.Hardware.rules
     port = hardware.main_process_port or free_port()
     per_machine = max(processes // machines, 1)
     threads = hardware.num_threads or max((os.cpu_count() or 1) // per_machine, 1)

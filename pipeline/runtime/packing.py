@@ -38,13 +38,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pipeline import PipelineError
 from pipeline.tracking import scrub, set_tags
 from pipeline.tracking.scrub import MAX_TAG_LENGTH
 
 log = logging.getLogger(__name__)
 
-SWITCH_VALUES = ("auto", "true", "false")
 # Sentences of several lengths (one long) for the exactness check run before packing turns on.
 PROBE_SENTENCES = (
     "A man is playing a guitar.",
@@ -272,17 +270,9 @@ def _gather(packed, index):
 
 
 def switch(hardware: DictConfig) -> tuple[str, int]:
-    """``hardware.packing`` (auto / true / false) and ``hardware.packing_row_length``, checked."""
-    value = hardware.packing
-    text = str(value).lower() if value is not None else "false"
-    if text not in SWITCH_VALUES:
-        raise PipelineError(f"hardware.packing={value!r}: use auto, true or false.")
-    row_length = hardware.packing_row_length
-    if not isinstance(row_length, int) or isinstance(row_length, bool) or row_length < 1:
-        raise PipelineError(
-            f"hardware.packing_row_length={row_length!r}: must be a positive number of tokens (e.g. 128)."
-        )
-    return text, row_length
+    """``hardware.packing`` (auto / true / false) and ``hardware.packing_row_length`` (checked values:
+    ``stages.settings.Hardware``)."""
+    return str(hardware.packing).lower(), int(hardware.packing_row_length)
 
 
 def unsupported_reason(model) -> str | None:

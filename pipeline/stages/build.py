@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import inspect
 import logging
 import os
 import tempfile
@@ -20,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
+from pipeline.runtime import catalogue
 from pipeline.runtime.offline import resolve_model
 from pipeline.stages import reuse
 from pipeline.stages.spec import EvaluatorSpec, LossSpec
@@ -286,15 +286,15 @@ def build_evaluators(
 def build_evaluator(spec: EvaluatorSpec, split: str, data: Split, batch_size: int, corpus: Split | None = None):
     """The evaluator class named by ``evaluator._target_`` over one split, named ``{name}-{split}``.
 
-    A class that takes ``relevant_docs`` (InformationRetrievalEvaluator) gets queries, corpus and
+    A retrieval class (``runtime.catalogue``: InformationRetrievalEvaluator) gets queries, corpus and
     relevance built from the rows (:func:`retrieval_inputs`); the others get the columns in order.
     """
-    from hydra.utils import get_class, instantiate
+    from hydra.utils import instantiate
 
     arguments = spec.arguments.copy()
     arguments.name = f"{spec.name}-{split}"
     factory = instantiate(arguments)
-    if "relevant_docs" in inspect.signature(get_class(spec.target)).parameters:
+    if catalogue.evaluator(spec.target.rsplit(".", 1)[-1]).retrieval:
         label = spec.label if spec.label in data.dataset.column_names else None
         queries, documents, relevant = retrieval_inputs(data, list(spec.columns), label, corpus)
         return factory(queries=queries, corpus=documents, relevant_docs=relevant, batch_size=batch_size)
@@ -340,16 +340,6 @@ def retrieval_inputs(data: Split, columns: list[str], label: str | None = None, 
     return queries, documents, relevant
 
 
-# Text inputs of the evaluators, in their columns' order: a prompt is prepended to each text, as
-# ``model.encode(prompt=...)`` does, for evaluators that take no prompt argument.
-EVALUATOR_TEXTS = {
-    "EmbeddingSimilarityEvaluator": ("sentences1", "sentences2"),
-    "TripletEvaluator": ("anchors", "positives", "negatives"),
-}
-# Evaluators that take prompts as arguments: (first column's prompt, second column's prompt).
-EVALUATOR_PROMPTS = {"InformationRetrievalEvaluator": ("query_prompt", "corpus_prompt")}
-
-
 def adjust_evaluators(
     evaluators: dict[str, Any],
     matryoshka_dims: list[int] | None = None,
@@ -376,17 +366,17 @@ def adjust_evaluators(
 
 
 def _with_prompts(evaluator, prompts: list[str | None]):
-    kind = type(evaluator).__name__
+    """The evaluator with each text column's prompt: as its own prompt argument where it takes one, else
+    prepended to each text, as ``model.encode(prompt=...)`` does (``runtime.catalogue``)."""
     if not any(prompts):
         return evaluator
-    if kind in EVALUATOR_PROMPTS:
-        for attribute, prompt in zip(EVALUATOR_PROMPTS[kind], prompts):
+    facts = catalogue.evaluator(type(evaluator).__name__)
+    if facts.prompt_arguments:
+        for attribute, prompt in zip(facts.prompt_arguments, prompts):
             if prompt:
                 setattr(evaluator, attribute, prompt)
         return evaluator
-    if kind not in EVALUATOR_TEXTS:
-        raise PipelineError(f"data.prompts: evaluator {kind} takes no prompts here: unset data.prompts or evaluator.")
-    for attribute, prompt in zip(EVALUATOR_TEXTS[kind], prompts):
+    for attribute, prompt in zip(facts.text_arguments, prompts):
         if prompt:
             setattr(evaluator, attribute, [prompt + text for text in getattr(evaluator, attribute)])
     return evaluator

@@ -56,26 +56,19 @@ class Mode(str, enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """``data.leakage`` and ``data.leakage_threshold`` (their defaults: ``conf/config.yaml``'s ``data`` node)."""
+    """``data.leakage`` and ``data.leakage_threshold`` (their defaults: ``conf/config.yaml``'s ``data`` node;
+    their values: ``stages.settings.Data``)."""
 
     mode: Mode
     threshold: float  # shingle Jaccard from which a row is a near duplicate
 
     @classmethod
     def read(cls, data) -> Settings:
-        """The data config's settings (a config composed without ``conf/config.yaml``'s ``data`` node: off);
-        a bad value is one line naming the key and the values it takes."""
+        """The data config's (checked) settings (a config composed without ``conf/config.yaml``'s ``data``
+        node: off)."""
         mode, threshold = data.get("leakage"), data.get("leakage_threshold")
         if mode is None:
             return cls(Mode.OFF, 1.0)
-        allowed = [m.value for m in Mode]
-        if str(mode) not in allowed or isinstance(mode, bool):
-            raise PipelineError(f"data.leakage={mode!r}: must be one of {', '.join(allowed)}.")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-            raise PipelineError(
-                f"data.leakage_threshold={threshold!r}: must be a number in (0, 1] (the shingle Jaccard from "
-                "which a row is a near duplicate; 1: exact duplicates only)."
-            )
         return cls(Mode(str(mode)), float(threshold))
 
 

@@ -5,11 +5,11 @@ option) may add keys freely: ``early_stoping.patience: 2`` would compose, train 
 :func:`check_keys` walks the composed config against :data:`SCHEMA` and raises
 :class:`pipeline.PipelineError` naming the file that brought the key, the key and the nearest valid one.
 
-- The pipeline's own nodes (``guard``, ``hardware``, ``tracking``, ...) are closed: their keys are listed
-  here (each one's default lives in its YAML under ``conf/``, never here).
+- The pipeline's own nodes (``guard``, ``hardware``, ``tracking``, ...) are closed: their keys are the
+  fields declared in ``pipeline.stages.settings`` (:data:`SCHEMA` derives from it).
 - A library's arguments are checked by the library: a ``_target_`` node's keyword arguments are bound to
   the class's signature (``inspect.signature(...).bind_partial``), past the keys the pipeline reads itself
-  (``spec.LOSS_OPTIONS``, ``spec.EVALUATOR_KEYS``); ``training.*`` are the
+  (``settings.LossOptions``, ``settings.Evaluator``); ``training.*`` are the
   ``SentenceTransformerTrainingArguments`` fields (their values: its ``__post_init__``, ``stages.train``).
 - Mappings the user names (``data.columns``, ``data.prompts``, ``model.architecture``) are open.
 
@@ -32,7 +32,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import CONF_DIR, PipelineError
-from pipeline.stages.spec import EVALUATOR_KEYS, LOSS_OPTIONS
+from pipeline.stages import settings
 
 log = logging.getLogger(__name__)
 
@@ -61,52 +61,30 @@ class Each:
     schema: Any
 
 
-def closed(keys: str) -> dict[str, None]:
-    """A closed node of values: ``closed("patience threshold")``."""
-    return dict.fromkeys(keys.split(), VALUE)
+def schema_of(cls: type) -> dict[str, Any]:
+    """A declared node's keys (``pipeline.stages.settings``): a sub-node's own schema, a library node's
+    marker (``_target_`` nodes: the pipeline's keys beside the class's arguments; ``training``: the
+    arguments dataclass; ``hydra``: Hydra's), ``VALUE`` for a leaf."""
+    schema: dict[str, Any] = {}
+    for key, (kind, meta) in settings.declared(cls).items():
+        child, each, library = settings.node_class(kind), settings.each_class(kind), meta.get("library")
+        if library == "target":
+            target = Target(own=tuple(settings.declared(child or each)))
+            schema[key] = Each(target) if each else target
+        elif library == "hydra":
+            schema[key] = VALUE
+        elif library:
+            schema[key] = Fields(library)
+        elif child is not None:
+            schema[key] = schema_of(child)
+        elif each is not None:
+            schema[key] = Each(schema_of(each))
+        else:
+            schema[key] = VALUE
+    return schema
 
 
-MODEL = {
-    **closed("name_or_path tokenizer max_seq_length pooling normalize trust_remote_code"),
-    "architecture": VALUE,  # a transformers config's arguments
-    "peft": closed("r alpha dropout target_modules"),
-}
-DATA_SET = {
-    **closed("name path subset local_dir optional_splits train_columns max_train_rows corpus negatives"),
-    "splits": closed("train dev test"),
-    "columns": VALUE,  # ours -> theirs
-    "prompts": VALUE,  # train column -> prompt
-    "train_transform": Target(),
-}
-EVAL_DATA = {**DATA_SET, "train_sets": Each(DATA_SET)}
-DATA = {**EVAL_DATA, **closed("leakage leakage_threshold")}  # the audit of eval rows against train rows
-EVALUATOR = Target(own=("name", *EVALUATOR_KEYS))
-SCHEMA: dict[str, Any] = {
-    **closed("smoke stages baseline baseline_reuse seed name optimized_metric"),
-    "mine": closed(
-        "corpus range_min range_max relative_margin absolute_margin num_negatives sampling_strategy use_faiss "
-        "batch_size cache_dir cache_max_age_days"
-    ),
-    "model": MODEL,
-    "guide": MODEL,
-    "miner": MODEL,
-    "loss": Target(own=LOSS_OPTIONS),
-    "data": DATA,
-    "eval_data": EVAL_DATA,
-    "evaluator": EVALUATOR,
-    "evaluators": Each(EVALUATOR),
-    "hardware": closed(
-        "accelerator num_processes precision num_threads packing packing_row_length eval_batch_size tf32 "
-        "num_machines machine_rank backend timeout_s join_timeout_s main_process_ip main_process_port"
-    ),
-    "training": Fields("sentence_transformers.SentenceTransformerTrainingArguments"),  # names unchanged
-    "tracking": closed(
-        "uri artifact_root experiment_name run_name log_model register_as system_metrics system_metrics_interval"
-    ),
-    "early_stopping": closed("patience threshold"),
-    "guard": closed("enabled chance_patience nonfinite_patience chance_tolerance collapse_every collapse_similarity"),
-    "hydra": VALUE,  # Hydra's own node: Hydra checks it
-}
+SCHEMA: dict[str, Any] = schema_of(settings.Job)
 
 
 @dataclasses.dataclass(frozen=True)

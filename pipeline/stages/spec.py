@@ -17,20 +17,21 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, get_type_hints
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
 from pipeline.runtime.guard import GuardSettings
+from pipeline.stages import settings
 from pipeline.stages.leakage import Settings as LeakageSettings
 from pipeline.stages.splits import LABEL_COLUMNS
 from pipeline.tracking.direction import MAXIMIZE, metric_direction
 
 # Evaluator config keys the pipeline reads itself; every other key is an argument of the evaluator class.
-EVALUATOR_KEYS = ("columns", "primary_metric", "metrics", "splits", "score_range", "label", "corpus")
+EVALUATOR_KEYS = tuple(key for key in settings.declared(settings.Evaluator) if key != "name")
 # Options of the ``loss`` block that every loss takes (conf/config.yaml); the rest goes to the loss class.
-LOSS_OPTIONS = ("matryoshka_dims", "matryoshka_weights")
+LOSS_OPTIONS = tuple(settings.declared(settings.LossOptions))
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,9 @@ def read_spec(cfg: DictConfig) -> JobSpec:
     A node read with ``.get`` (``early_stopping``, ``guard``, ``evaluators``...) may be absent from a
     config composed without ``conf/config.yaml``'s own nodes: absent means off. (``pipeline.rerun`` and
     ``pipeline.resume`` fill what a logged config lacks first: ``schema.fill_missing``.)
+    Every declared value is checked first (``settings.check_values``): the spec reads checked values.
     """
+    settings.check_values(cfg)
     names = tuple(str(stage) for stage in cfg.stages)
     train = "train" in names
     evaluate = "evaluate" in names
@@ -187,7 +190,7 @@ def read_spec(cfg: DictConfig) -> JobSpec:
         training=cfg.training,
         hardware=cfg.hardware,
         tracking=cfg.tracking,
-        seed=cfg.seed,  # a whole number: validate.check_config
+        seed=cfg.seed,
         smoke=bool(cfg.smoke),
         name=str(cfg.name),
         baseline_reuse=bool(cfg.get("baseline_reuse")),
@@ -322,13 +325,7 @@ def train_layout(data: DictConfig) -> list[str]:
 
 
 def read_guard(guard: DictConfig | None) -> GuardSettings | None:
-    """The guard's settings, or None when ``guard.enabled`` is false."""
+    """The guard's settings (checked: ``settings.Guard``), or None when ``guard.enabled`` is false."""
     if guard is None or not guard.enabled:  # None: a config composed without conf/config.yaml's guard node
         return None
-    settings = {}
-    for name, kind in get_type_hints(GuardSettings).items():
-        value = guard[name]
-        if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)) or value < 0:
-            raise PipelineError(f"guard.{name}={value!r}: a {'whole ' if kind is int else ''}number >= 0.")
-        settings[name] = kind(value)
-    return GuardSettings(**settings)
+    return GuardSettings(**{f.name: guard[f.name] for f in fields(GuardSettings)})

@@ -186,6 +186,34 @@ def test_bad_input_is_one_clear_message_and_no_run(name, tmp_path, cli, mlflow_c
         assert all_runs(mlflow_client) == []
 
 
+# A value outside its declaration (pipeline.stages.settings): the key, the value and what the key allows.
+DECLARED = {
+    "hardware.precision=fp61": "hardware.precision='fp61': one of auto, fp32, bf16, fp16",
+    "hardware.accelerator=tpu": "hardware.accelerator='tpu': one of cpu, cuda",
+    "mine.sampling_strategy=hardest": "mine.sampling_strategy='hardest': one of top, random",
+    "mine.corpus=everything": "mine.corpus='everything': one of split, positives",
+    "hardware.num_threads=-2": "hardware.num_threads=-2: a whole number >= 1 or null",
+    "guard.chance_patience=-5": "guard.chance_patience=-5: a whole number >= 0",
+    "mine.range_max=-1": "mine.range_max=-1: a whole number >= 1 or null",
+    "model.peft.r=0": "model.peft.r=0: a whole number >= 1 or null",
+    "hardware.timeout_s=0": "hardware.timeout_s=0: a number of seconds > 0",
+    "loss.matryoshka_dims=[8,16]": "loss.matryoshka_dims=[8, 16]: a non-empty list of whole numbers >= 1, largest first",
+    "early_stopping.patience=0": "early_stopping.patience=0: a whole number >= 1 or null",
+    "seed=abc": "seed='abc': a whole number in [0, 4294967295]",
+}
+
+
+def test_a_value_outside_its_declaration_is_one_line_and_no_run(tmp_path, cli, mlflow_client):
+    """Each refused in the job's first second (the safety net would train), in one line naming the key."""
+    for override, expected in DECLARED.items():
+        out = cli(*BASE, override, timeout=60, in_process=True)
+        assert out.returncode == 2, (override, out.stderr[-2000:])
+        errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and errors[0].startswith(f"error: {expected}"), (override, out.stderr[-2000:])
+        assert "Traceback" not in out.stderr
+    assert all_runs(mlflow_client) == []
+
+
 def test_traceback_on_request(tmp_path, cli):
     out = cli(*BASE, "training.learning_rate=-1", env={"PIPELINE_TRACEBACK": "1"}, timeout=60)
     assert out.returncode == 1

@@ -13,7 +13,8 @@ from tests.walk import follow, stage_stays
 # Stage modules in the order a job first reaches them: the config checks, the data, the training
 # arguments (checked by the library before any model loads), then the model, evaluators and loss;
 # the mine stage after them (it mines with the built model).
-ORDER = ["validate", "load", "train", "build", "mine"]
+# First, inside spec.read_spec: every declared value checked (settings), the leakage audit's settings read.
+ORDER = ["settings", "leakage", "validate", "load", "train", "build", "mine"]
 
 
 @pytest.mark.parametrize(

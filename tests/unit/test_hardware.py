@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 
 from pipeline import PipelineError
 from pipeline.runtime import launch
-from pipeline.runtime.hardware import check_profile, cpu_has_fast_bf16, resolve_precision, trainer_options, world_tags
+from pipeline.runtime.hardware import cpu_has_fast_bf16, resolve_precision, trainer_options, world_tags
+from pipeline.stages.settings import Hardware, check_values
 from tests.conftest import compose_config
 
 
@@ -29,13 +30,11 @@ def test_cpu_ddp_launches_two_gloo_ranks_on_one_machine():
 
 
 def test_multi_node_needs_the_rendezvous_address():
-    hw = compose_config(["hardware=multi_node", "hardware.accelerator=cpu"]).hardware
     with pytest.raises(PipelineError, match="main_process_ip"):
-        check_profile(hw)
+        Hardware.rules(compose_config(["hardware=multi_node", "hardware.accelerator=cpu"]).hardware, "hardware")
     for key in ("timeout_s", "join_timeout_s"):  # null once meant a default written in the code: now a mistake
-        hw = compose_config(["hardware=cpu_ddp", f"hardware.{key}=null"]).hardware
         with pytest.raises(PipelineError, match=f"hardware.{key}=None: a number of seconds > 0"):
-            check_profile(hw)
+            check_values(compose_config(["hardware=cpu_ddp", f"hardware.{key}=null"]))
     hw = compose_config(
         ["hardware=multi_node", "hardware.main_process_ip=10.0.0.1", "hardware.machine_rank=1"]
     ).hardware

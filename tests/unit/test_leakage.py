@@ -104,8 +104,8 @@ def test_fail_refuses_in_one_line_and_off_does_nothing():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("data.leakage=maybe", r"data.leakage='maybe': must be one of warn, drop, fail, off"),
-        ("data.leakage_threshold=1.5", r"data.leakage_threshold=1.5: must be a number in \(0, 1\]"),
+        ("data.leakage=maybe", r"data.leakage='maybe': one of warn, drop, fail, off"),
+        ("data.leakage_threshold=1.5", r"data.leakage_threshold=1.5: a number in \(0, 1\]"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_key(override, message):

@@ -92,3 +92,9 @@ def test_register_as_needs_a_trained_and_logged_model():
         message = _error(["debug=smoke", "tracking.register_as=mine", *overrides])
         assert "tracking.register_as registers the trained model" in message, message
     validate.check_config(read_spec(compose_config(["debug=smoke", "tracking.register_as=mine"])))
+
+
+def test_an_evaluator_batch_size_is_refused_for_the_profile_s():
+    """The evaluators encode in hardware.eval_batch_size batches: evaluator.batch_size would be ignored."""
+    message = _error(["debug=smoke", "+evaluator.batch_size=8"])
+    assert "evaluator 'sts': batch_size=8 would be ignored" in message and "hardware.eval_batch_size" in message

@@ -63,13 +63,16 @@ def test_every_profile_sets_packing_in_its_yaml():
 
 
 @pytest.mark.parametrize(
-    "settings,key",
+    "override,message",
     [
-        ({"packing": "sometimes"}, "hardware.packing"),
-        ({"packing": "auto", "packing_row_length": 0}, "hardware.packing_row_length"),
-        ({"packing": "auto", "packing_row_length": "long"}, "hardware.packing_row_length"),
+        ("hardware.packing=sometimes", "hardware.packing='sometimes': one of auto, true, false"),
+        ("hardware.packing_row_length=0", "hardware.packing_row_length=0: a whole number of tokens >= 1"),
+        ("hardware.packing_row_length=long", "hardware.packing_row_length='long': a whole number of tokens >= 1"),
     ],
 )
-def test_switch_rejects_bad_values_naming_the_key(settings, key):
-    with pytest.raises(PipelineError, match=key):
-        switch(OmegaConf.create(settings))
+def test_switch_rejects_bad_values_naming_the_key(override, message):
+    from pipeline.stages.settings import check_values
+    from tests.conftest import compose_config
+
+    with pytest.raises(PipelineError, match=message):
+        check_values(compose_config([override]))

@@ -45,3 +45,15 @@ def test_a_config_logged_before_a_node_existed_reads_with_that_node_off():
     assert spec.guard is None and spec.early_stopping is None and spec.peft is None and spec.prompts == {}
     assert not spec.stages.baseline and spec.optimized_metric is None and spec.loss.matryoshka_dims is None
     assert [e.name for e in spec.evaluators] == ["sts"]
+
+
+def test_optimized_metric_defaults_to_the_first_evaluator_that_runs():
+    """evaluator=none evaluators=[ir]: the list's first evaluator is optimised (it once optimised nothing)."""
+    cases = {
+        ("evaluator=none", "evaluators=[ir]"): "ir-dev_cosine_ndcg@10",
+        ("evaluator=ir", "evaluators=[sts]"): "ir-dev_cosine_ndcg@10",
+        ("evaluators=[ir]",): "sts-dev_spearman_cosine",
+        ("evaluator=none",): None,
+    }
+    for overrides, metric in cases.items():
+        assert read_spec(compose_config(["debug=smoke", *overrides])).optimized_metric == metric, overrides

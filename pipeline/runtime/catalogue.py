@@ -1,0 +1,85 @@
+"""Facts about the library classes a config may name, in one place: what each loss trains on and its
+chance level, how each evaluator takes a split's rows and its prompts.
+
+A class named by ``loss._target_`` or an evaluator's ``_target_`` without an entry here is refused in
+one line (:func:`loss`, :func:`evaluator`), never skipped by the checks that read these facts
+(``stages.validate``'s column check, ``runtime.guard``'s chance-loss check, ``stages.build``'s
+evaluator inputs and prompts). A new class gets one entry, read from its docstring ("Inputs" table)
+in sentence-transformers. Writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline import PipelineError
+
+LN_CANDIDATES = "ln(candidates)"  # every candidate scored alike: the loss is ln(candidates per anchor)
+
+
+@dataclass(frozen=True)
+class Loss:
+    """What a loss trains on and what its value means."""
+
+    min_texts: int  # text columns, at least
+    max_texts: int | None  # at most (None: any number, e.g. (anchor, positive, negative_1, ...))
+    label: bool  # needs a score / label column
+    in_batch_negatives: bool  # the other rows of the batch are negatives
+    chance: str | None  # its value when the embeddings carry no information (None: not modelled; no guard check)
+
+    @property
+    def shape(self) -> str:
+        low, high = self.min_texts, self.max_texts
+        texts = f"{low}" if low == high else f"{low}+" if high is None else f"{low}-{high}"
+        return f"{texts} text columns" + (" and a score/label column" if self.label else " and no label column")
+
+
+LOSSES = {
+    "MultipleNegativesRankingLoss": Loss(2, None, False, True, LN_CANDIDATES),
+    "CachedMultipleNegativesRankingLoss": Loss(2, None, False, True, LN_CANDIDATES),
+    "MultipleNegativesSymmetricRankingLoss": Loss(2, 2, False, True, None),
+    "GISTEmbedLoss": Loss(2, 3, False, True, None),  # the guide masks candidates: no fixed chance level
+    "CachedGISTEmbedLoss": Loss(2, 3, False, True, None),
+    "CoSENTLoss": Loss(2, 2, True, False, None),
+    "AnglELoss": Loss(2, 2, True, False, None),
+    "CosineSimilarityLoss": Loss(2, 2, True, False, None),
+    "TripletLoss": Loss(3, 3, False, False, None),
+}
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """How an evaluator takes a split: its inputs and where prompts go."""
+
+    retrieval: bool  # (queries, corpus, relevant_docs) built from the rows; else the columns in order
+    text_arguments: tuple[str, ...]  # attributes holding its texts, in column order: prompts are prepended
+    prompt_arguments: tuple[str, ...]  # or: its own prompt arguments, in column order
+
+
+EVALUATORS = {
+    "EmbeddingSimilarityEvaluator": Evaluator(False, ("sentences1", "sentences2"), ()),
+    "TripletEvaluator": Evaluator(False, ("anchors", "positives", "negatives"), ()),
+    "InformationRetrievalEvaluator": Evaluator(True, (), ("query_prompt", "corpus_prompt")),
+}
+
+
+def loss(class_name: str) -> Loss:
+    """The facts of the loss class ``class_name``; a class without an entry is refused."""
+    if class_name not in LOSSES:
+        raise PipelineError(
+            f"loss {class_name}: pipeline/runtime/catalogue.py has no entry for it (its columns, in-batch negatives, "
+            f"chance level): add one to LOSSES, or pick one of {', '.join(LOSSES)}."
+        )
+    return LOSSES[class_name]
+
+
+def evaluator(class_name: str, name: str = "") -> Evaluator:
+    """The facts of the evaluator class ``class_name`` (of the evaluator ``name``); a class without an entry
+    is refused."""
+    if class_name not in EVALUATORS:
+        raise PipelineError(
+            f"evaluator {name or class_name!r}: pipeline/runtime/catalogue.py has no entry for {class_name} (its "
+            "inputs, its prompts): "
+            f"add one to EVALUATORS, or pick one of {', '.join(EVALUATORS)}."
+        )
+    return EVALUATORS[class_name]

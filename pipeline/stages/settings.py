@@ -1,0 +1,520 @@
+"""Every setting the pipeline owns, declared once: its type, allowed values, range and help.
+
+One dataclass per config node, one field per key: ``setting("help", min=1)``, a ``field(metadata=...)``
+as in transformers' ``TrainingArguments``. A closed choice is an :class:`~enum.Enum`; a range is
+``min``/``max`` (inclusive) or ``above``/``below`` (exclusive) in the field's metadata; ``descending``
+asks a list for strictly falling values, ``nonempty`` for at least one. Cross-field rules within a node
+are its ``rules`` method, beside its fields (``stages.validate.check_config`` runs them, with the rules
+across nodes). The YAML files
+under ``conf/`` hold the values (``conf/config.yaml``'s defaults, profiles, recipes); the declarations
+hold the rules, so a value is written once, where Hydra composes it.
+
+What derives from it: the key lists of the closed nodes (``pipeline.stages.schema``), the value checks
+(:func:`check_values`, one message per key: ``hardware.precision='fp61': one of auto, fp32, bf16,
+fp16; ...``), the reference page ``docs/config.md`` (``python -m pipeline.schema_docs``, with each
+key's value in the default job).
+
+The ranges are metadata read by one generic checker, not ``__post_init__`` code, and the composed config
+is checked as composed rather than merged into OmegaConf structured configs (or registered in Hydra's
+ConfigStore): the job keeps reading the composed ``DictConfig``, which MLflow logs as params and every
+cache key reads, unchanged (a structured merge would turn choices into enum members and convert ``"3"``
+to ``3`` instead of refusing it); OmegaConf runs no ``__post_init__`` for structured configs either; and
+one checker words every refusal the same way, in one line naming the key, the value and what it allows.
+Library nodes (``training``, a ``_target_``'s own arguments) are the library's: only the keys the
+pipeline reads beside them are declared here. Writes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from pipeline import PipelineError
+from pipeline.stages.leakage import Mode as LeakageMode
+
+
+def setting(help: str = "", **rules: Any) -> Any:
+    """A declared key: a one-line help text and its range (``min``, ``max``, ``above``, ``below``,
+    ``descending``, ``nonempty``, ``unit``; ``library``: a node whose other keys a library checks). Its
+    default is its value in ``conf/`` (the YAML files hold values, the declarations the rules)."""
+    return field(default=None, metadata={"help": help, **rules})
+
+
+def node(cls: type, help: str = "", **rules: Any) -> Any:
+    """A declared sub-node (a dataclass of its own)."""
+    return field(default_factory=cls, metadata={"help": help, **rules})
+
+
+class Stage(enum.Enum):
+    load = "load"
+    mine = "mine"
+    train = "train"
+    evaluate = "evaluate"
+
+
+class MineCorpus(enum.Enum):
+    split = "split"
+    positives = "positives"
+
+
+class SamplingStrategy(enum.Enum):
+    top = "top"
+    random = "random"
+
+
+class Accelerator(enum.Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Precision(enum.Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Switch(enum.Enum):
+    auto = "auto"
+    true = "true"
+    false = "false"
+
+
+class Backend(enum.Enum):  # torch.distributed's backends the trainer's ddp_backend takes
+    gloo = "gloo"
+    nccl = "nccl"
+    mpi = "mpi"
+    ccl = "ccl"
+    hccl = "hccl"
+
+
+class Negatives(enum.Enum):
+    in_batch = "in_batch"
+    labelled = "labelled"
+
+
+@dataclass
+class Mine:
+    """``mine``: the mine stage (``stages=[load,mine,train,evaluate]``): (anchor, positive) pairs become
+    (anchor, positive, negative) rows through ``sentence_transformers.util.mine_hard_negatives``."""
+
+    corpus: MineCorpus = setting(
+        "candidates: split = every text of the train file's positive column; positives = the pairs' own",
+    )
+    range_min: int = setting("skip the range_min most similar candidates (likely unlabelled positives)", min=0)
+    range_max: int | None = setting("look no further than the range_max most similar (null: all)", min=1)
+    relative_margin: float | None = setting(
+        "a negative scores at most (1 - this) of the positive's similarity (fewer false negatives)", min=0
+    )
+    absolute_margin: float | None = setting("or: a negative scores at least this much below the positive", min=0)
+    num_negatives: int = setting("negatives per pair (one (anchor, positive, negative) row each)", min=1)
+    sampling_strategy: SamplingStrategy = setting("top: the hardest that pass the margins; random: any of them")
+    use_faiss: bool = setting("search with faiss (not installed: exact search)")
+    batch_size: int = setting("encoding batch", min=1)
+    cache_dir: str = setting(
+        "one folder per key (train rows, candidates, miner, options, prompts): reruns reuse it",
+    )
+    cache_max_age_days: float | None = setting(
+        "mine a set again once it is this old (0: every time; null: keep it until cache_dir is cleared)",
+        min=0,
+        unit="days",
+    )
+
+    @staticmethod
+    def rules(mine: DictConfig, path: str) -> None:
+        low, high, wanted = mine.range_min, mine.range_max, mine.num_negatives
+        if high is not None and high - low < wanted:
+            raise PipelineError(
+                f"{path}.range_max={high} with {path}.range_min={low} leaves {high - low} candidates, fewer than "
+                f"{path}.num_negatives={wanted}: raise range_max or lower num_negatives (>= 1)."
+            )
+
+
+@dataclass
+class Peft:
+    """``model.peft``: a LoRA adapter (peft); only its weights train. The run logs the adapter (artifacts
+    ``adapter/``) and, as its model, the base with the adapter merged in."""
+
+    r: int | None = setting("LoRA rank, e.g. 8 (null: off, full fine-tuning)", min=1)
+    alpha: float = setting("scaling: alpha / r", above=0)
+    dropout: float = setting("dropout on the adapter's input", min=0, below=1)
+    target_modules: list[str] | None = setting(
+        "names of the linear modules to adapt, e.g. [query,value] (null: peft's default for the architecture)"
+    )
+
+
+@dataclass
+class Model:
+    """``model`` (and ``guide``, ``miner``, placed as models): the model being trained, loaded or built."""
+
+    name_or_path: str = setting("Hub id or local folder of a sentence-transformers model")
+    architecture: Any = setting("build from this transformers config instead of loading weights (null: load)")
+    tokenizer: str | None = setting("tokenizer when building from architecture (null: name_or_path's)")
+    max_seq_length: int | None = setting(
+        "longest input; longer inputs are truncated (null: the model's own)", min=1, unit="tokens"
+    )
+    pooling: str = setting("pooling over token embeddings when building from architecture: mean, cls, max, ...")
+    normalize: bool = setting("add a Normalize module when building from architecture (unit-length embeddings)")
+    trust_remote_code: bool = setting("run custom modelling code shipped with a Hub model (e.g. NomicBert)")
+    peft: Peft = node(Peft, "a LoRA adapter (peft): only its weights train")
+
+
+@dataclass
+class Splits:
+    """``data.splits``: the file or Hub split name of each split."""
+
+    train: str | None = setting("the train split")
+    dev: str | None = setting("the dev split (evaluation during training, optimized_metric)")
+    test: str | None = setting("the test split (the evaluate stage)")
+
+
+@dataclass
+class DataSet:
+    """``data`` (and ``eval_data``, each of ``data.train_sets``): where rows come from and which columns train."""
+
+    name: str = setting("short name of the data (the job's name, metric lineage)")
+    path: str | None = setting("Hugging Face Hub dataset id (null: local_dir)")
+    subset: str | None = setting("the Hub dataset's subset")
+    local_dir: str | None = setting("folder of split files (csv, jsonl, parquet), used before path")
+    optional_splits: list[str] | None = setting("splits scored only when local_dir has them")
+    splits: Splits = node(Splits, "split -> file or Hub split name")
+    columns: Any = setting("our column -> the data's column (renames)")
+    prompts: Any = setting(
+        "train column -> prompt prepended to its texts, e.g. {anchor: 'query: '}; the evaluators' text columns get "
+        "the prompt of the train column in the same position and the logged model stores them (null: none)",
+    )
+    train_columns: list[str] = setting("the columns training reads, in the loss's order")
+    max_train_rows: int | None = setting("keep the first N train rows (null: all)", min=1)
+    corpus: str | None = setting("a larger corpus for retrieval evaluation: a file with text (and id) columns")
+    negatives: Negatives | None = setting("in_batch: negatives are the batch's other rows; labelled: a column")
+    train_transform: Any = setting("a function turning the loaded train rows into train_columns (_target_)")
+
+
+@dataclass
+class EvalData(DataSet):
+    """``eval_data`` (and ``data``): a data set, or several train sets by name."""
+
+    train_sets: dict[str, DataSet] | None = setting("several train sets by name, each a data set's keys")
+
+
+@dataclass
+class Data(EvalData):
+    """``data``: the training data, its dev/test splits and the audit of evaluation rows against train rows."""
+
+    leakage: LeakageMode = setting(
+        "leakage audit before any model loads, each evaluation split against the train rows (exact and near "
+        "duplicates, shared texts; metrics leakage/*): warn = one warning line; drop = train without the train rows "
+        "that duplicate an evaluation row; fail = refuse the job; off"
+    )
+    leakage_threshold: float = setting(
+        "near duplicate: Jaccard of the rows' shingles (words and word pairs) at least this "
+        "(0.6: one word changed in a pair of 7 or more words still counts; 1: exact only; docs/leakage.md)",
+        above=0,
+        max=1,
+    )
+
+
+@dataclass
+class LossOptions:
+    """``loss``: options every loss takes; the loss group fills in the class (``_target_``) and its arguments."""
+
+    matryoshka_dims: list[int] | None = setting(
+        "wrap the loss in MatryoshkaLoss over these dimensions, largest first and at most the model's, e.g. "
+        "[384,256,128,64]; the evaluators then report each (sts-dev-256_spearman_cosine) (null: off)",
+        min=1,
+        descending=True,
+        nonempty=True,
+    )
+    matryoshka_weights: list[float] | None = setting("one weight per dimension (null: 1 each)", above=0)
+
+    @staticmethod
+    def rules(loss: Any, path: str) -> None:
+        dims, weights = loss.get("matryoshka_dims"), loss.get("matryoshka_weights")
+        if dims is not None and weights is not None and len(weights) != len(dims):  # without dims: unused
+            raise PipelineError(
+                f"{path}.matryoshka_weights={list(weights)}: give one positive weight per dimension of "
+                f"{path}.matryoshka_dims={None if dims is None else list(dims)} (or null: 1 each)."
+            )
+
+
+@dataclass
+class Evaluator:
+    """An evaluator's settings the pipeline reads itself; its other keys are the class's arguments."""
+
+    name: str = setting("metric prefix: {name}-{split}_{metric}")
+    columns: list[str] = setting("columns read, in the evaluator's argument order")
+    primary_metric: str | None = setting("the metric that ranks runs: {name}-{split}_{primary_metric}")
+    metrics: list[str] | None = setting("the names it logs, for checking optimized_metric before the model loads")
+    splits: list[str] = setting("splits scored by the evaluate stage")
+    score_range: list[float] | None = setting("scores must lie in this range (null: any finite number)")
+    label: str | None = setting("retrieval: the relevance column (1 relevant, 0 not), when the split has it")
+    corpus: str | None = setting("retrieval: a file with a text (and id) column: a larger corpus")
+
+
+@dataclass
+class Hardware:
+    """``hardware``: where and how a job runs: speed only, never results (profiles in ``conf/hardware/``)."""
+
+    accelerator: Accelerator = setting("cpu, or cuda: one GPU per process")
+    num_processes: int = setting("processes (ranks); more than 1 starts them through accelerate launch", min=1)
+    precision: Precision = setting(
+        "auto: bf16 where the CPU/GPU has native bf16, fp16 on a GPU when the recipe asks for it, else fp32; "
+        "the others force one",
+    )
+    num_threads: int | None = setting("threads for torch's intra-op parallelism (null: torch's default)", min=1)
+    packing: Switch = setting(
+        "padding-free batches: auto = on where a packed-vs-padded check agrees to fp32 noise; true = the same, "
+        "warning when it cannot; false = pad to the longest",
+    )
+    packing_row_length: int = setting(
+        "tokens per packed row, at least (a row is as wide as the batch's longest sentence when longer)",
+        min=1,
+        unit="tokens",
+    )
+    eval_batch_size: int | None = setting(
+        "sentences per batch when the evaluators encode (null: training.per_device_eval_batch_size)", min=1
+    )
+    tf32: bool = setting("TF32 matmuls on CUDA (gpu.yaml: true)")
+    num_machines: int = setting("machines taking part (multi_node.yaml)", min=1)
+    machine_rank: int = setting("this machine's index, 0 .. num_machines - 1", min=0)
+    main_process_ip: str | None = setting("machine 0's address, reachable from every machine")
+    main_process_port: int | None = setting(
+        "machine 0's rendezvous port (null: a free one, on one machine)", min=1, max=65535
+    )
+    backend: Backend | None = setting("collectives between ranks (null: gloo on CPU, nccl on CUDA)")
+    timeout_s: float = setting("seconds a collective may wait for a silent rank", above=0, unit="seconds")
+    join_timeout_s: float = setting("seconds machines wait for each other to join", above=0, unit="seconds")
+
+    @staticmethod
+    def rules(hardware: DictConfig, path: str) -> None:
+        processes, machines, machine = hardware.num_processes, hardware.num_machines, hardware.machine_rank
+        if machine >= machines:
+            raise PipelineError(
+                f"{path}.machine_rank={machine} with {path}.num_machines={machines}: set it to this machine's index, "
+                f"0 .. {machines - 1}."
+            )
+        if machines > 1 and not hardware.main_process_ip:
+            raise PipelineError(
+                f"{path}.num_machines={machines} needs {path}.main_process_ip: set it to machine 0's "
+                f"address on every machine (and {path}.machine_rank to each machine's index)."
+            )
+        if processes % machines:
+            raise PipelineError(
+                f"{path}.num_processes={processes} is not divisible by {path}.num_machines={machines}: set "
+                "num_processes to the processes per machine times the machines."
+            )
+
+
+@dataclass
+class Tracking:
+    """``tracking``: the MLflow store and what the run logs there."""
+
+    uri: str = setting("MLflow tracking URI (any: http://127.0.0.1:5000)")
+    artifact_root: str | None = setting("where a new experiment keeps its artifacts (beside a SQLite store)")
+    experiment_name: str | None = setting("MLflow experiment the run goes into")
+    run_name: str | None = setting("run name (null: the job name and the overrides that differ)")
+    log_model: bool = setting("log the trained model in MLflow's sentence_transformers flavour")
+    register_as: str | None = setting("register the logged model under this Model Registry name (null: no)")
+    system_metrics: bool = setting("log MLflow's system metrics (CPU, memory, disk, network, GPUs)")
+    system_metrics_interval: float = setting("seconds between system metric samples", above=0, unit="seconds")
+
+
+@dataclass
+class EarlyStopping:
+    """``early_stopping`` (transformers' EarlyStoppingCallback): when on, the dev evaluator runs every
+    ``training.eval_steps``, the best checkpoint by ``optimized_metric`` is restored when training ends,
+    and the logged model and final metrics are the best one's (metrics ``best_step``, ``best_<metric>``)."""
+
+    patience: int | None = setting("evaluations without an improvement before training stops (null: off)", min=1)
+    threshold: float = setting("how much better than the best an evaluation must be to count (0: any)", min=0)
+
+
+@dataclass
+class Guard:
+    """``guard`` (``pipeline.runtime.guard``): a run that goes bad is stopped and ends FAILED."""
+
+    enabled: bool = setting("run the checks below while training")
+    chance_patience: int = setting("steps the loss may sit at ln(candidates) (MNRL: collapsed embeddings)", min=0)
+    nonfinite_patience: int = setting(
+        "fp16: consecutive logged steps with a non-finite grad_norm (GradScaler skips) before a trip", min=0
+    )
+    chance_tolerance: float = setting('how close to ln(candidates) counts as "at chance"', min=0)
+    collapse_every: int = setting("steps between checks that probe sentences do not embed alike (0: off)", min=0)
+    collapse_similarity: float = setting(
+        "lowest cosine similarity between unrelated probes that means collapse", min=0, max=1
+    )
+
+
+@dataclass
+class Job:
+    """The composed config's own keys and nodes (``conf/config.yaml``); library nodes are marked ``library``."""
+
+    smoke: bool = setting("debug=smoke sets this: sample rows in the recipe's column layout replace the data")
+    stages: list[Stage] = setting("which stages run, in order: load, then mine (before train), train, evaluate")
+    baseline: bool = setting("score the starting model once before training (metrics under baseline/)")
+    baseline_reuse: bool = setting(
+        "copy the baseline from a FINISHED run that scored the same key (false: compute it in this run)"
+    )
+    seed: int = setting(
+        "seed for everything (data order, initialisation, dropout); numpy's range", min=0, max=2**32 - 1
+    )
+    name: str = setting("short name of the job: the MLflow experiment unless tracking says otherwise")
+    optimized_metric: str | None = setting(
+        "the dev metric sweeps optimise and rank runs by (default: the first evaluator's primary metric on dev, "
+        "evaluator's else the first of evaluators'; null: none)"
+    )
+    mine: Mine = node(Mine, "the mine stage's options")
+    model: Model = node(Model, "the model being trained (conf/model/)")
+    guide: Model | None = setting("a guide model, for GIST losses (conf/guide/)")
+    miner: Model | None = setting("the mine stage's model (null: the model being trained)")
+    loss: LossOptions = node(LossOptions, "the loss (conf/loss/): _target_ and its arguments", library="target")
+    data: Data = node(Data, "training data and its dev/test splits (conf/data/)")
+    eval_data: EvalData | None = setting("evaluation data, when it is not data's own dev/test splits")
+    evaluator: Evaluator = node(Evaluator, "the evaluator (conf/evaluator/)", library="target")
+    evaluators: dict[str, Evaluator] = setting("more evaluators beside it, by name", library="target")
+    hardware: Hardware = node(Hardware, "where and how it runs (conf/hardware/)")
+    training: Any = setting(
+        "SentenceTransformerTrainingArguments, names unchanged (conf/training/)",
+        library="sentence_transformers.SentenceTransformerTrainingArguments",
+    )
+    tracking: Tracking = node(Tracking, "the MLflow store (conf/tracking/)")
+    early_stopping: EarlyStopping = node(EarlyStopping, "early stopping (patience null: off)")
+    guard: Guard = node(Guard, "the divergence and collapse guard")
+    hydra: Any = setting("Hydra's own node (Hydra checks it)", library="hydra")
+
+
+# --- reading the declarations ---------------------------------------------------------------------------
+
+
+def declared(cls: type) -> dict[str, tuple[Any, dict]]:
+    """Key -> (type, metadata) of a declared node."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: (hints[f.name], dict(f.metadata)) for f in dataclasses.fields(cls)}
+
+
+def unwrap(kind: Any) -> tuple[Any, bool]:
+    """(the type without Optional, whether null is allowed)."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return kind, False
+
+
+def node_class(kind: Any) -> type | None:
+    """The declared dataclass of a node type (``Model``, ``Optional[Model]``), else None."""
+    kind, _ = unwrap(kind)
+    return kind if dataclasses.is_dataclass(kind) else None
+
+
+def each_class(kind: Any) -> type | None:
+    """The declared dataclass of each child of a ``dict[str, X]`` node, else None."""
+    kind, _ = unwrap(kind)
+    if typing.get_origin(kind) is dict:
+        return node_class(typing.get_args(kind)[1])
+    return None
+
+
+def describe(kind: Any, meta: dict) -> str:
+    """What a key allows, in words: ``a whole number >= 1 or null``, ``one of cpu, cuda``."""
+    kind, optional = unwrap(kind)
+    null = " or null" if optional else ""
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return f"one of {', '.join(m.value for m in kind)}{null}"
+    if typing.get_origin(kind) is list:
+        item = describe(
+            typing.get_args(kind)[0], {k: v for k, v in meta.items() if k not in ("descending", "nonempty")}
+        )
+        order = ", largest first and each smaller than the one before" if meta.get("descending") else ""
+        item = re.sub(r"^(whole number|number|string)", r"\1s", item.removeprefix("a ").removeprefix("one of "))
+        return f"a {'non-empty ' if meta.get('nonempty') else ''}list of {item}{order}{null}"
+    if kind is bool:
+        return f"true or false{null}"
+    if kind is str:
+        return f"a string{null}"
+    if kind is int or kind is float:
+        noun = "a whole number" if kind is int else "a number"
+        noun += f" of {meta['unit']}" if "unit" in meta else ""
+        bounds = _bounds(meta)
+        return f"{noun}{' ' + bounds if bounds else ''}{null}"
+    return "any value"
+
+
+def _bounds(meta: dict) -> str:
+    """``>= 1``, ``> 0``, ``in [0, 1)``: the range in the metadata."""
+    low, high = meta.get("min", meta.get("above")), meta.get("max", meta.get("below"))
+    if low is not None and high is not None:
+        return f"in {'[' if 'min' in meta else '('}{low}, {high}{']' if 'max' in meta else ')'}"
+    if low is not None:
+        return f"{'>=' if 'min' in meta else '>'} {low}"
+    return f"{'<=' if 'max' in meta else '<'} {high}" if high is not None else ""
+
+
+def fits(value: Any, kind: Any, meta: dict) -> bool:
+    """Whether ``value`` (resolved, plain) is of the declared type and within its range."""
+    kind, optional = unwrap(kind)
+    if kind is Any:
+        return True
+    if value is None:
+        return optional
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        text = str(value).lower() if isinstance(value, bool) else value
+        return text in {m.value for m in kind}
+    if typing.get_origin(kind) is list:
+        if not isinstance(value, list):
+            return False
+        item_meta = {k: v for k, v in meta.items() if k not in ("descending", "nonempty")}
+        falling = not meta.get("descending") or all(a > b for a, b in zip(value, value[1:]))
+        filled = bool(value) or not meta.get("nonempty")
+        return all(fits(v, typing.get_args(kind)[0], item_meta) for v in value) and falling and filled
+    if kind is bool or kind is str:
+        return isinstance(value, kind)
+    if kind is int or kind is float:
+        if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
+            return False
+        return (
+            value >= meta.get("min", value)
+            and value <= meta.get("max", value)
+            and ("above" not in meta or value > meta["above"])
+            and ("below" not in meta or value < meta["below"])
+        )
+    return True
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Every declared key of the composed config against its declaration. Raises :class:`PipelineError`:
+    ``hardware.num_threads=-2: a whole number >= 1 or null; threads for torch's intra-op parallelism ...``. A key the config lacks is left alone (a config composed
+    without ``conf/config.yaml``'s nodes: absent means off)."""
+    for key, (kind, meta) in declared(Job).items():
+        if key in cfg:
+            _check_value(cfg[key], kind, meta, key)
+
+
+def _check_node(node: DictConfig, cls: type, path: str) -> None:
+    """A declared node's keys (its cross-field ``rules``: ``stages.validate.check_config``, with the rules
+    across nodes, once every value has its type)."""
+    for key, (kind, meta) in declared(cls).items():
+        if key in node:
+            _check_value(node[key], kind, meta, f"{path}.{key}")
+
+
+def _check_value(value: Any, kind: Any, meta: dict, path: str) -> None:
+    if kind is Any and "library" in meta:
+        return  # a library's node: the library checks it
+    child, each = node_class(kind), each_class(kind)
+    if child is not None and isinstance(value, DictConfig):
+        _check_node(value, child, path)
+    elif each is not None and isinstance(value, DictConfig):
+        for name in value:
+            _check_node(value[name], each, f"{path}.{name}")
+    elif child is None and each is None:
+        plain = OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+        if not fits(plain, kind, meta):
+            raise PipelineError(f"{path}={plain!r}: {describe(kind, meta)}; {meta.get('help', '')}.")
