@@ -102,6 +102,7 @@ def test_jobs_started_at_once_into_a_new_then_an_existing_store_keep_their_own_r
             for step in (1, 2):
                 assert (folder / "trainer" / f"checkpoint-{step}" / MARKER).is_file()
             assert sorted(p.name for p in (folder / "eval").iterdir()) == [
+                "items",  # the per-item scores, written beside the evaluator's own files
                 "similarity_evaluation_sts-dev_results.csv",
                 "similarity_evaluation_sts-test_results.csv",
             ]
