@@ -495,11 +495,18 @@ def check_values(cfg: DictConfig) -> None:
     for key, (kind, meta) in declared(Job).items():
         if key in cfg:
             _check_value(cfg[key], kind, meta, key)
+    # The cross-field rules beside the fields, once every value has its type (the mine options' only
+    # when a mine stage runs).
+    if "mine" in (cfg.get("stages") or []) and cfg.get("mine") is not None:
+        Mine.rules(cfg.mine, "mine")
+    if cfg.get("loss") is not None:
+        LossOptions.rules(cfg.loss, "loss")
+    if cfg.get("hardware") is not None:
+        Hardware.rules(cfg.hardware, "hardware")  # machines and processes add up
 
 
 def _check_node(node: DictConfig, cls: type, path: str) -> None:
-    """A declared node's keys (its cross-field ``rules``: ``stages.validate.check_config``, with the rules
-    across nodes, once every value has its type)."""
+    """A declared node's keys (its cross-field ``rules`` run after every value: :func:`check_values`)."""
     for key, (kind, meta) in declared(cls).items():
         if key in node:
             _check_value(node[key], kind, meta, f"{path}.{key}")

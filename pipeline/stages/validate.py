@@ -18,7 +18,6 @@ from omegaconf import DictConfig
 
 from pipeline import PipelineError
 from pipeline.runtime import catalogue, hardware
-from pipeline.stages import settings
 from pipeline.stages.spec import EvaluatorSpec, JobSpec, LossSpec, metric_names, train_layout, train_sets
 from pipeline.stages.splits import LABEL_COLUMNS
 
@@ -41,12 +40,8 @@ def check_config(spec: JobSpec) -> None:
                 "the mine stage mines one train set; data.train_sets names several: drop mine from stages."
             )
         check_mine_layout(train_layout(spec.data), str(spec.data.name))
-        settings.Mine.rules(spec.mine, "mine")
     _check_training(spec.training)
     _check_matryoshka(spec.loss, spec.model)
-    settings.LossOptions.rules(
-        {"matryoshka_dims": spec.loss.matryoshka_dims, "matryoshka_weights": spec.loss.matryoshka_weights}, "loss"
-    )
     _check_prompts(spec.data)
     for evaluator in spec.evaluators:  # an evaluator class without an entry: refused
         catalogue.evaluator(evaluator.target.rsplit(".", 1)[-1], evaluator.name)
@@ -68,7 +63,6 @@ def check_config(spec: JobSpec) -> None:
         raise PipelineError(
             "stages=[load,evaluate] with evaluator=none evaluates nothing: pick evaluator=sts, triplet or ir."
         )
-    settings.Hardware.rules(spec.hardware, "hardware")  # machines and processes add up
     hardware.check_device(spec.hardware)  # a CUDA device for a cuda profile
 
 

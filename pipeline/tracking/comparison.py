@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pipeline.tracking.intervals as intervals
+import pipeline.tracking.items as items
 from pipeline import PipelineError
-from pipeline.tracking import intervals, items
 from pipeline.tracking.intervals import Difference
 
 COLUMNS = ("metric", "a", "b", "delta", "ci_low", "ci_high", "p_value", "p_holm")

@@ -47,7 +47,7 @@ def read(path: Path) -> dict[str, Scored]:
     ids = next((frame[c].to_numpy() for c in ID_COLUMNS if c in frame), None)
     out = {}
     for name, spec in described.items():
-        if spec.get("statistic") not in STATISTICS or any(c not in frame for c in spec.get("columns", [])):
+        if spec.get("statistic") not in STATISTICS or any(c not in frame for c in spec.get("columns") or []):
             raise PipelineError(f"{path.name}: metric {name!r} is described as {spec}, which this version cannot read.")
         columns = tuple(frame[c].to_numpy(dtype=np.float64) for c in spec["columns"])
         out[name.removeprefix("baseline/")] = Scored(Items(spec["statistic"], columns), ids, path.name)

@@ -13,8 +13,8 @@ import re
 import urllib.parse
 from pathlib import Path
 
+import pipeline.tracking.grouping as grouping
 from pipeline import PipelineError
-from pipeline.tracking import grouping
 from pipeline.tracking.intervals import spelled
 from pipeline.tracking.scrub import metric_key, metric_name, redact
 
@@ -201,7 +201,8 @@ def with_intervals(board, client, optimized_metric: str | None, resamples: int, 
     bootstrap over the items; over seeds and items for a configuration of several seeds), its p-value,
     Holm's correction over the rows, and ``tied`` (the interval holds 0: not distinguishable from the
     best). Unchanged when the runs logged no items for the metric."""
-    from pipeline.tracking import comparison, intervals
+    import pipeline.tracking.comparison as comparison
+    import pipeline.tracking.intervals as intervals
 
     stored = metric_key(optimized_metric) if optimized_metric else None
     if stored not in board or board[stored].isna().all():
@@ -233,7 +234,7 @@ def with_intervals(board, client, optimized_metric: str | None, resamples: int, 
 def _baseline_intervals(out, client, stored: str, groups: dict[str, list[str]], resamples: int, seed: int) -> None:
     """``delta_ci_low`` / ``delta_ci_high`` after the ``METRIC delta`` column (the change from the baseline):
     its interval, per row (over seeds too, for a configuration of several)."""
-    from pipeline.tracking import comparison
+    import pipeline.tracking.comparison as comparison
 
     column = f"{stored} delta"
     if column not in out:

@@ -16,8 +16,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+import pipeline.tracking.grouping as grouping
 from pipeline import PipelineError
-from pipeline.tracking import grouping
 from pipeline.tracking.leaderboard import EVALUATOR_METRIC
 from pipeline.tracking.scrub import MAX_TAG_LENGTH, metric_key, metric_name, redact
 
