@@ -37,7 +37,7 @@ import pandas as pd
 
 from pipeline import PipelineError
 from pipeline.stages.splits import LABEL_COLUMNS, Split
-from pipeline.stages.wordhash import normalise, words
+from pipeline.stages.wordhash import GOLDEN, MIX, normalise, words
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ class Scan:
         table = text_table(ds)
         layouts = {name: rows.layout(table.num_columns) for name, rows in evaluated.items()}
         sample = table if len(table) <= SAMPLE else table.take(np.linspace(0, len(table) - 1, SAMPLE).astype(np.int64))
-        counted = read_block(sample, vocab, set(layouts.values()))[1]
+        counted = read_block(sample, vocab, dict.fromkeys(layouts.values()))[1]  # every shingle, counted
         prefix = {}
         for name, rows in evaluated.items():
             width, symmetric = layouts[name]
@@ -293,7 +293,7 @@ class Scan:
             wanted[layout][prefix[name].shingle.to_numpy()] = True
         hashes, held = read_train(table, vocab, wanted)
         holders = {name: held[layout] for name, layout in layouts.items()}
-        return cls([c.combine_chunks() for c in table.columns], hashes, prefix, holders)
+        return cls(table.columns, hashes, prefix, holders)
 
     def rows(self, rows: np.ndarray) -> Rows:
         """Some train rows' texts, normalised (the candidates of a match: few)."""
@@ -307,22 +307,26 @@ def read_train(table, vocab: Vocabulary, wanted: dict) -> tuple[list[np.ndarray]
     hashes: list[list[np.ndarray]] = [[] for _ in table.columns]
     held: dict = {layout: [] for layout in wanted}
     for start in range(0, len(table), BLOCK):
-        text_hashes, found = read_block(table.slice(start, BLOCK), vocab, set(wanted))
+        text_hashes, found = read_block(table.slice(start, BLOCK), vocab, wanted)
         for column, h in zip(hashes, text_hashes):
             column.append(h)
         for layout, (rows, shingles) in found.items():
-            keep = wanted[layout][shingles]
-            held[layout].append(pd.DataFrame({"train_row": rows[keep] + start, "shingle": shingles[keep]}))
+            held[layout].append(pd.DataFrame({"train_row": rows + start, "shingle": shingles}))
     frames = {layout: pd.concat(parts, ignore_index=True).drop_duplicates() for layout, parts in held.items()}
     return [np.concatenate(parts) for parts in hashes], frames
 
 
-def read_block(table, vocab: Vocabulary, layouts: set) -> tuple[list[np.ndarray], dict]:
+def read_block(table, vocab: Vocabulary, wanted: dict) -> tuple[list[np.ndarray], dict]:
     """Some train rows' text hashes, and per layout (width, symmetric) the (row, shingle id) of their
-    shingles that the vocabulary holds."""
+    shingles that the vocabulary holds: all of them where ``wanted[layout]`` is None, else only the
+    wanted ones (found from the word hashes, no word looked up unless it may be wanted)."""
     read = [words(column) for column in table.columns]
-    columns = [(w.text, vocab.word_ids(w.hashes)) for w in read]
-    found = {(width, symmetric): vocab.shingles(columns, width, symmetric) for width, symmetric in layouts}
+    if all(flags is None for flags in wanted.values()):
+        columns = [(w.text, vocab.word_ids(w.hashes)) for w in read]
+        return [w.text_hashes for w in read], {layout: vocab.shingles(columns, *layout) for layout in wanted}
+    found = {
+        (width, symmetric): vocab.held(read, width, symmetric, flags) for (width, symmetric), flags in wanted.items()
+    }
     return [w.text_hashes for w in read], found
 
 
@@ -408,19 +412,62 @@ class Vocabulary:
         """(row, shingle id) of every word and word pair of the first ``width`` texts of each row (per
         column: the row of each word and its id) that the vocabulary holds (no other can be shared),
         column-tagged unless symmetric."""
+        out_rows, out = [], []
+        for column, (row, word) in enumerate(columns[:width]):
+            at = np.flatnonzero((row[1:] == row[:-1]) & (word[1:] >= 0) & (word[:-1] >= 0))
+            pair_rows, pairs = row[at], self.pair_index(word[at], word[at + 1])
+            known = word >= 0
+            shingles = np.concatenate([word[known], pairs[pairs >= 0] + len(self.words)])
+            out.append(shingles * self.columns + (0 if symmetric else column))
+            out_rows.append(np.concatenate([row[known], pair_rows[pairs >= 0]]))
+        return np.concatenate(out_rows), np.concatenate(out)
+
+    def pair_index(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """The index in ``pairs`` of each pair of word ids (-1: not a pair of the vocabulary)."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        codes = pa.array(first * len(self.words) + second)
+        return pc.index_in(codes, value_set=pa.array(self.pairs)).fill_null(-1).to_numpy().astype(np.int64)
+
+    def held(self, read: list, width: int, symmetric: bool, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, shingle id) of the ``wanted`` shingles (a flag per id) of the first ``width`` texts of
+        some rows (``wordhash.Words`` per column). Words and neighbouring pairs are first sieved by a
+        table of their hashes' top bits (no wanted one is missed; a few others pass), then looked up."""
         out_rows, out = [], []
-        for column, (row, word) in enumerate(columns[:width]):
-            known, codes = self.pair_codes(row, word)
-            at = pc.index_in(pa.array(codes), value_set=pa.array(self.pairs)).fill_null(-1).to_numpy()
-            at = at.astype(np.int64)
-            pairs = at[at >= 0] + len(self.words)
-            shingles = np.concatenate([word[word >= 0], pairs])
-            out.append(shingles * self.columns + (0 if symmetric else column))
-            out_rows.append(np.concatenate([row[word >= 0], row[1:][known][at >= 0]]))
+        for column, w in enumerate(read[:width]):
+            tag = 0 if symmetric else column
+            base = np.flatnonzero(wanted)[np.flatnonzero(wanted) % self.columns == tag] // self.columns
+            words, pairs = base[base < len(self.words)], self.pairs[base[base >= len(self.words)] - len(self.words)]
+            hashes = self.hashes.to_numpy()
+            at = np.flatnonzero(sieve(hashes[words])(w.hashes))
+            word = self.word_ids(w.hashes[at])
+            pair_keys = pair_key(hashes[pairs // len(self.words)], hashes[pairs % len(self.words)])
+            same = np.flatnonzero(w.text[1:] == w.text[:-1])
+            same = same[sieve(pair_keys)(pair_key(w.hashes[same], w.hashes[same + 1]))]
+            first, second = self.word_ids(w.hashes[same]), self.word_ids(w.hashes[same + 1])
+            pair = np.where((first >= 0) & (second >= 0), self.pair_index(first, second), -1)
+            shingles = np.concatenate([word[word >= 0], pair[pair >= 0] + len(self.words)]) * self.columns + tag
+            rows = np.concatenate([w.text[at][word >= 0], w.text[same][pair >= 0]])
+            out.append(shingles[wanted[shingles]])
+            out_rows.append(rows[wanted[shingles]])
         return np.concatenate(out_rows), np.concatenate(out)
+
+
+SIEVE_BITS = 22  # a table of 4M flags: a few per cent of unwanted hashes pass at 100,000 wanted ones
+
+
+def sieve(keys: np.ndarray):
+    """A test of 64-bit hashes against ``keys``: True for every key, and for few others."""
+    shift = np.uint64(64 - SIEVE_BITS)
+    table = np.zeros(1 << SIEVE_BITS, dtype=bool)
+    table[(keys * MIX) >> shift] = True
+    return lambda hashes: table[(hashes * MIX) >> shift]
+
+
+def pair_key(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """One 64-bit hash for two word hashes in order."""
+    return (first * GOLDEN) ^ second
 
 
 def _hashes(words) -> np.ndarray:
