@@ -13,11 +13,17 @@ seconds and creates no run). Each evaluation split is compared with every train 
 - ``near``: the Jaccard similarity of the rows' shingles (the words and the word pairs of each text, each
   tagged with its column unless the row is symmetric) is at least ``data.leakage_threshold``. Exact
   set-similarity join: a train row can only reach the threshold if it holds one of the split row's
-  ``|A| - ceil(t |A|) + 1`` rarest shingles (rarest in the train rows), so only the train rows that do
-  are compared (linear in rows; each candidate's Jaccard is computed exactly). One word changed in one
+  ``|A| - ceil(t |A|) + 1`` rarest shingles (rarest in up to ``SAMPLE`` evenly spaced train rows; any
+  order is exact, the rarest make the fewest candidates), so only the train rows that do are compared
+  (linear in rows; each candidate's Jaccard is computed exactly). One word changed in one
   text of a pair of n words in all changes 3 of its about 2n - 2 shingles: at the default 0.6 that is
   a near duplicate from n = 7 words (STSb pairs average 20);
 - ``texts``: split rows with at least one text that some train row holds (in any column).
+
+The train rows are read once per train set for every split, ``BLOCK`` rows at a time, as 64-bit hashes
+of their words and texts taken from their bytes (``pipeline.stages.wordhash``: a few numpy passes, no
+Python per row); only the train rows a hash says can match (a text hashing like a split text, a prefix
+shingle held) are normalised as texts and compared, so every count and match is exact.
 
 What it returns (:class:`Audit`) the job logs: metrics ``leakage/<split>_rows_exact`` (rows with an
 exact duplicate), ``leakage/<split>_rows_near`` (rows with a near duplicate and no exact one),

@@ -8,8 +8,9 @@ or a digit a separator), which gives exactly the words :func:`normalise` gives; 
 through :func:`normalise` (Arrow) first, and its words are then read the same way.
 
 A word's hash is its bytes when it has at most 8 (exact), longer words fold in 8 bytes at a time; a
-text's hash combines its words' hashes with their positions. Equal words and equal normalised texts
-hash equal; unequal ones almost never do, and whatever uses the hashes checks the texts themselves.
+text's hash sums its words' hashes (mixed). Equal words and equal normalised texts hash equal; unequal
+ones rarely do (a text's words in another order always do), and whatever uses the hashes checks the
+texts themselves.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 ENDS = " .,;:!?\"'()[]\t\n"  # trimmed from both ends of a text without a regular expression
 SEPARATOR, ODD = 0, 255  # translated bytes: between words; a byte that needs Arrow's normalisation
-GOLDEN, MIX = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)
+GOLDEN, MIX = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)  # odd multipliers
 MASKS = np.array([0] + [(1 << (8 * k)) - 1 for k in range(1, 8)] + [2**64 - 1], dtype=np.uint64)
 
 
@@ -157,14 +158,13 @@ def _hashes(padded: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 def _text_hashes(hashes: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Each text's hash: the sum of its words' hashes mixed with their positions (0 for no words)."""
+    """Each text's hash: the sum of its words' hashes, mixed (0 for no words). Equal texts hash equal;
+    so do texts of the same words in another order, which the comparison of texts tells apart."""
     out = np.zeros(len(counts), dtype=np.uint64)
     if len(hashes) == 0:
         return out
-    first = np.cumsum(counts) - counts
-    position = (np.arange(len(hashes)) - np.repeat(first, counts)).astype(np.uint64)
-    mixed = (hashes ^ (position * MIX)) * GOLDEN
+    mixed = hashes * GOLDEN
     mixed ^= mixed >> np.uint64(29)
     filled = counts > 0
-    out[filled] = np.add.reduceat(mixed, first[filled])
+    out[filled] = np.add.reduceat(mixed, (np.cumsum(counts) - counts)[filled])
     return out

@@ -170,4 +170,4 @@ def test_words_read_from_bytes_are_the_normalised_words():
     assert read.text[order].tolist() == [i for i, text in enumerate(expected) for _ in text]
     assert (read.hashes[order] == flat.hashes).all()
     again = wordhash.words(pa.array(normalised), normalised=True).text_hashes
-    assert (read.text_hashes == again).all() and len(set(again.tolist())) == len(set(normalised))
+    assert (read.text_hashes == again).all()  # the same hash for the same text, read either way
