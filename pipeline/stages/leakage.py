@@ -287,7 +287,7 @@ class Scan:
         table = text_table(ds)
         layouts = {name: rows.layout(table.num_columns) for name, rows in evaluated.items()}
         sample = table if len(table) <= SAMPLE else table.take(np.linspace(0, len(table) - 1, SAMPLE).astype(np.int64))
-        counted = read_block(sample, vocab, dict.fromkeys(layouts.values()))[1]  # every shingle, counted
+        sample_hashes, counted = read_block(sample, vocab, dict.fromkeys(layouts.values()))  # every shingle
         prefix = {}
         for name, rows in evaluated.items():
             width, symmetric = layouts[name]
@@ -297,7 +297,10 @@ class Scan:
         wanted = {layout: np.zeros(vocab.size, dtype=bool) for layout in layouts.values()}
         for name, layout in layouts.items():
             wanted[layout][prefix[name].shingle.to_numpy()] = True
-        hashes, held = read_train(table, vocab, wanted)
+        if sample is table:  # a set of at most SAMPLE rows (one block) is read once
+            hashes, held = sample_hashes, {layout: holding(*counted[layout], wanted[layout]) for layout in wanted}
+        else:
+            hashes, held = read_train(table, vocab, wanted)
         holders = {name: held[layout] for name, layout in layouts.items()}
         return cls(table.columns, hashes, prefix, holders)
 
@@ -306,6 +309,12 @@ class Scan:
         import pyarrow as pa
 
         return Rows.from_texts([normalise(column.take(pa.array(rows))) for column in self.columns])
+
+
+def holding(rows: np.ndarray, shingles: np.ndarray, wanted: np.ndarray) -> pd.DataFrame:
+    """(train_row, shingle) of the wanted shingles among some."""
+    keep = wanted[shingles]
+    return pd.DataFrame({"train_row": rows[keep], "shingle": shingles[keep]}).drop_duplicates()
 
 
 def read_train(table, vocab: Vocabulary, wanted: dict) -> tuple[list[np.ndarray], dict]:

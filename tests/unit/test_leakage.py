@@ -57,7 +57,16 @@ def run(split_rows, scored=True, mode=Mode.WARN, train=TRAIN):
     return leakage.audit({"train": pairs(train, False)}, {"test": pairs(split_rows, scored)}, Settings(mode, DEFAULT))
 
 
-def test_planted_exact_and_near_rows_are_found_and_nothing_else():
+@pytest.fixture(params=["one pass", "blocks"])
+def reading(request, monkeypatch):
+    """The train rows read in one pass (a set within SAMPLE rows), or sampled then read in blocks of 7
+    rows and sieved by hash (what a train set of over 100,000 rows takes)."""
+    if request.param == "blocks":
+        monkeypatch.setattr(leakage, "SAMPLE", 10)
+        monkeypatch.setattr(leakage, "BLOCK", 7)
+
+
+def test_planted_exact_and_near_rows_are_found_and_nothing_else(reading):
     found, train = run(EXACT + NEAR + OTHER)
     assert found.counts == {"test": {"rows_exact": 3, "rows_near": 2, "texts": 5}}
     matches = found.matches["test"]
@@ -78,7 +87,7 @@ def test_pairs_without_a_score_match_in_their_own_order_only():
     assert found.counts["test"]["rows_near"] == 0 and found.counts["test"]["texts"] == 4
 
 
-def test_the_threshold_decides_near():
+def test_the_threshold_decides_near(reading):
     split = pairs(NEAR, scored=True)
     strict = leakage.audit({"train": pairs(TRAIN, False)}, {"test": split}, Settings(Mode.WARN, 0.9))[0]
     assert strict.counts["test"]["rows_near"] == 0
