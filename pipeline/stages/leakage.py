@@ -269,7 +269,7 @@ def drop_rows(train: dict[str, Split], matches: dict[str, pd.DataFrame]) -> tupl
 
 
 BLOCK = 100_000  # train rows read at a time: the audit's memory stays flat whatever the train set's size
-SAMPLE = 100_000  # train rows (evenly spaced; all of a smaller set) whose shingle counts order the prefixes
+SAMPLE = 20_000  # train rows (evenly spaced; all of a smaller set) whose shingle counts order the prefixes
 
 
 @dataclasses.dataclass(frozen=True)

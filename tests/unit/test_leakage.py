@@ -60,7 +60,7 @@ def run(split_rows, scored=True, mode=Mode.WARN, train=TRAIN):
 @pytest.fixture(params=["one pass", "blocks"])
 def reading(request, monkeypatch):
     """The train rows read in one pass (a set within SAMPLE rows), or sampled then read in blocks of 7
-    rows and sieved by hash (what a train set of over 100,000 rows takes)."""
+    rows and sieved by hash (what a train set of over SAMPLE rows takes)."""
     if request.param == "blocks":
         monkeypatch.setattr(leakage, "SAMPLE", 10)
         monkeypatch.setattr(leakage, "BLOCK", 7)
