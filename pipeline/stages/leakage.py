@@ -13,11 +13,17 @@ seconds and creates no run). Each evaluation split is compared with every train 
 - ``near``: the Jaccard similarity of the rows' shingles (the words and the word pairs of each text, each
   tagged with its column unless the row is symmetric) is at least ``data.leakage_threshold``. Exact
   set-similarity join: a train row can only reach the threshold if it holds one of the split row's
-  ``|A| - ceil(t |A|) + 1`` rarest shingles (rarest in the train rows), so only the train rows that do
-  are compared (linear in rows; each candidate's Jaccard is computed exactly). One word changed in one
+  ``|A| - ceil(t |A|) + 1`` rarest shingles (rarest in up to ``SAMPLE`` evenly spaced train rows; any
+  order is exact, the rarest make the fewest candidates), so only the train rows that do are compared
+  (linear in rows; each candidate's Jaccard is computed exactly). One word changed in one
   text of a pair of n words in all changes 3 of its about 2n - 2 shingles: at the default 0.6 that is
   a near duplicate from n = 7 words (STSb pairs average 20);
 - ``texts``: split rows with at least one text that some train row holds (in any column).
+
+The train rows are read once per train set for every split, ``BLOCK`` rows at a time, as 64-bit hashes
+of their words and texts taken from their bytes (``pipeline.stages.wordhash``: a few numpy passes, no
+Python per row); only the train rows a hash says can match (a text hashing like a split text, a prefix
+shingle held) are normalised as texts and compared, so every count and match is exact.
 
 What it returns (:class:`Audit`) the job logs: metrics ``leakage/<split>_rows_exact`` (rows with an
 exact duplicate), ``leakage/<split>_rows_near`` (rows with a near duplicate and no exact one),
@@ -37,11 +43,11 @@ import pandas as pd
 
 from pipeline import PipelineError
 from pipeline.stages.splits import LABEL_COLUMNS, Split
+from pipeline.stages.wordhash import GOLDEN, MIX, normalise, words
 
 log = logging.getLogger(__name__)
 
 SCORE_COLUMNS = ("score", "scores")  # a pair scored by similarity: (a, b) is (b, a)
-ENDS = " .,;:!?\"'()[]\t\n"  # trimmed from both ends of a text without a regular expression
 MATCH_COLUMNS = ["split_row", "train_set", "train_row", "kind", "jaccard", "split_text", "train_text"]
 
 
@@ -104,10 +110,9 @@ def audit(
     vocab = Vocabulary.of(list(evaluated.values()))  # every split's words: the train rows are read once
     found: dict[str, list[pd.DataFrame]] = {name: [] for name in splits}
     for set_name, split in train.items():
-        rows = Rows.of(split.dataset)
-        ids = vocab.ids(rows)
+        scanned = Scan.of(split.dataset, evaluated, vocab, settings.threshold)
         for name, other in evaluated.items():
-            found[name].append(compare(rows, ids, other, vocab, settings.threshold).assign(train_set=set_name))
+            found[name].append(compare(scanned, name, other, settings.threshold).assign(train_set=set_name))
     matches = {name: pd.concat(frames, ignore_index=True)[MATCH_COLUMNS] for name, frames in found.items()}
     dropped = None
     if settings.mode is Mode.DROP:
@@ -128,15 +133,17 @@ class Rows:
     texts: list  # pyarrow string arrays, one per text column
     words: list[tuple[np.ndarray, Any]]  # per column: (the row of each word, the words: a pyarrow array)
     symmetric: bool = False  # two texts scored by similarity (STS): (a, b) is (b, a)
-    # what every split of one layout shares: (kind, width, symmetric) -> the train rows' keys or shingles
-    cached: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, ds, scored_pairs: bool = False) -> Rows:
-        columns = [c for c in ds.column_names if c not in LABEL_COLUMNS]
-        table = ds.select_columns(columns).with_format("arrow")[:]
-        symmetric = scored_pairs and len(columns) == 2 and any(c in SCORE_COLUMNS for c in ds.column_names)
-        return cls.from_texts([normalise(table.column(c)) for c in columns], symmetric)
+        table = text_table(ds)
+        symmetric = scored_pairs and table.num_columns == 2 and any(c in SCORE_COLUMNS for c in ds.column_names)
+        return cls.from_texts([normalise(column) for column in table.columns], symmetric)
+
+    def layout(self, train_width: int) -> tuple[int, bool]:
+        """(texts compared, whether in either order) against train rows of ``train_width`` texts."""
+        width = min(train_width, len(self.texts))
+        return width, self.symmetric and width == 2
 
     @classmethod
     def from_texts(cls, texts: list, symmetric: bool = False) -> Rows:
@@ -154,40 +161,37 @@ class Rows:
         return [" || ".join(texts) for texts in zip(*columns)] if len(rows) else []
 
 
-def normalise(texts):
-    """NFKC, lower case, punctuation and symbols to spaces, one space between words. Vectorised on Arrow:
-    NFKC and Unicode lower case only where a text is not ASCII; the regular expression only on texts with
-    something besides letters, digits and single spaces once the ends are trimmed (its cost is per text)."""
+def text_table(ds):
+    """A data set's text columns (scores and labels aside) as a pyarrow table."""
+    return ds.select_columns([c for c in ds.column_names if c not in LABEL_COLUMNS]).with_format("arrow")[:]
+
+
+def compare(scanned: Scan, name: str, split: Rows, threshold: float) -> pd.DataFrame:
+    """Matches of the split's rows in the train rows: ``exact`` and ``near`` rows, ``text`` (a shared text).
+    Only the train rows that can match (one of their texts hashes like a split text, or they hold a
+    prefix shingle) are normalised and compared as texts."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    texts = texts.cast(pa.string())
-    texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
-    if pc.all(pc.string_is_ascii(texts)).as_py():
-        texts, odd = pc.ascii_trim(pc.ascii_lower(texts), characters=ENDS), r"[^a-z0-9 ]|  "
-    else:
-        texts = pc.utf8_trim(pc.utf8_lower(pc.utf8_normalize(texts, "NFKC")), characters=ENDS)
-        odd = r"[^\pL\pN ]|  "
-    odd = pc.match_substring_regex(texts, odd)
-    if pc.any(odd).as_py():
-        fixed = pc.replace_substring_regex(pc.filter(texts, odd), r"[\p{P}\p{S}\s]+", " ")
-        texts = pc.replace_with_mask(texts, odd, pc.utf8_trim_whitespace(fixed))
-    return texts
-
-
-def compare(train: Rows, train_ids: list[np.ndarray], split: Rows, vocab: Vocabulary, threshold: float) -> pd.DataFrame:
-    """Matches of the split's rows in the train rows: ``exact`` and ``near`` rows, ``text`` (a shared text)."""
-    width = min(len(train.texts), len(split.texts))
-    symmetric = split.symmetric and width == 2
-    if ("keys", width, symmetric) not in train.cached:
-        train.cached["keys", width, symmetric] = row_keys(train.texts[:width], symmetric)
-    exact = exact_rows(train.cached["keys", width, symmetric], row_keys(split.texts[:width], symmetric))
-    near = near_rows(train, train_ids, split, vocab, width, threshold)
+    width, symmetric = split.layout(len(scanned.columns))
+    split_hashes = pa.array(np.concatenate([words(column, normalised=True).text_hashes for column in split.texts]))
+    holding = [
+        np.flatnonzero(pc.is_in(h, value_set=split_hashes).to_numpy(zero_copy_only=False)) for h in scanned.text_hashes
+    ]
+    candidates = scanned.prefixes[name].merge(scanned.holders[name], on="shingle")[["split_row", "train_row"]]
+    candidates = candidates.drop_duplicates()
+    rows = np.unique(np.concatenate([*holding, candidates.train_row.to_numpy()]).astype(np.int64))
+    train = scanned.rows(rows)  # local row i is train row rows[i]
+    exact = exact_rows(row_keys(train.texts[:width], symmetric), row_keys(split.texts[:width], symmetric))
+    candidates["train_row"] = np.searchsorted(rows, candidates.train_row.to_numpy())
+    candidates["jaccard"] = jaccard(split, train, candidates, width, symmetric)
+    near = candidates[candidates.jaccard >= threshold - 1e-12]
     near = near[~near.split_row.isin(exact.split_row)]
     texts = shared_texts(train.texts, split.texts)
     matches = pd.concat([exact.assign(kind="exact", jaccard=1.0), near.assign(kind="near"), texts], ignore_index=True)
     matches["split_text"] = split.joined(matches.split_row.to_numpy())
     matches["train_text"] = train.joined(matches.train_row.to_numpy())
+    matches["train_row"] = rows[matches.train_row.to_numpy().astype(np.int64)]
     return matches.sort_values(["split_row", "kind", "train_row"], ignore_index=True)
 
 
@@ -257,24 +261,81 @@ def drop_rows(train: dict[str, Split], matches: dict[str, pd.DataFrame]) -> tupl
 # ----------------------------------------------------------------------------------------------
 
 
-def near_rows(
-    train: Rows, train_ids: list[np.ndarray], split: Rows, vocab: Vocabulary, width: int, threshold: float
-) -> pd.DataFrame:
-    """(split_row, train_row, jaccard) of every pair of rows whose shingle Jaccard is >= ``threshold``."""
-    symmetric = split.symmetric and width == 2
-    split_rows, split_shingles = vocab.shingles(split, vocab.ids(split), width, symmetric)
-    if ("shingles", width, symmetric) not in train.cached:
-        train.cached["shingles", width, symmetric] = vocab.shingles(train, train_ids, width, symmetric)
-    train_rows, train_shingles = train.cached["shingles", width, symmetric]
-    frequency = np.bincount(train_shingles, minlength=vocab.size)
-    prefix = prefixes(split_rows, split_shingles, frequency, threshold)
-    wanted = np.zeros(vocab.size, dtype=bool)
-    wanted[prefix.shingle.to_numpy()] = True
-    holds = wanted[train_shingles]
-    held = pd.DataFrame({"train_row": train_rows[holds], "shingle": train_shingles[holds]}).drop_duplicates()
-    pairs = prefix.merge(held, on="shingle")[["split_row", "train_row"]].drop_duplicates()
-    pairs["jaccard"] = jaccard(split, train, pairs, width, symmetric)
-    return pairs[pairs.jaccard >= threshold - 1e-12].reset_index(drop=True)
+BLOCK = 100_000  # train rows read at a time: the audit's memory stays flat whatever the train set's size
+SAMPLE = 20_000  # train rows (evenly spaced; all of a smaller set) whose shingle counts order the prefixes
+
+
+@dataclasses.dataclass(frozen=True)
+class Scan:
+    """A train set read once for every split: its text columns as read, each text's hash, and per split
+    its rows' prefixes and the train rows holding a prefix shingle (the only ones that can be near)."""
+
+    columns: list  # pyarrow arrays of the train texts, as read (normalised only for the rows a match needs)
+    text_hashes: list[np.ndarray]  # per column: each text's hash (``wordhash``)
+    prefixes: dict[str, pd.DataFrame]  # split -> (split_row, shingle)
+    holders: dict[str, pd.DataFrame]  # split -> (train_row, shingle) of its layout's prefix shingles
+
+    @classmethod
+    def of(cls, ds, evaluated: dict[str, Rows], vocab: Vocabulary, threshold: float) -> Scan:
+        table = text_table(ds)
+        layouts = {name: rows.layout(table.num_columns) for name, rows in evaluated.items()}
+        sample = table if len(table) <= SAMPLE else table.take(np.linspace(0, len(table) - 1, SAMPLE).astype(np.int64))
+        sample_hashes, counted = read_block(sample, vocab, dict.fromkeys(layouts.values()))  # every shingle
+        prefix = {}
+        for name, rows in evaluated.items():
+            width, symmetric = layouts[name]
+            split_rows, split_shingles = vocab.shingles(vocab.words_of(rows), width, symmetric)
+            frequency = np.bincount(counted[width, symmetric][1], minlength=vocab.size)
+            prefix[name] = prefixes(split_rows, split_shingles, frequency, threshold)
+        wanted = {layout: np.zeros(vocab.size, dtype=bool) for layout in layouts.values()}
+        for name, layout in layouts.items():
+            wanted[layout][prefix[name].shingle.to_numpy()] = True
+        if sample is table:  # a set of at most SAMPLE rows (one block) is read once
+            hashes, held = sample_hashes, {layout: holding(*counted[layout], wanted[layout]) for layout in wanted}
+        else:
+            hashes, held = read_train(table, vocab, wanted)
+        holders = {name: held[layout] for name, layout in layouts.items()}
+        return cls(table.columns, hashes, prefix, holders)
+
+    def rows(self, rows: np.ndarray) -> Rows:
+        """Some train rows' texts, normalised (the candidates of a match: few)."""
+        import pyarrow as pa
+
+        return Rows.from_texts([normalise(column.take(pa.array(rows))) for column in self.columns])
+
+
+def holding(rows: np.ndarray, shingles: np.ndarray, wanted: np.ndarray) -> pd.DataFrame:
+    """(train_row, shingle) of the wanted shingles among some."""
+    keep = wanted[shingles]
+    return pd.DataFrame({"train_row": rows[keep], "shingle": shingles[keep]}).drop_duplicates()
+
+
+def read_train(table, vocab: Vocabulary, wanted: dict) -> tuple[list[np.ndarray], dict]:
+    """Every text's hash, and per layout the (train_row, shingle) of every wanted shingle, block by block."""
+    hashes: list[list[np.ndarray]] = [[] for _ in table.columns]
+    held: dict = {layout: [] for layout in wanted}
+    for start in range(0, len(table), BLOCK):
+        text_hashes, found = read_block(table.slice(start, BLOCK), vocab, wanted)
+        for column, h in zip(hashes, text_hashes):
+            column.append(h)
+        for layout, (rows, shingles) in found.items():
+            held[layout].append(pd.DataFrame({"train_row": rows + start, "shingle": shingles}))
+    frames = {layout: pd.concat(parts, ignore_index=True).drop_duplicates() for layout, parts in held.items()}
+    return [np.concatenate(parts) for parts in hashes], frames
+
+
+def read_block(table, vocab: Vocabulary, wanted: dict) -> tuple[list[np.ndarray], dict]:
+    """Some train rows' text hashes, and per layout (width, symmetric) the (row, shingle id) of their
+    shingles that the vocabulary holds: all of them where ``wanted[layout]`` is None, else only the
+    wanted ones (found from the word hashes, no word looked up unless it may be wanted)."""
+    read = [words(column) for column in table.columns]
+    if all(flags is None for flags in wanted.values()):
+        columns = [(w.text, vocab.word_ids(w.hashes)) for w in read]
+        return [w.text_hashes for w in read], {layout: vocab.shingles(columns, *layout) for layout in wanted}
+    found = {
+        (width, symmetric): vocab.held(read, width, symmetric, flags) for (width, symmetric), flags in wanted.items()
+    }
+    return [w.text_hashes for w in read], found
 
 
 def prefixes(rows: np.ndarray, shingles: np.ndarray, frequency: np.ndarray, threshold: float) -> pd.DataFrame:
@@ -296,8 +357,8 @@ def jaccard(split: Rows, train: Rows, pairs: pd.DataFrame, width: int, symmetric
     rows = np.unique(pairs.train_row.to_numpy())
     candidates, cut = train.take(rows, width), split.take(np.arange(len(split)), width)
     vocab = Vocabulary.of([cut, candidates])
-    a = pd.DataFrame(dict(zip(("split_row", "shingle"), vocab.shingles(cut, vocab.ids(cut), width, symmetric))))
-    local, shingles = vocab.shingles(candidates, vocab.ids(candidates), width, symmetric)
+    a = pd.DataFrame(dict(zip(("split_row", "shingle"), vocab.shingles(vocab.words_of(cut), width, symmetric))))
+    local, shingles = vocab.shingles(vocab.words_of(candidates), width, symmetric)
     a, b = a.drop_duplicates(), pd.DataFrame({"train_row": rows[local], "shingle": shingles}).drop_duplicates()
     shared = pairs.merge(a, on="split_row").merge(b, on=["train_row", "shingle"])
     shared = shared.groupby(["split_row", "train_row"]).size().rename("shared")
@@ -314,6 +375,7 @@ class Vocabulary:
     words: Any  # pyarrow string array of distinct words
     pairs: np.ndarray  # sorted distinct word id pairs, as ``first * len(words) + second``
     columns: int  # the most text columns of any of the rows: shingle ids are tagged with their column
+    hashes: Any = None  # pyarrow uint64 array: each word's hash (``wordhash``), for the train words' ids
 
     @classmethod
     def of(cls, rows: list[Rows]) -> Vocabulary:
@@ -321,19 +383,30 @@ class Vocabulary:
         import pyarrow.compute as pc
 
         words = pc.unique(pa.concat_arrays([w for r in rows for _, w in r.words]))
-        vocab = cls(words, np.zeros(0, dtype=np.int64), max(len(r.texts) for r in rows))
-        codes = [vocab.pair_codes(row, ids)[1] for r in rows for row, ids in zip((w[0] for w in r.words), vocab.ids(r))]
+        vocab = cls(words, np.zeros(0, dtype=np.int64), max(len(r.texts) for r in rows), pa.array(_hashes(words)))
+        codes = [vocab.pair_codes(row, ids)[1] for r in rows for row, ids in vocab.words_of(r)]
         return dataclasses.replace(vocab, pairs=np.unique(np.concatenate(codes)))
 
     @property
     def size(self) -> int:
         return (len(self.words) + len(self.pairs)) * self.columns
 
-    def ids(self, rows: Rows) -> list[np.ndarray]:
-        """Each column's word ids (-1: a word not in the vocabulary)."""
+    def words_of(self, rows: Rows) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per column of some rows: (the row of each word, its id; -1: a word not in the vocabulary)."""
         import pyarrow.compute as pc
 
-        return [pc.index_in(w, value_set=self.words).fill_null(-1).to_numpy().astype(np.int64) for _, w in rows.words]
+        return [
+            (row, pc.index_in(w, value_set=self.words).fill_null(-1).to_numpy().astype(np.int64))
+            for row, w in rows.words
+        ]
+
+    def word_ids(self, hashes: np.ndarray) -> np.ndarray:
+        """The id of the vocabulary word with each hash (``wordhash``), -1 for none: a train word with an
+        id is that word (or, at 2^-64 odds, another; the candidates it makes are checked on their texts)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        return pc.index_in(pa.array(hashes), value_set=self.hashes).fill_null(-1).to_numpy().astype(np.int64)
 
     def pair_codes(self, row: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(which neighbouring words of the same text both have ids, their pair codes)."""
@@ -341,23 +414,75 @@ class Vocabulary:
         known = same & (ids[1:] >= 0) & (ids[:-1] >= 0)
         return known, ids[:-1][known] * len(self.words) + ids[1:][known]
 
-    def shingles(self, rows: Rows, ids: list[np.ndarray], width: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(row, shingle id) of every word and word pair of the first ``width`` texts of each row that the
-        vocabulary holds (no other can be shared), column-tagged unless symmetric."""
+    def shingles(
+        self, columns: list[tuple[np.ndarray, np.ndarray]], width: int, symmetric: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(row, shingle id) of every word and word pair of the first ``width`` texts of each row (per
+        column: the row of each word and its id) that the vocabulary holds (no other can be shared),
+        column-tagged unless symmetric."""
         out_rows, out = [], []
-        for column in range(width):
-            row, word = rows.words[column][0], ids[column]
-            same = row[1:] == row[:-1]
-            known, codes = self.pair_codes(row, word)
-            pair = np.full(len(same), -1, dtype=np.int64)
-            if len(self.pairs) and len(codes):
-                at = np.minimum(np.searchsorted(self.pairs, codes), len(self.pairs) - 1)
-                pair[known] = np.where(self.pairs[at] == codes, at + len(self.words), -1)
-            shingles, where = np.concatenate([word, pair[same]]), np.concatenate([row, row[1:][same]])
-            kept = shingles >= 0
-            out.append(shingles[kept] * self.columns + (0 if symmetric else column))
-            out_rows.append(where[kept])
+        for column, (row, word) in enumerate(columns[:width]):
+            at = np.flatnonzero((row[1:] == row[:-1]) & (word[1:] >= 0) & (word[:-1] >= 0))
+            pair_rows, pairs = row[at], self.pair_index(word[at], word[at + 1])
+            known = word >= 0
+            shingles = np.concatenate([word[known], pairs[pairs >= 0] + len(self.words)])
+            out.append(shingles * self.columns + (0 if symmetric else column))
+            out_rows.append(np.concatenate([row[known], pair_rows[pairs >= 0]]))
         return np.concatenate(out_rows), np.concatenate(out)
+
+    def pair_index(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """The index in ``pairs`` of each pair of word ids (-1: not a pair of the vocabulary)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        codes = pa.array(first * len(self.words) + second)
+        return pc.index_in(codes, value_set=pa.array(self.pairs)).fill_null(-1).to_numpy().astype(np.int64)
+
+    def held(self, read: list, width: int, symmetric: bool, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, shingle id) of the ``wanted`` shingles (a flag per id) of the first ``width`` texts of
+        some rows (``wordhash.Words`` per column). Words and neighbouring pairs are first sieved by a
+        table of their hashes' top bits (no wanted one is missed; a few others pass), then looked up."""
+        out_rows, out = [], []
+        for column, w in enumerate(read[:width]):
+            tag = 0 if symmetric else column
+            base = np.flatnonzero(wanted)[np.flatnonzero(wanted) % self.columns == tag] // self.columns
+            words, pairs = base[base < len(self.words)], self.pairs[base[base >= len(self.words)] - len(self.words)]
+            hashes = self.hashes.to_numpy()
+            at = np.flatnonzero(sieve(hashes[words])(w.hashes))
+            word = self.word_ids(w.hashes[at])
+            pair_keys = pair_key(hashes[pairs // len(self.words)], hashes[pairs % len(self.words)])
+            same = np.flatnonzero(w.text[1:] == w.text[:-1])
+            same = same[sieve(pair_keys)(pair_key(w.hashes[same], w.hashes[same + 1]))]
+            first, second = self.word_ids(w.hashes[same]), self.word_ids(w.hashes[same + 1])
+            pair = np.where((first >= 0) & (second >= 0), self.pair_index(first, second), -1)
+            shingles = np.concatenate([word[word >= 0], pair[pair >= 0] + len(self.words)]) * self.columns + tag
+            rows = np.concatenate([w.text[at][word >= 0], w.text[same][pair >= 0]])
+            out.append(shingles[wanted[shingles]])
+            out_rows.append(rows[wanted[shingles]])
+        return np.concatenate(out_rows), np.concatenate(out)
+
+
+SIEVE_BITS = 22  # a table of 4M flags: a few per cent of unwanted hashes pass at 100,000 wanted ones
+
+
+def sieve(keys: np.ndarray):
+    """A test of 64-bit hashes against ``keys``: True for every key, and for few others."""
+    shift = np.uint64(64 - SIEVE_BITS)
+    table = np.zeros(1 << SIEVE_BITS, dtype=bool)
+    table[(keys * MIX) >> shift] = True
+    return lambda hashes: table[(hashes * MIX) >> shift]
+
+
+def pair_key(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """One 64-bit hash for two word hashes in order."""
+    return (first * GOLDEN) ^ second
+
+
+def _hashes(words) -> np.ndarray:
+    """The hash of each of some distinct normalised words (one word a text)."""
+    from pipeline.stages.wordhash import words as read
+
+    return read(words, normalised=True).hashes
 
 
 def _words(texts) -> tuple[np.ndarray, Any]:

@@ -57,7 +57,16 @@ def run(split_rows, scored=True, mode=Mode.WARN, train=TRAIN):
     return leakage.audit({"train": pairs(train, False)}, {"test": pairs(split_rows, scored)}, Settings(mode, DEFAULT))
 
 
-def test_planted_exact_and_near_rows_are_found_and_nothing_else():
+@pytest.fixture(params=["one pass", "blocks"])
+def reading(request, monkeypatch):
+    """The train rows read in one pass (a set within SAMPLE rows), or sampled then read in blocks of 7
+    rows and sieved by hash (what a train set of over SAMPLE rows takes)."""
+    if request.param == "blocks":
+        monkeypatch.setattr(leakage, "SAMPLE", 10)
+        monkeypatch.setattr(leakage, "BLOCK", 7)
+
+
+def test_planted_exact_and_near_rows_are_found_and_nothing_else(reading):
     found, train = run(EXACT + NEAR + OTHER)
     assert found.counts == {"test": {"rows_exact": 3, "rows_near": 2, "texts": 5}}
     matches = found.matches["test"]
@@ -78,7 +87,7 @@ def test_pairs_without_a_score_match_in_their_own_order_only():
     assert found.counts["test"]["rows_near"] == 0 and found.counts["test"]["texts"] == 4
 
 
-def test_the_threshold_decides_near():
+def test_the_threshold_decides_near(reading):
     split = pairs(NEAR, scored=True)
     strict = leakage.audit({"train": pairs(TRAIN, False)}, {"test": split}, Settings(Mode.WARN, 0.9))[0]
     assert strict.counts["test"]["rows_near"] == 0
@@ -127,3 +136,47 @@ def test_stsb_as_shipped():
         "test": {"rows_exact": 12, "rows_near": 91, "texts": 249},
     }
     assert data.leakage.dropped == 257 and len(data.train_dataset) == 5749 - 257
+
+
+@pytest.mark.parametrize(
+    "columns", [["anchor", "positive"], ["anchor", "positive", "negative"], ["sentence1", "sentence2", "score"]]
+)
+def test_a_smoke_sample_takes_other_rows_for_dev_and_test(columns):
+    from pipeline.stages.smoke import smoke_split
+
+    evaluated = {name: smoke_split(columns, name) for name in ("dev", "test")}
+    found, _ = leakage.audit({"train": smoke_split(columns, "train")}, evaluated, Settings(Mode.WARN, DEFAULT))
+    assert found.counts == {name: {"rows_exact": 0, "rows_near": 0, "texts": 0} for name in evaluated}
+
+
+def test_words_read_from_bytes_are_the_normalised_words():
+    """The byte reading (``wordhash.words``) against Arrow's normalisation then a split, on texts of
+    ASCII punctuation, control characters, Unicode letters and compatibility forms."""
+    import random
+
+    import numpy as np
+    import pyarrow as pa
+
+    from pipeline.stages import wordhash
+
+    pieces = list("abcXYZ019 .,;:!?'\"()[]-_/@#$%^&*+=<>|~`{}\\\t\n\r\f\v\x00\x1c") + [
+        "é",
+        "Ｗ",
+        "ß",
+        "İ",
+        "\u00a0",
+        "ﬁ",
+    ]
+    draw = random.Random(0)
+    texts = ["".join(draw.choice(pieces) for _ in range(draw.randint(0, 30))) for _ in range(3000)] + [
+        "",
+        "A man, playing!",
+    ]
+    read, normalised = wordhash.words(pa.array(texts)), wordhash.normalise(pa.array(texts)).to_pylist()
+    expected = [text.split(" ") if text else [] for text in normalised]
+    flat = wordhash.words(pa.array([word for text in expected for word in text]), normalised=True)
+    order = np.argsort(read.text, kind="stable")
+    assert read.text[order].tolist() == [i for i, text in enumerate(expected) for _ in text]
+    assert (read.hashes[order] == flat.hashes).all()
+    again = wordhash.words(pa.array(normalised), normalised=True).text_hashes
+    assert (read.text_hashes == again).all()  # the same hash for the same text, read either way
