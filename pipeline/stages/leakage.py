@@ -104,8 +104,9 @@ def audit(
 ) -> tuple[Audit, dict[str, Split]] | None:
     """Compare each evaluation split with the train set(s); with ``drop``, the train sets without the
     leaking rows (each such set with a new fingerprint). ``fail`` raises when a row leaks. None when off."""
-    if settings.mode is Mode.OFF or not train or not splits:
-        return None
+    splits = {name: split for name, split in splits.items() if len(split.dataset) and _has_texts(split.dataset)}
+    if settings.mode is Mode.OFF or not train or not splits:  # an empty split (the trainer's eval_loss
+        return None  # without rows to score, say) has nothing to leak
     evaluated = {name: Rows.of(split.dataset, scored_pairs=True) for name, split in splits.items()}
     vocab = Vocabulary.of(list(evaluated.values()))  # every split's words: the train rows are read once
     found: dict[str, list[pd.DataFrame]] = {name: [] for name in splits}
@@ -159,6 +160,10 @@ class Rows:
         """The texts of some rows (the matches: few), joined with `` || ``."""
         columns = [column.take(rows).to_pylist() for column in self.texts]
         return [" || ".join(texts) for texts in zip(*columns)] if len(rows) else []
+
+
+def _has_texts(ds) -> bool:
+    return any(c not in LABEL_COLUMNS for c in ds.column_names)
 
 
 def text_table(ds):
