@@ -60,6 +60,11 @@ def check_profile(hardware: DictConfig) -> None:
             f"hardware.num_machines={machines} needs hardware.main_process_ip: set it to machine 0's "
             "address on every machine (and hardware.machine_rank to each machine's index)."
         )
+    if not isinstance(hardware.get("cast_weights_once"), bool):
+        raise PipelineError(
+            f"hardware.cast_weights_once={hardware.get('cast_weights_once')!r}: true (one reduced-precision copy of "
+            "the weights per training step) or false (one per forward, as the trainer does)."
+        )
     for key in ("timeout_s", "join_timeout_s"):
         value = hardware[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -194,6 +199,26 @@ def autocast(precision: Precision, device: str = "cpu"):
     if precision.effective == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device, dtype=torch.bfloat16 if precision.bf16 else torch.float16)
+
+
+def loss_region(hardware: DictConfig, precision: Precision):
+    """A context around each training step's loss (its forwards) that keeps autocast's cast weights for the
+    whole step, or None (``hardware.cast_weights_once`` off, or fp32).
+
+    The trainer autocasts each forward separately (Accelerate wraps ``model.forward``), and autocast drops
+    its cache of cast weights when its outermost region ends: a loss that encodes its text columns one
+    forward each (MNRL: anchor, then positive) casts every weight to bf16 once per column. An autocast
+    region entered *disabled* around the loss nests those forwards without turning autocast on for the
+    loss itself (its similarities stay fp32), so the weights are cast once and the cast reused by every
+    column; it ends before the optimizer step changes them. Forward values are identical; the columns'
+    weight gradients are then summed in bf16 before reaching the fp32 weights (one rounding more).
+    """
+    if precision.effective == "fp32" or not hardware.cast_weights_once:
+        return None
+    import torch
+
+    device_type = "cuda" if hardware.accelerator == "cuda" else "cpu"
+    return lambda: torch.autocast(device_type, enabled=False)
 
 
 def process_started() -> float:
