@@ -9,8 +9,10 @@ global train batch (``world_size``, ``batch.per_device``, ``batch.global``). Met
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +66,11 @@ def check_profile(hardware: DictConfig) -> None:
         raise PipelineError(
             f"hardware.cast_weights_once={hardware.get('cast_weights_once')!r}: true (one reduced-precision copy of "
             "the weights per training step) or false (one per forward, as the trainer does)."
+        )
+    if hardware.get("training_attention") not in TRAINING_ATTENTION:
+        raise PipelineError(
+            f"hardware.training_attention={hardware.get('training_attention')!r}: eager (BERT-style models train "
+            "with eager attention on a CPU) or null (the model's own attention)."
         )
     for key in ("timeout_s", "join_timeout_s"):
         value = hardware[key]
@@ -219,6 +226,38 @@ def loss_region(hardware: DictConfig, precision: Precision):
 
     device_type = "cuda" if hardware.accelerator == "cuda" else "cpu"
     return lambda: torch.autocast(device_type, enabled=False)
+
+
+TRAINING_ATTENTION = ("eager", None)
+
+
+@contextlib.contextmanager
+def training_attention(model, hardware: DictConfig) -> Iterator[None]:
+    """While training on a CPU with ``hardware.training_attention=eager``: a model that attends through
+    torch's ``scaled_dot_product_attention`` with dropout on the attention probabilities runs its eager
+    attention instead, and returns to ``sdpa`` after (evaluation keeps the fused kernel).
+
+    With dropout, torch's CPU ``scaled_dot_product_attention`` leaves its fused kernel for the math path,
+    which casts bf16 inputs to fp32 and runs unfused; the eager path runs the same operations (scores,
+    softmax, dropout, weighted sum) with the two products in bf16 under autocast and the softmax in fp32.
+    Results change within bf16 rounding and the dropout draws (BENCHMARKS.md, issue 31).
+    """
+    auto_model = getattr(model[0], "auto_model", None) if len(model) else None
+    config = getattr(auto_model, "config", None)
+    if (
+        hardware.get("training_attention") != "eager"
+        or hardware.accelerator != "cpu"
+        or getattr(config, "_attn_implementation", None) != "sdpa"
+        or not getattr(config, "attention_probs_dropout_prob", 0)
+    ):
+        yield
+        return
+    auto_model.set_attn_implementation("eager")
+    log.info("Attention: eager while training (sdpa with dropout runs unfused in fp32 on this CPU)")
+    try:
+        yield
+    finally:
+        auto_model.set_attn_implementation("sdpa")
 
 
 def process_started() -> float:

@@ -77,6 +77,7 @@ NOT_KEYED: dict[str, str] = {
     **dict.fromkeys(("hardware.main_process_ip", "hardware.main_process_port", "hardware.backend"), _TOPOLOGY),
     **dict.fromkeys(("hardware.timeout_s", "hardware.join_timeout_s"), _TOPOLOGY),
     "hardware.cast_weights_once": _TRAINING,
+    "hardware.training_attention": _TRAINING,
     **{
         f"training.{name}": _TRAINING
         for name in [

@@ -96,7 +96,7 @@ SCHEMA: dict[str, Any] = {
     "evaluator": EVALUATOR,
     "evaluators": Each(EVALUATOR),
     "hardware": closed(
-        "accelerator num_processes precision num_threads packing packing_row_length eval_batch_size tf32 cast_weights_once "
+        "accelerator num_processes precision num_threads packing packing_row_length eval_batch_size tf32 cast_weights_once training_attention "
         "num_machines machine_rank backend timeout_s join_timeout_s main_process_ip main_process_port"
     ),
     "training": Fields("sentence_transformers.SentenceTransformerTrainingArguments"),  # names unchanged

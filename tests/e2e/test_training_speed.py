@@ -1,6 +1,7 @@
-"""One bf16 copy of the weights per training step (``hardware.cast_weights_once``): the real trainer on
-the tiny BERT with MNRL (one forward per text column), counted with a dispatch mode, against the
-trainer's own casting: half the weight casts, the same first loss, the same update within bf16."""
+"""The training step's speed settings on the tiny BERT. ``hardware.cast_weights_once``: the real trainer
+with MNRL (one forward per text column), counted with a dispatch mode, against the trainer's own
+casting: half the weight casts, the same update within bf16. ``hardware.training_attention``: eager
+attention while training gives the packed loss and gradients of sdpa within bf16, and sdpa returns."""
 
 from __future__ import annotations
 
@@ -72,10 +73,45 @@ def test_one_weight_cast_per_step_same_update_within_bf16(tmp_path):
     assert abs(once.training_loss - plain.training_loss) < 0.02 * abs(plain.training_loss)
 
 
-def test_cast_weights_once_is_off_in_fp32_and_must_be_a_switch():
+def test_cast_weights_once_is_off_in_fp32_and_the_new_keys_are_checked():
     fp32 = hardware.Precision("fp32", "fp32", fp16=False, bf16=False)
     on = OmegaConf.create({"accelerator": "cpu", "cast_weights_once": True})
     assert hardware.loss_region(on, fp32) is None and hardware.loss_region(on, BF16) is not None
     profile = compose_config(["hardware.cast_weights_once=sometimes"]).hardware
     with pytest.raises(PipelineError, match="hardware.cast_weights_once='sometimes'"):
         hardware.check_profile(profile)
+    profile = compose_config(["hardware.training_attention=flash"]).hardware
+    with pytest.raises(PipelineError, match="hardware.training_attention='flash': eager"):
+        hardware.check_profile(profile)
+
+
+def _loss_and_grads(model, sentences: list[str]):
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    model.zero_grad()
+    columns = [model.preprocess(sentences[0::2]), model.preprocess(sentences[1::2])]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = MultipleNegativesRankingLoss(model)(columns, None)
+    loss.backward()
+    return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def test_eager_training_attention_matches_sdpa_packed_and_returns_to_it():
+    from pipeline.runtime import packing
+
+    model = load_model(compose_config(["model=tiny"]).model, seed=42)
+    model.eval()  # dropout off: both attentions compute the same function
+    packer = packing.enable(model, OmegaConf.create({"packing": "true", "packing_row_length": 32}))
+    sentences = [s for s in PROBE_SENTENCES for _ in range(2)] + list(PROBE_SENTENCES[:2])
+    sdpa_loss, sdpa_grads = _loss_and_grads(model, sentences)
+    profile = compose_config([]).hardware
+    assert profile.training_attention == "eager"
+    with hardware.training_attention(model, profile):
+        assert model[0].auto_model.config._attn_implementation == "eager" and packer.eager
+        eager_loss, eager_grads = _loss_and_grads(model, sentences)
+    assert model[0].auto_model.config._attn_implementation == "sdpa" and not packer.eager
+    assert packer.stats.packed_calls >= 4 and math.isfinite(float(eager_loss))
+    torch.testing.assert_close(eager_loss, sdpa_loss, atol=2e-2, rtol=2e-2)
+    assert torch.nn.functional.cosine_similarity(eager_grads, sdpa_grads, dim=0) > 0.99
+    with hardware.training_attention(model, OmegaConf.merge(profile, {"training_attention": None})):
+        assert model[0].auto_model.config._attn_implementation == "sdpa"
