@@ -6,7 +6,8 @@ text column), the loss outside it. Variants, each the default ``hardware`` profi
 changed (``default`` is the profile as it ships):
 
 - ``cast_per_forward``: ``hardware.cast_weights_once=false`` (the weights cast to bf16 per forward);
-- ``sdpa_attention``: ``hardware.training_attention=null`` (torch's sdpa, with dropout: fp32 math path).
+- ``eager_attention``: ``hardware.training_attention=eager`` (against torch's sdpa, which with dropout
+  takes its fp32 math path on the CPU).
 
 Every round runs each batch once per variant, in a rotating order, so that load from other processes
 hits all alike; reported: median step milliseconds per variant and each variant over ``default``.
@@ -34,7 +35,7 @@ from benchmarks.bench_floor import setup, uptime  # noqa: E402
 VARIANTS = {
     "default": {},
     "cast_per_forward": {"cast_weights_once": False},
-    "sdpa_attention": {"training_attention": None},
+    "eager_attention": {"training_attention": "eager"},
 }
 
 

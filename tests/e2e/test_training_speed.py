@@ -104,8 +104,7 @@ def test_eager_training_attention_matches_sdpa_packed_and_returns_to_it():
     packer = packing.enable(model, OmegaConf.create({"packing": "true", "packing_row_length": 32}))
     sentences = [s for s in PROBE_SENTENCES for _ in range(2)] + list(PROBE_SENTENCES[:2])
     sdpa_loss, sdpa_grads = _loss_and_grads(model, sentences)
-    profile = compose_config([]).hardware
-    assert profile.training_attention == "eager"
+    profile = compose_config(["hardware.training_attention=eager"]).hardware
     with hardware.training_attention(model, profile):
         assert model[0].auto_model.config._attn_implementation == "eager" and packer.eager
         eager_loss, eager_grads = _loss_and_grads(model, sentences)
