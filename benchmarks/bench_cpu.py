@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 CONTENDERS = ("plain_fp32", "plain_bf16", "pipeline_equal", "pipeline_cpu", "pipeline_cpu_ddp", "pipeline_variant")
 DEFAULT = ("plain_fp32", "plain_bf16", "pipeline_equal", "pipeline_cpu")
 VARIANT: list[str] = []  # --variant: pipeline_variant's overrides
+OVERRIDES: list[str] = []  # --overrides: every pipeline contender's
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
@@ -68,7 +69,7 @@ def pipeline_command(name: str, data: str, store: Path, max_steps: int | None) -
         command.append("hardware=cpu_ddp")
     if max_steps:
         command.append(f"training.max_steps={max_steps}")
-    return command + list(VARIANT if name == "pipeline_variant" else ())
+    return command + OVERRIDES + list(VARIANT if name == "pipeline_variant" else ())
 
 
 def run_contender(
@@ -334,10 +335,17 @@ def main() -> None:
         "--variant", nargs="+", default=[], help="overrides of a pipeline_variant contender (pipeline_cpu with them)"
     )
     parser.add_argument(
+        "--overrides",
+        nargs="+",
+        default=[],
+        help="overrides for every pipeline contender (e.g. hardware.num_threads=1)",
+    )
+    parser.add_argument(
         "--out", default=str(REPO / "benchmarks" / "results"), help="folder for the raw .json and the .md"
     )
     args = parser.parse_args()
     VARIANT[:] = args.variant
+    OVERRIDES[:] = args.overrides
     if args.variant and "pipeline_variant" not in args.only:
         args.only.append("pipeline_variant")
     data = str((REPO / args.data).resolve()) if not Path(args.data).is_absolute() else args.data
