@@ -249,6 +249,7 @@ def training_attention(model, hardware: DictConfig) -> Iterator[None]:
         or hardware.accelerator != "cpu"
         or getattr(config, "_attn_implementation", None) != "sdpa"
         or not getattr(config, "attention_probs_dropout_prob", 0)
+        or not hasattr(auto_model, "set_attn_implementation")
     ):
         yield
         return
