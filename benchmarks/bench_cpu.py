@@ -392,6 +392,10 @@ def main() -> None:
 def write_results(report: dict, out: Path, stem: str, markdown) -> None:
     """The raw results as ``out/STEM.json``, the tables as ``out/STEM.md``, and the tables printed."""
     out.mkdir(parents=True, exist_ok=True)
+    base, count = stem, 1
+    while (out / f"{stem}.json").exists():  # two benchmarks finishing in the same minute keep both files
+        count += 1
+        stem = f"{base}-{count}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     (out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
