@@ -11,7 +11,9 @@ over rounds, and the ratios round by round):
 - ``pipeline_equal``: ``python -m pipeline`` at the plain script's settings (fp32, packing off,
   evaluator batch 16): the pipeline's own overhead;
 - ``pipeline_cpu``: ``python -m pipeline`` with the default ``hardware=cpu`` profile;
-- ``pipeline_cpu_ddp`` (only with ``--only``): ``hardware=cpu_ddp``, 2 gloo ranks, global batch 64.
+- ``pipeline_cpu_ddp`` (only with ``--only``): ``hardware=cpu_ddp``, 2 gloo ranks, global batch 64;
+- ``pipeline_variant`` (with ``--variant OVERRIDE ...``): ``pipeline_cpu`` with those overrides, an A/B
+  of one setting (e.g. ``--variant hardware.cast_weights_once=false``), interleaved with the others.
 
 Each is timed end to end as a subprocess (wall seconds, from start to exit). Also reported: time
 to the first training step, training samples/s, model FLOPs utilisation (dense-layer FLOPs of the
@@ -40,8 +42,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CONTENDERS = ("plain_fp32", "plain_bf16", "pipeline_equal", "pipeline_cpu", "pipeline_cpu_ddp")
+CONTENDERS = ("plain_fp32", "plain_bf16", "pipeline_equal", "pipeline_cpu", "pipeline_cpu_ddp", "pipeline_variant")
 DEFAULT = ("plain_fp32", "plain_bf16", "pipeline_equal", "pipeline_cpu")
+VARIANT: list[str] = []  # --variant: pipeline_variant's overrides
+OVERRIDES: list[str] = []  # --overrides: every pipeline contender's
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
@@ -65,7 +69,7 @@ def pipeline_command(name: str, data: str, store: Path, max_steps: int | None) -
         command.append("hardware=cpu_ddp")
     if max_steps:
         command.append(f"training.max_steps={max_steps}")
-    return command
+    return command + OVERRIDES + list(VARIANT if name == "pipeline_variant" else ())
 
 
 def run_contender(
@@ -255,6 +259,9 @@ SUMMARY_LINES = (
     ("startup_minus_plain", "start-up to the first step, pipeline default - that plain contender, s (target <= 0.5)"),
     ("plain_fp32_over_pipeline", "plain fp32 / pipeline default, wall"),
     ("cpu_ddp_over_cpu_train_throughput", "cpu_ddp / cpu training samples/s"),
+    ("variant_over_pipeline", "pipeline_variant (--variant) / pipeline default, wall"),
+    ("variant_over_pipeline_train", "the same, training alone"),
+    ("variant_minus_spearman", "pipeline_variant - pipeline default, Spearman (parity: |d| <= 0.003)"),
 )
 
 
@@ -301,6 +308,13 @@ def summary(report: dict) -> dict:
             ]
         if "plain_fp32" in m:
             ratio("plain_fp32_over_pipeline", "plain_fp32", "pipeline_cpu")
+    if {"pipeline_cpu", "pipeline_variant"} <= m.keys():
+        ratio("variant_over_pipeline", "pipeline_variant", "pipeline_cpu")
+        ratio("variant_over_pipeline_train", "pipeline_variant", "pipeline_cpu", "train_s")
+        out["variant_over_pipeline_train_per_round"] = [
+            a["train_s"] / b["train_s"] for a, b in zip(runs["pipeline_variant"], runs["pipeline_cpu"])
+        ]
+        out["variant_minus_spearman"] = m["pipeline_variant"]["spearman"] - m["pipeline_cpu"]["spearman"]
     if {"pipeline_cpu", "pipeline_cpu_ddp"} <= m.keys():
         out["cpu_ddp_over_cpu_train_throughput"] = (
             m["pipeline_cpu_ddp"]["train_samples_per_s"] / m["pipeline_cpu"]["train_samples_per_s"]
@@ -318,9 +332,22 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled order")
     parser.add_argument(
+        "--variant", nargs="+", default=[], help="overrides of a pipeline_variant contender (pipeline_cpu with them)"
+    )
+    parser.add_argument(
+        "--overrides",
+        nargs="+",
+        default=[],
+        help="overrides for every pipeline contender (e.g. hardware.num_threads=1)",
+    )
+    parser.add_argument(
         "--out", default=str(REPO / "benchmarks" / "results"), help="folder for the raw .json and the .md"
     )
     args = parser.parse_args()
+    VARIANT[:] = args.variant
+    OVERRIDES[:] = args.overrides
+    if args.variant and "pipeline_variant" not in args.only:
+        args.only.append("pipeline_variant")
     data = str((REPO / args.data).resolve()) if not Path(args.data).is_absolute() else args.data
     if not Path(data, "train.csv").is_file():
         raise SystemExit(
@@ -365,6 +392,10 @@ def main() -> None:
 def write_results(report: dict, out: Path, stem: str, markdown) -> None:
     """The raw results as ``out/STEM.json``, the tables as ``out/STEM.md``, and the tables printed."""
     out.mkdir(parents=True, exist_ok=True)
+    base, count = stem, 1
+    while (out / f"{stem}.json").exists():  # two benchmarks finishing in the same minute keep both files
+        count += 1
+        stem = f"{base}-{count}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     (out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))

@@ -361,9 +361,10 @@ def train_stage(plan: Plan, built: Built, resume: Resume | None) -> None:
         from transformers import EarlyStoppingCallback
 
         hooks.append(EarlyStoppingCallback(spec.early_stopping.patience, spec.early_stopping.threshold))
-    with checkpoint.training():
+    with checkpoint.training(), hardware.training_attention(built.model, spec.hardware):
         result = train(built.model, built.loss, plan.data.train_dataset, plan.args, dev_evaluator=dev, callbacks=hooks,
-                       eval_dataset=plan.data.eval_loss_dataset, resume_from_checkpoint=resume.checkpoint if resume else None)  # fmt: skip
+                       eval_dataset=plan.data.eval_loss_dataset, resume_from_checkpoint=resume.checkpoint if resume else None,
+                       loss_region=hardware.loss_region(spec.hardware, plan.precision))  # fmt: skip
     guard.raise_if_tripped(watch)
     checkpoint.raise_if_stopped(checkpoints)
     log.info("Trained %d steps in %.1f s (final loss %.4f)", result.global_step, result.runtime_s, result.training_loss)

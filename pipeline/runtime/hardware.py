@@ -9,8 +9,10 @@ global train batch (``world_size``, ``batch.per_device``, ``batch.global``). Met
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,6 +159,56 @@ def autocast(precision: Precision, device: str = "cpu"):
     if precision.effective == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device, dtype=torch.bfloat16 if precision.bf16 else torch.float16)
+
+
+def loss_region(hardware: DictConfig, precision: Precision):
+    """A context around each training step's loss (its forwards) that keeps autocast's cast weights for the
+    whole step, or None (``hardware.cast_weights_once`` off, or fp32).
+
+    The trainer autocasts each forward separately (Accelerate wraps ``model.forward``), and autocast drops
+    its cache of cast weights when its outermost region ends: a loss that encodes its text columns one
+    forward each (MNRL: anchor, then positive) casts every weight to bf16 once per column. An autocast
+    region entered *disabled* around the loss nests those forwards without turning autocast on for the
+    loss itself (its similarities stay fp32), so the weights are cast once and the cast reused by every
+    column; it ends before the optimizer step changes them. Forward values are identical; the columns'
+    weight gradients are then summed in bf16 before reaching the fp32 weights (one rounding more).
+    """
+    if precision.effective == "fp32" or not hardware.cast_weights_once:
+        return None
+    import torch
+
+    device_type = "cuda" if hardware.accelerator == "cuda" else "cpu"
+    return lambda: torch.autocast(device_type, enabled=False)
+
+
+@contextlib.contextmanager
+def training_attention(model, hardware: DictConfig) -> Iterator[None]:
+    """While training on a CPU with ``hardware.training_attention=eager``: a model that attends through
+    torch's ``scaled_dot_product_attention`` with dropout on the attention probabilities runs its eager
+    attention instead, and returns to ``sdpa`` after (evaluation keeps the fused kernel).
+
+    With dropout, torch's CPU ``scaled_dot_product_attention`` leaves its fused kernel for the math path,
+    which casts bf16 inputs to fp32 and runs unfused; the eager path runs the same operations (scores,
+    softmax, dropout, weighted sum) with the two products in bf16 under autocast and the softmax in fp32.
+    Results change within bf16 rounding and the dropout draws (BENCHMARKS.md, issue 31).
+    """
+    auto_model = getattr(model[0], "auto_model", None) if len(model) else None
+    config = getattr(auto_model, "config", None)
+    if (
+        hardware.get("training_attention") != "eager"
+        or hardware.accelerator != "cpu"
+        or getattr(config, "_attn_implementation", None) != "sdpa"
+        or not getattr(config, "attention_probs_dropout_prob", 0)
+        or not hasattr(auto_model, "set_attn_implementation")
+    ):
+        yield
+        return
+    auto_model.set_attn_implementation("eager")
+    log.info("Attention: eager while training (sdpa with dropout runs unfused in fp32 on this CPU)")
+    try:
+        yield
+    finally:
+        auto_model.set_attn_implementation("sdpa")
 
 
 def process_started() -> float:

@@ -125,10 +125,14 @@ class Packer:
         self.transformer = transformer
         self.row_length = int(row_length)
         self.position_offset = int(position_offset)
-        self.eager = getattr(transformer.auto_model.config, "_attn_implementation", "sdpa") == "eager"
         self.stats = PackingStats()
         self._pending: tuple[dict[str, Any], Any] | None = None  # the call in flight (not re-entrant)
         self._handles: list[Any] = []
+
+    @property
+    def eager(self) -> bool:
+        """The model attends eagerly now (an additive float mask), read per call: training may switch it."""
+        return getattr(self.transformer.auto_model.config, "_attn_implementation", "sdpa") == "eager"
 
     # -- attach / detach ------------------------------------------------------------------------
 

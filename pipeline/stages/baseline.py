@@ -76,6 +76,8 @@ NOT_KEYED: dict[str, str] = {
     **dict.fromkeys(("hardware.num_processes", "hardware.num_machines", "hardware.machine_rank"), _TOPOLOGY),
     **dict.fromkeys(("hardware.main_process_ip", "hardware.main_process_port", "hardware.backend"), _TOPOLOGY),
     **dict.fromkeys(("hardware.timeout_s", "hardware.join_timeout_s"), _TOPOLOGY),
+    "hardware.cast_weights_once": _TRAINING,
+    "hardware.training_attention": _TRAINING,
     **{
         f"training.{name}": _TRAINING
         for name in [

@@ -95,6 +95,10 @@ class Backend(enum.Enum):  # torch.distributed's backends the trainer's ddp_back
     hccl = "hccl"
 
 
+class TrainingAttention(enum.Enum):  # the attention implementation BERT-style models train with on a CPU
+    eager = "eager"
+
+
 class Negatives(enum.Enum):
     in_batch = "in_batch"
     labelled = "labelled"
@@ -291,6 +295,14 @@ class Hardware:
     backend: Backend | None = setting("collectives between ranks (null: gloo on CPU, nccl on CUDA)")
     timeout_s: float = setting("seconds a collective may wait for a silent rank", above=0, unit="seconds")
     join_timeout_s: float = setting("seconds machines wait for each other to join", above=0, unit="seconds")
+    cast_weights_once: bool = setting(
+        "bf16 training: true = one bf16 copy of the weights per step, shared by the loss's forwards; false = one "
+        "per forward (the trainer's own)"
+    )
+    training_attention: TrainingAttention | None = setting(
+        "eager: BERT-style models train with eager attention on a CPU (torch's sdpa with attention dropout runs "
+        "unfused in fp32 there; evaluation keeps sdpa); null: the model's own"
+    )
 
     @staticmethod
     def rules(hardware: DictConfig, path: str) -> None:

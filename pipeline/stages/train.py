@@ -45,6 +45,7 @@ def train(
     callbacks=(),
     eval_dataset=None,
     resume_from_checkpoint: str | None = None,
+    loss_region=None,
 ) -> TrainResult:
     """Train ``model`` in place with ``loss`` on ``train_dataset`` under ``args``.
 
@@ -52,7 +53,8 @@ def train(
     come from one set at a time, by ``args.multi_dataset_batch_sampler``). ``dev_evaluator`` runs
     every ``args.eval_steps``; ``eval_dataset`` (same layout as the train data) adds ``eval_loss``.
     ``resume_from_checkpoint`` continues from a ``checkpoint-N`` folder: weights, optimizer, scheduler,
-    RNG states and the position in the data are restored by the trainer.
+    RNG states and the position in the data are restored by the trainer. ``loss_region`` (a context
+    factory, :func:`pipeline.runtime.hardware.loss_region`) wraps every loss computation.
     """
     from sentence_transformers import SentenceTransformerTrainer
 
@@ -65,6 +67,8 @@ def train(
         evaluator=dev_evaluator,
         callbacks=list(callbacks),
     )
+    if loss_region is not None:  # the trainer enters what this returns around each compute_loss
+        trainer.autocast_smart_context_manager = lambda cache_enabled=True: loss_region()
     if args.disable_tqdm:  # not a terminal: one plain line per logging step, not a dict of floats
         from transformers.trainer_callback import PrinterCallback
 

@@ -1,0 +1,163 @@
+"""One default training step with and without each of the step's speed settings, interleaved step by step.
+
+The step of ``bench_floor`` (all-MiniLM-L6-v2, MNRL, batch 32 STSb pairs, packed rows, fused AdamW,
+gradient clipping) as the trainer runs it: Accelerate's bf16 autocast around each forward (one per
+text column), the loss outside it. Variants, each the default ``hardware`` profile with one setting
+changed (``default`` is the profile as it ships):
+
+- ``cast_per_forward``: ``hardware.cast_weights_once=false`` (the weights cast to bf16 per forward);
+- ``sdpa_attention``: ``hardware.training_attention=null`` (torch's sdpa, which with dropout takes its
+  fp32 math path on the CPU).
+
+Every round runs each batch once per variant, in a rotating order, so that load from other processes
+hits all alike; reported: median step milliseconds per variant and each variant over ``default``.
+Wall-clock timing only: results (Spearman) need the full runs of ``bench_cpu --variant``.
+Writes ``benchmarks/results/bench_step-<date>-<cpu kind>.json`` and ``.md``.
+
+    .venv/bin/python benchmarks/bench_step.py --data ../shared/data/stsb --rounds 5
+    .venv/bin/python benchmarks/bench_step.py --data ../shared/data/stsb --threads 1   # on a loaded machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_cpu import loadavg, machine, write_results  # noqa: E402
+from benchmarks.bench_floor import setup, uptime  # noqa: E402
+
+VARIANTS = {
+    "default": {},
+    "cast_per_forward": {"cast_weights_once": False},
+    "sdpa_attention": {"training_attention": None},
+}
+
+
+def trainer_like(s) -> None:
+    """Accelerate's bf16 wrapping of ``model.forward``, as the trainer prepares the model."""
+    from accelerate import Accelerator
+
+    Accelerator(mixed_precision="bf16" if s.precision == "bf16" else "no", cpu=True).prepare_model(s.model)
+
+
+def step(s, batch, profile, precision) -> tuple[float, float]:
+    """One step under ``profile``'s loss region and training attention: wall and CPU seconds (the step
+    alone; CPU time is this process's, all threads, so that with ``--threads 1`` it is the step's own
+    work, whatever other processes take from the machine)."""
+    import torch
+
+    from pipeline.runtime import hardware
+
+    region = hardware.loss_region(profile, precision) or contextlib.nullcontext
+    with hardware.training_attention(s.model, profile):
+        started, cpu = time.perf_counter(), time.process_time()
+        with region():
+            loss = s.loss([dict(f) for f in batch], None)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(s.model.parameters(), 1.0)
+        s.optimizer.step()
+        s.optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - started, time.process_time() - cpu
+
+
+def run(args, data: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    from pipeline.runtime.hardware import Precision
+
+    report = {
+        "command": " ".join(["benchmarks/bench_step.py", *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "uptime_before": uptime(),
+        "load_before": loadavg(),
+        "rounds": args.rounds,
+    }
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    s = setup(data, args.quick, args.batches)
+    trainer_like(s)
+    bf16 = s.precision == "bf16"
+    precision = Precision(s.precision, s.precision, fp16=False, bf16=bf16)
+    base = OmegaConf.merge(
+        OmegaConf.load(REPO / "conf" / "config.yaml").hardware, OmegaConf.load(REPO / "conf" / "hardware" / "cpu.yaml")
+    )
+    profiles = {name: OmegaConf.merge(base, change) for name, change in VARIANTS.items()}
+    for name in profiles:  # warm-up: oneDNN primitives, the optimizer's state, each attention path
+        step(s, s.batches[0], profiles[name], precision)
+    times: dict[str, list[float]] = {name: [] for name in profiles}
+    cpu: dict[str, list[float]] = {name: [] for name in profiles}
+    names = list(profiles)
+    for round_index in range(args.rounds):
+        for index, batch in enumerate(s.batches):
+            shift = (round_index + index) % len(names)
+            for name in names[shift:] + names[:shift]:
+                wall, used = step(s, batch, profiles[name], precision)
+                times[name].append(wall)
+                cpu[name].append(used)
+    medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    cpu_medians = {name: statistics.median(t) * 1e3 for name, t in cpu.items()}
+    report.update(
+        precision=s.precision,
+        config={**s.config, **{k: str(base[k]) for k in ("cast_weights_once", "training_attention")}},
+        step_s=times,
+        threads=torch.get_num_threads(),
+        step_ms=medians,
+        over_default={name: medians[name] / medians["default"] for name in names},
+        step_cpu_s=cpu,
+        step_cpu_ms=cpu_medians,
+        cpu_over_default={name: cpu_medians[name] / cpu_medians["default"] for name in names},
+        load_after=loadavg(),
+        uptime_after=uptime(),
+    )
+    return report
+
+
+def markdown(report: dict) -> str:
+    machine_ = report["machine"]
+    lines = [
+        f"Command: `{report['command']}`  ",
+        f"Machine: {machine_['cpu']}, flags {' '.join(machine_['flags'])}, torch {machine_['torch']}; "
+        f"{report['precision']}  ",
+        f"Load before: {report['load_before']} ({report['uptime_before']}), after: {report['load_after']} "
+        f"({report['uptime_after']}); rounds: {report['rounds']}; torch threads: {report.get('threads')}",
+        "",
+        "| variant | step wall ms (median) | / default | step CPU ms (median) | / default |",
+        "|---|---|---|---|---|",
+    ]
+    for name, ms in report["step_ms"].items():
+        cpu_ms, cpu_ratio = report["step_cpu_ms"][name], report["cpu_over_default"][name]
+        lines.append(f"| {name} | {ms:.1f} | {report['over_default'][name]:.3f} | {cpu_ms:.1f} | {cpu_ratio:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/stsb", help="STS Benchmark folder (train.csv)")
+    parser.add_argument("--batches", type=int, default=4, help="batches of 32 pairs (seeded draw)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds over the batches, every variant each")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1: CPU time is the step's work)")
+    parser.add_argument("--quick", action="store_true", help="model=tiny, 1 batch, 1 round: a check of the benchmark")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="folder for the .json and .md")
+    args = parser.parse_args()
+    if args.quick:
+        args.batches, args.rounds = 1, 1
+    data = Path(args.data) if Path(args.data).is_absolute() else (REPO / args.data).resolve()
+    if not (data / "train.csv").is_file():
+        raise SystemExit(f"--data {args.data}: no train.csv there; point it at the STS Benchmark folder.")
+    report = run(args, data)
+    stem = f"bench_step-{time.strftime('%Y%m%d-%H%M')}-{report['machine']['kind']}" + ("-quick" if args.quick else "")
+    write_results(report, Path(args.out), stem, markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The training step's speed settings on the tiny BERT. ``hardware.cast_weights_once``: the real trainer
+with MNRL (one forward per text column), counted with a dispatch mode, against the trainer's own
+casting: half the weight casts, the same update within bf16. ``hardware.training_attention``: eager
+attention while training gives the packed loss and gradients of sdpa within bf16, and sdpa returns."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from pipeline import PipelineError
+from pipeline.runtime import hardware
+from pipeline.runtime.packing import PROBE_SENTENCES
+from pipeline.stages.build import load_model
+from pipeline.stages.settings import check_values
+from pipeline.stages.train import train
+from tests.conftest import compose_config
+
+BF16 = hardware.Precision("bf16", "bf16", fp16=False, bf16=True)
+
+
+class WeightCasts(TorchDispatchMode):
+    """Counts casts to bf16 whose source is one of ``params`` (by storage)."""
+
+    def __init__(self, params) -> None:
+        super().__init__()
+        self.pointers = {p.data_ptr() for p in params}
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._to_copy.default and kwargs.get("dtype") == torch.bfloat16:
+            self.count += args[0].data_ptr() in self.pointers
+        return func(*args, **kwargs)
+
+
+def _train(tmp_path, cast_once: bool, steps: int = 2):
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    model = load_model(compose_config(["model=tiny"]).model, seed=42)
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    words = PROBE_SENTENCES[1].split()  # 19 words
+    rows = {"anchor": [" ".join(words[i : i + 5]) for i in range(8)]}
+    rows["positive"] = [" ".join(words[i + 2 : i + 9]) for i in range(8)]
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path / f"out-{cast_once}"), max_steps=steps, per_device_train_batch_size=8,
+        learning_rate=1e-3, bf16=True, use_cpu=True, report_to="none", save_strategy="no", seed=42,
+        logging_steps=1, disable_tqdm=True,
+    )  # fmt: skip
+    profile = OmegaConf.create({"accelerator": "cpu", "cast_weights_once": cast_once})
+    counter = WeightCasts([p for p in model.parameters() if p.ndim == 2])
+    with counter:
+        result = train(model, MultipleNegativesRankingLoss(model), Dataset.from_dict(rows), args,
+                       loss_region=hardware.loss_region(profile, BF16))  # fmt: skip
+    update = torch.cat([(p.detach() - start[n]).flatten() for n, p in model.named_parameters()])
+    return result, counter.count, update
+
+
+def test_one_weight_cast_per_step_same_update_within_bf16(tmp_path):
+    plain, plain_casts, plain_update = _train(tmp_path, cast_once=False)
+    once, once_casts, once_update = _train(tmp_path, cast_once=True)
+    # MNRL encodes anchor and positive in two forwards: the trainer casts each weight matrix twice a step
+    assert plain_casts > 0 and once_casts * 2 == plain_casts
+    assert math.isfinite(once.training_loss) and once.global_step == 2
+    assert once_update.abs().max() > 1e-4  # the weights moved
+    similarity = torch.nn.functional.cosine_similarity(once_update, plain_update, dim=0)
+    assert similarity > 0.99, similarity
+    assert abs(once.training_loss - plain.training_loss) < 0.02 * abs(plain.training_loss)
+
+
+def test_cast_weights_once_is_off_in_fp32_and_the_new_keys_are_checked():
+    fp32 = hardware.Precision("fp32", "fp32", fp16=False, bf16=False)
+    on = OmegaConf.create({"accelerator": "cpu", "cast_weights_once": True})
+    assert hardware.loss_region(on, fp32) is None and hardware.loss_region(on, BF16) is not None
+    with pytest.raises(PipelineError, match="hardware.cast_weights_once='sometimes': true or false"):
+        check_values(compose_config(["hardware.cast_weights_once=sometimes"]))
+    with pytest.raises(PipelineError, match="hardware.training_attention='flash': one of eager"):
+        check_values(compose_config(["hardware.training_attention=flash"]))
+
+
+def _loss_and_grads(model, sentences: list[str]):
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    model.zero_grad()
+    columns = [model.preprocess(sentences[0::2]), model.preprocess(sentences[1::2])]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = MultipleNegativesRankingLoss(model)(columns, None)
+    loss.backward()
+    return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def test_eager_training_attention_matches_sdpa_packed_and_returns_to_it():
+    from pipeline.runtime import packing
+
+    model = load_model(compose_config(["model=tiny"]).model, seed=42)
+    model.eval()  # dropout off: both attentions compute the same function
+    packer = packing.enable(model, OmegaConf.create({"packing": "true", "packing_row_length": 32}))
+    sentences = [s for s in PROBE_SENTENCES for _ in range(2)] + list(PROBE_SENTENCES[:2])
+    sdpa_loss, sdpa_grads = _loss_and_grads(model, sentences)
+    profile = compose_config(["hardware.training_attention=eager"]).hardware
+    with hardware.training_attention(model, profile):
+        assert model[0].auto_model.config._attn_implementation == "eager" and packer.eager
+        eager_loss, eager_grads = _loss_and_grads(model, sentences)
+    assert model[0].auto_model.config._attn_implementation == "sdpa" and not packer.eager
+    assert packer.stats.packed_calls >= 4 and math.isfinite(float(eager_loss))
+    torch.testing.assert_close(eager_loss, sdpa_loss, atol=2e-2, rtol=2e-2)
+    assert torch.nn.functional.cosine_similarity(eager_grads, sdpa_grads, dim=0) > 0.99
+    with hardware.training_attention(model, OmegaConf.merge(profile, {"training_attention": None})):
+        assert model[0].auto_model.config._attn_implementation == "sdpa"
