@@ -486,8 +486,10 @@ def fits(value: Any, kind: Any, meta: dict) -> bool:
         falling = not meta.get("descending") or all(a > b for a, b in zip(value, value[1:]))
         filled = bool(value) or not meta.get("nonempty")
         return all(fits(v, typing.get_args(kind)[0], item_meta) for v in value) and falling and filled
-    if kind is bool or kind is str:
-        return isinstance(value, kind)
+    if kind is str:  # a number is read as its text (name=2024: Hydra's grammar makes it an int)
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    if kind is bool:
+        return isinstance(value, bool)
     if kind is int or kind is float:
         if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
             return False
