@@ -74,7 +74,8 @@ def changed(path: str, value: Any) -> Any:
         return VALID[path]
     kind = declaration(path)
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
-        return next(choice.value for choice in kind if choice.value != str(value).lower())
+        # a one-value choice (hardware.training_attention: eager or null): its other value is null
+        return next((choice.value for choice in kind if choice.value != str(value).lower()), None)
     if value is None and kind is str:
         return "x"
     if isinstance(value, bool):
@@ -92,8 +93,15 @@ def changed(path: str, value: Any) -> Any:
     return {"x": "y"}
 
 
+# Leaves bound by a rule between them (settings.Hardware.rules: the machine's index below the machines,
+# machine 0's address with several, processes divisible by machines): changed together or not at all.
+TOGETHER = ("hardware.num_processes", "hardware.num_machines", "hardware.machine_rank", "hardware.main_process_ip")
+
+
 def with_changed(cfg, paths: list[str]):
-    """A copy of the composed config with each of ``paths`` changed."""
+    """A copy of the composed config with each of ``paths`` changed (and the leaves bound to one of them)."""
+    if any(path in TOGETHER for path in paths):
+        paths = [*paths, *(path for path in TOGETHER if path not in paths)]
     leaves, out = config_leaves(cfg), copy.deepcopy(cfg)
     for path in paths:
         OmegaConf.update(out, path, changed(path, leaves[path]), merge=False)
