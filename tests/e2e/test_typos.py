@@ -12,11 +12,12 @@ import sys
 
 import pytest
 
+from tests.conftest import pipeline_in_process
 from tests.unit.test_closed_nodes import EXPERIMENT_TYPO, conf_copy
 
 
 @pytest.mark.slow
-def test_an_experiment_file_with_a_typo_is_refused_before_any_run(tmp_path):
+def test_an_experiment_file_with_a_typo_is_refused_before_any_run(tmp_path, capfd):
     conf = conf_copy(tmp_path, {"experiment/mine.yaml": EXPERIMENT_TYPO})
     store = tmp_path / "mlruns"
     out = subprocess.run(
@@ -43,13 +44,7 @@ def test_an_experiment_file_with_a_typo_is_refused_before_any_run(tmp_path):
     ]
     assert not store.exists()  # no store, so no MLflow run: refused before the tracking target is touched
     # The same typo as an override: Hydra refuses it (struct mode); the message says what was meant.
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline", "guard.chance_patiense=5", f"tracking.uri=sqlite:///{store}/mlflow.db"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = pipeline_in_process(["guard.chance_patiense=5", f"tracking.uri=sqlite:///{store}/mlflow.db"], capfd)
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.strip().splitlines() == [
         "error: command line: unknown key 'guard.chance_patiense' (did you mean 'chance_patience'?)"
@@ -81,17 +76,16 @@ def test_a_run_logged_with_a_key_no_longer_known_replays_with_a_warning(run_job,
     ]
 
 
-@pytest.mark.slow
-def test_a_sweep_with_a_typo_is_refused_before_its_parent_run(tmp_path):
+def test_a_sweep_with_a_typo_is_refused_before_its_parent_run(tmp_path, capfd, monkeypatch):
     """``-m``: a typo in a swept experiment file (a basic sweep's or an Optuna search space's), in a
     swept key, or a swept option that is no file of its group, would fail every job (or the sweep after
     its first); the sweep refuses it in one line before it creates the store, the experiment or the
     parent run."""
     conf = conf_copy(tmp_path, {"experiment/mine.yaml": EXPERIMENT_TYPO})
     store = tmp_path / "mlruns"
-    base = [sys.executable, "-m", "pipeline", "--config-path", str(conf), "-m", "debug=smoke"]
+    base = ["--config-path", str(conf), "-m", "debug=smoke"]
     base += [f"tracking.uri=sqlite:///{store}/mlflow.db", f"hydra.sweep.dir={tmp_path}/sweep"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    monkeypatch.chdir(tmp_path)  # as a user in their own project folder: conf/experiment/mine.yaml
     typo = "error: conf/experiment/mine.yaml: unknown key 'early_stoping' (did you mean 'early_stopping'?)"
     no_option = (
         "error: command line: the sweep's option 'cosnet' is no file of group 'loss' (nearest: 'cosent'; every "
@@ -106,7 +100,7 @@ def test_a_sweep_with_a_typo_is_refused_before_its_parent_run(tmp_path):
         ("sweep=optuna_lr", "hydra.sweeper.n_trials=1", '+hydra.sweeper.params.loss="choice(mnrl,cosnet)"'): no_option,
     }
     for overrides, message in cases.items():
-        out = subprocess.run([*base, *overrides], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+        out = pipeline_in_process([*base, *overrides], capfd)  # refused before any job: no new interpreter
         assert out.returncode == 2, out.stderr[-2000:]
         assert out.stderr.strip().splitlines() == [message]
         assert not store.exists()  # no store: no parent run, no child
