@@ -57,18 +57,21 @@ test-latest:
 run: $(STAMP)
 	$(PY) -m pipeline $(ARGS)
 
-# Two phases: the tests on two workers (pytest-xdist), then the `serial` ones alone, since they time
-# signals, kills and deadlines against running jobs. Exit status 5 (nothing selected) is no failure.
-# test-fast has no second phase: every serial test is also slow. Each phase ends with its 15 slowest
-# set-ups and tests (DURATIONS), so that where the time goes stays visible.
+# Two phases: the tests on two workers (pytest-xdist), then the `timed` ones (they time signals, kills
+# and deadlines against running jobs), also two at a time but with no training-heavy test beside them:
+# a timed test mostly waits on its processes' start-up, so two of them share the cores without starving
+# each other. Exit status 5 (nothing selected) is no failure. test-fast has no second phase: every timed
+# test is also slow. Each phase ends with its 15 slowest set-ups and tests (DURATIONS), so that where the
+# time goes stays visible.
 XDIST ?= -n 2 --dist worksteal
+TIMED_XDIST ?= -n 2 --dist worksteal
 DURATIONS ?= --durations=15
 test: $(STAMP)
-	$(PY) -m pytest $(XDIST) $(DURATIONS) -m "not serial" $(PYTEST_ARGS) || test $$? -eq 5
-	$(PY) -m pytest $(DURATIONS) -m serial $(PYTEST_ARGS) || test $$? -eq 5
+	$(PY) -m pytest $(XDIST) $(DURATIONS) -m "not timed" $(PYTEST_ARGS) || test $$? -eq 5
+	$(PY) -m pytest $(TIMED_XDIST) $(DURATIONS) -m timed $(PYTEST_ARGS) || test $$? -eq 5
 
 test-fast: $(STAMP)
-	$(PY) -m pytest $(XDIST) $(DURATIONS) -m "not slow and not realdata and not serial" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(DURATIONS) -m "not slow and not realdata and not timed" $(PYTEST_ARGS)
 
 # ruff (configured in pyproject.toml): lint and format check; `make format` rewrites.
 lint: $(STAMP)

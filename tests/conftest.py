@@ -228,9 +228,9 @@ def tracking_server(tmp_path_factory):
 
 
 def pytest_collection_modifyitems(config, items):
-    unslow = [item.nodeid for item in items if "serial" in item.keywords and "slow" not in item.keywords]
-    if unslow:  # `make test-fast` runs no serial phase: a serial test that is not slow would never run there
-        raise pytest.UsageError(f"mark these serial tests slow as well: {', '.join(unslow)}")
+    unslow = [item.nodeid for item in items if "timed" in item.keywords and "slow" not in item.keywords]
+    if unslow:  # `make test-fast` runs no timed phase: a timed test that is not slow would never run there
+        raise pytest.UsageError(f"mark these timed tests slow as well: {', '.join(unslow)}")
     skip_data = pytest.mark.skip(reason=f"needs {SHARED_DATA}")
     for item in items:
         if "realdata" in item.keywords and not SHARED_DATA.is_dir():

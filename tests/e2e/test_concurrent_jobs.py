@@ -114,7 +114,7 @@ def test_the_default_output_folder_is_one_per_process():
     assert Path(cfg.hydra.run.dir).name.endswith(f"-{os.getpid()}")
 
 
-@pytest.mark.serial
+@pytest.mark.timed
 @pytest.mark.slow
 def test_machine_0_gives_up_on_a_machine_that_never_joins_after_join_timeout_s(cli, mlflow_client):
     started = time.monotonic()

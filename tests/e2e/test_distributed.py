@@ -62,7 +62,7 @@ def test_multirun_of_cpu_ddp_jobs_and_gather_across_devices(cli, mlflow_client, 
     assert first_loss["True"] > first_loss["False"] + 0.1, first_loss
 
 
-@pytest.mark.serial
+@pytest.mark.timed
 def test_a_dead_rank_ends_the_job_quickly_and_the_run_failed(mlflow_client, store_overrides, tmp_path):
     import psutil
 
@@ -106,7 +106,7 @@ def test_a_dead_rank_ends_the_job_quickly_and_the_run_failed(mlflow_client, stor
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in ranks)
 
 
-@pytest.mark.serial
+@pytest.mark.timed
 def test_sigterm_of_a_cpu_ddp_job_checkpoints_ends_killed_and_resume_finishes_it(
     cli, mlflow_client, store, store_overrides, tmp_path
 ):

@@ -68,7 +68,7 @@ def _announced(machine_dir: Path) -> bool:
     return bool([*machine_dir.glob("launch-*/run.json")])
 
 
-@pytest.mark.serial
+@pytest.mark.timed
 @pytest.mark.slow
 def test_two_machines_finish_one_run_logged_by_machine_0(mlflow_client, store_overrides, tmp_path):
     outputs = finish(two_machines(tmp_path, store_overrides), timeout=300)
@@ -83,7 +83,7 @@ def test_two_machines_finish_one_run_logged_by_machine_0(mlflow_client, store_ov
     assert not _announced(tmp_path / "machine1")
 
 
-@pytest.mark.serial
+@pytest.mark.timed
 @pytest.mark.slow
 def test_a_rank_killed_on_machine_1_ends_both_machines_and_the_run_failed(mlflow_client, store_overrides, tmp_path):
     import psutil
@@ -110,7 +110,7 @@ def test_a_rank_killed_on_machine_1_ends_both_machines_and_the_run_failed(mlflow
     assert run.info.status == "FAILED" and "a rank failed" in run.data.tags["failure_reason"], run.data.tags
 
 
-@pytest.mark.serial
+@pytest.mark.timed
 @pytest.mark.slow
 def test_machines_started_with_different_configs_are_both_refused_before_any_run(
     mlflow_client, store_overrides, tmp_path
@@ -147,7 +147,7 @@ def test_machine_rank_and_process_counts_are_checked(overrides, message):
         check_config(read_spec(cfg))
 
 
-@pytest.mark.serial
+@pytest.mark.timed
 @pytest.mark.slow
 def test_machine_0_that_never_answers_is_a_clear_error_in_bounded_time(cli, mlflow_client):
     started = time.monotonic()

@@ -16,7 +16,7 @@ from tests.e2e.test_interrupt import TRAIN, _start, _wait_for_checkpoint
 TOKEN = "tok-resume-7c6b5a"
 
 
-@pytest.mark.serial
+@pytest.mark.timed
 @pytest.mark.slow
 def test_resume_refuses_a_live_run_then_resumes_it_under_another_uri_spelling(
     tmp_path, store, store_overrides, mlflow_client, cli

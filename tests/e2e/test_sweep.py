@@ -216,7 +216,7 @@ def test_optuna_needs_the_optimized_metric(cli, mlflow_client, tmp_path):
     assert parent.info.status == "FAILED"
 
 
-@pytest.mark.serial
+@pytest.mark.timed
 @pytest.mark.slow
 def test_interrupted_sweep_leaves_no_run_running(mlflow_client, store_overrides, tmp_path):
     command = [
@@ -306,7 +306,7 @@ def _joblib_workers(sweep: Spawned) -> list:
     ]
 
 
-@pytest.mark.serial
+@pytest.mark.timed
 @pytest.mark.slow
 def test_a_joblib_worker_killed_mid_job_fails_the_sweep_in_one_line_and_leaves_no_run_running(
     tmp_path, store_overrides, mlflow_client
@@ -327,7 +327,7 @@ def test_a_joblib_worker_killed_mid_job_fails_the_sweep_in_one_line_and_leaves_n
     assert all("process died" in c.data.tags["failure_reason"] for c in children), statuses
 
 
-@pytest.mark.serial
+@pytest.mark.timed
 @pytest.mark.slow
 def test_ctrl_c_of_a_joblib_sweep_ends_the_parent_and_both_running_jobs_killed(
     tmp_path, store_overrides, mlflow_client
