@@ -231,15 +231,16 @@ class CountingClient:
 
 
 def test_a_leaderboard_reads_each_run_once_and_gives_the_intervals_of_each_comparison_alone(crafted, tmp_path):
-    """A sweep's leaderboard (two learning rates x two seeds, and one of a single seed): each run's items,
+    """A sweep's leaderboard (a learning rate run with two seeds, another with one): each run's items,
     final and baseline, are downloaded once, and every interval equals the one computed alone: the
-    configurations against the best (two-level bootstrap) and each against its starting model."""
+    configurations against the best (two-level bootstrap) and each against its starting model (the
+    two-level bootstrap for two seeds, the paired one for one)."""
     from pipeline.tracking import intervals, items, leaderboard
 
     client, label, rng = crafted["client"], crafted["label"], np.random.default_rng(7)
     base = label + rng.normal(0, 1.6, SIZE)  # the starting model's scores: copied into every run, as a hit does
     runs = {}
-    for rate, seeds, noise in (("1e-05", (1, 2), 1.0), ("3e-05", (1, 2), 0.9), ("1e-03", (1,), 2.5)):
+    for rate, seeds, noise in (("1e-05", (1, 2), 1.2), ("3e-05", (1,), 0.9)):
         for seed in seeds:
             run_id = crafted["run"](noise, **{"training.learning_rate": rate, "seed": seed})
             folder = tmp_path / run_id / "baseline"
