@@ -9,7 +9,10 @@ Every interval is the 95% percentile interval of a paired bootstrap over the eva
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 import pipeline.tracking.intervals as intervals
 import pipeline.tracking.items as items
@@ -78,46 +81,88 @@ def _paired_by_file(pairs: dict[str, tuple], resamples: int, seed: int) -> dict[
     return dict(sorted(out.items()))
 
 
-def against_best(
-    client, groups: dict[str, list[str]], best: str, metric: str, resamples: int = IN_JOB_RESAMPLES, seed: int = 0
-) -> dict[str, Difference]:
-    """Each group of runs (a configuration: its seeds' run ids) against ``best`` on ``metric`` (the
-    two-level bootstrap); {} when a run has no items for the metric or the runs' items differ."""
-    scored = {}
-    for label, run_ids in groups.items():
-        found = [items.of_run(client, run_id).get(metric) for run_id in run_ids]
-        if any(f is None for f in found):
-            return {}
-        scored[label] = found
-    first = scored[best][0]
+@dataclass(frozen=True)
+class Board:
+    """A leaderboard's intervals: each configuration against the best, and against its starting model."""
+
+    against_best: dict[str, Difference]  # {} when a run has no items for the metric or the runs' items differ
+    against_baseline: dict[str, Difference | None]  # None: no baseline items of that size for the configuration
+
+
+def leaderboard_intervals(
+    client,
+    groups: dict[str, list[str]],
+    best: str,
+    metric: str,
+    resamples: int = IN_JOB_RESAMPLES,
+    seed: int = 0,
+    baseline: bool = True,
+) -> Board:
+    """Each group of runs (a configuration: its seeds' run ids) against ``best`` on ``metric`` (the two-level
+    bootstrap over seeds and items) and, with ``baseline``, against its starting models (the paired
+    bootstrap for one run, the two-level one for several). Each run's items are read once, and every
+    distinct items column is scored once on one set of resamples: a run's metric on a resample depends on
+    its own items alone, so the intervals are exactly those of
+    :func:`~pipeline.tracking.intervals.versus_best` and :func:`~pipeline.tracking.intervals.paired`
+    called one comparison at a time with the same seed (groups and their runs in the same order)."""
+    finals = {
+        label: [items.of_run(client, run_id).get(metric) for run_id in run_ids] for label, run_ids in groups.items()
+    }
+    if any(f is None for found in finals.values() for f in found):
+        return Board({}, {})
+    first = finals[best][0]
     try:
-        for label, runs in scored.items():
-            for run_id, run in zip(groups[label], runs):
+        for label, found in finals.items():
+            for run_id, run in zip(groups[label], found):
                 items.check_aligned(metric, first, run, (groups[best][0], run_id))
     except PipelineError:
-        return {}
-    configs = {label: [r.items for r in runs] for label, runs in scored.items()}
-    return intervals.versus_best(configs, best, resamples, seed)
+        return Board({}, {})
+    bases = {
+        label: _baselines(client, groups[label], found, metric) if baseline else None for label, found in finals.items()
+    }
+    columns: list[intervals.Items] = []
+    finals_at = {label: [_column(columns, f.items) for f in found] for label, found in finals.items()}
+    bases_at = {label: [_column(columns, b) for b in found] if found else None for label, found in bases.items()}
+    values = intervals.on_resamples(columns, resamples, seed)
+    configs = {label: [f.items for f in found] for label, found in finals.items()}
+    per_run = values[:, [k for label in configs for k in finals_at[label]]]
+    board = intervals.versus_best_on(configs, per_run, best, seed)
+    return Board(
+        board, {label: _from_baseline(columns, values, finals_at[label], bases_at[label], seed) for label in groups}
+    )
 
 
-def against_baseline(
-    client, run_ids: list[str], metric: str, resamples: int = IN_JOB_RESAMPLES, seed: int = 0
-) -> Difference | None:
-    """The runs' ``metric`` (their mean, for several seeds) against their starting models' on the same items:
-    a paired bootstrap for one run, the two-level one for several; None without items on both sides."""
-    finals, bases = [], []
-    for run_id in run_ids:
-        final = items.of_run(client, run_id).get(metric)
-        base = items.baseline_of_run(client, client.get_run(run_id)).get(metric) if final else None
-        if final is None or base is None or final.items.size != base.items.size:
+def _baselines(client, run_ids: list[str], finals: list, metric: str) -> list[intervals.Items] | None:
+    """The starting models' items of the runs (their own, or their baseline's source run's), None when one
+    has none of the finals' size."""
+    out = []
+    for run_id, final in zip(run_ids, finals):
+        base = items.baseline_of_run(client, client.get_run(run_id)).get(metric)
+        if base is None or base.items.size != final.items.size:
             return None
-        finals.append(final.items)
-        bases.append(base.items)
-    if len({f.size for f in finals}) > 1:
+        out.append(base.items)
+    return out
+
+
+def _column(columns: list[intervals.Items], found: intervals.Items) -> int:
+    """Where ``found`` is among ``columns`` (the same statistic over equal values: a reused baseline's
+    items, copied into every run), appended when new."""
+    for k, known in enumerate(columns):
+        if known.statistic == found.statistic and all(map(np.array_equal, known.columns, found.columns)):
+            return k
+    columns.append(found)
+    return len(columns) - 1
+
+
+def _from_baseline(columns, values, finals: list[int], bases: list[int] | None, seed: int) -> Difference | None:
+    """The runs' metric (their mean, for several seeds) against their starting models' (as columns of
+    ``values``): what :func:`~pipeline.tracking.intervals.paired` or ``versus_best`` gives alone."""
+    if bases is None:
         return None
-    if len(run_ids) == 1:
-        return intervals.paired(bases[0], finals[0], resamples, seed)
-    return intervals.versus_best({"baseline": bases, "trained": finals}, "baseline", resamples, seed)["trained"]
+    if len(finals) == 1:
+        return intervals.paired_on(columns[bases[0]], columns[finals[0]], values[:, bases[0]], values[:, finals[0]])
+    configs = {"baseline": [columns[k] for k in bases], "trained": [columns[k] for k in finals]}
+    return intervals.versus_best_on(configs, values[:, bases + finals], "baseline", seed)["trained"]
 
 
 def challenge(client, holder: str, challenger: str, metric: str, resamples: int, seed: int) -> Difference:

@@ -171,13 +171,15 @@ def paired_many(
     """:func:`paired` for several metrics of the same items at once: one set of resamples for all
     (each metric's interval is that of :func:`paired` with the same seed)."""
     values = on_resamples([run for pair in pairs for run in pair], resamples, seed)
-    out = []
-    for k, (a, b) in enumerate(pairs):
-        deltas = values[:, 2 * k + 1] - values[:, 2 * k]
-        low, high = interval(deltas, level)
-        va, vb = value(a), value(b)
-        out.append(Difference(va, vb, vb - va, low, high, p_value(deltas)))
-    return out
+    return [paired_on(a, b, values[:, 2 * k], values[:, 2 * k + 1], level) for k, (a, b) in enumerate(pairs)]
+
+
+def paired_on(a: Items, b: Items, on_a: np.ndarray, on_b: np.ndarray, level: float = 0.95) -> Difference:
+    """:func:`paired` from the two runs' metric on resamples already drawn (``on_a``, ``on_b``: one value each)."""
+    deltas = on_b - on_a
+    low, high = interval(deltas, level)
+    va, vb = value(a), value(b)
+    return Difference(va, vb, vb - va, low, high, p_value(deltas))
 
 
 def versus_best(
@@ -186,9 +188,16 @@ def versus_best(
     """Each configuration's seed mean against ``best``'s (``a``: the best's, ``b``: this one's) by a
     two-level bootstrap: every resample draws the seeds of each configuration with replacement, then
     the items (the same items for every run); the configuration's value is the mean over its drawn seeds."""
-    names = list(configs)
-    runs = [r for name in names for r in configs[name]]
-    per_run = on_resamples(runs, resamples, seed)
+    runs = [r for name in configs for r in configs[name]]
+    return versus_best_on(configs, on_resamples(runs, resamples, seed), best, seed, level)
+
+
+def versus_best_on(
+    configs: dict[str, list[Items]], per_run: np.ndarray, best: str, seed: int = 0, level: float = 0.95
+) -> dict[str, Difference]:
+    """:func:`versus_best` from every run's metric on resamples already drawn with ``seed`` (``per_run``:
+    resamples x runs, the runs of ``configs`` in order): the seeds are drawn here."""
+    names, resamples = list(configs), len(per_run)
     rng = np.random.default_rng(seed + 1)
     means, start = {}, 0
     for name in names:

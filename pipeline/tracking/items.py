@@ -68,8 +68,9 @@ def of_run(client, run_id: str, baseline: bool = False) -> dict[str, Scored]:
     if not files:
         return out
     with tempfile.TemporaryDirectory() as local, _no_progress_bar():
+        downloaded = Path(client.download_artifacts(run_id, folder, local))  # one call, not one per file
         for path in files:
-            out.update(read(Path(client.download_artifacts(run_id, path, local))))
+            out.update(read(downloaded / Path(path).name))
     return out
 
 

@@ -197,7 +197,7 @@ def ranked_by(runs) -> str | None:
 
 def with_intervals(board, client, optimized_metric: str | None, resamples: int, seed: int = 0, ascending: bool = False):
     """``board`` (:func:`table` or :func:`grouped`, best first) with each row's difference from the best row
-    on ``optimized_metric``, its 95% interval (:func:`pipeline.tracking.comparison.against_best`: paired
+    on ``optimized_metric``, its 95% interval (:func:`pipeline.tracking.comparison.leaderboard_intervals`: paired
     bootstrap over the items; over seeds and items for a configuration of several seeds), its p-value,
     Holm's correction over the rows, and ``tied`` (the interval holds 0: not distinguishable from the
     best). Unchanged when the runs logged no items for the metric."""
@@ -211,7 +211,11 @@ def with_intervals(board, client, optimized_metric: str | None, resamples: int, 
     ids = rows["run_ids"].str.split() if "run_ids" in rows else rows["run_id"].map(lambda r: [r])
     groups = {str(index): list(run_ids) for index, run_ids in ids.items()}
     best = str(rows[stored].idxmin() if ascending else rows[stored].idxmax())
-    found = comparison.against_best(client, groups, best, metric_name(stored), resamples, seed)
+    with_baseline = f"{stored} delta" in board
+    computed = comparison.leaderboard_intervals(
+        client, groups, best, metric_name(stored), resamples, seed, with_baseline
+    )
+    found = computed.against_best
     if not found:
         return board
     out = board.copy()
@@ -225,24 +229,17 @@ def with_intervals(board, client, optimized_metric: str | None, resamples: int, 
     out["ci_low"], out["ci_high"] = column(lambda d, _: d.low), column(lambda d, _: d.high)
     out["p_value"], out["p_holm"] = column(lambda d, _: d.p_value), column(lambda _, k: adjusted[k])
     out["tied"] = ["best" if str(i) == best else _tie(found.get(str(i))) for i in out.index]
-    _baseline_intervals(out, client, stored, groups, resamples, seed)
+    _baseline_intervals(out, stored, computed.against_baseline)
     labels = {k: str(out.loc[int(k), "run"]) for k in found}
     out.attrs.update(board.attrs, intervals={labels[k]: d for k, d in found.items()}, metric=name, best=labels[best])
     return out
 
 
-def _baseline_intervals(out, client, stored: str, groups: dict[str, list[str]], resamples: int, seed: int) -> None:
+def _baseline_intervals(out, stored: str, found: dict) -> None:
     """``delta_ci_low`` / ``delta_ci_high`` after the ``METRIC delta`` column (the change from the baseline):
     its interval, per row (over seeds too, for a configuration of several)."""
-    import pipeline.tracking.comparison as comparison
-
     column = f"{stored} delta"
-    if column not in out:
-        return
-    found = {
-        k: comparison.against_baseline(client, ids, metric_name(stored), resamples, seed) for k, ids in groups.items()
-    }
-    if not any(found.values()):
+    if column not in out or not any(found.values()):
         return
     at = out.columns.get_loc(column) + 1
     nan = float("nan")

@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,8 +175,7 @@ def finish(sweep: Sweep, optimized_metric: str) -> tuple[int, int]:
             board = write_leaderboard(runs, sweep, optimized_metric or None, Path(folder))
         if sweep.study_name and sweep.study_storage:
             study.write_plots(StudySettings(sweep.study_storage, sweep.study_name), Path(folder))
-        for path in sorted(Path(folder).iterdir()):
-            client.log_artifact(sweep.parent_run_id, str(path))
+        client.log_artifacts(sweep.parent_run_id, folder)  # every file at the parent's artifact root, one call
     if total:
         url = leaderboard.compare_url(sweep.tracking_uri, sweep.experiment_id, list(runs["run_id"]))
         client.set_tag(sweep.parent_run_id, "pipeline.compare_url", url[:MAX_TAG_LENGTH])
@@ -188,8 +188,8 @@ def finish(sweep: Sweep, optimized_metric: str) -> tuple[int, int]:
         values = [v for v in runs.loc[runs["status"] == "FINISHED", column] if v is not None and math.isfinite(v)]
         if values:
             metrics["sweep.best"] = min(values) if sweep.direction == "minimize" else max(values)
-    for key, value in metrics.items():
-        client.log_metric(sweep.parent_run_id, key, value)
+    now = int(time.time() * 1000)
+    client.log_batch(sweep.parent_run_id, metrics=[mlflow.entities.Metric(k, v, now, 0) for k, v in metrics.items()])
     reason = f"{failed} of {total} jobs failed" if failed else None if total else "no job ran"
     end_run(
         sweep.parent_run_id, "FAILED" if failed or not total else "FINISHED", reason, tracking_uri=sweep.tracking_uri

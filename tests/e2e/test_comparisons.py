@@ -214,3 +214,63 @@ def test_a_champion_must_win(crafted, capsys):
     assert code == 2 and "favours the holder" in err, err
     code, out, err = promoted(tie, "--force")
     assert code == 0 and champion() == tie, err
+
+
+class CountingClient:
+    """The store's own ``MlflowClient``, counting the artifact downloads of each run (what a leaderboard reads)."""
+
+    def __init__(self, client) -> None:
+        self.client, self.downloads = client, {}
+
+    def download_artifacts(self, run_id, path, *args, **kwargs):
+        self.downloads[run_id, path] = self.downloads.get((run_id, path), 0) + 1
+        return self.client.download_artifacts(run_id, path, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def test_a_leaderboard_reads_each_run_once_and_gives_the_intervals_of_each_comparison_alone(crafted, tmp_path):
+    """A sweep's leaderboard (a learning rate run with two seeds, another with one): each run's items,
+    final and baseline, are downloaded once, and every interval equals the one computed alone: the
+    configurations against the best (two-level bootstrap) and each against its starting model (the
+    two-level bootstrap for two seeds, the paired one for one)."""
+    from pipeline.tracking import intervals, items, leaderboard
+
+    client, label, rng = crafted["client"], crafted["label"], np.random.default_rng(7)
+    base = label + rng.normal(0, 1.6, SIZE)  # the starting model's scores: copied into every run, as a hit does
+    runs = {}
+    for rate, seeds, noise in (("1e-05", (1, 2), 1.2), ("3e-05", (1,), 0.9)):
+        for seed in seeds:
+            run_id = crafted["run"](noise, **{"training.learning_rate": rate, "seed": seed})
+            folder = tmp_path / run_id / "baseline"
+            folder.mkdir(parents=True)
+            write_items(folder / "sts-test.parquet", base, label)
+            client.log_artifacts(run_id, str(folder), "items/baseline")
+            client.log_metric(run_id, f"baseline/{METRIC}", stats.spearmanr(base, label)[0])
+            runs.setdefault(rate, []).append(run_id)
+
+    counting = CountingClient(client)
+    table = leaderboard.table(leaderboard.search(crafted["uri"], [crafted["experiment_id"]]), METRIC)
+    board = leaderboard.grouped(table, "seed", METRIC)
+    board = leaderboard.with_intervals(board, counting, METRIC, 400, 0)
+    assert counting.downloads and set(counting.downloads.values()) == {1}, counting.downloads
+    assert {run_id for run_id, _ in counting.downloads} == {r for ids in runs.values() for r in ids}
+
+    runs = dict(zip(board["training.learning_rate"], board["run_ids"].str.split()))  # the board's order draws the seeds
+    final = {rate: [items.of_run(client, r)[METRIC].items for r in ids] for rate, ids in runs.items()}
+    start = {rate: [items.of_run(client, r, baseline=True)[METRIC].items for r in ids] for rate, ids in runs.items()}
+    alone = intervals.versus_best(final, "3e-05", 400, 0)
+    for _, row in board.iterrows():
+        rate = row["training.learning_rate"]
+        want = alone[rate]
+        assert (row[f"{METRIC} vs best"], row["ci_low"], row["ci_high"], row["p_value"]) == (
+            want.delta, want.low, want.high, want.p_value
+        )  # fmt: skip
+        if len(runs[rate]) == 1:
+            change = intervals.paired(start[rate][0], final[rate][0], 400, 0)
+        else:
+            change = intervals.versus_best({"baseline": start[rate], "trained": final[rate]}, "baseline", 400, 0)
+            change = change["trained"]
+        assert (row["delta_ci_low"], row["delta_ci_high"]) == (change.low, change.high)
+    assert board.loc[0, "tied"] == "best" and board.loc[0, "training.learning_rate"] == "3e-05"
