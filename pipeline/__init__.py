@@ -28,19 +28,29 @@ def _artifacts_beside(uri: str) -> str | None:
 
 OmegaConf.register_new_resolver("artifacts_beside", _artifacts_beside, replace=True)
 # ``${metric:sts,dev,spearman_cosine}`` -> ``sts-dev_spearman_cosine``; null without a primary metric
-# (evaluator=none). conf/config.yaml's default before first_dev_metric: job folders written then resume with it.
+# (no evaluator). conf/config.yaml's default before first_dev_metric: job folders written then resume with it.
 OmegaConf.register_new_resolver(
     "metric", lambda name, split, primary: f"{name}-{split}_{primary}" if primary else None, replace=True
 )
 
 
-def first_dev_metric(evaluator, evaluators) -> str | None:
-    """``${first_dev_metric:${evaluator},${oc.select:evaluators,null}}``: the dev metric of the first evaluator that runs
-    (``evaluator``, else the first of ``evaluators``) with a primary metric; null when none runs."""
-    nodes = [evaluator, *(evaluators or {}).values()]
-    for node in nodes:
-        if node and node.get("_target_") and node.get("primary_metric"):
-            return f"{node.name}-dev_{node.primary_metric}"
+def first_dev_metric(evaluators, first: str | None = None) -> str | None:
+    """``${first_dev_metric:${oc.select:evaluators,null}}``: the dev metric of the first evaluator (``first``, the
+    option ``evaluator=NAME`` selected, when given) by its primary metric: its ``primary_metric``, else its class's
+    own (``runtime.catalogue.logged_metrics``, which imports sentence-transformers); null when none runs."""
+    nodes = dict(evaluators or {})
+    if first in nodes:
+        nodes = {first: nodes[first]}
+    for key, node in nodes.items():
+        primary = node.get("primary_metric")
+        if primary is None:
+            from pipeline.runtime.catalogue import logged_metrics
+
+            try:
+                primary = logged_metrics(OmegaConf.to_container(node.evaluator, resolve=True), str(key))[0]
+            except PipelineError:  # a class without an entry, arguments it refuses: the job spec says so
+                return None
+        return f"{node.name}-dev_{primary}"
     return None
 
 

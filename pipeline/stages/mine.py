@@ -59,7 +59,6 @@ NOT_KEYED: dict[str, str] = {
     "guide": "the GIST losses' guide, used in training only",
     "data": _ROWS + " (its prompts are keyed)",
     "eval_data": "evaluation rows: the miner reads the train rows",
-    "evaluator": "scores the model: the miner reads the train rows",
     "evaluators": "scores the model: the miner reads the train rows",
     "mine.cache_dir": "where the sets are kept",
     "mine.cache_max_age_days": "when a kept set is mined again, not what it holds",

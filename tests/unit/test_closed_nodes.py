@@ -77,7 +77,7 @@ def test_typos_in_any_file_are_refused_naming_the_file_the_key_and_the_nearest_k
     # A nested _target_ node (the loss's similarity function) and an evaluator's arguments are bound too.
     assert "unknown key 'loss.similarity_fct.pth'" in refusal(conf, ["+loss.similarity_fct.pth=x"])
     assert "EmbeddingSimilarityEvaluator takes no argument 'main_similarity_fn'" in refusal(
-        conf, ["+evaluator.main_similarity_fn=cosine"]
+        conf, ["+evaluators.sts.evaluator.main_similarity_fn=cosine"]
     )
 
 
