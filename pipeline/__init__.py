@@ -3,6 +3,8 @@
 Importing this package is cheap (no torch): it registers the ``${repo_root:}`` resolver that the
 configs use to find the bundled data and the default MLflow store wherever the command runs from
 (and ``${pid:}``, which keeps each command's output folder its own, and ``${threads_per_job:N}``).
+``${first_dev_metric:...}`` needs an evaluator class's facts: ``pipeline.runtime.catalogue`` registers it, and
+every command that composes a job imports it.
 """
 
 import os
@@ -32,29 +34,6 @@ OmegaConf.register_new_resolver("artifacts_beside", _artifacts_beside, replace=T
 OmegaConf.register_new_resolver(
     "metric", lambda name, split, primary: f"{name}-{split}_{primary}" if primary else None, replace=True
 )
-
-
-def first_dev_metric(evaluators, first: str | None = None) -> str | None:
-    """``${first_dev_metric:${oc.select:evaluators,null}}``: the dev metric of the first evaluator (``first``, the
-    option ``evaluator=NAME`` selected, when given) by its primary metric: its ``primary_metric``, else its class's
-    own (``runtime.catalogue.logged_metrics``, which imports sentence-transformers); null when none runs."""
-    nodes = dict(evaluators or {})
-    if first in nodes:
-        nodes = {first: nodes[first]}
-    for key, node in nodes.items():
-        primary = node.get("primary_metric")
-        if primary is None:
-            from pipeline.runtime.catalogue import logged_metrics
-
-            try:
-                primary = logged_metrics(OmegaConf.to_container(node.evaluator, resolve=True), str(key))[0]
-            except PipelineError:  # a class without an entry, arguments it refuses: the job spec says so
-                return None
-        return f"{node.name}-dev_{primary}"
-    return None
-
-
-OmegaConf.register_new_resolver("first_dev_metric", first_dev_metric, replace=True)
 
 
 def threads_per_job(jobs, cores: int | None = None) -> int:

@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import PipelineError
 from pipeline.cli import TRACEBACK_ENV, one_line, print_summary, reported, run_command
+from pipeline.runtime import catalogue  # noqa: F401 - registers ${first_dev_metric:...}, optimized_metric's default
 
 log = logging.getLogger("pipeline")
 

@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from pipeline import PipelineError
 
 LN_CANDIDATES = "ln(candidates)"  # every candidate scored alike: the loss is ln(candidates per anchor)
@@ -143,3 +145,25 @@ def _probe_model():
     tokenizer = Tokenizer(WordLevel({"[UNK]": 0, "a": 1, "b": 2}, unk_token="[UNK]"))
     tokenizer.pre_tokenizer = Whitespace()
     return SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_dim=4)], device="cpu")
+
+
+def first_dev_metric(evaluators, first: str | None = None) -> str | None:
+    """``${first_dev_metric:${oc.select:evaluators,null}}`` (``optimized_metric``'s default): the dev metric of the
+    first evaluator (``first``, the option ``evaluator=NAME`` selected, when given) by its primary metric: its
+    ``primary_metric``, else its class's own (:func:`logged_metrics`); null when none runs, or when the class is
+    refused (the job spec then says why)."""
+    nodes = dict(evaluators or {})
+    if first in nodes:
+        nodes = {first: nodes[first]}
+    for key, node in nodes.items():
+        primary = node.get("primary_metric")
+        if primary is None:
+            try:
+                primary = logged_metrics(OmegaConf.to_container(node.evaluator, resolve=True), str(key))[0]
+            except PipelineError:
+                return None
+        return f"{node.name}-dev_{primary}"
+    return None
+
+
+OmegaConf.register_new_resolver("first_dev_metric", first_dev_metric, replace=True)
