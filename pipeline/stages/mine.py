@@ -1,7 +1,7 @@
 """The mine stage: (anchor, positive) pairs -> (anchor, positive, negative) rows with hard negatives.
 
 ``sentence_transformers.util.mine_hard_negatives`` does the mining, with the options under ``mine.*``
-(names as there), the miner model (``miner=...``, or the model being trained) and the train columns'
+(names as there), the miner model (``model@miner=...``, or the model being trained) and the train columns'
 prompts (``data.prompts``: the anchor's is the query prompt, the positive's the corpus prompt).
 
 The mined set is cached in ``mine.cache_dir/KEY``. KEY digests everything the set depends on: every leaf

@@ -393,8 +393,10 @@ class Job:
     )
     mine: Mine = node(Mine, "the mine stage's options")
     model: Model = node(Model, "the model being trained (conf/model/)")
-    guide: Model | None = setting("a guide model, for GIST losses (conf/guide/)")
-    miner: Model | None = setting("the mine stage's model (null: the model being trained)")
+    guide: Model | None = setting("a guide model, for GIST losses: model@guide=NAME, an option of conf/model/")
+    miner: Model | None = setting(
+        "the mine stage's model: model@miner=NAME, an option of conf/model/ (null: the model being trained)"
+    )
     loss: LossOptions = node(LossOptions, "the loss (conf/loss/): _target_ and its arguments", library="target")
     data: Data = node(Data, "training data and its dev/test splits (conf/data/)")
     eval_data: EvalData | None = setting("evaluation data, when it is not data's own dev/test splits")

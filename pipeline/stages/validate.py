@@ -139,7 +139,7 @@ def _check_early_stopping(spec: JobSpec) -> None:
 def _check_guide(spec: JobSpec) -> None:
     if spec.loss.needs_guide and not spec.guide:
         raise PipelineError(
-            f"loss {spec.loss.class_name} needs a guide model: set guide=minilm (or another model option)."
+            f"loss {spec.loss.class_name} needs a guide model: set model@guide=minilm (or another option of conf/model/)."
         )
 
 

@@ -94,7 +94,7 @@ def test_every_config_and_experiment_has_only_known_keys():
         for option in _options(group)
     ]
     jobs += [[f"loss={option}"] for option in _options("loss")] + [[f"sweep={option}"] for option in _options("sweep")]
-    jobs += [["evaluators=[ir,sts,triplet]"], ["data=nli_stsb_pairs", "eval_data=stsb", "miner=tiny"]]
+    jobs += [["evaluators=[ir,sts,triplet]"], ["data=nli_stsb_pairs", "eval_data=stsb", "model@miner=tiny"]]
     experiments = sorted(p.stem for p in (REPO_ROOT / "experiments").glob("*.yaml"))
     jobs += [[f"experiment={name}", *smoke] for name in experiments for smoke in ([], ["debug=smoke"])]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
