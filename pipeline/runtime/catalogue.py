@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,7 +111,13 @@ def _logged_metrics(arguments: str, name: str) -> tuple[str, tuple[str, ...]]:
     facts = evaluator(class_name, name)
     try:
         built = instantiate({**config, "_partial_": True, "name": "probe"})(**_two_rows(facts))
-        scores = built(_probe_model())
+        library = logging.getLogger("sentence_transformers")
+        level = library.level
+        library.setLevel(logging.WARNING)  # its scores on two made-up rows are no result to show
+        try:
+            scores = built(_probe_model())
+        finally:
+            library.setLevel(level)
     except (TypeError, ValueError, KeyError) as error:
         raise PipelineError(
             f"evaluators.{name}.evaluator: {class_name} refused its arguments "
