@@ -3,6 +3,8 @@
 Importing this package is cheap (no torch): it registers the ``${repo_root:}`` resolver that the
 configs use to find the bundled data and the default MLflow store wherever the command runs from
 (and ``${pid:}``, which keeps each command's output folder its own, and ``${threads_per_job:N}``).
+``${first_dev_metric:...}`` needs an evaluator class's facts: ``pipeline.runtime.catalogue`` registers it, and
+every command that composes a job imports it.
 """
 
 import os
@@ -28,23 +30,10 @@ def _artifacts_beside(uri: str) -> str | None:
 
 OmegaConf.register_new_resolver("artifacts_beside", _artifacts_beside, replace=True)
 # ``${metric:sts,dev,spearman_cosine}`` -> ``sts-dev_spearman_cosine``; null without a primary metric
-# (evaluator=none). conf/config.yaml's default before first_dev_metric: job folders written then resume with it.
+# (no evaluator). conf/config.yaml's default before first_dev_metric: job folders written then resume with it.
 OmegaConf.register_new_resolver(
     "metric", lambda name, split, primary: f"{name}-{split}_{primary}" if primary else None, replace=True
 )
-
-
-def first_dev_metric(evaluator, evaluators) -> str | None:
-    """``${first_dev_metric:${evaluator},${oc.select:evaluators,null}}``: the dev metric of the first evaluator that runs
-    (``evaluator``, else the first of ``evaluators``) with a primary metric; null when none runs."""
-    nodes = [evaluator, *(evaluators or {}).values()]
-    for node in nodes:
-        if node and node.get("_target_") and node.get("primary_metric"):
-            return f"{node.name}-dev_{node.primary_metric}"
-    return None
-
-
-OmegaConf.register_new_resolver("first_dev_metric", first_dev_metric, replace=True)
 
 
 def threads_per_job(jobs, cores: int | None = None) -> int:

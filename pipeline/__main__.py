@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import PipelineError
 from pipeline.cli import TRACEBACK_ENV, one_line, print_summary, reported, run_command
+from pipeline.runtime import catalogue  # noqa: F401 - registers ${first_dev_metric:...}, optimized_metric's default
 
 log = logging.getLogger("pipeline")
 
@@ -72,6 +73,13 @@ def entry() -> None:
             unknown = schema.unknown_path(refused.group(1)) if refused else None
             if unknown is not None:
                 raise PipelineError(unknown.describe(None)) from None
+            placed = re.search(r"Could not find '(guide|miner)/([^']+)'", message)
+            if placed:  # conf/guide/ and conf/miner/ keep the former spelling of two options only
+                key, option = placed.groups()
+                raise PipelineError(
+                    f"command line: {key}={option}: no such option; a {key} is any option of conf/model/, placed with "
+                    f"model@{key}={option} (in a defaults list: override /model@{key}: {option})."
+                ) from None
             cause = f" ({one_line(str(error.__cause__)).split(' full_key:')[0]})" if error.__cause__ else ""
             raise PipelineError(
                 f"{message}{cause}: fix the override (python -m pipeline --help lists the groups)."

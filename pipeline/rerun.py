@@ -129,7 +129,8 @@ def _rerun(args: argparse.Namespace) -> int:
     if original.info.status != "FINISHED":
         log.warning("the original run ended %s: its metrics may be partial", original.info.status)
     origin = f"config.yaml of run {args.run_id}"
-    cfg = schema.drop_unknown(tracking.logged_file(client, args.run_id), origin)  # keys older code had: warned, ignored
+    cfg = schema.translate_logged(tracking.logged_file(client, args.run_id), origin)  # older shapes: today's
+    cfg = schema.drop_unknown(cfg, origin)  # keys older code had: warned, ignored
     cfg = schema.fill_missing(cfg, origin)  # keys newer than the run: today's defaults, warned
     cfg = tracking.with_overrides(cfg, list(args.overrides), args.run_id)
     # The replay goes where the original is, whatever store its config named.

@@ -120,6 +120,7 @@ def resume(run_id: str, uri: str, force: bool = False, secrets: list[str] | None
         )
     cfg = tracking.logged_config(client, run_id, [])
     cfg = tracking.logged_config(client, run_id, supply_secrets(cfg, list(secrets or []), os.environ))
+    cfg = schema.translate_logged(cfg, f"config.yaml of run {run_id}")  # older shapes: today's
     cfg = schema.drop_unknown(cfg, f"config.yaml of run {run_id}")  # keys older code had: warned, ignored
     cfg = schema.fill_missing(cfg, f"config.yaml of run {run_id}")  # keys newer than the run: today's defaults, warned
     overrides = tracking.logged_list(client, run_id, "overrides.yaml")

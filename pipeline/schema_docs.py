@@ -70,6 +70,9 @@ def _rows(cls: type, prefix: str, default: dict, gpu: dict) -> list[tuple[str | 
             rows += _rows(child, f"{path}.", default, gpu)
         elif each is not None:
             rows += _rows(each, f"{path}.NAME.", default, gpu)
+        elif kind is Any and meta.get("library") == "target":  # a class node: its class, in the default job
+            allowed = "`_target_` (a class) and its arguments, checked against its signature"
+            rows.append((path.split(".")[0], path, allowed, _value(default, f"{path}._target_"), meta.get("help", "")))
         elif not (kind is Any and meta.get("library")):
             top = path.split(".")[0] if "." in path else None
             value = _value(default, path)
@@ -80,9 +83,12 @@ def _rows(cls: type, prefix: str, default: dict, gpu: dict) -> list[tuple[str | 
 
 
 def _value(composed: dict, path: str) -> str:
-    """The key's value as written (interpolations unresolved: the page reads the same on every machine)."""
+    """The key's value as written (interpolations unresolved: the page reads the same on every machine);
+    under ``NAME``, the first one's (``evaluators.sts``)."""
     node: Any = composed
     for part in path.split("."):
+        if isinstance(node, dict) and part == "NAME" and node:  # one of several by name: the first
+            part = next(iter(node))
         if not isinstance(node, dict) or part not in node:
             return ""
         node = node[part]

@@ -324,7 +324,7 @@ def objective(sweep: Sweep, name: str | None, metrics: dict[str, float]) -> floa
     if metric_name(name) not in metrics:
         raise PipelineError(
             f"optimized_metric={name!r} was not logged by this job (it logged: {', '.join(sorted(metrics)) or 'no final metrics'}): "
-            "set optimized_metric to one of these, or add the split to evaluator.splits."
+            "set optimized_metric to one of these, or add the split to evaluators.NAME.splits."
         )
     return metrics[metric_name(name)]
 

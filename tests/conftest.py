@@ -27,6 +27,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import CONF_DIR, REPO_ROOT
+from pipeline.runtime import catalogue  # noqa: F401 - registers ${first_dev_metric:...} (optimized_metric's default)
 from pipeline.runtime.launch import free_port
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

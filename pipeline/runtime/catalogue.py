@@ -5,12 +5,19 @@ A class named by ``loss._target_`` or an evaluator's ``_target_`` without an ent
 one line (:func:`loss`, :func:`evaluator`), never skipped by the checks that read these facts
 (``stages.validate``'s column check, ``runtime.guard``'s chance-loss check, ``stages.build``'s
 evaluator inputs and prompts). A new class gets one entry, read from its docstring ("Inputs" table)
-in sentence-transformers. Writes nothing.
+in sentence-transformers. The metric names an evaluator logs come from the class itself
+(:func:`logged_metrics`: it runs on two rows), never from a list kept here. Writes nothing.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
 from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import OmegaConf
 
 from pipeline import PipelineError
 
@@ -54,10 +61,11 @@ class Evaluator:
     retrieval: bool  # (queries, corpus, relevant_docs) built from the rows; else the columns in order
     text_arguments: tuple[str, ...]  # attributes holding its texts, in column order: prompts are prepended
     prompt_arguments: tuple[str, ...]  # or: its own prompt arguments, in column order
+    scored: bool = False  # a score column after the texts (``scores``)
 
 
 EVALUATORS = {
-    "EmbeddingSimilarityEvaluator": Evaluator(False, ("sentences1", "sentences2"), ()),
+    "EmbeddingSimilarityEvaluator": Evaluator(False, ("sentences1", "sentences2"), (), scored=True),
     "TripletEvaluator": Evaluator(False, ("anchors", "positives", "negatives"), ()),
     "InformationRetrievalEvaluator": Evaluator(True, (), ("query_prompt", "corpus_prompt")),
 }
@@ -83,3 +91,86 @@ def evaluator(class_name: str, name: str = "") -> Evaluator:
             f"add one to EVALUATORS, or pick one of {', '.join(EVALUATORS)}."
         )
     return EVALUATORS[class_name]
+
+
+def logged_metrics(arguments: dict[str, Any], name: str = "") -> tuple[str, tuple[str, ...]]:
+    """(primary metric, every metric name) the evaluator class ``arguments['_target_']`` logs with these
+    arguments, without its ``{name}-{split}_`` prefix: the class run on two rows in its input shape
+    (:class:`Evaluator`) by a two-word static-embedding model whose similarity is cosine, sentence-transformers'
+    default (a model whose config names another similarity logs that one's names where the arguments leave it
+    open). Milliseconds; once per class and arguments. A class refusing its arguments is refused in one line."""
+    return _logged_metrics(json.dumps(arguments, sort_keys=True), name)
+
+
+@functools.cache
+def _logged_metrics(arguments: str, name: str) -> tuple[str, tuple[str, ...]]:
+    from hydra.utils import instantiate
+
+    config = json.loads(arguments)
+    class_name = str(config["_target_"]).rsplit(".", 1)[-1]
+    facts = evaluator(class_name, name)
+    try:
+        built = instantiate({**config, "_partial_": True, "name": "probe"})(**_two_rows(facts))
+        library = logging.getLogger("sentence_transformers")
+        level = library.level
+        library.setLevel(logging.WARNING)  # its scores on two made-up rows are no result to show
+        try:
+            scores = built(_probe_model())
+        finally:
+            library.setLevel(level)
+    except (TypeError, ValueError, KeyError) as error:
+        raise PipelineError(
+            f"evaluators.{name}.evaluator: {class_name} refused its arguments "
+            f"({', '.join(k for k in config if not k.startswith('_')) or 'none'}): {error}; fix them."
+        ) from None
+    names = tuple(key.removeprefix("probe_") for key in scores)
+    return str(built.primary_metric).removeprefix("probe_"), names
+
+
+def _two_rows(facts: Evaluator) -> dict[str, Any]:
+    """Two rows in the class's input shape: (queries, corpus, relevant) for retrieval, else its text
+    columns in order and a score column."""
+    if facts.retrieval:
+        return {
+            "queries": {"q0": "a", "q1": "b"},
+            "corpus": {"d0": "a", "d1": "b"},
+            "relevant_docs": {"q0": {"d0"}, "q1": {"d1"}},
+        }
+    rows = dict(zip(facts.text_arguments, [["a", "b"], ["b", "a b"], ["a b", "b"]]))
+    return {**rows, "scores": [0.2, 0.8]} if facts.scored else rows
+
+
+@functools.cache
+def _probe_model():
+    """A real SentenceTransformer of two words and four dimensions (a StaticEmbedding: no download)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    tokenizer = Tokenizer(WordLevel({"[UNK]": 0, "a": 1, "b": 2}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = Whitespace()
+    return SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_dim=4)], device="cpu")
+
+
+def first_dev_metric(evaluators, first: str | None = None) -> str | None:
+    """``${first_dev_metric:${oc.select:evaluators,null}}`` (``optimized_metric``'s default): the dev metric of the
+    first evaluator (``first``, the option ``evaluator=NAME`` selected, when given) by its primary metric: its
+    ``primary_metric``, else its class's own (:func:`logged_metrics`); null when none runs, or when the class is
+    refused (the job spec then says why)."""
+    nodes = dict(evaluators or {})
+    if first in nodes:
+        nodes = {first: nodes[first]}
+    for key, node in nodes.items():
+        primary = node.get("primary_metric")
+        if primary is None:
+            try:
+                primary = logged_metrics(OmegaConf.to_container(node.evaluator, resolve=True), str(key))[0]
+            except PipelineError:
+                return None
+        return f"{node.name}-dev_{primary}"
+    return None
+
+
+OmegaConf.register_new_resolver("first_dev_metric", first_dev_metric, replace=True)

@@ -34,6 +34,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.runtime import catalogue  # noqa: F401 - registers ${first_dev_metric:...}: the direction reads the metric
+
 log = logging.getLogger(__name__)
 
 

@@ -272,7 +272,7 @@ def build_evaluators(
     """Every evaluator on every split it scores: ``{name}-{split}`` -> evaluator (built, not run).
 
     ``needed`` is split -> evaluator names (``JobSpec.splits_needed``); ``corpora`` holds the extra
-    corpus read for an ``ir`` evaluator (``evaluator.corpus``), by evaluator name.
+    corpus read for an ``ir`` evaluator (``evaluators.NAME.corpus``), by evaluator name.
     """
     by_name = {spec.name: spec for spec in specs}
     built = {}

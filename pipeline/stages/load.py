@@ -125,7 +125,7 @@ def load_data(spec: JobSpec) -> LoadedData:
         for name, names in spec.splits_needed.items()
         if smoke or _present(eval_cfg, eval_key, name)
     }
-    # A larger retrieval corpus: evaluator.corpus, else the evaluation data's own data.corpus (ir only).
+    # A larger retrieval corpus: evaluators.NAME.corpus, else the evaluation data's own data.corpus (ir only).
     corpora = {e.name: read_corpus(e.corpus, f"corpus of evaluator {e.name}") for e in spec.evaluators if e.corpus}
     mining = spec.stages.mine and spec.mine.corpus == "split" and not smoke
     candidates = candidate_texts(spec.data) if mining else None
@@ -199,7 +199,7 @@ def _read_eval(data: DictConfig, key: str, name: str, specs: list[EvaluatorSpec]
     split = _read_split(data, key, name)
     ds = split.dataset
     for spec in specs:
-        _require_columns(ds, list(spec.columns), split.source, key=f"evaluator.columns ({spec.name})")
+        _require_columns(ds, list(spec.columns), split.source, key=f"{spec.key}.columns")
     labels = [str(s.label) for s in specs if s.label and s.label in ds.column_names and s.label not in columns]
     ds = ds.select_columns(columns + labels)
     # The evaluators take (text, text, score) or (text, text, text): a third-column score is numeric.
@@ -212,6 +212,7 @@ def _read_eval(data: DictConfig, key: str, name: str, specs: list[EvaluatorSpec]
             split.source,
             numeric=numeric,
             score_range=spec.score_range,
+            range_key=f"{spec.key}.score_range",
             constant_scores=not spec.label,  # judged relevance (ir) may be all 1
         )
     return Split(ds, split.source, split.fingerprint)
@@ -381,7 +382,9 @@ def _blank(values):
     return values.map(lambda v: isinstance(v, str) and not v.strip()).astype(bool)
 
 
-def _check_cells(ds, columns: list[str], where: str, numeric, score_range=None, constant_scores=False) -> None:
+def _check_cells(
+    ds, columns: list[str], where: str, numeric, score_range=None, constant_scores=False, range_key="score_range"
+) -> None:
     """Empty or whitespace-only cells, non-numeric or out-of-range scores: the first bad row, by number;
     with ``constant_scores``, scores that are all equal (an evaluator's correlation would be NaN)."""
     line_offset = 2 if where.endswith((".csv", ".tsv")) else 1  # header row, 1-based lines
@@ -417,6 +420,6 @@ def _check_cells(ds, columns: list[str], where: str, numeric, score_range=None, 
                     row = int(outside.to_numpy().nonzero()[0][0])
                     raise PipelineError(
                         f"{where}: row {row + 1} (line {row + line_offset}), column {column!r} is "
-                        f"{as_number.iloc[row]}, outside evaluator.score_range=[{low}, {high}]: fix the "
+                        f"{as_number.iloc[row]}, outside {range_key}=[{low}, {high}]: fix the "
                         "score or widen the range."
                     )

@@ -1,7 +1,7 @@
 """The mine stage: (anchor, positive) pairs -> (anchor, positive, negative) rows with hard negatives.
 
 ``sentence_transformers.util.mine_hard_negatives`` does the mining, with the options under ``mine.*``
-(names as there), the miner model (``miner=...``, or the model being trained) and the train columns'
+(names as there), the miner model (``model@miner=...``, or the model being trained) and the train columns'
 prompts (``data.prompts``: the anchor's is the query prompt, the positive's the corpus prompt).
 
 The mined set is cached in ``mine.cache_dir/KEY``. KEY digests everything the set depends on: every leaf
@@ -59,7 +59,6 @@ NOT_KEYED: dict[str, str] = {
     "guide": "the GIST losses' guide, used in training only",
     "data": _ROWS + " (its prompts are keyed)",
     "eval_data": "evaluation rows: the miner reads the train rows",
-    "evaluator": "scores the model: the miner reads the train rows",
     "evaluators": "scores the model: the miner reads the train rows",
     "mine.cache_dir": "where the sets are kept",
     "mine.cache_max_age_days": "when a kept set is mined again, not what it holds",

@@ -9,12 +9,13 @@ option) may add keys freely: ``early_stoping.patience: 2`` would compose, train 
   fields declared in ``pipeline.stages.settings`` (:data:`SCHEMA` derives from it).
 - A library's arguments are checked by the library: a ``_target_`` node's keyword arguments are bound to
   the class's signature (``inspect.signature(...).bind_partial``), past the keys the pipeline reads itself
-  (``settings.LossOptions``, ``settings.Evaluator``); ``training.*`` are the
+  (``settings.LossOptions``; an evaluator's are outside its ``evaluator`` node); ``training.*`` are the
   ``SentenceTransformerTrainingArguments`` fields (their values: its ``__post_init__``, ``stages.train``).
 - Mappings the user names (``data.columns``, ``data.prompts``, ``model.architecture``) are open.
 
-:func:`drop_unknown` and :func:`fill_missing` are the lenient mode for replaying runs logged by other
-code: unknown keys are reported (one warning each) and removed; keys ``conf/config.yaml`` gives every job
+:func:`translate_logged`, :func:`drop_unknown` and :func:`fill_missing` are the lenient mode for replaying runs
+logged by other code: nodes of an older shape are read in today's (the one ``evaluator`` node);
+unknown keys are reported (one warning each) and removed; keys ``conf/config.yaml`` gives every job
 that the run lacks are reported and set to today's default. :func:`check_option` checks one option file
 of a group (a sweep over ``experiment=a,b``), :func:`check_choice` that the option is a file of its group at
 all. Writes nothing to MLflow.
@@ -69,7 +70,7 @@ def schema_of(cls: type) -> dict[str, Any]:
     for key, (kind, meta) in settings.declared(cls).items():
         child, each, library = settings.node_class(kind), settings.each_class(kind), meta.get("library")
         if library == "target":
-            target = Target(own=tuple(settings.declared(child or each)))
+            target = Target(own=tuple(settings.declared(child or each)) if child or each else ())
             schema[key] = Each(target) if each else target
         elif library == "hydra":
             schema[key] = VALUE
@@ -125,6 +126,40 @@ def drop_unknown(cfg: DictConfig, origin: str) -> DictConfig:
     kept = OmegaConf.create(plain)
     OmegaConf.set_struct(kept, OmegaConf.is_struct(cfg))
     return kept
+
+
+# The keys an evaluator node held beside its class's arguments before evaluators became one group (issue 29).
+_OLD_EVALUATOR_KEYS = ("name", "columns", "primary_metric", "splits", "score_range", "label", "corpus")
+
+
+def translate_logged(cfg: DictConfig, origin: str) -> DictConfig:
+    """A config logged in an older shape, in today's: the one ``evaluator`` node and each ``evaluators.NAME``
+    of pipeline keys mixed with class arguments become ``evaluators.NAME: {name, columns, ..., evaluator:
+    {_target_, class arguments}}``, ``evaluator`` first (its name as key; ``_target_: null`` was none); the
+    hand-copied ``metrics`` lists go (the class says what it logs). A config in today's shape comes back
+    as it is. One warning when something changed. Runs before :func:`drop_unknown` and :func:`fill_missing`."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    old = plain.pop("evaluator", None)
+    listed = plain.get("evaluators") or {}
+    mixed = [key for key, node in listed.items() if isinstance(node, dict) and "evaluator" not in node]
+    if old is None and not mixed:
+        return cfg
+    evaluators = {str(old["name"]): old} if old and old.get("_target_") else {}
+    evaluators.update(listed)
+    plain["evaluators"] = {
+        key: node if "evaluator" in node else _split_evaluator(node) for key, node in evaluators.items()
+    }
+    log.warning("%s: evaluator nodes of an older shape read as evaluators.%s", origin, ",".join(plain["evaluators"]))
+    translated = OmegaConf.create(plain)
+    OmegaConf.set_struct(translated, OmegaConf.is_struct(cfg))
+    return translated
+
+
+def _split_evaluator(node: dict) -> dict:
+    """An older evaluator node: the pipeline's keys outside, the class and its arguments inside ``evaluator``."""
+    outside = {key: node[key] for key in _OLD_EVALUATOR_KEYS if key in node}
+    inside = {key: value for key, value in node.items() if key not in (*_OLD_EVALUATOR_KEYS, "metrics")}
+    return {**outside, "evaluator": inside}
 
 
 def fill_missing(cfg: DictConfig, origin: str) -> DictConfig:

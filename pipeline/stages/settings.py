@@ -250,16 +250,25 @@ class LossOptions:
 
 @dataclass
 class Evaluator:
-    """An evaluator's settings the pipeline reads itself; its other keys are the class's arguments."""
+    """``evaluators.NAME`` (``conf/evaluators/``): the pipeline's settings for one evaluator, outside; the
+    class and its own arguments inside ``evaluator`` (checked against the class's signature)."""
 
     name: str = setting("metric prefix: {name}-{split}_{metric}")
     columns: list[str] = setting("columns read, in the evaluator's argument order")
-    primary_metric: str | None = setting("the metric that ranks runs: {name}-{split}_{primary_metric}")
-    metrics: list[str] | None = setting("the names it logs, for checking optimized_metric before the model loads")
     splits: list[str] = setting("splits scored by the evaluate stage")
+    primary_metric: str | None = setting(
+        "the metric that ranks runs: {name}-{split}_{primary_metric} (null: the class's own primary metric)"
+    )
     score_range: list[float] | None = setting("scores must lie in this range (null: any finite number)")
     label: str | None = setting("retrieval: the relevance column (1 relevant, 0 not), when the split has it")
-    corpus: str | None = setting("retrieval: a file with a text (and id) column: a larger corpus")
+    corpus: str | None = setting(
+        "retrieval: a file with a text (and id) column: a larger corpus (null: the evaluation data's corpus)"
+    )
+    evaluator: Any = setting(
+        "the class (_target_) and its own arguments, e.g. main_similarity: dot (texts, scores and name are "
+        "filled in per split)",
+        library="target",
+    )
 
 
 @dataclass
@@ -379,18 +388,21 @@ class Job:
     )
     name: str = setting("short name of the job: the MLflow experiment unless tracking says otherwise")
     optimized_metric: str | None = setting(
-        "the dev metric sweeps optimise and rank runs by (default: the first evaluator's primary metric on dev, "
-        "evaluator's else the first of evaluators'; null: none)"
+        "the dev metric sweeps optimise and rank runs by (default: the first evaluator's primary metric on dev; "
+        "null: none)"
     )
     mine: Mine = node(Mine, "the mine stage's options")
     model: Model = node(Model, "the model being trained (conf/model/)")
-    guide: Model | None = setting("a guide model, for GIST losses (conf/guide/)")
-    miner: Model | None = setting("the mine stage's model (null: the model being trained)")
+    guide: Model | None = setting("a guide model, for GIST losses: model@guide=NAME, an option of conf/model/")
+    miner: Model | None = setting(
+        "the mine stage's model: model@miner=NAME, an option of conf/model/ (null: the model being trained)"
+    )
     loss: LossOptions = node(LossOptions, "the loss (conf/loss/): _target_ and its arguments", library="target")
     data: Data = node(Data, "training data and its dev/test splits (conf/data/)")
     eval_data: EvalData | None = setting("evaluation data, when it is not data's own dev/test splits")
-    evaluator: Evaluator = node(Evaluator, "the evaluator (conf/evaluator/)", library="target")
-    evaluators: dict[str, Evaluator] = setting("more evaluators beside it, by name", library="target")
+    evaluators: dict[str, Evaluator] = setting(
+        "the evaluators, by option (conf/evaluators/): evaluators=[sts,ir] selects several, evaluators=[] none"
+    )
     hardware: Hardware = node(Hardware, "where and how it runs (conf/hardware/)")
     training: Any = setting(
         "SentenceTransformerTrainingArguments, names unchanged (conf/training/)",

@@ -4,10 +4,11 @@
 (``pipeline.stages.schema``) and before ``pipeline.stages.validate`` checks the values. Stages and
 runtime take the part they need: ``spec.loss``, ``spec.evaluators``, ``spec.guard``, or a config node
 that belongs to a library (``spec.training``: ``SentenceTransformerTrainingArguments``; ``loss.arguments``
-and ``evaluator.arguments``: the class named by ``_target_``). Writes nothing.
+and an evaluator's ``arguments``, ``evaluators.NAME.evaluator``: the class named by ``_target_``). Writes nothing.
 
 Facts derived here, and nowhere else: which stages run, the leakage audit's settings, whether the trainer evaluates during
-training, the evaluators, the splits they score and the metric names they log, ``optimized_metric``
+training, the evaluators, the splits they score and the metric names they log (their classes', run on two
+rows: ``runtime.catalogue.logged_metrics``), ``optimized_metric``
 and which way it improves, the loss's class and whether it needs a guide, Matryoshka, LoRA, early
 stopping, prompts, the guard's settings, the train sets and the columns each trains on.
 """
@@ -22,14 +23,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
+from pipeline.runtime import catalogue
 from pipeline.runtime.guard import GuardSettings
 from pipeline.stages import settings
 from pipeline.stages.leakage import Settings as LeakageSettings
 from pipeline.stages.splits import LABEL_COLUMNS
 from pipeline.tracking.direction import MAXIMIZE, metric_direction
 
-# Evaluator config keys the pipeline reads itself; every other key is an argument of the evaluator class.
-EVALUATOR_KEYS = tuple(key for key in settings.declared(settings.Evaluator) if key != "name")
 # Options of the ``loss`` block that every loss takes (conf/config.yaml); the rest goes to the loss class.
 LOSS_OPTIONS = tuple(settings.declared(settings.LossOptions))
 
@@ -50,14 +50,17 @@ class EvaluatorSpec:
     """One evaluator: the pipeline's settings for it, apart from the evaluator class's arguments."""
 
     name: str  # metric prefix: ``{name}-{split}_{metric}``
-    arguments: DictConfig  # ``_target_``, ``_partial_`` and the class's own arguments (``name`` set per split)
+    key: str  # where the config holds it: ``evaluators.sts``
+    arguments: (
+        DictConfig  # ``evaluator``: ``_target_``, ``_partial_`` and the class's own arguments (``name`` set per split)
+    )
     columns: tuple[str, ...]  # read in the class's argument order
     splits: tuple[str, ...]  # scored by the evaluate stage
-    primary_metric: str | None
-    metrics: tuple[str, ...]  # the names it logs, for checking optimized_metric before the model loads
+    primary_metric: str  # the config's, else the class's own
+    metrics: tuple[str, ...]  # the names the class logs (run on two rows), for checking optimized_metric
     label: str | None  # retrieval: the relevance column, when the split has it
     score_range: tuple[float, float] | None  # scores must lie in it (None: any finite number)
-    corpus: str | None  # retrieval: an extra corpus file (``evaluator.corpus``, else the data's ``corpus``)
+    corpus: str | None  # retrieval: an extra corpus file (``evaluators.NAME.corpus``, else the data's ``corpus``)
     prompts: tuple[str | None, ...]  # per text column: the train column's prompt in the same position
 
     @property
@@ -162,7 +165,7 @@ def read_spec(cfg: DictConfig) -> JobSpec:
     evaluates = train and str(cfg.training.eval_strategy) != "no"
     eval_key = "eval_data" if cfg.get("eval_data") else "data"
     prompts = column_prompts(cfg.data)
-    evaluators = read_evaluators(cfg.evaluator, cfg.get("evaluators"), cfg[eval_key], cfg.data, prompts)
+    evaluators = read_evaluators(cfg.get("evaluators"), cfg[eval_key], cfg.data, prompts)
     metric = str(cfg.optimized_metric) if cfg.get("optimized_metric") and evaluators else None
     patience = (cfg.get("early_stopping") or {}).get("patience")
     return JobSpec(
@@ -219,26 +222,28 @@ def config_leaves(cfg: DictConfig) -> dict[str, Any]:
 
 
 def read_evaluators(
-    evaluator: DictConfig, more: DictConfig, eval_data: DictConfig, data: DictConfig, prompts: dict[str, str]
+    evaluators: DictConfig | None, eval_data: DictConfig, data: DictConfig, prompts: dict[str, str]
 ) -> tuple[EvaluatorSpec, ...]:
-    """``evaluator`` first, then ``evaluators`` beside it; one with no class (``evaluator=none``) is skipped."""
-    nodes = [("evaluator", evaluator)] if evaluator.get("_target_") else []
-    nodes += [(f"evaluators.{key}", node) for key, node in (more or {}).items() if node.get("_target_")]
+    """``evaluators``, in the order they were selected (``evaluators=[sts,ir]``); the metric names each logs
+    come from its class (``catalogue.logged_metrics``)."""
     specs: dict[str, EvaluatorSpec] = {}
-    for key, node in nodes:
+    for key, node in (evaluators or {}).items():
         name = str(node.name)
         if name in specs:
             raise PipelineError(
-                f"{key}: an evaluator named {name!r} is already configured: drop one of them "
-                f"(evaluator=none keeps only the list) or rename it with {key}.name=OTHER."
+                f"evaluators.{key}: an evaluator named {name!r} is already configured: drop one of them "
+                f"or rename it with evaluators.{key}.name=OTHER."
             )
+        arguments = OmegaConf.create(OmegaConf.to_container(node.evaluator, resolve=True))  # a copy, not struct
+        primary, logged = catalogue.logged_metrics(OmegaConf.to_container(arguments), str(key))
         specs[name] = EvaluatorSpec(
             name=name,
-            arguments=OmegaConf.create({k: v for k, v in node.items() if k not in EVALUATOR_KEYS}),
+            key=f"evaluators.{key}",
+            arguments=arguments,
             columns=tuple(str(c) for c in node.columns),
             splits=tuple(str(s) for s in node.splits),
-            primary_metric=node.get("primary_metric"),
-            metrics=tuple(str(m) for m in node.get("metrics") or []),
+            primary_metric=str(node.get("primary_metric") or primary),
+            metrics=logged,
             label=node.get("label"),
             score_range=tuple(node.score_range) if node.get("score_range") is not None else None,
             corpus=(node.corpus or eval_data.get("corpus")) if "corpus" in node else None,
@@ -297,12 +302,8 @@ def metric_names(specs: Sequence[EvaluatorSpec], split: str = "dev", dims: Seque
     dimensions ``{name}-{split}-{dim}_{metric}`` too."""
     names = []
     for spec in specs:
-        for metric in dict.fromkeys([spec.primary_metric, *spec.metrics]):
-            if metric:
-                names += [
-                    f"{spec.name}-{split}_{metric}",
-                    *(f"{spec.name}-{split}-{dim}_{metric}" for dim in dims or []),
-                ]
+        for metric in spec.metrics:
+            names += [f"{spec.name}-{split}_{metric}", *(f"{spec.name}-{split}-{dim}_{metric}" for dim in dims or [])]
     return names
 
 

@@ -43,13 +43,8 @@ def check_config(spec: JobSpec) -> None:
     _check_training(spec.training)
     _check_matryoshka(spec.loss, spec.model)
     _check_prompts(spec.data)
-    for evaluator in spec.evaluators:  # an evaluator class without an entry: refused
-        catalogue.evaluator(evaluator.target.rsplit(".", 1)[-1], evaluator.name)
-        if "batch_size" in evaluator.arguments:  # build passes the profile's: the config's would be ignored
-            raise PipelineError(
-                f"evaluator {evaluator.name!r}: batch_size={evaluator.arguments.batch_size} would be ignored: the "
-                "evaluators encode in hardware.eval_batch_size batches (speed only); set that instead."
-            )
+    for evaluator in spec.evaluators:
+        _check_evaluator(evaluator)
     check_optimized_metric(spec.optimized_metric, spec.evaluators, spec.loss.matryoshka_dims)
     if spec.stages.train:
         _check_loss_columns(spec)
@@ -61,9 +56,25 @@ def check_config(spec: JobSpec) -> None:
         )
     if spec.stages.evaluate and not spec.evaluators and not spec.stages.train:
         raise PipelineError(
-            "stages=[load,evaluate] with evaluator=none evaluates nothing: pick evaluator=sts, triplet or ir."
+            "stages=[load,evaluate] with evaluators=[] evaluates nothing: pick evaluators=[sts], [triplet] or [ir]."
         )
     hardware.check_device(spec.hardware)  # a CUDA device for a cuda profile
+
+
+def _check_evaluator(evaluator: EvaluatorSpec) -> None:
+    """A class with a catalogue entry, no ``batch_size`` of its own, a primary metric the class logs."""
+    class_name = evaluator.target.rsplit(".", 1)[-1]
+    catalogue.evaluator(class_name, evaluator.name)  # a class without an entry: refused
+    if "batch_size" in evaluator.arguments:  # build passes the profile's: the config's would be ignored
+        raise PipelineError(
+            f"evaluator {evaluator.name!r}: {evaluator.key}.evaluator.batch_size={evaluator.arguments.batch_size} "
+            "would be ignored: the evaluators encode in hardware.eval_batch_size batches (speed only); set that instead."
+        )
+    if evaluator.primary_metric not in evaluator.metrics:
+        raise PipelineError(
+            f"{evaluator.key}.primary_metric={evaluator.primary_metric!r}: {class_name} with these arguments logs "
+            f"{', '.join(evaluator.metrics)}: pick one of them (or null: the class's own)."
+        )
 
 
 def _check_training(training: DictConfig) -> None:
@@ -110,8 +121,8 @@ def _check_early_stopping(spec: JobSpec) -> None:
         return
     if not spec.evaluators:
         raise PipelineError(
-            "early_stopping.patience is set but evaluator=none: the best model is picked by the dev evaluator's "
-            "optimized_metric; pick an evaluator (evaluator=sts, evaluator=triplet) or unset early_stopping.patience."
+            "early_stopping.patience is set but evaluators=[]: the best model is picked by the dev evaluator's "
+            "optimized_metric; pick an evaluator (evaluators=[sts], evaluators=[triplet]) or unset early_stopping.patience."
         )
     if not spec.evaluates_during_training:
         raise PipelineError(
@@ -128,7 +139,7 @@ def _check_early_stopping(spec: JobSpec) -> None:
 def _check_guide(spec: JobSpec) -> None:
     if spec.loss.needs_guide and not spec.guide:
         raise PipelineError(
-            f"loss {spec.loss.class_name} needs a guide model: set guide=minilm (or another model option)."
+            f"loss {spec.loss.class_name} needs a guide model: set model@guide=minilm (or another option of conf/model/)."
         )
 
 

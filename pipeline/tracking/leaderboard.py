@@ -191,7 +191,7 @@ def ranked_by(runs) -> str | None:
     if "params.optimized_metric" not in runs:
         return None
     named = runs["params.optimized_metric"].dropna()
-    named = named[named != "None"]  # evaluator=none: no metric
+    named = named[named != "None"]  # evaluators=[]: no metric
     return str(named.mode().iloc[0]) if len(named) else None
 
 

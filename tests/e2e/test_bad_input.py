@@ -34,6 +34,7 @@ SMOKE_TRAIN = ["model=tiny", "training.max_steps=1", "training.per_device_train_
         ("empty_cell", ["test.csv", "row 2 (line 3)", "'sentence2' is empty"]),
         ("non_numeric_score", ["dev.csv", "row 1 (line 2)", "'score'", "'high'"]),
         ("unknown_option", ["loss/nonsense", "Available options"]),
+        ("guide_not_placed", ["guide=bert_50", "model@guide=bert_50"]),  # a guide is any model option
         ("unreachable_tracking", ["tracking.uri='http://127.0.0.1:9'", "cannot be reached"]),
         ("unknown_training_key", ["training.learning_rat", "not a SentenceTransformerTrainingArguments field"]),
     ],
@@ -50,12 +51,14 @@ def test_bad_input_is_one_clear_message(cli, mlflow_client, bad_dir, case, expec
         write(bad_dir / "dev.csv", "sentence1,sentence2,score\nx,y,high\nu,v,2.0\n")
     elif case == "unknown_option":
         args.append("loss=nonsense")
+    elif case == "guide_not_placed":
+        args.append("guide=bert_50")  # the former spelling takes minilm and tiny only
     elif case == "unknown_training_key":
         args.append("+training.learning_rat=0.1")
     if case == "unreachable_tracking":  # nothing listens on port 9 (discard)
         out = cli(*args, "tracking.uri=http://127.0.0.1:9", with_store=False, timeout=120)
     else:  # Hydra's own refusal through a new interpreter; the pipeline's checks in this one
-        out = cli(*args, timeout=120, in_process=case != "unknown_option")
+        out = cli(*args, timeout=120, in_process=case not in ("unknown_option", "guide_not_placed"))
     message = out.stderr + out.stdout
     assert out.returncode == 2, message[-2000:]
     assert "Traceback" not in message, message[-2000:]

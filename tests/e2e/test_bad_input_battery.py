@@ -98,7 +98,7 @@ def _case(name: str, tmp: Path) -> tuple[list[str], list[str]]:
         return [local], ["test.csv", "row 2", "'score'", "'high'", "numeric"]
     if name == "out_of_range_score":
         _write(data, "test.csv", "sentence1,sentence2,score\na,b,1.0\nc,d,7.5\n")
-        return [local, "evaluator.score_range=[0,5]"], ["test.csv", "row 2", "7.5", "evaluator.score_range"]
+        return [local, "evaluators.sts.score_range=[0,5]"], ["test.csv", "row 2", "7.5", "evaluators.sts.score_range"]
     if name == "unknown_label":
         _write(data, "train.csv", "premise,hypothesis,label\np,h1,entailment\np,h2,contradiction\np,h3,maybe\n")
         return [
@@ -118,7 +118,7 @@ def _case(name: str, tmp: Path) -> tuple[list[str], list[str]]:
             "lower the batch size",
         ]
     if name == "triplet_evaluator_on_pairs":
-        return ["evaluator=triplet"], ["dev.csv", "'anchor'", "evaluator.columns (triplet)"]
+        return ["evaluator=triplet"], ["dev.csv", "'anchor'", "evaluators.triplet.columns"]
     if name == "scored_loss_without_score":
         return ["loss=cosent"], ["CoSENTLoss", "score", "data.train_columns"]
     if name == "leakage_fail":  # test.csv's first pair in train.csv, up to case, punctuation and order

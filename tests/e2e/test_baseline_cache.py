@@ -82,7 +82,7 @@ def test_the_same_key_reuses_the_baseline_and_a_changed_key_recomputes_it(run_jo
     other_precision = "fp32" if first.data.tags["precision.effective"] == "bf16" else "bf16"
     padded = mlflow_client.get_run(run_job(*job, "hardware.packing=false").run_id)
     changed = {
-        "evaluator": run_job(*job, "+evaluator.truncate_dim=16"),
+        "evaluator": run_job(*job, "+evaluators.sts.evaluator.truncate_dim=16"),
         "precision": run_job(*job, f"hardware.precision={other_precision}"),
         "max_seq_length": run_job(*job, "hardware.packing=false", "model.max_seq_length=4"),
     }

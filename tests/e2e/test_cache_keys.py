@@ -41,7 +41,11 @@ VALID = {
     "loss.matryoshka_dims": [16],
     "loss.matryoshka_weights": [1.0],
     "model.peft.target_modules": ["query"],
-    "evaluator.score_range": [0, 5],
+    "evaluators.sts.score_range": [0, 5],
+    "evaluators.sts.primary_metric": "pearson_cosine",
+    "evaluators.sts.evaluator._target_": "sentence_transformers.evaluation.EmbeddingSimilarityEvaluator",  # same class
+    "evaluators.sts.evaluator.main_similarity": "dot",
+    "evaluators.sts.evaluator.similarity_fn_names": ["cosine", "dot"],
     "data.prompts": {"anchor": "query: "},
     "data.train_columns": ["anchor", "positive", "negative"],
     # drop removes train rows that duplicate evaluation rows: with other evaluator columns it drops some, and

@@ -19,7 +19,7 @@ def test_minilm_scores_the_published_stsb_figure_and_a_short_mnrl_finetune_keeps
         "model=minilm",
         "data=stsb_pairs",
         STSB,
-        "evaluator.splits=[test]",
+        "evaluators.sts.splits=[test]",
         "training.max_steps=20",
         "tracking.log_model=false",
     )

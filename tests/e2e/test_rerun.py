@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from pipeline import rerun
+from pipeline import REPO_ROOT, rerun
 
 SMOKE = ("debug=smoke", "tracking.log_model=false")
+LOGGED_BEFORE_EVALUATORS_GROUP = Path(__file__).parent.parent / "data" / "config_before_evaluators_group.yaml"
 
 
 @pytest.mark.slow
-def test_rerun_of_a_smoke_run_reproduces_every_metric_exactly(run_job, cli, mlflow_client, store):
-    original = run_job(*SMOKE)
+def test_rerun_of_a_smoke_run_reproduces_every_metric_exactly(run_job, cli, mlflow_client, store, capsys, caplog):
+    original = run_job(*SMOKE, "loss=gist", "evaluators=[sts,ir]")  # a guide and two evaluators
     out = cli(original.run_id, "--tracking-uri", store["uri"], module="pipeline.rerun")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "metrics match" in out.stdout
@@ -28,6 +31,18 @@ def test_rerun_of_a_smoke_run_reproduces_every_metric_exactly(run_job, cli, mlfl
     assert after.params == {**before.params, "baseline_reuse": "False"}
     for metric in compared:
         assert f"{metric} " in out.stdout
+
+    # The same run as older code logged it (the one evaluator node beside evaluators, metrics lists): read in
+    # today's shape, it replays to the same metrics.
+    logged = LOGGED_BEFORE_EVALUATORS_GROUP.read_text().replace("REPO", str(REPO_ROOT))
+    logged = logged.replace("sqlite:///STORE/mlflow.db", store["uri"]).replace(
+        "STORE/artifacts", store["artifact_root"]
+    )
+    assert "\nevaluator:\n" in logged and "metrics:" in logged
+    mlflow_client.log_text(original.run_id, logged, "config.yaml")
+    assert rerun.main([original.run_id, "--tracking-uri", store["uri"], "tracking.log_model=false"]) == 0
+    assert "metrics match" in capsys.readouterr().out
+    assert "evaluator nodes of an older shape read as evaluators.sts,ir" in caplog.text
 
 
 def test_rerun_with_a_changed_value_reports_the_difference(run_job, store, capsys):

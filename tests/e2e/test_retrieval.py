@@ -6,7 +6,8 @@ import math
 
 from tests.conftest import all_runs, check_items_reproduce, logged_items
 
-SMOKE_IR = ("debug=smoke", "evaluators=[ir]", "evaluators.ir.columns=[sentence1,sentence2]")
+IR_ON_PAIRS = ("debug=smoke", "evaluators.ir.columns=[sentence1,sentence2]")
+SMOKE_IR = ("evaluators=[sts,ir]", *IR_ON_PAIRS)
 
 
 def test_sts_and_ir_together_during_training_and_after_with_a_baseline(run_job, mlflow_client):
@@ -42,7 +43,8 @@ def test_sts_and_ir_together_during_training_and_after_with_a_baseline(run_job, 
 
 
 def test_summary_prints_the_change_from_the_baseline_and_compare_shows_it(cli, store):
-    out = cli(*SMOKE_IR, "evaluator=none", "optimized_metric=ir-dev_cosine_ndcg@10")
+    # the former spelling of evaluators=[ir]
+    out = cli(*IR_ON_PAIRS, "evaluator=none", "evaluators=[ir]", "optimized_metric=ir-dev_cosine_ndcg@10")
     assert out.returncode == 0, out.stderr[-2000:]
     line = next(line for line in out.stdout.splitlines() if line.strip().startswith("ir-test_cosine_ndcg@10"))
     assert "from baseline" in line

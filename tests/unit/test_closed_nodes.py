@@ -77,7 +77,7 @@ def test_typos_in_any_file_are_refused_naming_the_file_the_key_and_the_nearest_k
     # A nested _target_ node (the loss's similarity function) and an evaluator's arguments are bound too.
     assert "unknown key 'loss.similarity_fct.pth'" in refusal(conf, ["+loss.similarity_fct.pth=x"])
     assert "EmbeddingSimilarityEvaluator takes no argument 'main_similarity_fn'" in refusal(
-        conf, ["+evaluator.main_similarity_fn=cosine"]
+        conf, ["+evaluators.sts.evaluator.main_similarity_fn=cosine"]
     )
 
 
@@ -94,7 +94,7 @@ def test_every_config_and_experiment_has_only_known_keys():
         for option in _options(group)
     ]
     jobs += [[f"loss={option}"] for option in _options("loss")] + [[f"sweep={option}"] for option in _options("sweep")]
-    jobs += [["evaluators=[ir,sts,triplet]"], ["data=nli_stsb_pairs", "eval_data=stsb", "miner=tiny"]]
+    jobs += [["evaluators=[ir,sts,triplet]"], ["data=nli_stsb_pairs", "eval_data=stsb", "model@miner=tiny"]]
     experiments = sorted(p.stem for p in (REPO_ROOT / "experiments").glob("*.yaml"))
     jobs += [[f"experiment={name}", *smoke] for name in experiments for smoke in ([], ["debug=smoke"])]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

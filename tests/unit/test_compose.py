@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from pipeline import CONF_DIR, REPO_ROOT
 from tests.conftest import compose_config
 
-GROUPS = ["model", "guide", "loss", "data", "eval_data", "evaluator", "hardware", "training", "tracking", "debug"]
+GROUPS = ["model", "loss", "data", "eval_data", "hardware", "training", "tracking", "debug"]
 
 
 def options(group: str) -> list[str]:
@@ -23,6 +23,17 @@ def test_every_group_option_composes(group, option):
     cfg = compose_config([f"{group}={option}"])
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     assert cfg.get(group) is not None or group == "debug"
+
+
+@pytest.mark.parametrize("option", options("evaluator"))
+def test_each_evaluator_option_composes_and_the_former_spelling_selects_it(option):
+    """evaluator=NAME (the one evaluator group's former spelling) selects evaluators=[NAME]; none: nothing."""
+    former = compose_config([f"evaluator={option}"])
+    today = compose_config([f"evaluators=[{option}]" if option != "none" else "evaluators=[]"])
+    assert former.get("evaluators") == today.get("evaluators")
+    assert list(former.get("evaluators") or {}) == ([] if option == "none" else [option])
+    OmegaConf.to_container(today, resolve=True)  # every interpolation resolves
+    assert former.optimized_metric == today.optimized_metric
 
 
 def test_default_job_is_minilm_mnrl_on_bundled_example():
@@ -53,12 +64,25 @@ def test_loss_targets_are_current_sentence_transformers_classes():
 def test_gist_losses_bring_their_guide_and_smoke_shrinks_it():
     assert compose_config(["loss=gist"]).guide.name_or_path == "sentence-transformers/all-MiniLM-L6-v2"
     assert compose_config(["loss=cached_gist", "debug=smoke"]).guide.architecture.hidden_size == 32
-    assert compose_config([]).get("guide") is None
+    assert compose_config([]).get("guide") is None and compose_config([]).get("miner") is None
+
+
+@pytest.mark.parametrize("key", ["guide", "miner"])
+def test_guide_and_miner_are_model_options_placed_at_their_key(key):
+    """model@guide=NAME: any option of conf/model/, as it is (no file of its own per option)."""
+    for option in options("model"):
+        placed = OmegaConf.to_container(compose_config([f"model@{key}={option}"])[key])
+        model = OmegaConf.to_container(compose_config([f"model={option}"]).model)
+        assert placed == {k: v for k, v in model.items() if k != "peft"}  # peft: the trained model's own option
+    for option in options(key):  # the former spelling of two of them: an alias, wherever else it is chosen
+        former = compose_config(["loss=gist", "debug=smoke", f"{key}={option}"])[key]
+        assert former == compose_config(["loss=gist", "debug=smoke", f"model@{key}={option}"])[key]
+        assert former.name_or_path == compose_config([f"model={option}"]).model.name_or_path
 
 
 def test_smoke_keeps_loss_and_evaluator_and_shrinks_the_rest():
     plain, smoke = compose_config([]), compose_config(["debug=smoke"])
-    assert smoke.loss == plain.loss and smoke.evaluator == plain.evaluator and smoke.stages == plain.stages
+    assert smoke.loss == plain.loss and smoke.evaluators == plain.evaluators and smoke.stages == plain.stages
     assert smoke.model.architecture.num_hidden_layers == 2 and smoke.training.max_steps == 2 and smoke.smoke
 
 

@@ -26,7 +26,7 @@ CARDS: dict[str, dict[str, object]] = {
         "loss.scale": 20.0,
         "loss.similarity_fct.path": "sentence_transformers.util.cos_sim",
         "data.train_columns": ["sentence_0", "sentence_1"],
-        "evaluator._target_": None,
+        "evaluators.ir.evaluator._target_": f"{ST}.evaluation.InformationRetrievalEvaluator",  # the card evaluates nothing: retrieval beside it
         "training.per_device_train_batch_size": 16,
         "training.per_device_eval_batch_size": 16,
         "training.num_train_epochs": 10,
@@ -51,9 +51,9 @@ CARDS: dict[str, dict[str, object]] = {
         "data.subset": "triplet",
         "data.train_columns": ["anchor", "positive", "negative"],
         "eval_data.path": "sentence-transformers/stsb",
-        "evaluator._target_": f"{ST}.evaluation.EmbeddingSimilarityEvaluator",
-        "evaluator.name": "sts",
-        "evaluator.splits": ["dev", "test"],
+        "evaluators.sts.evaluator._target_": f"{ST}.evaluation.EmbeddingSimilarityEvaluator",
+        "evaluators.sts.name": "sts",
+        "evaluators.sts.splits": ["dev", "test"],
         "training.per_device_train_batch_size": 128,
         "training.per_device_eval_batch_size": 128,
         "training.num_train_epochs": 1,
@@ -75,7 +75,7 @@ CARDS: dict[str, dict[str, object]] = {
         "loss.similarity_fct.path": "sentence_transformers.util.cos_sim",
         "loss.gather_across_devices": False,
         "data.train_columns": ["sentence_0", "sentence_1"],
-        "evaluator._target_": None,
+        "evaluators": None,  # evaluators=[]: no node
         "training.per_device_train_batch_size": 32,
         "training.per_device_eval_batch_size": 32,
         "training.num_train_epochs": 10,
@@ -96,7 +96,7 @@ CARDS: dict[str, dict[str, object]] = {
         "loss._target_": f"{ST}.losses.MultipleNegativesRankingLoss",
         "loss.scale": 20.0,
         "data.train_columns": ["sentence_0", "sentence_1"],
-        "evaluator._target_": None,
+        "evaluators.ir.evaluator._target_": f"{ST}.evaluation.InformationRetrievalEvaluator",
         "training.per_device_train_batch_size": 16,
         "training.per_device_eval_batch_size": 16,
         "training.num_train_epochs": 3,
@@ -114,7 +114,7 @@ CARDS: dict[str, dict[str, object]] = {
         "data.train_columns": ["anchor", "positive"],
         "stages": ["load", "mine", "train", "evaluate"],
         "mine.num_negatives": 1,
-        "evaluator._target_": f"{ST}.evaluation.InformationRetrievalEvaluator",
+        "evaluators.ir.evaluator._target_": f"{ST}.evaluation.InformationRetrievalEvaluator",
         "optimized_metric": "ir-dev_cosine_ndcg@10",
         "training.num_train_epochs": 2,
         "training.per_device_train_batch_size": 32,
@@ -131,10 +131,11 @@ CARDS: dict[str, dict[str, object]] = {
         "loss.temperature": 0.01,
         "guide.name_or_path": "sentence-transformers/all-MiniLM-L6-v2",
         "data.train_columns": ["query", "pos", "neg"],
-        "evaluator._target_": f"{ST}.evaluation.TripletEvaluator",
-        "evaluator.name": "esci",
-        "evaluator.columns": ["query", "pos", "neg"],
-        "evaluator.splits": ["dev"],
+        "evaluators.triplet.evaluator._target_": f"{ST}.evaluation.TripletEvaluator",
+        "evaluators.triplet.name": "esci",
+        "evaluators.triplet.columns": ["query", "pos", "neg"],
+        "evaluators.triplet.splits": ["dev"],
+        "evaluators.ir.splits": ["dev"],
         "optimized_metric": "esci-dev_cosine_accuracy",
         "training.per_device_train_batch_size": 16,
         "training.per_device_eval_batch_size": 16,
@@ -177,7 +178,11 @@ def test_experiment_file_opens_with_its_command_and_card(name):
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_smoke_keeps_the_recipe_and_shrinks_model_and_steps(name):
     recipe, smoke = compose_config([f"experiment={name}"]), compose_config([f"experiment={name}", "debug=smoke"])
-    assert smoke.loss == recipe.loss and smoke.evaluator == recipe.evaluator and smoke.stages == recipe.stages
+    assert (
+        smoke.loss == recipe.loss
+        and smoke.get("evaluators") == recipe.get("evaluators")
+        and smoke.stages == recipe.stages
+    )
     assert smoke.data.train_columns == recipe.data.train_columns
     for key in ("batch_sampler", "multi_dataset_batch_sampler", "eval_strategy", "fp16", "warmup_steps"):
         assert smoke.training[key] == recipe.training[key], key

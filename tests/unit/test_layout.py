@@ -119,6 +119,7 @@ WHOLE_CONFIG_ALLOWED = {
     "pipeline.stages.spec.config_leaves",  # the leaves every cache key reads, once, in read_spec
     "pipeline.stages.schema.check_keys",
     "pipeline.stages.settings.check_values",  # every declared key of the config against its declaration
+    "pipeline.stages.schema.translate_logged",
     "pipeline.stages.schema.drop_unknown",
     "pipeline.stages.schema.fill_missing",
     "pipeline.stages.schema.unknown_keys",

@@ -34,7 +34,7 @@ def test_early_stopping_composes_and_passes_with_an_evaluator_and_evaluations():
     ("overrides", "fragments"),
     [
         (["debug=smoke", "early_stopping.patience=2"], ["training.eval_strategy=no", "training.eval_strategy=steps"]),
-        ([*SMOKE, "evaluator=none", "early_stopping.patience=2"], ["evaluator=none", "evaluator=sts"]),
+        ([*SMOKE, "evaluators=[]", "early_stopping.patience=2"], ["evaluators=[]", "evaluators=[sts]"]),
         ([*SMOKE, "early_stopping.patience=0"], ["early_stopping.patience=0", ">= 1"]),
         ([*SMOKE, "early_stopping.patience=2", "optimized_metric=sts-test_spearman_cosine"],
          ["optimized_metric='sts-test_spearman_cosine'", "sts-dev_spearman_cosine"]),
@@ -95,6 +95,6 @@ def test_register_as_needs_a_trained_and_logged_model():
 
 
 def test_an_evaluator_batch_size_is_refused_for_the_profile_s():
-    """The evaluators encode in hardware.eval_batch_size batches: evaluator.batch_size would be ignored."""
-    message = _error(["debug=smoke", "+evaluator.batch_size=8"])
-    assert "evaluator 'sts': batch_size=8 would be ignored" in message and "hardware.eval_batch_size" in message
+    """The evaluators encode in hardware.eval_batch_size batches: an evaluator's batch_size would be ignored."""
+    message = _error(["debug=smoke", "+evaluators.sts.evaluator.batch_size=8"])
+    assert "evaluators.sts.evaluator.batch_size=8 would be ignored" in message and "hardware.eval_batch_size" in message

@@ -58,16 +58,16 @@ def test_no_query_with_a_relevant_row_is_an_error():
         retrieval_inputs(split(rows), ["anchor", "positive"], label="label")
 
 
-def test_evaluators_list_adds_to_the_evaluator_and_optimized_metric_must_be_one_of_theirs():
-    spec = read_spec(compose_config(["evaluators=[ir]"]))
+def test_evaluators_list_selects_several_and_optimized_metric_must_be_one_of_theirs():
+    spec = read_spec(compose_config(["evaluators=[sts,ir]"]))
     specs = spec.evaluators
     assert [e.name for e in specs] == ["sts", "ir"]
     assert "ir-dev_cosine_ndcg@10" in metric_names(specs) and "sts-dev_spearman_cosine" in metric_names(specs)
     check_optimized_metric(spec.optimized_metric, specs)  # the default: sts-dev_spearman_cosine
     with pytest.raises(PipelineError, match=r"optimized_metric='ir-dev_cosine_ndcg@100'.*ir-dev_cosine_ndcg@10"):
         check_optimized_metric("ir-dev_cosine_ndcg@100", specs)
-    with pytest.raises(PipelineError, match="an evaluator named 'sts' is already configured"):
-        read_spec(compose_config(["evaluators=[sts]"]))
+    with pytest.raises(PipelineError, match="evaluators.ir: an evaluator named 'sts' is already configured"):
+        read_spec(compose_config(["evaluators=[sts,ir]", "evaluators.ir.name=sts"]))
 
 
 def test_judged_pairs_keep_positives_and_add_judged_negatives():

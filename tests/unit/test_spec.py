@@ -11,17 +11,17 @@ EVALUATES = ["debug=smoke", "training.eval_strategy=steps", "training.eval_steps
 
 
 def test_the_spec_derives_stages_evaluators_splits_metric_and_loss():
-    spec = read_spec(compose_config([*EVALUATES, "evaluators=[ir]"]))
+    spec = read_spec(compose_config([*EVALUATES, "evaluators=[sts,ir]"]))
     assert spec.stages == Stages(("load", "train", "evaluate"), mine=False, train=True, evaluate=True, baseline=True)
     assert spec.evaluates_during_training
     assert [e.name for e in spec.evaluators] == ["sts", "ir"]
     assert spec.splits_needed == {"dev": ("sts", "ir"), "test": ("sts", "ir")} and spec.eval_splits == ("dev", "test")
     assert (spec.optimized_metric, spec.direction) == ("sts-dev_spearman_cosine", "maximize")
-    ir = spec.evaluator("ir")  # the pipeline's settings apart from the evaluator class's arguments
+    ir = spec.evaluator("ir")  # the pipeline's settings outside, the class's arguments in its evaluator node
     assert ir.columns == ("anchor", "positive") and ir.primary_metric == "cosine_ndcg@10" and ir.label == "label"
-    assert set(ir.arguments) == {"_target_", "_partial_", "name"} and ir.target.endswith(
-        "InformationRetrievalEvaluator"
-    )
+    assert ir.target.endswith("InformationRetrievalEvaluator") and ir.key == "evaluators.ir"
+    assert {"_target_", "_partial_", "ndcg_at_k"} <= set(ir.arguments) and "columns" not in ir.arguments
+    assert "cosine_mrr@10" in ir.metrics and "cosine_ndcg@10" in ir.metrics  # what the class logs
     assert spec.loss.class_name == "MultipleNegativesRankingLoss" and not spec.loss.needs_guide
     assert "matryoshka_dims" not in spec.loss.arguments and spec.loss.matryoshka_dims is None
 
@@ -48,12 +48,18 @@ def test_a_config_logged_before_a_node_existed_reads_with_that_node_off():
 
 
 def test_optimized_metric_defaults_to_the_first_evaluator_that_runs():
-    """evaluator=none evaluators=[ir]: the list's first evaluator is optimised (it once optimised nothing)."""
+    """The list's first evaluator is optimised; the former spellings keep their meaning (evaluator=NAME first)."""
     cases = {
+        ("evaluators=[ir,sts]",): "ir-dev_cosine_ndcg@10",
+        ("evaluators=[sts,ir]",): "sts-dev_spearman_cosine",
+        ("evaluators=[]",): None,
         ("evaluator=none", "evaluators=[ir]"): "ir-dev_cosine_ndcg@10",
         ("evaluator=ir", "evaluators=[sts]"): "ir-dev_cosine_ndcg@10",
-        ("evaluators=[ir]",): "sts-dev_spearman_cosine",
+        ("evaluator=triplet",): "triplet-dev_cosine_accuracy",
         ("evaluator=none",): None,
+        # the class's own primary metric follows its arguments
+        ("evaluators.sts.evaluator.main_similarity=dot",): "sts-dev_spearman_dot",
+        ("evaluators=[ir]", "evaluators.ir.evaluator.ndcg_at_k=[5]"): "ir-dev_cosine_ndcg@5",
     }
     for overrides, metric in cases.items():
         assert read_spec(compose_config(["debug=smoke", *overrides])).optimized_metric == metric, overrides
