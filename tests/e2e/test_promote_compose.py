@@ -1,5 +1,6 @@
-"""The mined retrieval recipe as a parallel sweep (2 learning rates x 2 seeds, tiny model, a cold mine
-cache), ranked and promoted by its "@" metric.
+"""The mined retrieval recipe as a sweep (2 learning rates x 2 seeds, tiny model, a cold mine cache),
+ranked and promoted by its "@" metric. The jobs run one after another in one process (Hydra's basic
+launcher): parallel sweeps and concurrent mining have tests of their own (test_sweep, test_mine_cache).
 
 Sentence-transformers names the metric ``ir-dev_cosine_ndcg@10``, MLflow stores it as
 ``ir-dev_cosine_ndcg_at_10``: the leaderboard, ``compare --group-by seed``, ``promote --parent`` and the
@@ -30,7 +31,7 @@ def sweep(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("promote")
     uri = f"sqlite:///{folder}/mlflow.db"
-    command = [sys.executable, "-m", "pipeline", "-m", "experiment=trecqa_mined", "debug=smoke", "sweep=parallel",
+    command = [sys.executable, "-m", "pipeline", "-m", "experiment=trecqa_mined", "debug=smoke",
                "seed=1,2", "training.learning_rate=1e-5,5e-2", f"tracking.register_as={NAME}", f"tracking.uri={uri}",
                f"tracking.artifact_root={folder}/artifacts", f"mine.cache_dir={folder}/mined",
                f"hydra.sweep.dir={folder}/sweep"]  # fmt: skip
@@ -41,7 +42,6 @@ def sweep(tmp_path_factory):
     parent = next(r for r in runs if r.data.tags.get("pipeline.role") == "sweep")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
-    assert parent.data.tags["pipeline.launcher"].endswith("JoblibLauncher"), parent.data.tags
     # the tiny miner is the model being trained, built from its config and seed: one mined set per seed,
     # mined once (a miss) and found by the other learning rate's job (a hit), in whichever order they ran
     for seed in ("1", "2"):
