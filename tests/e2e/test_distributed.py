@@ -20,39 +20,17 @@ pytestmark = pytest.mark.slow
 DDP = ("hardware=cpu_ddp", "debug=smoke")
 
 
-def test_cpu_ddp_run_is_one_finished_run_with_world_size_2_and_a_rerun_replays_it_in_2_ranks(
+def test_cpu_ddp_sweep_jobs_are_one_run_each_gather_across_ranks_and_a_rerun_replays_one_in_2_ranks(
     cli, mlflow_client, store, tmp_path
 ):
-    out = cli(*DDP, "tracking.log_model=false", timeout=600)
-    assert out.returncode == 0, out.stderr[-4000:]
-    runs = all_runs(mlflow_client)
-    assert len(runs) == 1, [r.data.tags.get("world_size") for r in runs]
-    run = runs[0]
-    assert run.info.status == "FINISHED"
-    assert run.data.tags["world_size"] == "2"
-    assert run.data.tags["batch.per_device"] == "4" and run.data.tags["batch.global"] == "8"
-    assert run.data.params["hardware.num_processes"] == "2"
-    assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
-    assert math.isfinite(run.data.metrics["sts-test_spearman_cosine"])
-    # the ranks ran the one config the launching process resolved, and it is what the run records
-    (launched,) = (tmp_path / "hydra").glob("launch-*/job.yaml")  # the launch's own folder
-    job = OmegaConf.load(launched)
-    assert "${" not in OmegaConf.to_yaml(job.config)
-    resolved = flatten(OmegaConf.to_container(job.config))
-    assert {k: run.data.params.get(k) for k in resolved} == resolved
-    # the same run replayed by pipeline.rerun: 2 ranks again, identical metrics
-    out = cli(run.info.run_id, "--tracking-uri", store["uri"], module="pipeline.rerun", timeout=600)
-    assert out.returncode == 0 and "metrics match" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
-    (replay,) = [r for r in all_runs(mlflow_client) if r.data.tags.get("pipeline.rerun_of") == run.info.run_id]
-    assert replay.info.status == "FINISHED" and replay.data.tags["world_size"] == "2", "rerun: not 2 ranks"
-    assert replay.data.metrics["sts-test_spearman_cosine"] == run.data.metrics["sts-test_spearman_cosine"]
-
-
-def test_multirun_of_cpu_ddp_jobs_and_gather_across_devices(cli, mlflow_client, tmp_path):
-    out = cli("-m", *DDP, "loss.gather_across_devices=false,true", f"hydra.sweep.dir={tmp_path}/sweep", timeout=900)
+    """Two cpu_ddp jobs of one sweep (loss.gather_across_devices false, true): each is one FINISHED run of
+    world size 2 that records the config its ranks ran; pipeline.rerun replays one in 2 ranks again."""
+    sweep = ("-m", *DDP, "tracking.log_model=false", "loss.gather_across_devices=false,true")
+    out = cli(*sweep, f"hydra.sweep.dir={tmp_path}/sweep", timeout=900)
     assert out.returncode == 0, out.stderr[-4000:]
     jobs = [r for r in all_runs(mlflow_client) if r.data.tags.get("world_size") == "2"]
     assert len(jobs) == 2 and all(r.info.status == "FINISHED" for r in jobs)
+    assert len(all_runs(mlflow_client)) == 3, "one run per job (and the sweep's parent), not one per rank"
     first_loss = {
         r.data.params["loss.gather_across_devices"]: mlflow_client.get_metric_history(r.info.run_id, "loss")[0].value
         for r in jobs
@@ -60,6 +38,26 @@ def test_multirun_of_cpu_ddp_jobs_and_gather_across_devices(cli, mlflow_client, 
     # gathered, each anchor is scored against both ranks' positives (8 candidates, not 4): the
     # loss of the same first batch is higher, so the candidates really crossed the ranks
     assert first_loss["True"] > first_loss["False"] + 0.1, first_loss
+    run = next(r for r in jobs if r.data.params["loss.gather_across_devices"] == "False")
+    assert run.data.tags["batch.per_device"] == "4" and run.data.tags["batch.global"] == "8"
+    assert run.data.params["hardware.num_processes"] == "2"
+    assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+    assert math.isfinite(run.data.metrics["sts-test_spearman_cosine"])
+    # the ranks ran the one config the launching process resolved, and it is what the run records
+    launched = [OmegaConf.load(p) for p in (tmp_path / "sweep").glob("*/launch-*/job.yaml")]  # each launch's folder
+    assert len(launched) == 2
+    for job in launched:
+        assert "${" not in OmegaConf.to_yaml(job.config)
+        resolved = flatten(OmegaConf.to_container(job.config))
+        logged = next(r for r in jobs if r.data.params["seed"] == resolved["seed"] and r.data.params[
+            "loss.gather_across_devices"] == str(resolved["loss.gather_across_devices"]))  # fmt: skip
+        assert {k: logged.data.params.get(k) for k in resolved} == resolved
+    # the run replayed by pipeline.rerun: 2 ranks again, identical metrics
+    out = cli(run.info.run_id, "--tracking-uri", store["uri"], module="pipeline.rerun", timeout=600)
+    assert out.returncode == 0 and "metrics match" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    (replay,) = [r for r in all_runs(mlflow_client) if r.data.tags.get("pipeline.rerun_of") == run.info.run_id]
+    assert replay.info.status == "FINISHED" and replay.data.tags["world_size"] == "2", "rerun: not 2 ranks"
+    assert replay.data.metrics["sts-test_spearman_cosine"] == run.data.metrics["sts-test_spearman_cosine"]
 
 
 @pytest.mark.timed
