@@ -1,4 +1,5 @@
-"""Several processes writing into one fresh SQLite store at once: no run and no metric is lost."""
+"""Several processes writing into one fresh SQLite store at once: no run and no metric is lost. (Whole
+pipeline jobs started at once into a new, then an existing store: tests/e2e/test_concurrent_jobs.py.)"""
 
 from __future__ import annotations
 
@@ -63,36 +64,6 @@ def test_parallel_writers_into_one_sqlite_store_lose_nothing(store, tmp_path, ml
         assert sorted(m.step for m in history) == list(range(1, STEPS + 1))
         assert {round(m.value - index, 6) for m in history} == {round(s / 1000, 6) for s in range(1, STEPS + 1)}
         assert len(mlflow_client.get_metric_history(run.info.run_id, "grad_norm")) == STEPS
-
-
-@pytest.mark.slow
-def test_parallel_pipeline_jobs_into_one_store(store_overrides, tmp_path, mlflow_client):
-    processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pipeline",
-                "debug=smoke",
-                f"seed={i}",
-                *store_overrides,
-                f"hydra.run.dir={tmp_path}/job{i}",
-            ],
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(3)
-    ]
-    outputs = [p.communicate(timeout=600)[0] for p in processes]
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
-    runs = all_runs(mlflow_client)
-    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
-    for run in runs:
-        assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
-        assert "sts-test_spearman_cosine" in run.data.metrics
 
 
 LINEAGE_ROUNDS = 8

@@ -5,6 +5,7 @@ wherever their checkout lies; numeric names; a store password never printed."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -97,6 +98,7 @@ def test_jobs_started_at_once_into_a_new_then_an_existing_store_keep_their_own_r
         for run in runs:
             assert run.info.status == "FINISHED"
             assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+            assert math.isfinite(run.data.metrics["sts-test_spearman_cosine"])
             folder = shared / run.info.run_id  # the job's own folder, keyed by its run id
             assert run.data.tags["checkpoint.dir"] == str((folder / "trainer").resolve())
             for step in (1, 2):
