@@ -7,7 +7,6 @@ stores (MLflow's and Optuna's) under ``tmp_path``.
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 import sys
 
 import optuna
@@ -15,9 +14,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from pipeline import REPO_ROOT
 from pipeline.tracking.study import open_storage
-from tests.conftest import all_runs, spawn
+from tests.conftest import all_runs, pipeline_in_process, spawn
 
 METRIC = "sts-dev_spearman_cosine"  # higher is better
 OWN_SPACE = (
@@ -102,7 +100,7 @@ def test_two_sweeps_at_once_resume_one_study_maximise_and_fail_its_stale_trial(
 
 @pytest.mark.slow
 def test_a_contradicting_direction_or_a_key_searched_and_set_is_refused_before_any_run(
-    tmp_path, store_overrides, mlflow_client
+    tmp_path, store_overrides, mlflow_client, capfd
 ):
     for mistake, says in [
         (
@@ -114,13 +112,8 @@ def test_a_contradicting_direction_or_a_key_searched_and_set_is_refused_before_a
             "error: the sweep could not start: training.learning_rate is both in hydra.sweeper.params",
         ),
     ]:
-        out = subprocess.run(
-            sweep_command(tmp_path, store_overrides, "refused", mistake, "hydra.sweeper.n_trials=1"),
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        command = sweep_command(tmp_path, store_overrides, "refused", mistake, "hydra.sweeper.n_trials=1")
+        out = pipeline_in_process(command[3:], capfd)  # refused before any job: no new interpreter
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 2 and lines[-1].startswith(says), out.stderr[-3000:]
         assert "Traceback" not in out.stderr

@@ -203,7 +203,9 @@ def test_the_same_optuna_sweep_again_continues_its_study(cli, mlflow_client, tmp
 
 @pytest.mark.slow
 def test_optuna_needs_the_optimized_metric(cli, mlflow_client, tmp_path):
-    out = cli(*sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=1", "optimized_metric=null"))
+    out = cli(
+        *sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=1", "optimized_metric=null"), in_process=True
+    )
     assert out.returncode == 2 and "optimized_metric" in out.stderr and "Traceback" not in out.stderr
     assert all_runs(mlflow_client) == []  # refused before any run
     out = cli(*sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=1", "optimized_metric=sts-dev_nothing"))
@@ -347,7 +349,7 @@ def test_ctrl_c_of_a_joblib_sweep_ends_the_parent_and_both_running_jobs_killed(
 @pytest.mark.new_store
 def test_an_optuna_storage_that_cannot_be_opened_is_one_line_before_any_job(cli, store, tmp_path):
     out = cli(*sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=1",
-                          "hydra.sweeper.storage=postgresql://team:s3cret@127.0.0.1:1/optuna"))  # fmt: skip
+                          "hydra.sweeper.storage=postgresql://team:s3cret@127.0.0.1:1/optuna"), in_process=True)  # fmt: skip
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
     line = next(line for line in out.stderr.splitlines() if line.startswith("error:"))
     assert "hydra.sweeper.storage='postgresql://***@127.0.0.1:1/optuna' cannot be opened" in line
