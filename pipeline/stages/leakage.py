@@ -246,11 +246,9 @@ def count(matches: pd.DataFrame) -> dict[str, int]:
 
 def drop_rows(train: dict[str, Split], matches: dict[str, pd.DataFrame]) -> tuple[dict[str, Split], int]:
     """The train sets without their rows that are exact or near duplicates of an evaluation row."""
-    found = pd.concat(matches.values(), ignore_index=True)
-    found = found[found.kind.isin(["exact", "near"])]
     kept, dropped = {}, 0
     for name, split in train.items():
-        rows = np.unique(found.loc[found.train_set == name, "train_row"].to_numpy().astype(int))
+        rows = leaking_rows(matches, name)
         if len(rows) == 0:
             kept[name] = split
             continue
@@ -259,6 +257,28 @@ def drop_rows(train: dict[str, Split], matches: dict[str, pd.DataFrame]) -> tupl
         kept[name] = Split(split.dataset.select(keep), f"{split.source} (less {len(rows)} leaking rows)", fingerprint)
         dropped += len(rows)
     return kept, dropped
+
+
+def leaking_rows(matches: dict[str, pd.DataFrame], train_set: str) -> np.ndarray:
+    """The rows of one train set that are an exact or near duplicate of some evaluation row, sorted."""
+    found = pd.concat(matches.values(), ignore_index=True)
+    found = found[found.kind.isin(["exact", "near"]) & (found.train_set == train_set)]
+    return np.unique(found.train_row.to_numpy().astype(np.int64))
+
+
+def kept_candidates(candidates: list[str], train: Split, matches: dict[str, pd.DataFrame]) -> list[str]:
+    """The mine stage's candidate texts (``mine.corpus=split``) without any text of a dropped train row:
+    a dropped row's positive is not mined as another row's negative either (the kept rows' own positives
+    are candidates all the same: ``mine_hard_negatives`` adds them)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = leaking_rows(matches, "train")
+    if len(rows) == 0:
+        return candidates
+    dropped = pa.concat_arrays([c.combine_chunks() for c in text_table(train.dataset.select(rows)).columns])
+    held = pc.is_in(pa.array(candidates, type=dropped.type), value_set=dropped).to_numpy(zero_copy_only=False)
+    return [text for text, drop in zip(candidates, held) if not drop]
 
 
 # ----------------------------------------------------------------------------------------------

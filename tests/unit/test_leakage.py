@@ -14,7 +14,7 @@ from pipeline import PipelineError
 from pipeline.stages import leakage, load
 from pipeline.stages.leakage import Mode, Settings
 from pipeline.stages.spec import read_spec
-from pipeline.stages.splits import Split
+from pipeline.stages.splits import LoadedData, Split
 from tests.conftest import SHARED_DATA, compose_config
 
 WORDS = [f"w{i:03d}" for i in range(2000)]
@@ -100,6 +100,18 @@ def test_drop_trains_without_the_leaking_rows():
     assert kept.dataset.num_rows == 35 and kept.fingerprint != "f" * 16
     again, _ = leakage.audit({"train": kept}, {"test": pairs(EXACT + NEAR + OTHER, True)}, Settings(Mode.WARN, DEFAULT))
     assert again.counts["test"]["rows_exact"] == 0 and again.counts["test"]["rows_near"] == 0
+
+
+def test_drop_keeps_a_dropped_rows_texts_out_of_the_mined_candidates():
+    """``mine.corpus=split``: the candidates are the train file's positives; a dropped row's positive is
+    not mined as another row's negative (the load stage's ``audited``, as ``load_data`` runs it)."""
+    candidates = [b for _, b in TRAIN] + ["an extra candidate"]
+    loaded = LoadedData(
+        train=pairs(TRAIN, False), eval_splits={"test": pairs(EXACT + NEAR, True)}, candidates=candidates
+    )
+    dropped = load.audited(loaded, Settings(Mode.DROP, DEFAULT))
+    assert dropped.candidates == [b for _, b in TRAIN[5:]] + ["an extra candidate"]
+    assert load.audited(loaded, Settings(Mode.WARN, DEFAULT)).candidates == candidates  # warn trains on all
 
 
 def test_fail_refuses_in_one_line_and_off_does_nothing():
