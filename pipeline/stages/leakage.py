@@ -36,6 +36,7 @@ import dataclasses
 import enum
 import hashlib
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -125,6 +126,40 @@ def audit(
             "train file, or set data.leakage=drop to train without them (warn: train anyway)."
         )
     return result, train
+
+
+class Running:
+    """An audit that needs to change nothing before training (``warn``), run in a thread while the job
+    opens its run and loads the model: its numpy and Arrow passes release the GIL. :meth:`result` waits
+    for it (and raises what it raised). The copies of the data a process cache hands out share it."""
+
+    def __init__(self, train: dict[str, Split], splits: dict[str, Split], settings: Settings):
+        self._outcome: dict[str, Any] = {}
+        self._thread = threading.Thread(
+            target=self._run, args=(train, splits, settings), name="leakage-audit", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, *args) -> None:
+        try:
+            found = audit(*args)
+            self._outcome["audit"] = found[0] if found else None
+        except Exception as error:  # noqa: BLE001 - raised again in the thread that waits for the result
+            self._outcome["error"] = error
+
+    def result(self) -> Audit | None:
+        self._thread.join()
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["audit"]
+
+    def __deepcopy__(self, memo) -> Running:
+        return self
+
+
+def found(leakage: Audit | Running | None) -> Audit | None:
+    """What the audit found (``LoadedData.leakage``), waiting for it when it runs in a thread."""
+    return leakage.result() if isinstance(leakage, Running) else leakage
 
 
 @dataclasses.dataclass(frozen=True)
