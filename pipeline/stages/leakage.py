@@ -511,8 +511,8 @@ class Vocabulary:
             at = np.flatnonzero(sieve(hashes[words])(w.hashes))
             word = self.word_ids(w.hashes[at])
             pair_keys = pair_key(hashes[pairs // len(self.words)], hashes[pairs % len(self.words)])
-            same = np.flatnonzero(w.text[1:] == w.text[:-1])
-            same = same[sieve(pair_keys)(pair_key(w.hashes[same], w.hashes[same + 1]))]
+            same = np.flatnonzero(sieve(pair_keys)(pair_key(w.hashes[:-1], w.hashes[1:])))  # neighbours, sieved
+            same = same[w.text[same] == w.text[same + 1]]  # then only those of one text
             first, second = self.word_ids(w.hashes[same]), self.word_ids(w.hashes[same + 1])
             pair = np.where((first >= 0) & (second >= 0), self.pair_index(first, second), -1)
             shingles = np.concatenate([word[word >= 0], pair[pair >= 0] + len(self.words)]) * self.columns + tag
