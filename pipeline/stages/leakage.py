@@ -1,7 +1,9 @@
 """The leakage audit: does an evaluation split hold rows or texts the model trains on?
 
-Run by the load stage after the data is read and checked, before any model loads (so ``fail`` costs
-seconds and creates no run). Each evaluation split is compared with every train set:
+Started by the load stage once the data is read and checked: ``fail`` and ``drop`` run there, before any
+model loads (so ``fail`` costs seconds and creates no run); ``warn``, which changes nothing, runs in a
+thread (:class:`Running`) while the job loads the model and trains. Each evaluation split is compared
+with every train set:
 
 - texts are normalised first: Unicode NFKC, lower case, punctuation and symbols to spaces, whitespace
   collapsed (``"A man, playing!"`` and ``"a man playing"`` are the same text);
