@@ -5,8 +5,15 @@ audit alone (``pipeline.stages.leakage.audit``) on what was read; each ``--repea
 ``--before FILE``: also an earlier ``leakage.py`` (say ``git show REV:pipeline/stages/leakage.py``) on
 the same rows, the two interleaved (the order alternates each repeat), and their counts compared.
 
+``--first-step N``: instead, what the audit adds to a whole job's time before its first training step:
+N rounds of the same job (the data-scale recipe of ``bench_sweep.py``: all-MiniLM-L6-v2, 3 steps, no
+baseline, ``stages=[load,train]``) with ``data.leakage=off`` and ``warn``, alternating (the order flips
+each round) after one unmeasured job of each (the datasets cache of the CSV, the OS file cache);
+medians of ``startup_seconds`` (process start to step 1) and ``job_seconds``.
+
     .venv/bin/python benchmarks/make_pairs.py --rows 1000000 --out /tmp/pairs-1m
     .venv/bin/python benchmarks/bench_leakage.py --data /tmp/pairs-1m
+    .venv/bin/python benchmarks/bench_leakage.py --data /tmp/pairs-1m --first-step 5
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,13 +72,53 @@ def measure(data: Path, columns: str, repeats: int, before: Path | None) -> dict
             "same_counts": all(c == counts["audit"] for c in counts.values())}  # fmt: skip
 
 
+FIRST_STEP = (
+    "model=minilm",
+    "training.max_steps=3",
+    "baseline=false",
+    "stages=[load,train]",
+    "tracking.log_model=false",
+)
+
+
+def first_step(data: Path, columns: str, rounds: int) -> dict:
+    """Process start to the first step and the whole job, ``data.leakage=off`` against ``warn``, alternating."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_cpu import create_store, loadavg
+    from bench_sweep import jobs, pipeline
+
+    recipe = [*FIRST_STEP, "data=stsb", f"data.local_dir={data}", f"data.train_columns={columns}"]
+    times: dict[str, dict[str, list[float]]] = {mode: {"startup_s": [], "job_s": []} for mode in ("off", "warn")}
+    loads = [loadavg()]
+    with tempfile.TemporaryDirectory(prefix="bench-leakage-") as work:
+        for round_ in range(rounds + 1):
+            for mode in ("off", "warn") if round_ % 2 == 0 else ("warn", "off"):
+                store = Path(work) / f"{mode}-{round_}"
+                create_store(store)
+                pipeline([*recipe, f"data.leakage={mode}"], store, "job")
+                (job,) = jobs(store)
+                if round_ > 0:  # round 0 warms the caches
+                    times[mode]["startup_s"].append(job["startup_s"])
+                    times[mode]["job_s"].append(job["job_s"])
+                print(f"round {round_} {mode}: first step {job['startup_s']:.2f} s (load {loadavg()})", flush=True)
+            loads.append(loadavg())
+    medians = {mode: {k: statistics.median(v) for k, v in parts.items()} for mode, parts in times.items()}
+    ratio = medians["warn"]["startup_s"] / medians["off"]["startup_s"]
+    return {"recipe": recipe, "rounds": rounds, "all": times, "median": medians, "first_step_warn_over_off": ratio,
+            "job_warn_over_off": medians["warn"]["job_s"] / medians["off"]["job_s"], "loadavg": loads}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="The leakage audit's time against the data's read and check.")
     parser.add_argument("--data", required=True, help="a folder of train.csv, dev.csv, test.csv")
     parser.add_argument("--columns", default="[anchor,positive]", help="data.train_columns")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--before", type=Path, help="an earlier leakage.py, timed interleaved with this one")
+    parser.add_argument("--first-step", type=int, metavar="ROUNDS", help="time whole jobs to their first step instead")
     args = parser.parse_args()
+    if args.first_step:
+        print(json.dumps(first_step(Path(args.data), args.columns, args.first_step), indent=1))
+        return
     print(json.dumps(measure(Path(args.data), args.columns, args.repeats, args.before), indent=1))
 
 

@@ -3,7 +3,9 @@ whole config and owns the MLflow run.
 
 Order matters and is the point of this module:
 1. preflight: config checks (no data, no model), tracking target, data read, validated and audited for
-   evaluation rows that duplicate train rows (``data.leakage``), training arguments built (unknown ``training.*`` names rejected): a mistake costs seconds and creates no run;
+   evaluation rows that duplicate train rows (``data.leakage``: ``fail`` and ``drop`` here; ``warn`` in a
+   thread, waited for once the model has trained), training arguments built (unknown ``training.*`` names rejected):
+   a mistake costs seconds and creates no run;
 2. the MLflow run starts (rank 0 only: other ranks train and write nothing);
 3. the model and evaluators load; hard negatives are mined (``mine`` stage); the evaluators score the
    starting model (``baseline/`` metrics, or a finished run's with the same key); train; evaluate; the
@@ -26,7 +28,7 @@ from omegaconf import DictConfig
 from pipeline import PipelineError, tracking
 from pipeline.runtime import checkpoint, guard, hardware, packing
 from pipeline.runtime.hardware import Precision
-from pipeline.stages import build, load, mine, validate
+from pipeline.stages import build, leakage, load, mine, validate
 from pipeline.stages.baseline import Scoring, baseline_key
 from pipeline.stages.spec import JobSpec, read_spec
 from pipeline.stages.splits import LoadedData
@@ -115,7 +117,6 @@ def run_job(
         if run is not None:
             (on_run_start or (lambda _: None))(run.info.run_id)
             tracking.log_data_lineage(plan.data, spec.data.name, spec.eval_data.name)
-            report_leakage(plan.data)
         folder = job_folder(output_dir, run.info.run_id if run is not None else shared_run_id(spec, resume), resume)
         plan = in_folder(plan, folder)
         built = build_stage(plan)
@@ -124,6 +125,7 @@ def run_job(
         baseline = baseline_step(plan, built, folder) if run is not None and not resume else {}
         if spec.stages.train:
             train_stage(plan, built, resume)
+        report_leakage(leakage.found(plan.data.leakage), run is not None)  # warn: its thread ran until here
         if run is None:
             return JobResult("", "", {}, None)
         metrics = {**baseline, **evaluate_stage(plan, built, folder)}
@@ -190,10 +192,9 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     return Plan(spec, data, precision, args, data_reused, started)
 
 
-def report_leakage(data: LoadedData) -> None:
-    """The leakage audit's metrics and matches (``leakage/``), and one line when an evaluation row leaks."""
-    found = data.leakage
-    if found is None:
+def report_leakage(found: leakage.Audit | None, main_rank: bool) -> None:
+    """Rank 0: the leakage audit's metrics and matches (``leakage/``), and one line when an evaluation row leaks."""
+    if found is None or not main_rank:
         return
     tracking.log_leakage(found.metrics(), found.matches)
     if found.dropped:

@@ -38,6 +38,10 @@ def main(launch_dir: Path) -> int:
                 raise
             elastic.write_refusal(launch_dir, str(error))
             raise SystemExit(2) from None
+        except KeyboardInterrupt:  # stopped by the launch because another rank refused: its one line says why
+            if elastic.refusal(launch_dir) is not None:
+                raise SystemExit(130) from None
+            raise
     if rank == 0:
         launch.write_result(launch_dir, dataclasses.asdict(result))
     return 0

@@ -313,36 +313,39 @@ def spawn(command: list[str], log: Path, **kwargs) -> Spawned:
     return Spawned(command, log, cwd=kwargs.pop("cwd", REPO_ROOT), **kwargs)
 
 
-def logged_items(client, run, folder: str = "items") -> dict[str, tuple]:
-    """A run's per-item files under ``folder``: ``{file name: (rows, {metric name: spec})}``."""
+def item_files(client, run, folder: str = "items") -> list[Path]:
+    """A run's per-item files under ``folder``, downloaded."""
     import mlflow
-
-    from pipeline.stages.items import read_items
 
     local = Path(
         mlflow.artifacts.download_artifacts(
             run_id=run.info.run_id, artifact_path=folder, tracking_uri=client.tracking_uri
         )
     )
-    return {path.name: read_items(path) for path in sorted(local.glob("*.parquet"))}
+    return sorted(local.glob("*.parquet"))
+
+
+def logged_items(client, run, folder: str = "items") -> dict[str, tuple]:
+    """A run's per-item files under ``folder``: ``{file name: (rows, {metric name: spec})}``."""
+    from pipeline.tracking.items import read_file
+
+    return {path.name: read_file(path) for path in item_files(client, run, folder)}
 
 
 def check_items_reproduce(client, run, folder: str = "items", prefix: str = "") -> set[str]:
-    """Each metric a run's items files (under ``folder``) describe, recomputed from the rows, equals the
-    run's logged ``prefix + name`` to 1e-6; returns the metric names checked."""
-    from pipeline.stages.items import metric_value
-    from pipeline.tracking import metric_key
+    """Each metric a run's items files (under ``folder``) describe, recomputed from the rows as comparisons
+    read them (``pipeline.tracking.items``, ``intervals.value``), equals the run's logged ``prefix + name``
+    to 1e-6; returns the metric names checked."""
+    from pipeline.tracking import intervals, metric_key
+    from pipeline.tracking.items import read
 
     checked = set()
-    for file, (rows, specs) in logged_items(client, run, folder).items():
-        assert specs, f"{folder}/{file} names no metric"
-        for name, spec in specs.items():
+    for path in item_files(client, run, folder):
+        scored = read(path)
+        assert scored, f"{folder}/{path.name} names no metric"
+        for name, found in scored.items():
             logged = run.data.metrics[metric_key(prefix + name)]
-            assert abs(metric_value(rows, spec) - logged) <= 1e-6, (
-                f"{folder}/{file}",
-                name,
-                metric_value(rows, spec),
-                logged,
-            )
+            value = intervals.value(found.items)
+            assert abs(value - logged) <= 1e-6, (f"{folder}/{path.name}", name, value, logged)
             checked.add(name)
     return checked

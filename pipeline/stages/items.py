@@ -14,8 +14,8 @@ One Parquet file per evaluator and split, named like its metric prefix (``sts-te
 Each file describes itself: the schema's key-value metadata ``pipeline.metrics`` is JSON
 ``{metric name: {"statistic": "spearman" | "pearson" | "mean", "columns": [...]}}``, the metric names
 as the evaluator returns them (``sts-test_spearman_cosine``; a baseline file's metrics are logged under
-``baseline/``). :func:`read_items` and :func:`metric_value` recompute each metric from the rows; derived
-metrics (``*_max``) are not listed.
+``baseline/``); derived metrics (``*_max``) are not listed. ``pipeline.tracking.items`` reads the files back
+and ``pipeline.tracking.intervals.value`` recomputes each metric from the rows.
 
 The rows are what the evaluator itself computed, not a second encoding: while it runs, its
 ``embed_inputs`` (STS, triplet: the embeddings) or ``compute_metrics`` (IR: each query's ranked hits)
@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.tracking.items import METADATA
+
 log = logging.getLogger(__name__)
 
-METADATA_KEY = "pipeline.metrics"
-STATISTICS = ("spearman", "pearson", "mean")
 _CLASS = object()  # an evaluator's method came from its class, not its instance
 
 
@@ -185,31 +185,9 @@ def write_items(recorded: list[Items], folder: Path) -> list[Path]:
     paths = []
     for items in recorded:
         table = pa.Table.from_pandas(items.frame, preserve_index=False)
-        metadata = {**(table.schema.metadata or {}), METADATA_KEY.encode(): json.dumps(items.metrics).encode()}
+        metadata = {**(table.schema.metadata or {}), METADATA: json.dumps(items.metrics).encode()}
         path, partial = folder / f"{items.name}.parquet", folder / f".{items.name}.parquet.partial"
         pq.write_table(table.replace_schema_metadata(metadata), partial)
         os.replace(partial, path)
         paths.append(path)
     return paths
-
-
-def read_items(path: str | Path):
-    """(rows as a pandas DataFrame, ``{metric name: spec}``) of one items file."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    return table.to_pandas(), json.loads(table.schema.metadata[METADATA_KEY.encode()])
-
-
-def metric_value(frame, spec: dict) -> float:
-    """The metric ``spec`` (from a file's ``pipeline.metrics``) computed from the rows ``frame``."""
-    from scipy.stats import pearsonr, spearmanr
-
-    statistic, columns = spec["statistic"], spec["columns"]
-    if statistic == "mean":
-        return float(np.mean(frame[columns[0]].to_numpy(dtype=np.float64)))
-    if statistic not in STATISTICS:
-        raise ValueError(f"unknown statistic {statistic!r} in {METADATA_KEY}: expected one of {STATISTICS}")
-    correlation = spearmanr if statistic == "spearman" else pearsonr
-    score, label = (frame[column].to_numpy() for column in columns)
-    return float(correlation(label, score)[0])  # the evaluators' argument order

@@ -1,7 +1,9 @@
 """The leakage audit: does an evaluation split hold rows or texts the model trains on?
 
-Run by the load stage after the data is read and checked, before any model loads (so ``fail`` costs
-seconds and creates no run). Each evaluation split is compared with every train set:
+Started by the load stage once the data is read and checked: ``fail`` and ``drop`` run there, before any
+model loads (so ``fail`` costs seconds and creates no run); ``warn``, which changes nothing, runs in a
+thread (:class:`Running`) while the job loads the model and trains. Each evaluation split is compared
+with every train set:
 
 - texts are normalised first: Unicode NFKC, lower case, punctuation and symbols to spaces, whitespace
   collapsed (``"A man, playing!"`` and ``"a man playing"`` are the same text);
@@ -36,6 +38,7 @@ import dataclasses
 import enum
 import hashlib
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -125,6 +128,40 @@ def audit(
             "train file, or set data.leakage=drop to train without them (warn: train anyway)."
         )
     return result, train
+
+
+class Running:
+    """An audit that changes nothing (``warn``), run in a thread while the job opens its run, loads the
+    model and trains: its numpy and Arrow passes release the GIL. :meth:`result` waits for it (and
+    raises what it raised). The copies of the data a process cache hands out share it."""
+
+    def __init__(self, train: dict[str, Split], splits: dict[str, Split], settings: Settings):
+        self._outcome: dict[str, Any] = {}
+        self._thread = threading.Thread(
+            target=self._run, args=(train, splits, settings), name="leakage-audit", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, *args) -> None:
+        try:
+            found = audit(*args)
+            self._outcome["audit"] = found[0] if found else None
+        except Exception as error:  # noqa: BLE001 - raised again in the thread that waits for the result
+            self._outcome["error"] = error
+
+    def result(self) -> Audit | None:
+        self._thread.join()
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["audit"]
+
+    def __deepcopy__(self, memo) -> Running:
+        return self
+
+
+def found(leakage: Audit | Running | None) -> Audit | None:
+    """What the audit found (``LoadedData.leakage``), waiting for it when it runs in a thread."""
+    return leakage.result() if isinstance(leakage, Running) else leakage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,11 +283,9 @@ def count(matches: pd.DataFrame) -> dict[str, int]:
 
 def drop_rows(train: dict[str, Split], matches: dict[str, pd.DataFrame]) -> tuple[dict[str, Split], int]:
     """The train sets without their rows that are exact or near duplicates of an evaluation row."""
-    found = pd.concat(matches.values(), ignore_index=True)
-    found = found[found.kind.isin(["exact", "near"])]
     kept, dropped = {}, 0
     for name, split in train.items():
-        rows = np.unique(found.loc[found.train_set == name, "train_row"].to_numpy().astype(int))
+        rows = leaking_rows(matches, name)
         if len(rows) == 0:
             kept[name] = split
             continue
@@ -259,6 +294,28 @@ def drop_rows(train: dict[str, Split], matches: dict[str, pd.DataFrame]) -> tupl
         kept[name] = Split(split.dataset.select(keep), f"{split.source} (less {len(rows)} leaking rows)", fingerprint)
         dropped += len(rows)
     return kept, dropped
+
+
+def leaking_rows(matches: dict[str, pd.DataFrame], train_set: str) -> np.ndarray:
+    """The rows of one train set that are an exact or near duplicate of some evaluation row, sorted."""
+    found = pd.concat(matches.values(), ignore_index=True)
+    found = found[found.kind.isin(["exact", "near"]) & (found.train_set == train_set)]
+    return np.unique(found.train_row.to_numpy().astype(np.int64))
+
+
+def kept_candidates(candidates: list[str], train: Split, matches: dict[str, pd.DataFrame]) -> list[str]:
+    """The mine stage's candidate texts (``mine.corpus=split``) without any text of a dropped train row:
+    a dropped row's positive is not mined as another row's negative either (the kept rows' own positives
+    are candidates all the same: ``mine_hard_negatives`` adds them)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = leaking_rows(matches, "train")
+    if len(rows) == 0:
+        return candidates
+    dropped = pa.concat_arrays([c.combine_chunks() for c in text_table(train.dataset.select(rows)).columns])
+    held = pc.is_in(pa.array(candidates, type=dropped.type), value_set=dropped).to_numpy(zero_copy_only=False)
+    return [text for text, drop in zip(candidates, held) if not drop]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -456,8 +513,8 @@ class Vocabulary:
             at = np.flatnonzero(sieve(hashes[words])(w.hashes))
             word = self.word_ids(w.hashes[at])
             pair_keys = pair_key(hashes[pairs // len(self.words)], hashes[pairs % len(self.words)])
-            same = np.flatnonzero(w.text[1:] == w.text[:-1])
-            same = same[sieve(pair_keys)(pair_key(w.hashes[same], w.hashes[same + 1]))]
+            same = np.flatnonzero(sieve(pair_keys)(pair_key(w.hashes[:-1], w.hashes[1:])))  # neighbours, sieved
+            same = same[w.text[same] == w.text[same + 1]]  # then only those of one text
             first, second = self.word_ids(w.hashes[same]), self.word_ids(w.hashes[same + 1])
             pair = np.where((first >= 0) & (second >= 0), self.pair_index(first, second), -1)
             shingles = np.concatenate([word[word >= 0], pair[pair >= 0] + len(self.words)]) * self.columns + tag

@@ -135,13 +135,20 @@ def load_data(spec: JobSpec) -> LoadedData:
 
 def audited(loaded: LoadedData, settings: leakage.Settings) -> LoadedData:
     """The data with its leakage audit (``pipeline.stages.leakage``): with ``data.leakage=drop``, the train
-    set(s) without the rows that duplicate an evaluation row; ``fail`` refuses the job here."""
+    set(s) without the rows that duplicate an evaluation row, and the mine stage's candidates without their
+    texts; ``fail`` refuses the job here. ``warn`` changes nothing: its audit runs in a thread (``leakage.Running``)
+    that the job waits for when it logs what it found, once the model has trained."""
+    if settings.mode is leakage.Mode.WARN and loaded.train_splits:
+        return dataclasses.replace(loaded, leakage=leakage.Running(loaded.train_splits, loaded.eval_splits, settings))
     found = leakage.audit(loaded.train_splits, loaded.eval_splits, settings)
     if found is None:
         return loaded
     result, train = found
     kept = train if isinstance(loaded.train, dict) else train["train"]
-    return dataclasses.replace(loaded, train=kept, leakage=result)
+    candidates = loaded.candidates
+    if result.dropped and candidates is not None:
+        candidates = leakage.kept_candidates(candidates, loaded.train_splits["train"], result.matches)
+    return dataclasses.replace(loaded, train=kept, leakage=result, candidates=candidates)
 
 
 def candidate_texts(data: DictConfig, key: str = "data") -> list[str] | None:

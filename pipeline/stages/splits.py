@@ -36,7 +36,7 @@ class LoadedData:
     eval_loss: Split | dict[str, Split] | None = None
     corpora: dict[str, Split] = field(default_factory=dict)  # evaluator name -> extra retrieval corpus
     candidates: list[str] | None = None  # the mine stage's candidate texts (None: the pairs' positives)
-    leakage: Any = None  # what the leakage audit found (``pipeline.stages.leakage.Audit``; None: not run)
+    leakage: Any = None  # the leakage audit's ``Audit`` (``warn``: a ``Running`` one; None: not run): ``leakage.found``
 
     @property
     def train_splits(self) -> dict[str, Split]:

@@ -82,7 +82,8 @@ def words(texts, normalised: bool = False) -> Words:
     import pyarrow as pa
 
     texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
-    texts = texts if pa.types.is_large_string(texts.type) else texts.cast(pa.large_string())
+    plain = pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)
+    texts = texts if plain else texts.cast(pa.large_string())  # read in place: no copy of the bytes
     padded, offsets = _translated(texts, NORMALISED if normalised else RAW)
     data = np.frombuffer(padded, dtype=np.uint8)[:-8]
     odd = np.zeros(0, dtype=np.int64) if normalised else _odd_texts(data, offsets)
@@ -102,7 +103,11 @@ def words(texts, normalised: bool = False) -> Words:
 def _translated(texts, table: bytes) -> tuple[bytes, np.ndarray]:
     """The texts' bytes translated by ``table``, 8 zero bytes after them (so that 8 bytes can be read
     at any word's start), and the offsets of the texts in them."""
-    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)[texts.offset : texts.offset + len(texts) + 1]
+    import pyarrow as pa
+
+    width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
+    offsets = np.frombuffer(texts.buffers()[1], dtype=width)[texts.offset : texts.offset + len(texts) + 1]
+    offsets = offsets.astype(np.int64)
     start, end = int(offsets[0]), int(offsets[-1])
     data = texts.buffers()[2]
     raw = memoryview(data)[start:end] if data is not None else b""

@@ -1,5 +1,6 @@
-"""A run's per-item scores read back from MLflow: the ``items/<evaluator>-<split>[-<dim>].parquet`` artifacts
-of its final evaluation (``items/baseline/...``: its starting model's). Reads MLflow only.
+"""Per-item score files read back: one file (:func:`read_file`, :func:`read`), or a run's
+``items/<evaluator>-<split>[-<dim>].parquet`` artifacts from MLflow (``items/baseline/...``: its starting
+model's). The one reader of the files ``pipeline.stages.items`` writes; reads, never writes.
 
 Each file's Parquet schema metadata ``pipeline.metrics`` names the metrics it gives (sentence-transformers'
 full names) and how: ``{"sts-test_spearman_cosine": {"statistic": "spearman", "columns": ["score", "label"]}}``.
@@ -24,7 +25,7 @@ from pipeline.tracking.intervals import STATISTICS, Items
 
 FOLDER = "items"
 BASELINE = "baseline"
-METADATA = b"pipeline.metrics"
+METADATA = b"pipeline.metrics"  # the Parquet schema metadata key that describes a file's metrics
 ID_COLUMNS = ("query_id", "label")  # what identifies an item, first found wins
 
 
@@ -37,20 +38,30 @@ class Scored:
     file: str  # the artifact it came from
 
 
-def read(path: Path) -> dict[str, Scored]:
-    """The metrics one items file gives: full metric name (without a ``baseline/`` prefix) -> its items."""
+def read_file(path: Path):
+    """(the rows as a pandas DataFrame, ``{metric name: {"statistic": ..., "columns": [...]}}``) of one items
+    file, each metric's description checked against what this version computes and the file's columns."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
     described = json.loads((table.schema.metadata or {}).get(METADATA, b"{}"))
     frame = table.to_pandas()
+    for name, spec in described.items():
+        if spec.get("statistic") not in STATISTICS or any(c not in frame for c in spec.get("columns") or []):
+            raise PipelineError(
+                f"{Path(path).name}: metric {name!r} is described as {spec}, which this version cannot read."
+            )
+    return frame, described
+
+
+def read(path: Path) -> dict[str, Scored]:
+    """The metrics one items file gives: full metric name (without a ``baseline/`` prefix) -> its items."""
+    frame, described = read_file(path)
     ids = next((frame[c].to_numpy() for c in ID_COLUMNS if c in frame), None)
     out = {}
     for name, spec in described.items():
-        if spec.get("statistic") not in STATISTICS or any(c not in frame for c in spec.get("columns") or []):
-            raise PipelineError(f"{path.name}: metric {name!r} is described as {spec}, which this version cannot read.")
         columns = tuple(frame[c].to_numpy(dtype=np.float64) for c in spec["columns"])
-        out[name.removeprefix("baseline/")] = Scored(Items(spec["statistic"], columns), ids, path.name)
+        out[name.removeprefix("baseline/")] = Scored(Items(spec["statistic"], columns), ids, Path(path).name)
     return out
 
 

@@ -1,4 +1,4 @@
-"""Per-item scores (``pipeline.stages.items``) of evaluators that report several similarity functions,
+"""Per-item scores (``pipeline.stages.items``, read back by ``pipeline.tracking.items``) of evaluators that report several similarity functions,
 through the evaluate stage itself on the tiny model: suffixed columns, every non-derived metric
 reproduced from the rows, the evaluators left as they were. (Single-function files, the baseline and
 the MLflow artifacts: the jobs of test_spine, test_retrieval, test_options, test_baseline_cache.)"""
@@ -21,8 +21,9 @@ def test_several_similarity_functions_give_suffixed_columns_that_reproduce_each_
 
     from pipeline.stages.build import load_model
     from pipeline.stages.evaluate import evaluate
-    from pipeline.stages.items import METADATA_KEY, metric_value, read_items
     from pipeline.stages.smoke import smoke_split
+    from pipeline.tracking import intervals
+    from pipeline.tracking.items import METADATA, read, read_file
 
     model = load_model(compose_config(["model=tiny"]).model, seed=42)
     pairs = smoke_split(["sentence1", "sentence2", "score"], "test").dataset.to_dict()
@@ -47,7 +48,7 @@ def test_several_similarity_functions_give_suffixed_columns_that_reproduce_each_
     evaluators = {"sts": SequentialEvaluator([sts, truncated]), "triplet": triplet, "ir": ir}
     outcome = evaluate(model, evaluators, tmp_path)
 
-    files = {path.name: read_items(path) for path in outcome.items}
+    files = {path.name: read_file(path) for path in outcome.items}
     assert sorted(files) == ["ir-test.parquet", "sts-test-8.parquet", "sts-test.parquet", "triplet-test.parquet"]
     assert all(path.parent == tmp_path / "items" for path in outcome.items)
     assert list(files["sts-test.parquet"][0].columns) == [f"score_{fn}" for fn in functions] + ["label"]
@@ -59,14 +60,14 @@ def test_several_similarity_functions_give_suffixed_columns_that_reproduce_each_
     ir_rows = files["ir-test.parquet"][0]
     assert list(ir_rows["query_id"]) == list(queries) and "dot_mrr@3" in ir_rows and "cosine_ndcg@3" in ir_rows
     listed = set()
-    for name, (rows, specs) in files.items():
-        for metric, spec in specs.items():
-            assert metric_value(rows, spec) == pytest.approx(outcome.metrics[metric], abs=1e-6), (name, metric)
-        listed |= set(specs)
+    for path in outcome.items:
+        for metric, scored in read(path).items():
+            assert intervals.value(scored.items) == pytest.approx(outcome.metrics[metric], abs=1e-6), (path, metric)
+            listed.add(metric)
     derived = {"sts-test_pearson_max", "sts-test_spearman_max", "triplet-test_max_accuracy"}
     assert listed == set(outcome.metrics) - derived  # every metric the rows aggregate to, nothing derived
     import pyarrow.parquet as pq
 
-    assert METADATA_KEY.encode() in pq.read_schema(outcome.items[0]).metadata
+    assert METADATA in pq.read_schema(outcome.items[0]).metadata
     # the wrappers are gone: the instances use their classes' methods again
     assert not {"embed_inputs", "compute_metrics"} & (set(vars(sts)) | set(vars(triplet)) | set(vars(ir)))

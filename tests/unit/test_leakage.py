@@ -7,6 +7,9 @@ order), each planted near duplicate by one word of one text.
 
 from __future__ import annotations
 
+import copy
+
+import pyarrow as pa
 import pytest
 from datasets import Dataset
 
@@ -14,7 +17,7 @@ from pipeline import PipelineError
 from pipeline.stages import leakage, load
 from pipeline.stages.leakage import Mode, Settings
 from pipeline.stages.spec import read_spec
-from pipeline.stages.splits import Split
+from pipeline.stages.splits import LoadedData, Split
 from tests.conftest import SHARED_DATA, compose_config
 
 WORDS = [f"w{i:03d}" for i in range(2000)]
@@ -100,6 +103,32 @@ def test_drop_trains_without_the_leaking_rows():
     assert kept.dataset.num_rows == 35 and kept.fingerprint != "f" * 16
     again, _ = leakage.audit({"train": kept}, {"test": pairs(EXACT + NEAR + OTHER, True)}, Settings(Mode.WARN, DEFAULT))
     assert again.counts["test"]["rows_exact"] == 0 and again.counts["test"]["rows_near"] == 0
+
+
+def test_drop_keeps_a_dropped_rows_texts_out_of_the_mined_candidates():
+    """``mine.corpus=split``: the candidates are the train file's positives; a dropped row's positive is
+    not mined as another row's negative (the load stage's ``audited``, as ``load_data`` runs it)."""
+    candidates = [b for _, b in TRAIN] + ["an extra candidate"]
+    loaded = LoadedData(
+        train=pairs(TRAIN, False), eval_splits={"test": pairs(EXACT + NEAR, True)}, candidates=candidates
+    )
+    dropped = load.audited(loaded, Settings(Mode.DROP, DEFAULT))
+    assert dropped.candidates == [b for _, b in TRAIN[5:]] + ["an extra candidate"]
+    assert load.audited(loaded, Settings(Mode.WARN, DEFAULT)).candidates == candidates  # warn trains on all
+
+
+def test_warn_audits_in_a_thread_the_job_waits_for_and_fail_refuses_at_once():
+    loaded = LoadedData(train=pairs(TRAIN, False), eval_splits={"test": pairs(EXACT + NEAR + OTHER, True)})
+    warned = load.audited(loaded, Settings(Mode.WARN, DEFAULT))
+    assert isinstance(warned.leakage, leakage.Running) and warned.train is loaded.train
+    assert copy.deepcopy(warned).leakage is warned.leakage  # the process cache's copies share the one audit
+    assert leakage.found(warned.leakage).counts == {"test": {"rows_exact": 3, "rows_near": 2, "texts": 5}}
+    with pytest.raises(PipelineError, match="data.leakage=fail"):  # before the job goes on: no run opens
+        load.audited(loaded, Settings(Mode.FAIL, DEFAULT))
+    unreadable = Split(Dataset.from_dict({"anchor": [[1], [2]], "positive": [[3], [4]]}), "crafted", "f" * 16)
+    broken = load.audited(LoadedData(train=unreadable, eval_splits=loaded.eval_splits), Settings(Mode.WARN, DEFAULT))
+    with pytest.raises(pa.ArrowNotImplementedError, match="Unsupported cast"):  # raised where the job waits
+        leakage.found(broken.leakage)
 
 
 def test_fail_refuses_in_one_line_and_off_does_nothing():
