@@ -4,7 +4,8 @@ whole config and owns the MLflow run.
 Order matters and is the point of this module:
 1. preflight: config checks (no data, no model), tracking target, data read, validated and audited for
    evaluation rows that duplicate train rows (``data.leakage``: ``fail`` and ``drop`` here; ``warn`` in a
-   thread, waited for once the model has trained), training arguments built (unknown ``training.*`` names rejected):
+   thread beside the run's opening, the model load and the baseline, waited for before training), training
+   arguments built (unknown ``training.*`` names rejected):
    a mistake costs seconds and creates no run;
 2. the MLflow run starts (rank 0 only: other ranks train and write nothing);
 3. the model and evaluators load; hard negatives are mined (``mine`` stage); the evaluators score the
@@ -123,9 +124,9 @@ def run_job(
         if spec.stages.mine:
             plan = mine_stage(plan, built)
         baseline = baseline_step(plan, built, folder) if run is not None and not resume else {}
+        report_leakage(leakage.found(plan.data.leakage), run is not None)  # warn: its thread ran until here
         if spec.stages.train:
             train_stage(plan, built, resume)
-        report_leakage(leakage.found(plan.data.leakage), run is not None)  # warn: its thread ran until here
         if run is None:
             return JobResult("", "", {}, None)
         metrics = {**baseline, **evaluate_stage(plan, built, folder)}

@@ -132,7 +132,7 @@ def audit(
 
 class Running:
     """An audit that changes nothing (``warn``), run in a thread while the job opens its run, loads the
-    model and trains: its numpy and Arrow passes release the GIL. :meth:`result` waits for it (and
+    model and scores the baseline: its numpy and Arrow passes release the GIL. :meth:`result` waits for it (and
     raises what it raised). The copies of the data a process cache hands out share it."""
 
     def __init__(self, train: dict[str, Split], splits: dict[str, Split], settings: Settings):
