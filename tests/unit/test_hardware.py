@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from pipeline import PipelineError
 from pipeline.runtime import launch
-from pipeline.runtime.hardware import cpu_has_fast_bf16, resolve_precision, trainer_options, world_tags
+from pipeline.runtime.hardware import cpu_has_fast_bf16, resolve_machine, resolve_precision, world_tags
 from pipeline.stages.settings import Hardware, check_values
 from tests.conftest import compose_config
 
@@ -25,8 +25,16 @@ def test_cpu_ddp_launches_two_gloo_ranks_on_one_machine():
     assert argv[1:3] == ["-m", "pipeline.runtime.elastic"] and argv[-3:] == ["-m", "pipeline.rank", "/tmp/x/launch"]
     assert flag(argv, "--num_processes") == "2" and flag(argv, "--num_machines") == "1"
     assert flag(argv, "--max_restarts") == "0" and int(flag(argv, "--main_process_port")) > 0
-    options = trainer_options(hw, compose_config(["hardware=cpu_ddp"]).training)
-    assert options == {"use_cpu": True, "ddp_backend": "gloo", "ddp_timeout": 300}
+    machine = resolve_machine(hw, compose_config(["hardware=cpu_ddp"]).training)
+    assert machine.trainer_options == {"use_cpu": True, "ddp_backend": "gloo", "ddp_timeout": 300}
+    assert (machine.accelerator, machine.device) == ("cpu", "cpu")
+
+
+def test_the_machine_encodes_in_the_profiles_eval_batch_else_the_trainers():
+    """``hardware.eval_batch_size`` when the profile sets one, else ``training.per_device_eval_batch_size``."""
+    for overrides, batch in ((["hardware.eval_batch_size=5"], 5), (["hardware.eval_batch_size=null"], 7)):
+        cfg = compose_config([*overrides, "training.per_device_eval_batch_size=7"])
+        assert resolve_machine(cfg.hardware, cfg.training).eval_batch_size == batch, overrides
 
 
 def test_multi_node_needs_the_rendezvous_address():
