@@ -204,7 +204,7 @@ def open_run(cfg: DictConfig, plan: Plan, request: JobRequest):
     tags = {
         "pipeline.experiment": request.choices.get("experiment") or "none",
         "data.fingerprint": plan.data.fingerprint,
-        **hardware.world_tags(plan.args),
+        **hardware.world_tags(plan.args, plan.machine.world_size),
         **hardware.owner_tags(),
         "precision.intended": plan.machine.precision.intended,
         "precision.effective": plan.machine.precision.effective,
@@ -356,7 +356,8 @@ def chance_loss(plan: Plan) -> float | None:
     columns = list(plan.data.train_dataset.column_names)
     batch = int(spec.training.per_device_train_batch_size)
     loss = spec.loss
-    return guard.chance_loss(loss.class_name, columns, batch, loss.gathers_across_devices, loss.matryoshka_scale)
+    ranks = plan.machine.world_size if loss.gathers_across_devices else 1  # candidates gathered from every rank
+    return guard.chance_loss(loss.class_name, columns, batch, ranks, loss.matryoshka_scale)
 
 
 def evaluate_stage(plan: Plan, built: Built, output_dir: Path) -> dict[str, float]:

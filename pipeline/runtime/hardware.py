@@ -161,16 +161,16 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def world_tags(args: Any) -> dict[str, str]:
-    """World size and, when the job trains (``args``: its ``SentenceTransformerTrainingArguments``), the
-    per-device and global train batch, as run tags."""
+def world_tags(args: Any, world: int) -> dict[str, str]:
+    """World size (``world``: the machine's) and, when the job trains (``args``: its
+    ``SentenceTransformerTrainingArguments``), the per-device and global train batch, as run tags."""
     if args is None:
-        return {"world_size": str(world_size())}
+        return {"world_size": str(world)}
     per_device, accumulation = int(args.per_device_train_batch_size), int(args.gradient_accumulation_steps)
     return {
-        "world_size": str(world_size()),
+        "world_size": str(world),
         "batch.per_device": str(per_device),
-        "batch.global": str(per_device * accumulation * world_size()),
+        "batch.global": str(per_device * accumulation * world),
     }
 
 

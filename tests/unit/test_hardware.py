@@ -95,5 +95,7 @@ def test_gpu_precision_without_bf16_uses_fp16_only_when_the_recipe_asks():
 
 def test_global_batch_is_per_device_times_ranks(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
-    tags = world_tags(OmegaConf.create({"per_device_train_batch_size": 32, "gradient_accumulation_steps": 2}))
+    cfg = compose_config([])
+    world = resolve_machine(cfg.hardware, cfg.training).world_size
+    tags = world_tags(OmegaConf.create({"per_device_train_batch_size": 32, "gradient_accumulation_steps": 2}), world)
     assert tags == {"world_size": "4", "batch.per_device": "32", "batch.global": "256"}
