@@ -2,7 +2,8 @@
 whole config and owns the MLflow run.
 
 Order matters and is the point of this module:
-1. preflight: config checks (no data, no model), tracking target, data read, validated and audited for
+1. preflight: config checks (no data, no model), the hardware profile resolved once (``hardware.Machine``),
+   tracking target, data read, validated and audited for
    evaluation rows that duplicate train rows (``data.leakage``), training arguments built (unknown ``training.*`` names rejected): a mistake costs seconds and creates no run;
 2. the MLflow run starts (rank 0 only: other ranks train and write nothing);
 3. the model and evaluators load; hard negatives are mined (``mine`` stage); the evaluators score the
