@@ -2,11 +2,11 @@
 whole config and owns the MLflow run.
 
 Order matters and is the point of this module:
-1. preflight: config checks (no data, no model), tracking target, data read, validated and audited for
-   evaluation rows that duplicate train rows (``data.leakage``: ``fail`` and ``drop`` here; ``warn`` in a
-   thread beside the run's opening, the model load and the baseline, waited for before training), training
-   arguments built (unknown ``training.*`` names rejected):
-   a mistake costs seconds and creates no run;
+1. preflight: config checks (no data, no model), the hardware profile resolved once (``hardware.Machine``),
+   tracking target, data read, validated and audited for evaluation rows that duplicate train rows
+   (``data.leakage``: ``fail`` and ``drop`` here; ``warn`` in a thread beside the run's opening, the model
+   load and the baseline, waited for before training), training arguments built (unknown ``training.*``
+   names rejected): a mistake costs seconds and creates no run;
 2. the MLflow run starts (rank 0 only: other ranks train and write nothing);
 3. the model and evaluators load; hard negatives are mined (``mine`` stage); the evaluators score the
    starting model (``baseline/`` metrics, or a finished run's with the same key); train; evaluate; the
@@ -28,9 +28,10 @@ from omegaconf import DictConfig
 
 from pipeline import PipelineError, tracking
 from pipeline.runtime import checkpoint, guard, hardware, packing
-from pipeline.runtime.hardware import Precision
+from pipeline.runtime.hardware import Machine
 from pipeline.stages import build, leakage, load, mine, validate
 from pipeline.stages.baseline import Scoring, baseline_key
+from pipeline.stages.build import Built
 from pipeline.stages.spec import JobSpec, read_spec
 from pipeline.stages.splits import LoadedData
 
@@ -86,18 +87,10 @@ class Plan:
 
     spec: JobSpec  # the config, read once
     data: LoadedData
-    precision: Precision
+    machine: Machine  # the hardware profile, resolved once
     args: Any  # SentenceTransformerTrainingArguments, None without a train stage
     data_reused: bool = False  # read and checked by an earlier job of this process
     started: float = 0.0  # time.perf_counter() when the job started
-
-
-@dataclasses.dataclass(frozen=True)
-class Built:
-    model: Any
-    packer: packing.Packer | None
-    evaluators: dict[str, Any]
-    loss: Any = None  # the training loss around the model (and its guide); None without a train stage
 
 
 def run_job(
@@ -166,6 +159,8 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     started = time.perf_counter()
     spec = read_spec(cfg)  # the only reading of the config: stages below take their part of the spec
     validate.check_config(spec)
+    machine = hardware.resolve_machine(spec.hardware, spec.training)  # the profile, resolved once
+    hardware.configure_threads(machine)
     tracking.check_target(spec.tracking)
     if spec.tracking.register_as:
         tracking.check_registry(str(spec.tracking.uri), str(spec.tracking.register_as))
@@ -176,13 +171,11 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
             f"the data changed since run {resume.run_id} started (fingerprint {data.fingerprint} != {resume.fingerprint}): "
             "restore it, or start a new run."
         )
-    precision = hardware.resolve_precision(spec.hardware, spec.training)
     args = (
         training_arguments(
             spec.training,
-            spec.hardware,
+            machine,
             output_dir,
-            precision,
             spec.optimized_metric,
             spec.early_stopping is not None,
             spec.training_prompts,
@@ -190,7 +183,7 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
         if spec.stages.train
         else None
     )
-    return Plan(spec, data, precision, args, data_reused, started)
+    return Plan(spec, data, machine, args, data_reused, started)
 
 
 def report_leakage(found: leakage.Audit | None, main_rank: bool) -> None:
@@ -213,10 +206,10 @@ def open_run(cfg: DictConfig, plan: Plan, request: JobRequest):
     tags = {
         "pipeline.experiment": request.choices.get("experiment") or "none",
         "data.fingerprint": plan.data.fingerprint,
-        **hardware.world_tags(plan.args),
+        **hardware.world_tags(plan.args, plan.machine.world_size),
         **hardware.owner_tags(),
-        "precision.intended": plan.precision.intended,
-        "precision.effective": plan.precision.effective,
+        "precision.intended": plan.machine.precision.intended,
+        "precision.effective": plan.machine.precision.effective,
         "load.cache.data": "hit" if plan.data_reused else "miss",
         **request.tags,
     }
@@ -228,40 +221,17 @@ def open_run(cfg: DictConfig, plan: Plan, request: JobRequest):
 
 
 def build_stage(plan: Plan) -> Built:
-    """The model (packed where exact), every evaluator on every split it scores (``{name}-{split}``) and,
-    with a train stage, the loss (around a guide model when it takes one)."""
-    spec = plan.spec
-    hardware.configure_threads(spec.hardware)
-    model, reused = build.shared_model(spec.model, spec.seed)
-    model = model.to(hardware.device(spec.hardware))  # evaluate-only runs too
-    tracking.set_tags({"load.cache.model": "hit" if reused else "miss"})
-    build.check_matryoshka_dims(spec.loss.matryoshka_dims, model)
-    if spec.peft is not None:
-        counts = build.add_lora(model, spec.peft)
+    """The models, evaluators and loss (``stages.build``), and what the build reports, logged."""
+    built = build.build(plan.spec, plan.data, plan.machine)
+    tracking.set_tags({"load.cache.model": "hit" if built.model_reused else "miss"})
+    if built.lora is not None:
         log.info(
             "LoRA adapter: %d of %d parameters train",
-            counts["peft_trainable_parameters"],
-            counts["peft_total_parameters"],
+            built.lora["peft_trainable_parameters"],
+            built.lora["peft_total_parameters"],
         )
-        tracking.log_metrics(counts)
-    packer = packing.enable(model, spec.hardware)
-    batch = hardware.eval_batch_size(spec.hardware, spec.training)
-    evaluators = build.build_evaluators(
-        spec.evaluators, spec.splits_needed, plan.data.eval_splits, batch, plan.data.corpora
-    )
-    model.prompts.update(spec.prompts)  # saved with the model: encode(prompt_name=COLUMN)
-    prompts = {evaluator.name: list(evaluator.prompts) for evaluator in spec.evaluators}
-    evaluators = build.adjust_evaluators(evaluators, spec.loss.matryoshka_dims, prompts)
-    return Built(model, packer, evaluators, training_loss(spec, model) if spec.stages.train else None)
-
-
-def training_loss(spec: JobSpec, model):
-    """The loss class around the model, and around the guide model when the loss takes one."""
-    guide = None
-    if spec.loss.needs_guide:
-        guide = build.shared_model(spec.guide, spec.seed, key="guide")[0].to(model.device)
-        packing.enable(guide, spec.hardware, tag="packing.guide")
-    return build.build_loss(spec.loss, model, guide)
+        tracking.log_metrics(built.lora)
+    return built
 
 
 def mine_stage(plan: Plan, built: Built) -> Plan:
@@ -271,7 +241,7 @@ def mine_stage(plan: Plan, built: Built) -> Plan:
     from accelerate import PartialState
 
     spec = plan.spec
-    train, inputs = plan.data.train_splits["train"], mine_inputs(spec, plan.data)
+    train, inputs = plan.data.train_splits["train"], mine_inputs(spec, plan.data, built.miner_key)
 
     def load_miner():
         return build.shared_model(spec.miner, spec.seed, key="miner")[0] if spec.miner else built.model
@@ -283,12 +253,11 @@ def mine_stage(plan: Plan, built: Built) -> Plan:
     return dataclasses.replace(plan, data=dataclasses.replace(plan.data, train=mined.split))
 
 
-def mine_inputs(spec: JobSpec, data: LoadedData) -> dict:
+def mine_inputs(spec: JobSpec, data: LoadedData, miner_key: str) -> dict:
     """What this job's mined set depends on (its cache key): train rows, candidates, miner, options, prompts."""
     train = data.train_splits["train"]
     prompts = mine.prompts_for(train, spec.prompts)
     miner = spec.miner or spec.model
-    miner_key = build.model_key(miner, spec.seed, "miner" if spec.miner else "model")
     return mine.key_inputs(train, data.candidates, miner, spec.seed, spec.mine, prompts, spec.leaves, miner_key)
 
 
@@ -325,7 +294,7 @@ def baseline_step(plan: Plan, built: Built, output_dir: Path) -> dict[str, float
         tracking.copy_baseline_items(cached.source)
         tracking.record_baseline(key, cached.metrics, cached.source)
         return cached.metrics
-    with hardware.autocast(plan.precision, built.model.device.type), packing.uncounted(built.packer):
+    with hardware.autocast(plan.machine.precision, built.model.device.type), packing.uncounted(built.packer):
         outcome = evaluate(built.model, scored, output_dir / "baseline")
     metrics = {f"baseline/{name}": value for name, value in outcome.metrics.items()}
     tracking.log_baseline_items(outcome.items)
@@ -343,8 +312,8 @@ def baseline_scoring(plan: Plan, built: Built, scored: list[str]) -> Scoring:
         corpora=plan.data.corpora,
         prompts={evaluator.name: list(evaluator.prompts) for evaluator in spec.evaluators},
         matryoshka_dims=list(spec.loss.matryoshka_dims or []),
-        batch_size=hardware.eval_batch_size(spec.hardware, spec.training),
-        precision=plan.precision.effective,
+        batch_size=plan.machine.eval_batch_size,
+        precision=plan.machine.precision.effective,
         packing_row_length=built.packer.row_length if built.packer else None,
     )
 
@@ -363,10 +332,10 @@ def train_stage(plan: Plan, built: Built, resume: Resume | None) -> None:
         from transformers import EarlyStoppingCallback
 
         hooks.append(EarlyStoppingCallback(spec.early_stopping.patience, spec.early_stopping.threshold))
-    with checkpoint.training(), hardware.training_attention(built.model, spec.hardware):
+    with checkpoint.training(), hardware.training_attention(built.model, plan.machine):
         result = train(built.model, built.loss, plan.data.train_dataset, plan.args, dev_evaluator=dev, callbacks=hooks,
                        eval_dataset=plan.data.eval_loss_dataset, resume_from_checkpoint=resume.checkpoint if resume else None,
-                       loss_region=hardware.loss_region(spec.hardware, plan.precision))  # fmt: skip
+                       loss_region=hardware.loss_region(plan.machine))  # fmt: skip
     guard.raise_if_tripped(watch)
     checkpoint.raise_if_stopped(checkpoints)
     log.info("Trained %d steps in %.1f s (final loss %.4f)", result.global_step, result.runtime_s, result.training_loss)
@@ -389,7 +358,8 @@ def chance_loss(plan: Plan) -> float | None:
     columns = list(plan.data.train_dataset.column_names)
     batch = int(spec.training.per_device_train_batch_size)
     loss = spec.loss
-    return guard.chance_loss(loss.class_name, columns, batch, loss.gathers_across_devices, loss.matryoshka_scale)
+    ranks = plan.machine.world_size if loss.gathers_across_devices else 1  # candidates gathered from every rank
+    return guard.chance_loss(loss.class_name, columns, batch, ranks, loss.matryoshka_scale)
 
 
 def evaluate_stage(plan: Plan, built: Built, output_dir: Path) -> dict[str, float]:
@@ -400,7 +370,7 @@ def evaluate_stage(plan: Plan, built: Built, output_dir: Path) -> dict[str, floa
         return {}
     scored = final_evaluators(plan.spec, built)
     try:
-        with hardware.autocast(plan.precision, built.model.device.type):  # as in training
+        with hardware.autocast(plan.machine.precision, built.model.device.type):  # as in training
             outcome = evaluate(built.model, scored, output_dir / "eval")
     except NonFiniteMetricError:  # the run ends FAILED, but what trained is kept
         log.warning("A final metric is not finite: the trained model is logged before the run ends FAILED")

@@ -1,5 +1,6 @@
 """Follow the composed config through one job: every call of a ``pipeline`` function that receives the
-config, a node of it or a part of the job spec (``pipeline.stages.spec``), in the order they happen.
+config, a node of it, a part of the job spec (``pipeline.stages.spec``) or a value resolved from the config
+(the hardware profile's ``Machine`` and its ``Precision``), in the order they happen.
 
 Measured, not read from the source: a function that takes the whole config under any parameter name
 is seen. ``tests/e2e/test_config_walk.py`` holds the rules; ``python -m tests.walk [overrides]`` prints
@@ -20,6 +21,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 SPEC_MODULE = "pipeline.stages.spec"
+# Values resolved from the config once, in preflight, and passed on in its place.
+RESOLVED = {"pipeline.runtime.hardware.Machine", "pipeline.runtime.hardware.Precision"}
 ROOT_KEYS = {"training", "hardware", "data"}
 
 
@@ -42,7 +45,8 @@ def is_part(value: Any) -> bool:
         return is_whole(root)
     if isinstance(value, (tuple, list)) and value:
         return is_part(value[0])
-    return type(value).__module__ == SPEC_MODULE
+    kind = type(value)
+    return kind.__module__ == SPEC_MODULE or f"{kind.__module__}.{kind.__qualname__}" in RESOLVED
 
 
 def follow(command: Callable[[], Any], start: str = "pipeline.job.run_job") -> list[Call]:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 from pipeline import PipelineError
 from pipeline.runtime import catalogue
-from pipeline.runtime.hardware import world_size
 from pipeline.tracking import set_tags
 
 log = logging.getLogger(__name__)
@@ -52,16 +51,16 @@ class Trip:
 
 
 def chance_loss(
-    loss_class: str, train_columns: list[str], batch_size: int, gathered: bool, matryoshka_scale: float = 1.0
+    loss_class: str, train_columns: list[str], batch_size: int, ranks: int = 1, matryoshka_scale: float = 1.0
 ) -> float | None:
     """ln(candidates per anchor) for losses whose chance level it is (``runtime.catalogue``), None for others.
 
-    ``gathered``: candidates come from every rank (``gather_across_devices``); ``matryoshka_scale``: the
+    ``ranks``: the ranks whose candidates each anchor sees (the world size with ``gather_across_devices``,
+    else 1); ``matryoshka_scale``: the
     sum of MatryoshkaLoss's weights (its loss is the weighted sum of the loss at each dimension)."""
     if catalogue.loss(loss_class).chance != catalogue.LN_CANDIDATES:
         return None
     candidate_columns = max(len(train_columns) - 1, 1)
-    ranks = world_size() if gathered else 1
     return matryoshka_scale * math.log(batch_size * ranks * candidate_columns)
 
 

@@ -1,5 +1,7 @@
 """Glue between the ``hardware`` profile and the trainer: device, threads, ranks and effective precision.
 
+The profile is resolved once, in preflight, into a frozen :class:`Machine` (:func:`resolve_machine`); every
+later step reads the machine's fields instead of the profile's values.
 A recipe states its intent (``training.fp16``/``bf16``, e.g. a card trained with fp16 on a GPU);
 the profile resolves what this machine runs well. Both values are logged as tags
 (``precision.intended``, ``precision.effective``), with the world size and the per-device and
@@ -29,6 +31,43 @@ class Precision:
     effective: str  # what runs here
     fp16: bool
     bf16: bool
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The ``hardware`` profile resolved for this machine and job: what the steps after preflight read."""
+
+    accelerator: str  # cpu or cuda
+    device: str  # where this process's models live: ``cpu`` or its own GPU (``cuda:LOCAL_RANK``)
+    precision: Precision
+    num_threads: int | None  # torch's intra-op threads (None: torch's default)
+    tf32: bool  # TF32 matmuls on CUDA
+    trainer_options: dict[str, Any]  # trainer arguments the profile decides (device, DDP backend and timeout)
+    eval_batch_size: int  # sentences per batch when the evaluators encode
+    packing: str  # auto, true or false
+    packing_row_length: int  # tokens per packed row, at least
+    cast_weights_once: bool  # one bf16 copy of the weights per training step
+    eager_training_attention: bool  # ``hardware.training_attention=eager``
+    world_size: int  # processes taking part in the job
+
+
+def resolve_machine(hardware: DictConfig, training: DictConfig) -> Machine:
+    """The profile resolved once (its values checked: ``stages.settings.Hardware``): precision, device and
+    everything else the build, train and evaluate steps take from it."""
+    return Machine(
+        accelerator=str(hardware.accelerator),
+        device=device(hardware),
+        precision=resolve_precision(hardware, training),
+        num_threads=int(hardware.num_threads) if hardware.num_threads else None,
+        tf32=bool(hardware.tf32),
+        trainer_options=trainer_options(hardware, training),
+        eval_batch_size=int(hardware.eval_batch_size or training.per_device_eval_batch_size),
+        packing=str(hardware.packing).lower(),
+        packing_row_length=int(hardware.packing_row_length),
+        cast_weights_once=bool(hardware.cast_weights_once),
+        eager_training_attention=hardware.get("training_attention") == "eager",
+        world_size=world_size(),
+    )
 
 
 def check_device(hardware: DictConfig) -> None:
@@ -93,16 +132,16 @@ def resolve_precision(hardware: DictConfig, training: DictConfig) -> Precision:
     return Precision(intended, effective, fp16=effective == "fp16", bf16=effective == "bf16")
 
 
-def configure_threads(hardware: DictConfig) -> None:
+def configure_threads(machine: Machine) -> None:
     """Intra-op threads (``hardware.num_threads``) and, on CUDA, TF32 matmuls (``hardware.tf32``)."""
     import torch
 
-    if hardware.num_threads:
-        torch.set_num_threads(int(hardware.num_threads))
+    if machine.num_threads:
+        torch.set_num_threads(machine.num_threads)
     # torch's own switch (transformers' enable_tf32 is lru-cached: on, off, on again would stay off); set
     # off again when an earlier job of this process (a sweep over hardware.tf32) left it on
-    if hardware.tf32 or torch.backends.fp32_precision == "tf32":
-        torch.backends.fp32_precision = "tf32" if hardware.tf32 else "ieee"
+    if machine.tf32 or torch.backends.fp32_precision == "tf32":
+        torch.backends.fp32_precision = "tf32" if machine.tf32 else "ieee"
 
 
 def device(hardware: DictConfig) -> str:
@@ -122,22 +161,17 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def world_tags(args: Any) -> dict[str, str]:
-    """World size and, when the job trains (``args``: its ``SentenceTransformerTrainingArguments``), the
-    per-device and global train batch, as run tags."""
+def world_tags(args: Any, world: int) -> dict[str, str]:
+    """World size (``world``: the machine's) and, when the job trains (``args``: its
+    ``SentenceTransformerTrainingArguments``), the per-device and global train batch, as run tags."""
     if args is None:
-        return {"world_size": str(world_size())}
+        return {"world_size": str(world)}
     per_device, accumulation = int(args.per_device_train_batch_size), int(args.gradient_accumulation_steps)
     return {
-        "world_size": str(world_size()),
+        "world_size": str(world),
         "batch.per_device": str(per_device),
-        "batch.global": str(per_device * accumulation * world_size()),
+        "batch.global": str(per_device * accumulation * world),
     }
-
-
-def eval_batch_size(hardware: DictConfig, training: DictConfig) -> int:
-    """Encoding batch of the evaluators: the profile's when it sets one (speed only)."""
-    return int(hardware.eval_batch_size or training.per_device_eval_batch_size)
 
 
 def trainer_options(hardware: DictConfig, training: DictConfig) -> dict:
@@ -161,7 +195,7 @@ def autocast(precision: Precision, device: str = "cpu"):
     return torch.autocast(device, dtype=torch.bfloat16 if precision.bf16 else torch.float16)
 
 
-def loss_region(hardware: DictConfig, precision: Precision):
+def loss_region(machine: Machine):
     """A context around each training step's loss (its forwards) that keeps autocast's cast weights for the
     whole step, or None (``hardware.cast_weights_once`` off, or fp32).
 
@@ -173,16 +207,16 @@ def loss_region(hardware: DictConfig, precision: Precision):
     column; it ends before the optimizer step changes them. Forward values are identical; the columns'
     weight gradients are then summed in bf16 before reaching the fp32 weights (one rounding more).
     """
-    if precision.effective == "fp32" or not hardware.cast_weights_once:
+    if machine.precision.effective == "fp32" or not machine.cast_weights_once:
         return None
     import torch
 
-    device_type = "cuda" if hardware.accelerator == "cuda" else "cpu"
+    device_type = "cuda" if machine.accelerator == "cuda" else "cpu"
     return lambda: torch.autocast(device_type, enabled=False)
 
 
 @contextlib.contextmanager
-def training_attention(model, hardware: DictConfig) -> Iterator[None]:
+def training_attention(model, machine: Machine) -> Iterator[None]:
     """While training on a CPU with ``hardware.training_attention=eager``: a model that attends through
     torch's ``scaled_dot_product_attention`` with dropout on the attention probabilities runs its eager
     attention instead, and returns to ``sdpa`` after (evaluation keeps the fused kernel).
@@ -195,8 +229,8 @@ def training_attention(model, hardware: DictConfig) -> Iterator[None]:
     auto_model = getattr(model[0], "auto_model", None) if len(model) else None
     config = getattr(auto_model, "config", None)
     if (
-        hardware.get("training_attention") != "eager"
-        or hardware.accelerator != "cpu"
+        not machine.eager_training_attention
+        or machine.accelerator != "cpu"
         or getattr(config, "_attn_implementation", None) != "sdpa"
         or not getattr(config, "attention_probs_dropout_prob", 0)
         or not hasattr(auto_model, "set_attn_implementation")

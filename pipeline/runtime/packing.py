@@ -34,12 +34,13 @@ import dataclasses
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING, Any
 
 from pipeline.tracking import scrub, set_tags
 from pipeline.tracking.scrub import MAX_TAG_LENGTH
+
+if TYPE_CHECKING:
+    from pipeline.runtime.hardware import Machine
 
 log = logging.getLogger(__name__)
 
@@ -273,12 +274,6 @@ def _gather(packed, index):
 # ----------------------------------------------------------------------------------------------
 
 
-def switch(hardware: DictConfig) -> tuple[str, int]:
-    """``hardware.packing`` (auto / true / false) and ``hardware.packing_row_length`` (checked values:
-    ``stages.settings.Hardware``)."""
-    return str(hardware.packing).lower(), int(hardware.packing_row_length)
-
-
 def unsupported_reason(model) -> str | None:
     """Why this model cannot be packed exactly (None: it can, pending the numeric check)."""
     import inspect
@@ -341,8 +336,8 @@ def probe(model, packer: Packer) -> float:
     return float((padded[real].float() - unpacked[real].float()).abs().max())
 
 
-def enable(model, hardware: DictConfig, tag: str = "packing") -> Packer | None:
-    """Attach a :class:`Packer` to ``model`` when ``hardware.packing`` allows and it is exact.
+def enable(model, machine: Machine, tag: str = "packing") -> Packer | None:
+    """Attach a :class:`Packer` to ``model`` when ``hardware.packing`` (``machine.packing``) allows and it is exact.
 
     Returns the packer (its ``stats`` count tokens) or None when the model runs padded (or is None);
     the decision is logged and set as the MLflow tag ``tag``.
@@ -351,7 +346,7 @@ def enable(model, hardware: DictConfig, tag: str = "packing") -> Packer | None:
 
     if model is None:
         return None
-    wanted, row_length = switch(hardware)
+    wanted, row_length = machine.packing, machine.packing_row_length
     packer = None
     if wanted == "false":
         decision = "off: hardware.packing=false"

@@ -1,7 +1,9 @@
-"""The build step: the model (and a GIST guide), the loss and the evaluators, from their configs.
+"""The build step: the model (and a GIST guide), the loss and the evaluators, from the job spec, the data
+and the resolved machine (:func:`build`).
 
-Runs after every check that needs no model. Models load on the CPU; Hub ids resolve offline first
-(``pipeline.runtime.offline``). Writes nothing to MLflow.
+Runs after every check that needs no model. Models load on the CPU and move to the machine's device; Hub
+ids resolve offline first (``pipeline.runtime.offline``). Writes nothing to MLflow itself: the packing
+decision is a tag ``pipeline.runtime.packing`` sets; the job logs what :class:`Built` reports.
 """
 
 from __future__ import annotations
@@ -13,22 +15,64 @@ import logging
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
-from pipeline.runtime import catalogue
+from pipeline.runtime import catalogue, packing
+from pipeline.runtime.hardware import Machine
 from pipeline.runtime.offline import resolve_model
 from pipeline.stages import reuse
-from pipeline.stages.spec import EvaluatorSpec, LossSpec
-from pipeline.stages.splits import Split
+from pipeline.stages.spec import EvaluatorSpec, JobSpec, LossSpec
+from pipeline.stages.splits import LoadedData, Split
 
 log = logging.getLogger(__name__)
 
 # Loaded models by what they are built from: the starting model, and a guide or miner beside it.
 MODELS = reuse.ProcessCache("model", size=3)
+
+
+@dataclass(frozen=True)
+class Built:
+    """Everything training and evaluation take besides the data: the models, evaluators and loss."""
+
+    model: Any  # on the machine's device, packed where exact, with its LoRA adapter when ``model.peft`` asks
+    packer: packing.Packer | None
+    evaluators: dict[str, Any]  # ``{name}-{split}`` -> evaluator, every split some evaluator scores
+    loss: Any = None  # the training loss around the model (and its guide); None without a train stage
+    model_reused: bool = False  # the model came from the process cache (tag ``load.cache.model``)
+    lora: dict[str, int] | None = None  # the adapter's trainable and total parameters
+    miner_key: str | None = None  # what the miner model is built from (the mine stage's cache key), with a mine stage
+
+
+def build(spec: JobSpec, data: LoadedData, machine: Machine) -> Built:
+    """The model (packed where exact), every evaluator on every split it scores (``{name}-{split}``) and,
+    with a train stage, the loss (around a guide model when it takes one)."""
+    model, reused = shared_model(spec.model, spec.seed)
+    model = model.to(machine.device)  # evaluate-only runs too
+    check_matryoshka_dims(spec.loss.matryoshka_dims, model)
+    lora = add_lora(model, spec.peft) if spec.peft is not None else None
+    guide = None
+    if spec.loss.needs_guide:  # worked out only when training
+        guide = shared_model(spec.guide, spec.seed, key="guide")[0].to(model.device)
+    packer = packing.enable(model, machine)
+    packing.enable(guide, machine, tag="packing.guide")  # None without a guide: nothing to pack
+    evaluators = build_evaluators(
+        spec.evaluators, spec.splits_needed, data.eval_splits, machine.eval_batch_size, data.corpora
+    )
+    model.prompts.update(spec.prompts)  # saved with the model: encode(prompt_name=COLUMN)
+    prompts = {evaluator.name: list(evaluator.prompts) for evaluator in spec.evaluators}
+    evaluators = adjust_evaluators(evaluators, spec.loss.matryoshka_dims, prompts)
+    loss = build_loss(spec.loss, model, guide) if spec.stages.train else None
+    return Built(model, packer, evaluators, loss, reused, lora, miner_key(spec) if spec.stages.mine else None)
+
+
+def miner_key(spec: JobSpec) -> str:
+    """What the mine stage's model is built from: ``miner`` when set, else the job's own model."""
+    return model_key(spec.miner or spec.model, spec.seed, "miner" if spec.miner else "model")
 
 
 def shared_model(model_cfg: DictConfig, seed: int, key: str = "model") -> tuple[Any, bool]:

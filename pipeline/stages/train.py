@@ -17,8 +17,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
-from pipeline.runtime import checkpoint, hardware
-from pipeline.runtime.hardware import Precision
+from pipeline.runtime import checkpoint
+from pipeline.runtime.hardware import Machine
 from pipeline.tracking.scrub import Secret, is_secret
 
 log = logging.getLogger(__name__)
@@ -170,14 +170,14 @@ def best_model_options(options: dict, best_metric: str) -> dict:
 
 def training_arguments(
     training: DictConfig,
-    hardware_cfg: DictConfig,
+    machine: Machine,
     output_dir: Path,
-    precision: Precision,
     best_metric: str | None,
     early_stopping: bool = False,
     prompts: dict[str, str] | None = None,
 ):
-    """SentenceTransformerTrainingArguments from ``training.*`` (names unchanged) and the profile.
+    """SentenceTransformerTrainingArguments from ``training.*`` (names unchanged) and the resolved machine
+    (its precision and the trainer options the profile decides).
 
     ``best_metric`` (the run's optimized metric, when an evaluator runs) picks the best checkpoint;
     with ``early_stopping`` that checkpoint is restored when training ends (:func:`best_model_options`).
@@ -203,11 +203,11 @@ def training_arguments(
     options.update(
         output_dir=str(output_dir / "trainer"),
         report_to="none",
-        fp16=precision.fp16,
-        bf16=precision.bf16,
+        fp16=machine.precision.fp16,
+        bf16=machine.precision.bf16,
         disable_tqdm=not sys.stderr.isatty(),
         prompts=prompts or None,
-        **hardware.trainer_options(hardware_cfg, training),
+        **machine.trainer_options,
     )
     options = {k: Secret(v) if isinstance(v, str) and is_secret(k, v) else v for k, v in options.items()}
     try:

@@ -158,13 +158,14 @@ def scored_baseline(cfg, output_dir, score: bool) -> tuple[str, dict[str, float]
     spec = read_spec(cfg)
     spec = dataclasses.replace(spec, stages=dataclasses.replace(spec.stages, train=False))  # no loss built
     data, _ = load.shared_data(spec)
-    plan = job.Plan(spec, data, hardware.resolve_precision(spec.hardware, spec.training), None)
+    plan = job.Plan(spec, data, hardware.resolve_machine(spec.hardware, spec.training), None)
+    hardware.configure_threads(plan.machine)  # as preflight does
     built = job.build_stage(plan)
     scored = job.final_evaluators(spec, built)
     key = baseline.baseline_key(built.model, job.baseline_scoring(plan, built, list(scored)), spec.leaves)
     if not score:
         return key, None
-    with hardware.autocast(plan.precision, built.model.device.type), packing.uncounted(built.packer):
+    with hardware.autocast(plan.machine.precision, built.model.device.type), packing.uncounted(built.packer):
         return key, evaluate(built.model, scored, output_dir).metrics
 
 
@@ -249,7 +250,7 @@ def mined(cfg, folder):
 
     spec = read_spec(cfg)
     data = load.load_data(spec)
-    inputs = job.mine_inputs(spec, data)
+    inputs = job.mine_inputs(spec, data, build.miner_key(spec))
     if folder is None:
         return mine.cache_key(inputs), None
     model = build.load_model(spec.miner or spec.model, spec.seed)

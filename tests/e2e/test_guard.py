@@ -62,9 +62,10 @@ def test_loss_at_chance_for_patience_steps_trips():
     from transformers import TrainerControl, TrainerState
 
     spec = read_spec(compose_config(["guard.chance_patience=3"]))
-    chance = chance_loss(spec.loss.class_name, ["anchor", "positive"], 32, gathered=False)
+    chance = chance_loss(spec.loss.class_name, ["anchor", "positive"], 32, ranks=1)
     assert chance == pytest.approx(math.log(32))
-    assert chance_loss("CoSENTLoss", ["s1", "s2", "score"], 32, gathered=False) is None
+    assert chance_loss(spec.loss.class_name, ["anchor", "positive"], 32, ranks=2) == pytest.approx(math.log(64))
+    assert chance_loss("CoSENTLoss", ["s1", "s2", "score"], 32, ranks=1) is None
     matryoshka = read_spec(compose_config(["loss.matryoshka_dims=[32,16]", "loss.matryoshka_weights=[1,0.5]"])).loss
     assert matryoshka.matryoshka_scale == 1.5 and read_spec(compose_config([])).loss.matryoshka_scale == 1.0
     guard = TrainingGuard(spec.guard, model=None, chance=chance)

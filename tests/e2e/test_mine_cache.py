@@ -78,14 +78,14 @@ def test_two_processes_mining_one_key_compute_it_once(mlflow_client, store_overr
     from filelock import FileLock
 
     from pipeline.job import mine_inputs
-    from pipeline.stages import load, mine
+    from pipeline.stages import build, load, mine
     from pipeline.stages.spec import read_spec
 
     cache = tmp_path / "mined"
     job = mine_job(write_pairs(tmp_path / "pairs"), cache)
     cfg = compose_config([*job, *store_overrides])
     spec = read_spec(cfg)
-    key = mine.cache_key(mine_inputs(spec, load.load_data(spec)))
+    key = mine.cache_key(mine_inputs(spec, load.load_data(spec), build.miner_key(spec)))
     cache.mkdir()
     logs = [tmp_path / f"job{i}.log" for i in range(2)]
     with FileLock(str(cache / f"{key}.lock")):  # held until both jobs wait for it: they ask for the key together

@@ -5,11 +5,11 @@ attention while training gives the packed loss and gradients of sdpa within bf16
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pipeline import PipelineError
@@ -21,6 +21,12 @@ from pipeline.stages.train import train
 from tests.conftest import compose_config
 
 BF16 = hardware.Precision("bf16", "bf16", fp16=False, bf16=True)
+
+
+def machine(*overrides: str, precision: hardware.Precision = BF16) -> hardware.Machine:
+    """The default profile with ``overrides``, resolved, running in ``precision``."""
+    cfg = compose_config(list(overrides))
+    return dataclasses.replace(hardware.resolve_machine(cfg.hardware, cfg.training), precision=precision)
 
 
 class WeightCasts(TorchDispatchMode):
@@ -53,11 +59,11 @@ def _train(tmp_path, cast_once: bool, steps: int = 2):
         learning_rate=1e-3, bf16=True, use_cpu=True, report_to="none", save_strategy="no", seed=42,
         logging_steps=1, disable_tqdm=True,
     )  # fmt: skip
-    profile = OmegaConf.create({"accelerator": "cpu", "cast_weights_once": cast_once})
+    profile = machine(f"hardware.cast_weights_once={str(cast_once).lower()}")
     counter = WeightCasts([p for p in model.parameters() if p.ndim == 2])
     with counter:
         result = train(model, MultipleNegativesRankingLoss(model), Dataset.from_dict(rows), args,
-                       loss_region=hardware.loss_region(profile, BF16))  # fmt: skip
+                       loss_region=hardware.loss_region(profile))  # fmt: skip
     update = torch.cat([(p.detach() - start[n]).flatten() for n, p in model.named_parameters()])
     return result, counter.count, update
 
@@ -76,8 +82,9 @@ def test_one_weight_cast_per_step_same_update_within_bf16(tmp_path):
 
 def test_cast_weights_once_is_off_in_fp32_and_the_new_keys_are_checked():
     fp32 = hardware.Precision("fp32", "fp32", fp16=False, bf16=False)
-    on = OmegaConf.create({"accelerator": "cpu", "cast_weights_once": True})
-    assert hardware.loss_region(on, fp32) is None and hardware.loss_region(on, BF16) is not None
+    on = machine("hardware.cast_weights_once=true")
+    assert hardware.loss_region(dataclasses.replace(on, precision=fp32)) is None
+    assert hardware.loss_region(on) is not None
     with pytest.raises(PipelineError, match="hardware.cast_weights_once='sometimes': true or false"):
         check_values(compose_config(["hardware.cast_weights_once=sometimes"]))
     with pytest.raises(PipelineError, match="hardware.training_attention='flash': one of eager"):
@@ -100,10 +107,10 @@ def test_eager_training_attention_matches_sdpa_packed_and_returns_to_it():
 
     model = load_model(compose_config(["model=tiny"]).model, seed=42)
     model.eval()  # dropout off: both attentions compute the same function
-    packer = packing.enable(model, OmegaConf.create({"packing": "true", "packing_row_length": 32}))
+    profile = machine("hardware.training_attention=eager", "hardware.packing=true", "hardware.packing_row_length=32")
+    packer = packing.enable(model, profile)
     sentences = [s for s in PROBE_SENTENCES for _ in range(2)] + list(PROBE_SENTENCES[:2])
     sdpa_loss, sdpa_grads = _loss_and_grads(model, sentences)
-    profile = compose_config(["hardware.training_attention=eager"]).hardware
     with hardware.training_attention(model, profile):
         assert model[0].auto_model.config._attn_implementation == "eager" and packer.eager
         eager_loss, eager_grads = _loss_and_grads(model, sentences)
@@ -111,5 +118,5 @@ def test_eager_training_attention_matches_sdpa_packed_and_returns_to_it():
     assert packer.stats.packed_calls >= 4 and math.isfinite(float(eager_loss))
     torch.testing.assert_close(eager_loss, sdpa_loss, atol=2e-2, rtol=2e-2)
     assert torch.nn.functional.cosine_similarity(eager_grads, sdpa_grads, dim=0) > 0.99
-    with hardware.training_attention(model, OmegaConf.merge(profile, {"training_attention": None})):
+    with hardware.training_attention(model, dataclasses.replace(profile, eager_training_attention=False)):
         assert model[0].auto_model.config._attn_implementation == "sdpa"

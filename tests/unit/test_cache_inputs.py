@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
 import torch
-from omegaconf import OmegaConf
 
 from pipeline.runtime import hardware
 from pipeline.stages import baseline, reuse
+from tests.conftest import compose_config
 
 
 def test_a_fix_in_the_code_that_builds_or_scores_evaluators_changes_the_code_digest(tmp_path):
@@ -31,12 +32,14 @@ def test_a_fix_in_the_code_that_builds_or_scores_evaluators_changes_the_code_dig
 def test_tf32_as_torch_has_it_is_a_key_input_and_a_sweep_can_turn_it_off_again():
     kept = torch.backends.fp32_precision
     try:
-        hardware.configure_threads(OmegaConf.create({"num_threads": None, "tf32": False}))
+        cfg = compose_config([])
+        machine = hardware.resolve_machine(cfg.hardware, cfg.training)
+        hardware.configure_threads(dataclasses.replace(machine, num_threads=None, tf32=False))
         off = reuse.tf32_settings()
-        hardware.configure_threads(OmegaConf.create({"num_threads": None, "tf32": True}))
+        hardware.configure_threads(dataclasses.replace(machine, num_threads=None, tf32=True))
         on = reuse.tf32_settings()
         assert on != off and on["matmul"] == "tf32"
-        hardware.configure_threads(OmegaConf.create({"num_threads": None, "tf32": False}))  # the next job of a sweep
+        hardware.configure_threads(dataclasses.replace(machine, num_threads=None, tf32=False))  # a sweep's next job
         assert reuse.tf32_settings()["matmul"] != "tf32"
     finally:
         torch.backends.fp32_precision = kept

@@ -66,18 +66,16 @@ def test_evaluator_none_has_no_optimized_metric():
 
 
 def test_warmup_ratio_is_an_alias_for_the_float_warmup_steps(tmp_path, caplog):
-    from pipeline.runtime.hardware import resolve_precision
+    from pipeline.runtime.hardware import resolve_machine
     from pipeline.stages.train import training_arguments
 
     cfg = compose_config(["training.warmup_ratio=0.25"])
-    precision = resolve_precision(cfg.hardware, cfg.training)
-    args = training_arguments(cfg.training, cfg.hardware, tmp_path, precision, None)
+    machine = resolve_machine(cfg.hardware, cfg.training)
+    args = training_arguments(cfg.training, machine, tmp_path, None)
     assert args.warmup_steps == 0.25
     assert "training.warmup_ratio=0.25 is read as training.warmup_steps=0.25" in caplog.text
     with pytest.raises(PipelineError, match=r"training.warmup_ratio=1.5: must be a fraction"):
-        training_arguments(
-            compose_config(["training.warmup_ratio=1.5"]).training, cfg.hardware, tmp_path, precision, None
-        )
+        training_arguments(compose_config(["training.warmup_ratio=1.5"]).training, machine, tmp_path, None)
 
 
 def test_empty_cells_are_found_and_counted_across_check_blocks(data, monkeypatch):

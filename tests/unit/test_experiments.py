@@ -194,16 +194,16 @@ def test_smoke_keeps_the_recipe_and_shrinks_model_and_steps(name):
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_training_args_are_current_trainer_fields(name, tmp_path):
     """Card names map onto today's SentenceTransformerTrainingArguments (warmup_ratio -> warmup_steps)."""
-    from pipeline.runtime.hardware import resolve_precision
+    from pipeline.runtime.hardware import resolve_machine
     from pipeline.stages.train import training_arguments
 
     cfg = compose_config([f"experiment={name}"])
-    precision = resolve_precision(cfg.hardware, cfg.training)
-    args = training_arguments(cfg.training, cfg.hardware, tmp_path, precision, cfg.optimized_metric)
+    machine = resolve_machine(cfg.hardware, cfg.training)
+    args = training_arguments(cfg.training, machine, tmp_path, cfg.optimized_metric)
     assert args.per_device_train_batch_size == CARDS[name]["training.per_device_train_batch_size"]
     assert args.warmup_steps == CARDS[name]["training.warmup_steps"]
     assert str(args.multi_dataset_batch_sampler.value) == CARDS[name]["training.multi_dataset_batch_sampler"]
-    assert precision.intended == ("fp16" if CARDS[name]["training.fp16"] else "fp32")
+    assert machine.precision.intended == ("fp16" if CARDS[name]["training.fp16"] else "fp32")
     assert not args.fp16  # CPU: the fp16 intent runs as bf16 or fp32
 
 

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from pipeline import PipelineError
 from pipeline.runtime import launch
-from pipeline.runtime.hardware import cpu_has_fast_bf16, resolve_precision, trainer_options, world_tags
+from pipeline.runtime.hardware import cpu_has_fast_bf16, resolve_machine, resolve_precision, world_tags
 from pipeline.stages.settings import Hardware, check_values
 from tests.conftest import compose_config
 
@@ -25,8 +25,16 @@ def test_cpu_ddp_launches_two_gloo_ranks_on_one_machine():
     assert argv[1:3] == ["-m", "pipeline.runtime.elastic"] and argv[-3:] == ["-m", "pipeline.rank", "/tmp/x/launch"]
     assert flag(argv, "--num_processes") == "2" and flag(argv, "--num_machines") == "1"
     assert flag(argv, "--max_restarts") == "0" and int(flag(argv, "--main_process_port")) > 0
-    options = trainer_options(hw, compose_config(["hardware=cpu_ddp"]).training)
-    assert options == {"use_cpu": True, "ddp_backend": "gloo", "ddp_timeout": 300}
+    machine = resolve_machine(hw, compose_config(["hardware=cpu_ddp"]).training)
+    assert machine.trainer_options == {"use_cpu": True, "ddp_backend": "gloo", "ddp_timeout": 300}
+    assert (machine.accelerator, machine.device) == ("cpu", "cpu")
+
+
+def test_the_machine_encodes_in_the_profiles_eval_batch_else_the_trainers():
+    """``hardware.eval_batch_size`` when the profile sets one, else ``training.per_device_eval_batch_size``."""
+    for overrides, batch in ((["hardware.eval_batch_size=5"], 5), (["hardware.eval_batch_size=null"], 7)):
+        cfg = compose_config([*overrides, "training.per_device_eval_batch_size=7"])
+        assert resolve_machine(cfg.hardware, cfg.training).eval_batch_size == batch, overrides
 
 
 def test_multi_node_needs_the_rendezvous_address():
@@ -87,5 +95,7 @@ def test_gpu_precision_without_bf16_uses_fp16_only_when_the_recipe_asks():
 
 def test_global_batch_is_per_device_times_ranks(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
-    tags = world_tags(OmegaConf.create({"per_device_train_batch_size": 32, "gradient_accumulation_steps": 2}))
+    cfg = compose_config([])
+    world = resolve_machine(cfg.hardware, cfg.training).world_size
+    tags = world_tags(OmegaConf.create({"per_device_train_batch_size": 32, "gradient_accumulation_steps": 2}), world)
     assert tags == {"world_size": "4", "batch.per_device": "32", "batch.global": "256"}

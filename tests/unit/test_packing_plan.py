@@ -5,10 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from omegaconf import OmegaConf
 
 from pipeline import PipelineError
-from pipeline.runtime.packing import plan_rows, switch
+from pipeline.runtime.packing import plan_rows
 
 
 def _check(plan, lengths: list[int]) -> None:
@@ -48,17 +47,27 @@ def test_a_single_sentence_is_one_row_of_its_length():
     assert (plan.rows, plan.width, plan.row_of, plan.offset_of) == (1, 7, [0], [0])
 
 
-@pytest.mark.parametrize("value,expected", [("auto", "auto"), (True, "true"), (False, "false"), ("false", "false")])
+def packing_of(overrides: list[str]) -> tuple[str, int]:
+    """``hardware.packing`` and ``packing_row_length`` as the resolved machine holds them."""
+    from pipeline.runtime.hardware import resolve_machine
+    from tests.conftest import compose_config
+
+    cfg = compose_config(overrides)
+    machine = resolve_machine(cfg.hardware, cfg.training)
+    return machine.packing, machine.packing_row_length
+
+
+@pytest.mark.parametrize(
+    "value,expected", [("auto", "auto"), ("true", "true"), ("false", "false"), ("'false'", "false")]
+)
 def test_switch_accepts_auto_true_false(value, expected):
-    assert switch(OmegaConf.create({"packing": value, "packing_row_length": 64})) == (expected, 64)
+    assert packing_of([f"hardware.packing={value}", "hardware.packing_row_length=64"]) == (expected, 64)
 
 
 def test_every_profile_sets_packing_in_its_yaml():
     """hardware.packing / packing_row_length come from each profile's YAML: no default in the code."""
-    from tests.conftest import compose_config
-
     profiles = ("cpu", "cpu_ddp", "gpu", "multi_gpu", "multi_node")
-    got = {profile: switch(compose_config([f"hardware={profile}"]).hardware) for profile in profiles}
+    got = {profile: packing_of([f"hardware={profile}"]) for profile in profiles}
     assert got == {"cpu": ("auto", 32), "cpu_ddp": ("auto", 32)} | dict.fromkeys(profiles[2:], ("auto", 128))
 
 
