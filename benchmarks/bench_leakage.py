@@ -6,10 +6,11 @@ audit alone (``pipeline.stages.leakage.audit``) on what was read; each ``--repea
 the same rows, the two interleaved (the order alternates each repeat), and their counts compared.
 
 ``--first-step N``: instead, what the audit adds to a whole job's time before its first training step:
-N rounds of the same job (the data-scale recipe of ``bench_sweep.py``: all-MiniLM-L6-v2, 3 steps, no
-baseline, ``stages=[load,train]``) with ``data.leakage=off`` and ``warn``, alternating (the order flips
-each round) after one unmeasured job of each (the datasets cache of the CSV, the OS file cache);
-medians of ``startup_seconds`` (process start to step 1) and ``job_seconds``.
+N rounds of the same job (all-MiniLM-L6-v2, 3 steps, no baseline, the final evaluation on the folder's dev
+and test splits, which the audit compares with the train rows) with ``data.leakage=off`` and ``warn``,
+alternating (the order flips each round) after one unmeasured job of each (the datasets cache of the CSV,
+the OS file cache); medians of ``startup_seconds`` (process start to step 1) and ``job_seconds``. Each
+warn job must have logged its ``leakage/*`` metrics and each off job none, or the benchmark stops.
 
     .venv/bin/python benchmarks/make_pairs.py --rows 1000000 --out /tmp/pairs-1m
     .venv/bin/python benchmarks/bench_leakage.py --data /tmp/pairs-1m
@@ -72,13 +73,22 @@ def measure(data: Path, columns: str, repeats: int, before: Path | None) -> dict
             "same_counts": all(c == counts["audit"] for c in counts.values())}  # fmt: skip
 
 
+# The evaluate stage stays: without it the job reads no evaluation split, and the audit has nothing to compare.
 FIRST_STEP = (
     "model=minilm",
     "training.max_steps=3",
     "baseline=false",
-    "stages=[load,train]",
     "tracking.log_model=false",
 )
+
+
+def audit_metrics(store: Path) -> dict[str, float]:
+    """The one run's ``leakage/*`` metrics."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{store}/mlflow.db")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return {k: v for k, v in run.data.metrics.items() if k.startswith("leakage/")}
 
 
 def first_step(data: Path, columns: str, rounds: int) -> dict:
@@ -97,6 +107,9 @@ def first_step(data: Path, columns: str, rounds: int) -> dict:
                 create_store(store)
                 pipeline([*recipe, f"data.leakage={mode}"], store, "job")
                 (job,) = jobs(store)
+                audited = audit_metrics(store)  # warn: the audit ran and was logged; off: nothing
+                if bool(audited) != (mode == "warn"):
+                    raise SystemExit(f"data.leakage={mode}: leakage metrics {audited}")
                 if round_ > 0:  # round 0 warms the caches
                     times[mode]["startup_s"].append(job["startup_s"])
                     times[mode]["job_s"].append(job["job_s"])
@@ -117,7 +130,10 @@ def main() -> None:
     parser.add_argument("--first-step", type=int, metavar="ROUNDS", help="time whole jobs to their first step instead")
     args = parser.parse_args()
     if args.first_step:
-        print(json.dumps(first_step(Path(args.data), args.columns, args.first_step), indent=1))
+        found = first_step(Path(args.data), args.columns, args.first_step)
+        out = Path(__file__).parent / "results" / f"bench_leakage-{time.strftime('%Y%m%d-%H%M')}-first-step.json"
+        out.write_text(json.dumps(found, indent=1) + "\n")
+        print(json.dumps(found, indent=1), f"\nraw results: {out}", sep="\n")
         return
     print(json.dumps(measure(Path(args.data), args.columns, args.repeats, args.before), indent=1))
 

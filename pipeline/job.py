@@ -5,7 +5,7 @@ Order matters and is the point of this module:
 1. preflight: config checks (no data, no model), the hardware profile resolved once (``hardware.Machine``),
    tracking target, data read, validated and audited for evaluation rows that duplicate train rows
    (``data.leakage``: ``fail`` and ``drop`` here; ``warn`` in a thread beside the run's opening, the model
-   load and the baseline, waited for before training), training arguments built (unknown ``training.*``
+   load, the baseline and training, logged at the first step's end after it is done), training arguments built (unknown ``training.*``
    names rejected): a mistake costs seconds and creates no run;
 2. the MLflow run starts (rank 0 only: other ranks train and write nothing);
 3. the model and evaluators load; hard negatives are mined (``mine`` stage); the evaluators score the
@@ -117,9 +117,10 @@ def run_job(
         if spec.stages.mine:
             plan = mine_stage(plan, built)
         baseline = baseline_step(plan, built, folder) if run is not None and not resume else {}
-        report_leakage(leakage.found(plan.data.leakage), run is not None)  # warn: its thread ran until here
+        leaks = LeakageReport(plan.data.leakage, run is not None)
         if spec.stages.train:
-            train_stage(plan, built, resume)
+            train_stage(plan, built, resume, leaks)  # warn: logged at the first step's end after its thread is done
+        leaks()  # ... or here, once it is done
         if run is None:
             return JobResult("", "", {}, None)
         metrics = {**baseline, **evaluate_stage(plan, built, folder)}
@@ -184,6 +185,22 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
         else None
     )
     return Plan(spec, data, machine, args, data_reused, started)
+
+
+class LeakageReport:
+    """The leakage audit's report, made once: at once when it ran before the run opened (``drop``,
+    ``fail``), else as soon as its thread (``warn``) is done, which training does not wait for."""
+
+    def __init__(self, audit: leakage.Audit | leakage.Running | None, main_rank: bool) -> None:
+        self.audit, self.main_rank, self.made = audit, main_rank, False
+
+    def ready(self) -> bool:
+        return not isinstance(self.audit, leakage.Running) or self.audit.done()
+
+    def __call__(self) -> None:
+        if not self.made:
+            self.made = True
+            report_leakage(leakage.found(self.audit), self.main_rank)
 
 
 def report_leakage(found: leakage.Audit | None, main_rank: bool) -> None:
@@ -318,7 +335,7 @@ def baseline_scoring(plan: Plan, built: Built, scored: list[str]) -> Scoring:
     )
 
 
-def train_stage(plan: Plan, built: Built, resume: Resume | None) -> None:
+def train_stage(plan: Plan, built: Built, resume: Resume | None, leaks: LeakageReport) -> None:
     """Train the model in place; a guard trip or a signal ends the job here (FAILED / KILLED)."""
     from pipeline.runtime import callbacks
     from pipeline.stages.train import check_restored, train
@@ -328,6 +345,7 @@ def train_stage(plan: Plan, built: Built, resume: Resume | None) -> None:
     watch = callbacks.TrainingGuard(spec.guard, built.model, chance_loss(plan)) if spec.guard else None
     checkpoints = callbacks.Checkpoints()
     hooks = [callbacks.MLflowMetrics(), callbacks.StartupTime(plan.started), checkpoints, *([watch] if watch else [])]
+    hooks.append(callbacks.WhenReady(leaks.ready, leaks))
     if spec.early_stopping is not None:
         from transformers import EarlyStoppingCallback
 

@@ -5,6 +5,7 @@
   start) to the first training step;
 - :class:`Checkpoints`: commits each saved checkpoint; a signal becomes a checkpoint and a stop;
 - :class:`TrainingGuard`: stops a run whose loss, gradients, metrics or embeddings went bad;
+- :class:`WhenReady`: one action, at the first step's end at which work running beside training is done;
 - :class:`ProgressLines`: where the output is not a terminal (CI, files), one plain line per logging
   step instead of the trainer's progress bar (which it keeps on a terminal).
 """
@@ -52,6 +53,19 @@ class StartupTime(TrainerCallback):
                 "First training step %.1f s after the job started (%.1f s after the process)", job_seconds, seconds
             )
             log_metrics({"startup_seconds": seconds, "job_seconds_to_first_step": job_seconds}, synchronous=False)
+
+
+class WhenReady(TrainerCallback):
+    """Calls ``action`` once, at the end of the first step at which ``ready()`` is true: work running in
+    a thread beside training (the leakage audit) is reported as soon as it is done, without training
+    waiting for it. The job calls the action itself after training when no step found it ready."""
+
+    def __init__(self, ready, action) -> None:
+        self.ready, self.action = ready, action
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.ready():
+            self.action()
 
 
 class Checkpoints(TrainerCallback):

@@ -132,7 +132,7 @@ def audit(
 
 class Running:
     """An audit that changes nothing (``warn``), run in a thread while the job opens its run, loads the
-    model and scores the baseline: its numpy and Arrow passes release the GIL. :meth:`result` waits for it (and
+    model, scores the baseline and starts training: its numpy and Arrow passes release the GIL. :meth:`result` waits for it (and
     raises what it raised). The copies of the data a process cache hands out share it."""
 
     def __init__(self, train: dict[str, Split], splits: dict[str, Split], settings: Settings):
@@ -148,6 +148,9 @@ class Running:
             self._outcome["audit"] = found[0] if found else None
         except Exception as error:  # noqa: BLE001 - raised again in the thread that waits for the result
             self._outcome["error"] = error
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
 
     def result(self) -> Audit | None:
         self._thread.join()

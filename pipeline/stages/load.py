@@ -137,7 +137,7 @@ def audited(loaded: LoadedData, settings: leakage.Settings) -> LoadedData:
     """The data with its leakage audit (``pipeline.stages.leakage``): with ``data.leakage=drop``, the train
     set(s) without the rows that duplicate an evaluation row, and the mine stage's candidates without their
     texts; ``fail`` refuses the job here. ``warn`` changes nothing: its audit runs in a thread (``leakage.Running``)
-    that the job waits for, and logs, before it trains."""
+    that the job logs once it is done (training does not wait for it)."""
     if settings.mode is leakage.Mode.WARN and loaded.train_splits:
         return dataclasses.replace(loaded, leakage=leakage.Running(loaded.train_splits, loaded.eval_splits, settings))
     found = leakage.audit(loaded.train_splits, loaded.eval_splits, settings)
