@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -60,11 +61,12 @@ class WhenReady(TrainerCallback):
     a thread beside training (the leakage audit) is reported as soon as it is done, without training
     waiting for it. The job calls the action itself after training when no step found it ready."""
 
-    def __init__(self, ready, action) -> None:
-        self.ready, self.action = ready, action
+    def __init__(self, ready: Callable[[], bool], action: Callable[[], None]) -> None:
+        self.ready, self.action, self.acted = ready, action, False
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.ready():
+        if not self.acted and self.ready():
+            self.acted = True
             self.action()
 
 

@@ -131,6 +131,35 @@ def test_warn_audits_in_a_thread_the_job_waits_for_and_fail_refuses_at_once():
         leakage.found(broken.leakage)
 
 
+def test_a_warn_audit_is_logged_once_at_the_first_step_end_after_its_thread_is_done(store, caplog):
+    """Training never waits for warn's audit: the trainer callback logs it at the first step's end at
+    which its thread is done, once; the job's own call after training then adds nothing."""
+    import mlflow
+
+    from pipeline.job import LeakageReport
+    from pipeline.runtime.callbacks import WhenReady
+
+    loaded = LoadedData(train=pairs(TRAIN, False), eval_splits={"test": pairs(EXACT + NEAR + OTHER, True)})
+    running = load.audited(loaded, Settings(Mode.WARN, DEFAULT)).leakage
+    report = LeakageReport(running, main_rank=True)
+    hook = WhenReady(report.ready, report)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store["uri"])
+    try:
+        with mlflow.start_run() as run:
+            running.result()  # its thread is done: the next step's end reports it
+            assert report.ready() and not report.made
+            for _ in range(3):
+                hook.on_step_end(None, None, None)
+            assert report.made
+            report()  # after training: already made
+    finally:
+        mlflow.set_tracking_uri(previous)
+    metrics = mlflow.MlflowClient(store["uri"]).get_run(run.info.run_id).data.metrics
+    assert metrics["leakage/test_rows_exact"] == 3 and metrics["leakage/test_rows_near"] == 2
+    assert len([r for r in caplog.records if r.getMessage().startswith("Leakage")]) == 1
+
+
 def test_fail_refuses_in_one_line_and_off_does_nothing():
     with pytest.raises(PipelineError, match=r"data.leakage=fail: .*test: 3 exact, 2 near rows") as error:
         run(EXACT + NEAR, mode=Mode.FAIL)
