@@ -103,6 +103,7 @@ def run_job(
     run id as soon as the run exists (a launcher waiting on rank 0).
     """
     resume = request.resume
+    cfg = resolved(cfg)
     plan = preflight(cfg, output_dir, resume)
     spec = plan.spec
     main_rank = hardware.process_rank() == 0  # rank 0 owns the run; other ranks train and write nothing
@@ -127,6 +128,17 @@ def run_job(
         log_outcome(cfg, spec, built, folder, plan.started, metrics)
     target = metrics.get(tracking.metric_name(spec.optimized_metric)) if spec.optimized_metric else None
     return JobResult(run.info.run_id, run.info.experiment_id, metrics, target)
+
+
+def resolved(cfg: DictConfig) -> DictConfig:
+    """A copy of the config with every interpolation resolved, once: what the spec reads, the run logs and
+    the cache keys hold, each seeing the same values (``optimized_metric``'s default, ``${first_dev_metric:...}``,
+    runs an evaluator class on two rows each time it resolves)."""
+    from omegaconf import OmegaConf
+
+    copied = copy.deepcopy(cfg)
+    OmegaConf.resolve(copied)
+    return copied
 
 
 def job_folder(output_dir: Path, run_id: str, resume: Resume | None) -> Path:
@@ -371,7 +383,7 @@ def train_stage(plan: Plan, built: Built, resume: Resume | None, leaks: LeakageR
 def chance_loss(plan: Plan) -> float | None:
     """The loss's value at chance, for the guard (one train set only: several mix their sizes)."""
     spec = plan.spec
-    if spec.data.get("train_sets"):
+    if spec.data.several:
         return None
     columns = list(plan.data.train_dataset.column_names)
     batch = int(spec.training.per_device_train_batch_size)

@@ -1,6 +1,8 @@
 """Follow the composed config through one job: every call of a ``pipeline`` function that receives the
-config, a node of it, a part of the job spec (``pipeline.stages.spec``) or a value resolved from the config
-(the hardware profile's ``Machine`` and its ``Precision``), in the order they happen.
+config, a node of it, a part of the job spec (``pipeline.stages.spec``, ``pipeline.stages.dataspec``) or a
+value resolved from the config (the hardware profile's ``Machine`` and its ``Precision``), in the order they
+happen. Calls into the spec modules count too (``read_spec``, ``read_data``...), but not the spec's parts
+answering about themselves (their methods and properties).
 
 Measured, not read from the source: a function that takes the whole config under any parameter name
 is seen. ``tests/e2e/test_config_walk.py`` holds the rules; ``python -m tests.walk [overrides]`` prints
@@ -20,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-SPEC_MODULE = "pipeline.stages.spec"
+SPEC_MODULES = ("pipeline.stages.spec", "pipeline.stages.dataspec")
 # Values resolved from the config once, in preflight, and passed on in its place.
 RESOLVED = {"pipeline.runtime.hardware.Machine", "pipeline.runtime.hardware.Precision"}
 ROOT_KEYS = {"training", "hardware", "data"}
@@ -46,7 +48,7 @@ def is_part(value: Any) -> bool:
     if isinstance(value, (tuple, list)) and value:
         return is_part(value[0])
     kind = type(value)
-    return kind.__module__ == SPEC_MODULE or f"{kind.__module__}.{kind.__qualname__}" in RESOLVED
+    return kind.__module__ in SPEC_MODULES or f"{kind.__module__}.{kind.__qualname__}" in RESOLVED
 
 
 def follow(command: Callable[[], Any], start: str = "pipeline.job.run_job") -> list[Call]:
@@ -65,7 +67,7 @@ def follow(command: Callable[[], Any], start: str = "pipeline.job.run_job") -> l
             started["value"] = f"{module}.{code.co_name}" == start
             if not started["value"]:
                 return
-        if module == SPEC_MODULE:
+        if module in SPEC_MODULES and "." in code.co_qualname:
             return  # the spec answering about itself (its properties and methods): not a step of the walk
         names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
         values = [frame.f_locals.get(name) for name in names]

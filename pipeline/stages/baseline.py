@@ -41,6 +41,7 @@ SOURCES = (
     "stages/build.py",
     "stages/evaluate.py",
     "stages/spec.py",
+    "stages/dataspec.py",
     "runtime/packing.py",
     "runtime/hardware.py",
     "job.py",

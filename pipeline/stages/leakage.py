@@ -66,19 +66,10 @@ class Mode(str, enum.Enum):
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """``data.leakage`` and ``data.leakage_threshold`` (their defaults: ``conf/config.yaml``'s ``data`` node;
-    their values: ``stages.settings.Data``)."""
+    their values: ``stages.settings.Data``; read by ``stages.dataspec``)."""
 
     mode: Mode
     threshold: float  # shingle Jaccard from which a row is a near duplicate
-
-    @classmethod
-    def read(cls, data) -> Settings:
-        """The data config's (checked) settings (a config composed without ``conf/config.yaml``'s ``data``
-        node: off)."""
-        mode, threshold = data.get("leakage"), data.get("leakage_threshold")
-        if mode is None:
-            return cls(Mode.OFF, 1.0)
-        return cls(Mode(str(mode)), float(threshold))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,12 +14,11 @@ import logging
 import math
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 from pipeline import PipelineError
 from pipeline.stages import leakage, reuse
+from pipeline.stages.dataspec import DataSource
 from pipeline.stages.smoke import smoke_split
-from pipeline.stages.spec import EvaluatorSpec, JobSpec, train_layout, train_sets
+from pipeline.stages.spec import EvaluatorSpec, JobSpec
 from pipeline.stages.splits import LABEL_COLUMNS, LoadedData, Split
 
 log = logging.getLogger(__name__)
@@ -80,13 +79,14 @@ def data_key(spec: JobSpec) -> str | None:
     """Everything ``load_data`` reads: every config leaf but :data:`DATA_NOT_KEYED`, and the content of each
     local file (sha256 of its bytes, read each job: a rewrite that keeps the size and modification time is
     seen). None when a split comes from the Hub."""
-    nodes = [spec.data, *(spec.data.get("train_sets") or {}).values()]
-    nodes += [spec.eval_data] if spec.eval_key == "eval_data" else []
-    if not spec.smoke and any(node.get("path") and not node.get("local_dir") for node in nodes):
+    sources = [spec.data, *spec.data.named_sets.values()] + (
+        [spec.eval_data] if spec.eval_data is not spec.data else []
+    )
+    if not spec.smoke and any(source.from_hub for source in sources):
         return None
-    folders = [node.local_dir for node in nodes if node.get("local_dir")]
+    folders = [source.local_dir for source in sources if source.local_dir]
     folders += [evaluator.corpus for evaluator in spec.evaluators if evaluator.corpus]
-    folders += [node.corpus for node in nodes if node.get("corpus")]
+    folders += [source.corpus for source in sources if source.corpus]
     parts = {
         "config": reuse.keyed_leaves(spec.leaves, DATA_NOT_KEYED, DATA_KEPT),
         "files": [reuse.content_digest(Path(str(folder))) for folder in folders if Path(str(folder)).exists()],
@@ -104,33 +104,32 @@ def load_data(spec: JobSpec) -> LoadedData:
     train = eval_loss = None
     smoke = spec.smoke
     if spec.stages.train:
-        sets = train_sets(spec.data)
+        sets = spec.data.train_sets
         batch = int(spec.training.per_device_train_batch_size)
-        read = {name: _read_train(data, key, smoke=smoke) for name, (data, key) in sets.items()}
+        read = {name: _read_train(source, smoke=smoke) for name, source in sets.items()}
         for split in read.values():
             if len(split.dataset) < batch:
                 raise PipelineError(
                     f"{split.source}: the train split has {len(split.dataset)} rows, fewer than one batch "
                     f"(training.per_device_train_batch_size={batch}): add rows or lower the batch size."
                 )
-        train = read if spec.data.get("train_sets") else read["train"]
+        train = read if spec.data.several else read["train"]
         if spec.evaluates_during_training and not spec.evaluators:
             # No evaluator: the trainer scores the loss on the dev split (logged as eval_loss).
-            dev = {name: _read_train(data, key, smoke=smoke, split="dev") for name, (data, key) in sets.items()}
-            eval_loss = dev if spec.data.get("train_sets") else dev["train"]
+            dev = {name: _read_train(source, smoke=smoke, split="dev") for name, source in sets.items()}
+            eval_loss = dev if spec.data.several else dev["train"]
 
-    eval_cfg, eval_key = spec.eval_data, spec.eval_key
     splits = {
-        name: _read_eval(eval_cfg, eval_key, name, [spec.evaluator(n) for n in names], smoke=smoke)
+        name: _read_eval(spec.eval_data, name, [spec.evaluator(n) for n in names], smoke=smoke)
         for name, names in spec.splits_needed.items()
-        if smoke or _present(eval_cfg, eval_key, name)
+        if smoke or _present(spec.eval_data, name)
     }
     # A larger retrieval corpus: evaluators.NAME.corpus, else the evaluation data's own data.corpus (ir only).
     corpora = {e.name: read_corpus(e.corpus, f"corpus of evaluator {e.name}") for e in spec.evaluators if e.corpus}
     mining = spec.stages.mine and spec.mine.corpus == "split" and not smoke
     candidates = candidate_texts(spec.data) if mining else None
     loaded = LoadedData(train=train, eval_splits=splits, eval_loss=eval_loss, corpora=corpora, candidates=candidates)
-    return audited(loaded, spec.leakage)
+    return audited(loaded, spec.data.leakage)
 
 
 def audited(loaded: LoadedData, settings: leakage.Settings) -> LoadedData:
@@ -151,35 +150,35 @@ def audited(loaded: LoadedData, settings: leakage.Settings) -> LoadedData:
     return dataclasses.replace(loaded, train=kept, leakage=result, candidates=candidates)
 
 
-def candidate_texts(data: DictConfig, key: str = "data") -> list[str] | None:
+def candidate_texts(data: DataSource) -> list[str] | None:
     """The mine stage's candidates: every distinct text of the train file's positive column (the second of
     ``train_columns``, after renames, before ``train_transform``); None when the file has no such column."""
-    read = _read_split(data, key, "train")
-    column = list(data.train_columns)[1]
+    read = _read_split(data, "train")
+    column = data.train_columns[1]
     if column not in read.dataset.column_names:
         return None
     return list(dict.fromkeys(str(text) for text in read.dataset[column] if text is not None and str(text).strip()))
 
 
-def _present(data: DictConfig, key: str, split: str) -> bool:
+def _present(data: DataSource, split: str) -> bool:
     """False for a split listed in ``optional_splits`` that ``local_dir`` does not hold (it is skipped)."""
-    if split not in (data.get("optional_splits") or []) or not data.get("local_dir"):
+    if split not in data.optional_splits or not data.local_dir:
         return True
-    stem = data.splits.get(split, split) if data.get("splits") else split
     folder = Path(data.local_dir).expanduser()
-    found = any((folder / f"{name}{ext}").is_file() for name in {stem, split} for ext in FORMATS)
+    found = any((folder / f"{name}{ext}").is_file() for name in {data.stem(split), split} for ext in FORMATS)
     if not found:
-        log.info("%s.local_dir=%s has no %s split: not scored (%s.optional_splits)", key, folder, split, key)
+        log.info("%s.local_dir=%s has no %s split: not scored (%s.optional_splits)", data.key, folder, split, data.key)
     return found
 
 
-def _read_train(data: DictConfig, key: str, smoke: bool, split: str = "train") -> Split:
-    columns = train_layout(data)
+def _read_train(data: DataSource, smoke: bool, split: str = "train") -> Split:
+    columns = list(data.layout)
+    key = data.key
     if smoke:
         return smoke_split(columns, split if key == "data" else f"{split}.{key.rsplit('.', 1)[-1]}")
-    read = _read_split(data, key, split)
+    read = _read_split(data, split)
     ds = read.dataset
-    transform = data.get("train_transform")
+    transform = data.train_transform
     if transform:
         from hydra.utils import instantiate
 
@@ -192,18 +191,18 @@ def _read_train(data: DictConfig, key: str, smoke: bool, split: str = "train") -
         where = read.source
     _require_columns(ds, columns, where, key=f"{key}.train_columns")
     ds = ds.select_columns(columns)
-    if split == "train" and data.get("max_train_rows"):
-        ds = ds.select(range(min(int(data.max_train_rows), len(ds))))
+    if split == "train" and data.max_train_rows:
+        ds = ds.select(range(min(data.max_train_rows, len(ds))))
     _check_cells(ds, columns, where, numeric=[c for c in columns if c in LABEL_COLUMNS])
     return Split(ds, read.source, read.fingerprint)
 
 
-def _read_eval(data: DictConfig, key: str, name: str, specs: list[EvaluatorSpec], smoke: bool) -> Split:
+def _read_eval(data: DataSource, name: str, specs: list[EvaluatorSpec], smoke: bool) -> Split:
     """One evaluation split with the columns of every evaluator that scores it, each checked."""
     columns = list(dict.fromkeys(str(c) for spec in specs for c in spec.columns))
     if smoke:
         return smoke_split(columns, name)
-    split = _read_split(data, key, name)
+    split = _read_split(data, name)
     ds = split.dataset
     for spec in specs:
         _require_columns(ds, list(spec.columns), split.source, key=f"{spec.key}.columns")
@@ -248,16 +247,16 @@ def read_corpus(path: str, key: str) -> Split:
     return Split(ds.select_columns(["id", "text"]), source, fingerprint)
 
 
-def _read_split(data: DictConfig, key: str, split: str) -> Split:
+def _read_split(data: DataSource, split: str) -> Split:
     """Read one split from ``data.local_dir`` or the Hub and apply the column renames."""
-    stem = data.splits.get(split, split) if data.get("splits") else split
-    if data.get("local_dir"):
+    key, stem = data.key, data.stem(split)
+    if data.local_dir:
         ds, source, fingerprint = _read_local(Path(data.local_dir), stem, key, split)
-    elif data.get("path"):
-        ds, source, fingerprint = _read_hub(data, key, stem)
+    elif data.path:
+        ds, source, fingerprint = _read_hub(data, stem)
     else:
         raise PipelineError(f"{key}: neither {key}.local_dir nor {key}.path is set: set one of them.")
-    renames = {src: ours for ours, src in (data.get("columns") or {}).items() if src in ds.column_names and src != ours}
+    renames = {src: ours for ours, src in data.renames.items() if src in ds.column_names and src != ours}
     if renames:
         clashes = [ours for ours in renames.values() if ours in ds.column_names]
         if clashes:
@@ -331,14 +330,15 @@ def _has_no_rows(path: Path) -> bool:
     return len(lines) <= (1 if path.suffix in (".csv", ".tsv") else 0)
 
 
-def _read_hub(data: DictConfig, key: str, split: str):
+def _read_hub(data: DataSource, split: str):
     from pipeline.runtime.offline import hub_reachable
 
     online = hub_reachable()
     from datasets import load_dataset
 
+    key = data.key
     try:
-        ds = load_dataset(data.path, data.get("subset"), split=split)
+        ds = load_dataset(data.path, data.subset, split=split)
     except Exception as error:
         if not online:
             raise PipelineError(
@@ -349,7 +349,7 @@ def _read_hub(data: DictConfig, key: str, split: str):
         raise PipelineError(f"{key}.path={data.path!r} split {split!r}: cannot be loaded ({error}).") from error
     return (
         ds,
-        f"hf://datasets/{data.path}" + (f"/{data.subset}" if data.get("subset") else "") + f"[{split}]",
+        f"hf://datasets/{data.path}" + (f"/{data.subset}" if data.subset else "") + f"[{split}]",
         ds._fingerprint,
     )
 

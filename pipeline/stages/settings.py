@@ -38,6 +38,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pipeline import PipelineError
 from pipeline.stages.leakage import Mode as LeakageMode
+from pipeline.stages.splits import LABEL_COLUMNS
 
 
 def setting(help: str = "", **rules: Any) -> Any:
@@ -223,6 +224,30 @@ class Data(EvalData):
         above=0,
         max=1,
     )
+
+    @staticmethod
+    def rules(data: DictConfig, path: str) -> None:
+        """``prompts``: a non-empty prompt per text column that a train set trains on."""
+        prompts = data.get("prompts")
+        if prompts is None:
+            return
+        sets = list((data.get("train_sets") or {}).values()) or [data]
+        columns = (str(c) for each in sets for c in each.get("train_columns") or [])
+        texts = list(dict.fromkeys(c for c in columns if c not in LABEL_COLUMNS))
+        if not isinstance(prompts, DictConfig):
+            raise PipelineError(
+                f"{path}.prompts={prompts!r}: map train columns to prompts, e.g. {path}.prompts={{{(texts or ['anchor'])[0]}:'query: '}}."
+            )
+        for column, prompt in prompts.items():
+            if column not in texts:
+                raise PipelineError(
+                    f"{path}.prompts.{column}: {column!r} is not a text column data {data.name!r} trains on; its "
+                    f"columns are {texts}: key the prompt by one of them."
+                )
+            if not isinstance(prompt, str) or not prompt:
+                raise PipelineError(
+                    f"{path}.prompts.{column}={prompt!r}: a prompt is a non-empty string, e.g. 'query: '."
+                )
 
 
 @dataclass
@@ -529,6 +554,8 @@ def check_values(cfg: DictConfig) -> None:
         LossOptions.rules(cfg.loss, "loss")
     if cfg.get("hardware") is not None:
         Hardware.rules(cfg.hardware, "hardware")  # machines and processes add up
+    if cfg.get("data") is not None:
+        Data.rules(cfg.data, "data")  # prompts for the columns it trains on
 
 
 def _check_node(node: DictConfig, cls: type, path: str) -> None:

@@ -26,7 +26,7 @@ from pipeline import PipelineError
 from pipeline.runtime import catalogue
 from pipeline.runtime.guard import GuardSettings
 from pipeline.stages import settings
-from pipeline.stages.leakage import Settings as LeakageSettings
+from pipeline.stages.dataspec import DataSource, DataSpec, read_data, read_source
 from pipeline.stages.splits import LABEL_COLUMNS
 from pipeline.tracking.direction import MAXIMIZE, metric_direction
 
@@ -66,6 +66,18 @@ class EvaluatorSpec:
     @property
     def target(self) -> str:
         return str(self.arguments._target_)
+
+    def logged_names(self, split: str = "dev", dims: Sequence[int] | None = None) -> list[str]:
+        """The names it logs on ``split``: ``{name}-{split}_{metric}``, and with Matryoshka dimensions
+        ``{name}-{split}-{dim}_{metric}`` too."""
+        return [
+            name
+            for metric in self.metrics
+            for name in (
+                f"{self.name}-{split}_{metric}",
+                *(f"{self.name}-{split}-{dim}_{metric}" for dim in dims or []),
+            )
+        ]
 
     def record(self) -> dict:
         """The evaluator as plain data, for cache keys: its settings and its class's arguments."""
@@ -111,13 +123,10 @@ class JobSpec:
     loss: LossSpec
     peft: DictConfig | None  # ``model.peft`` when ``r`` asks for a LoRA adapter
     early_stopping: EarlyStopping | None
-    prompts: dict[str, str]  # train column -> prompt (``data.prompts``)
     guard: GuardSettings | None  # None: ``guard.enabled`` false
-    leakage: LeakageSettings  # the audit of evaluation rows against train rows (``data.leakage``)
+    data: DataSpec  # the train sets, prompts and the leakage audit's settings (``data``)
+    eval_data: DataSource  # ``eval_data``, else ``data``; its ``key`` says which
     # Nodes read as they are (pipeline nodes closed by the schema, library arguments by the library).
-    data: DictConfig
-    eval_data: DictConfig  # ``eval_data``, else ``data``
-    eval_key: str  # ``eval_data`` or ``data``: how errors name it
     model: DictConfig
     guide: DictConfig | None
     miner: DictConfig | None
@@ -142,10 +151,15 @@ class JobSpec:
         return tuple(dict.fromkeys(split for spec in self.evaluators for split in spec.splits))
 
     @property
+    def prompts(self) -> dict[str, str]:
+        """Train column -> prompt (``data.prompts``)."""
+        return self.data.prompts
+
+    @property
     def training_prompts(self) -> dict[str, str]:
         """The prompts training takes: on a mined set, its ``negative`` column holds candidate texts, so
         it gets the positive column's prompt."""
-        positive = list(self.data.train_columns)[1] if self.stages.mine else None
+        positive = self.data.train_columns[1] if self.stages.mine else None
         return {**self.prompts, "negative": self.prompts[positive]} if positive in self.prompts else self.prompts
 
 
@@ -163,9 +177,9 @@ def read_spec(cfg: DictConfig) -> JobSpec:
     evaluate = "evaluate" in names
     stages = Stages(names, "mine" in names, train, evaluate, bool(cfg.get("baseline")) and train and evaluate)
     evaluates = train and str(cfg.training.eval_strategy) != "no"
-    eval_key = "eval_data" if cfg.get("eval_data") else "data"
-    prompts = column_prompts(cfg.data)
-    evaluators = read_evaluators(cfg.get("evaluators"), cfg[eval_key], cfg.data, prompts)
+    data = read_data(cfg.data)
+    eval_data = read_source(cfg.eval_data, "eval_data") if cfg.get("eval_data") else data
+    evaluators = read_evaluators(cfg.get("evaluators"), eval_data, data)
     metric = str(cfg.optimized_metric) if cfg.get("optimized_metric") and evaluators else None
     patience = (cfg.get("early_stopping") or {}).get("patience")
     return JobSpec(
@@ -180,12 +194,9 @@ def read_spec(cfg: DictConfig) -> JobSpec:
         early_stopping=EarlyStopping(patience, cfg.early_stopping.threshold)
         if train and patience is not None
         else None,
-        prompts=prompts,
         guard=read_guard(cfg.get("guard")),
-        leakage=LeakageSettings.read(cfg.data),
-        data=cfg.data,
-        eval_data=cfg[eval_key],
-        eval_key=eval_key,
+        data=data,
+        eval_data=eval_data,
         model=cfg.model,
         guide=cfg.get("guide"),
         miner=cfg.get("miner"),
@@ -221,9 +232,7 @@ def config_leaves(cfg: DictConfig) -> dict[str, Any]:
     return leaves
 
 
-def read_evaluators(
-    evaluators: DictConfig | None, eval_data: DictConfig, data: DictConfig, prompts: dict[str, str]
-) -> tuple[EvaluatorSpec, ...]:
+def read_evaluators(evaluators: DictConfig | None, eval_data: DataSource, data: DataSpec) -> tuple[EvaluatorSpec, ...]:
     """``evaluators``, in the order they were selected (``evaluators=[sts,ir]``); the metric names each logs
     come from its class (``catalogue.logged_metrics``)."""
     specs: dict[str, EvaluatorSpec] = {}
@@ -246,8 +255,8 @@ def read_evaluators(
             metrics=logged,
             label=node.get("label"),
             score_range=tuple(node.score_range) if node.get("score_range") is not None else None,
-            corpus=(node.corpus or eval_data.get("corpus")) if "corpus" in node else None,
-            prompts=evaluator_prompts(data, prompts, list(node.columns)),
+            corpus=(node.corpus or eval_data.corpus) if "corpus" in node else None,
+            prompts=evaluator_prompts(data, list(node.columns)),
         )
     return tuple(specs.values())
 
@@ -283,46 +292,11 @@ def read_loss(loss: DictConfig, train: bool) -> LossSpec:
     )
 
 
-def column_prompts(data: DictConfig) -> dict[str, str]:
-    """``data.prompts`` as a plain dict (empty when unset; a value that is no mapping is refused by
-    ``validate``)."""
-    prompts = data.get("prompts")
-    return {str(k): str(v) for k, v in prompts.items()} if isinstance(prompts, DictConfig) else {}
-
-
-def evaluator_prompts(data: DictConfig, prompts: dict[str, str], columns: list[str]) -> tuple[str | None, ...]:
+def evaluator_prompts(data: DataSpec, columns: list[str]) -> tuple[str | None, ...]:
     """The prompt of each of an evaluator's text columns: the train column's in the same position."""
-    texts = [c for c in (data.get("train_columns") or []) if c not in LABEL_COLUMNS]
+    texts = data.text_columns
     count = len([c for c in columns if c not in LABEL_COLUMNS])
-    return tuple(prompts.get(texts[i]) if i < len(texts) else None for i in range(count))
-
-
-def metric_names(specs: Sequence[EvaluatorSpec], split: str = "dev", dims: Sequence[int] | None = None) -> list[str]:
-    """The names the evaluators log on ``split``: ``{name}-{split}_{metric}``, and with Matryoshka
-    dimensions ``{name}-{split}-{dim}_{metric}`` too."""
-    names = []
-    for spec in specs:
-        for metric in spec.metrics:
-            names += [f"{spec.name}-{split}_{metric}", *(f"{spec.name}-{split}-{dim}_{metric}" for dim in dims or [])]
-    return names
-
-
-def train_sets(data: DictConfig) -> dict[str, tuple[DictConfig, str]]:
-    """The train set(s) of a data config: name -> (its data config, its config key).
-
-    One set: ``{"train": (data, "data")}``. Several (``data.train_sets``): one entry per name.
-    """
-    named = data.get("train_sets") or {}
-    if not named:
-        return {"train": (data, "data")}
-    return {str(name): (named[name], f"data.train_sets.{name}") for name in named}
-
-
-def train_layout(data: DictConfig) -> list[str]:
-    """The columns a data config trains on: ``train_columns``, plus ``negative`` with judged negatives
-    (``data.negatives=labelled``)."""
-    extra = ["negative"] if data.get("negatives") == "labelled" else []
-    return list(data.train_columns) + extra
+    return tuple(data.prompts.get(texts[i]) if i < len(texts) else None for i in range(count))
 
 
 def read_guard(guard: DictConfig | None) -> GuardSettings | None:

@@ -2,7 +2,7 @@
 
 ``check_config`` reads the job spec (``pipeline.stages.spec``) and raises :class:`pipeline.PipelineError`
 naming the key and the fix: the rules that relate several nodes (stage order, training values, Matryoshka
-against the model's size, prompts, the optimized metric, the loss's columns, early stopping, the guide,
+against the model's size, the optimized metric, the loss's columns, early stopping, the guide,
 registration, a CUDA device for a cuda profile). Each pipeline-owned value's type and range, and the rules
 within one node, are declared in ``pipeline.stages.settings`` and checked before (``spec.read_spec``).
 Checks that need more live where it exists: data checks (columns, cells, scores) with the reading code
@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from pipeline import PipelineError
 from pipeline.runtime import catalogue, hardware
-from pipeline.stages.spec import EvaluatorSpec, JobSpec, LossSpec, metric_names, train_layout, train_sets
+from pipeline.stages.spec import EvaluatorSpec, JobSpec, LossSpec
 from pipeline.stages.splits import LABEL_COLUMNS
 
 STAGES = ("load", "mine", "train", "evaluate")
@@ -35,14 +35,13 @@ def check_config(spec: JobSpec) -> None:
             "before train); e.g. stages=[load,evaluate] or stages=[load,mine,train,evaluate]."
         )
     if spec.stages.mine:
-        if spec.data.get("train_sets"):
+        if spec.data.several:
             raise PipelineError(
                 "the mine stage mines one train set; data.train_sets names several: drop mine from stages."
             )
-        check_mine_layout(train_layout(spec.data), str(spec.data.name))
+        check_mine_layout(list(spec.data.layout), spec.data.name)
     _check_training(spec.training)
     _check_matryoshka(spec.loss, spec.model)
-    _check_prompts(spec.data)
     for evaluator in spec.evaluators:
         _check_evaluator(evaluator)
     check_optimized_metric(spec.optimized_metric, spec.evaluators, spec.loss.matryoshka_dims)
@@ -101,8 +100,8 @@ def _check_loss_columns(spec: JobSpec) -> None:
     facts = catalogue.loss(name)  # a loss without an entry: refused
     low, high, needs_label = facts.min_texts, facts.max_texts, facts.label
     data_name = spec.data.name
-    for set_name, (data, key) in train_sets(spec.data).items():
-        columns = train_layout(data) if data.get("train_columns") else []
+    for set_name, data in spec.data.train_sets.items():
+        columns = list(data.layout) if data.train_columns else []
         columns += ["negative"] if spec.stages.mine else []  # the mine stage adds one
         texts = [c for c in columns if c not in LABEL_COLUMNS]
         labels = [c for c in columns if c in LABEL_COLUMNS]
@@ -111,7 +110,7 @@ def _check_loss_columns(spec: JobSpec) -> None:
             which = repr(data_name) if set_name == "train" else f"{data_name!r} (train set {set_name!r})"
             raise PipelineError(
                 f"loss {name} needs {need}; data {which} trains on {columns} "
-                f"({key}.train_columns): pick a loss for that layout (cosent for scored pairs, mnrl for pairs "
+                f"({data.key}.train_columns): pick a loss for that layout (cosent for scored pairs, mnrl for pairs "
                 "or triplets, triplet for triplets) or another data config."
             )
 
@@ -157,34 +156,13 @@ def _check_matryoshka(loss: LossSpec, model: DictConfig) -> None:
         )
 
 
-def _check_prompts(data: DictConfig) -> None:
-    """``data.prompts``: train column -> prompt text, for columns the loss trains on."""
-    prompts = data.get("prompts")
-    if prompts is None:
-        return
-    columns = list(dict.fromkeys(c for set_cfg, _ in train_sets(data).values() for c in set_cfg.train_columns))
-    texts = [c for c in columns if c not in LABEL_COLUMNS]
-    if not isinstance(prompts, DictConfig):
-        raise PipelineError(
-            f"data.prompts={prompts!r}: map train columns to prompts, e.g. data.prompts={{{texts[0]}:'query: '}}."
-        )
-    for column, prompt in prompts.items():
-        if column not in texts:
-            raise PipelineError(
-                f"data.prompts.{column}: {column!r} is not a text column data {data.name!r} trains on; its columns "
-                f"are {texts}: key the prompt by one of them."
-            )
-        if not isinstance(prompt, str) or not prompt:
-            raise PipelineError(f"data.prompts.{column}={prompt!r}: a prompt is a non-empty string, e.g. 'query: '.")
-
-
 def check_optimized_metric(
     metric: str | None, specs: Sequence[EvaluatorSpec], dims: Sequence[int] | None = None
 ) -> None:
     """``optimized_metric`` must be a dev metric some evaluator logs (when any evaluator runs)."""
     if not specs or not metric:
         return
-    available = metric_names(specs, "dev", dims)
+    available = [name for spec in specs for name in spec.logged_names("dev", dims)]
     if str(metric) not in available:
         raise PipelineError(
             f"optimized_metric={metric!r} is not logged by the evaluators {[spec.name for spec in specs]}: set "

@@ -9,7 +9,7 @@ from datasets import Dataset
 from pipeline import PipelineError
 from pipeline.stages.build import retrieval_inputs
 from pipeline.stages.load import read_corpus
-from pipeline.stages.spec import metric_names, read_spec
+from pipeline.stages.spec import read_spec
 from pipeline.stages.splits import Split
 from pipeline.stages.transforms import judged_pairs
 from pipeline.stages.validate import check_optimized_metric
@@ -62,7 +62,8 @@ def test_evaluators_list_selects_several_and_optimized_metric_must_be_one_of_the
     spec = read_spec(compose_config(["evaluators=[sts,ir]"]))
     specs = spec.evaluators
     assert [e.name for e in specs] == ["sts", "ir"]
-    assert "ir-dev_cosine_ndcg@10" in metric_names(specs) and "sts-dev_spearman_cosine" in metric_names(specs)
+    names = [name for spec in specs for name in spec.logged_names()]
+    assert "ir-dev_cosine_ndcg@10" in names and "sts-dev_spearman_cosine" in names
     check_optimized_metric(spec.optimized_metric, specs)  # the default: sts-dev_spearman_cosine
     with pytest.raises(PipelineError, match=r"optimized_metric='ir-dev_cosine_ndcg@100'.*ir-dev_cosine_ndcg@10"):
         check_optimized_metric("ir-dev_cosine_ndcg@100", specs)
