@@ -100,6 +100,12 @@ class TrainingAttention(enum.Enum):  # the attention implementation BERT-style m
     eager = "eager"
 
 
+class EvalStrategy(enum.Enum):  # transformers' IntervalStrategy
+    no = "no"
+    steps = "steps"
+    epoch = "epoch"
+
+
 class Negatives(enum.Enum):
     in_batch = "in_batch"
     labelled = "labelled"
@@ -359,6 +365,35 @@ class Hardware:
 
 
 @dataclass
+class Training:
+    """``training``: sentence-transformers' ``SentenceTransformerTrainingArguments``, names unchanged
+    (``conf/training/``); the library checks its own fields (``stages.train``). Declared here: the ones the
+    pipeline reads, and the values the library would take without complaint although nothing could train."""
+
+    learning_rate: float = setting("peak learning rate (after warmup)", above=0)
+    per_device_train_batch_size: int = setting(
+        "rows per training batch and process; MNRL: in-batch negatives per anchor = this - 1", min=1
+    )
+    per_device_eval_batch_size: int = setting("rows per batch when the loss is scored on dev (eval_loss)", min=1)
+    max_steps: int = setting("optimizer steps; -1: train num_train_epochs epochs")
+    num_train_epochs: float = setting("epochs, when max_steps is -1", min=0)
+    eval_strategy: EvalStrategy = setting(
+        "steps: the dev evaluators run every eval_steps while training; no: at the end only"
+    )
+    eval_steps: float | None = setting("steps between evaluations (below 1: a fraction of the run)", above=0)
+
+    @staticmethod
+    def rules(training: DictConfig, path: str) -> None:
+        if training.max_steps == 0 or (training.max_steps < 0 and training.num_train_epochs <= 0):
+            raise PipelineError(
+                f"{path}.max_steps={training.max_steps} with {path}.num_train_epochs={training.num_train_epochs}: "
+                "nothing would train; set max_steps > 0 or num_train_epochs > 0."
+            )
+        if str(training.eval_strategy) == "steps" and not training.get("eval_steps"):
+            raise PipelineError(f"{path}.eval_strategy=steps needs {path}.eval_steps (a number of steps).")
+
+
+@dataclass
 class Tracking:
     """``tracking``: the MLflow store and what the run logs there."""
 
@@ -429,7 +464,8 @@ class Job:
         "the evaluators, by option (conf/evaluators/): evaluators=[sts,ir] selects several, evaluators=[] none"
     )
     hardware: Hardware = node(Hardware, "where and how it runs (conf/hardware/)")
-    training: Any = setting(
+    training: Training = node(
+        Training,
         "SentenceTransformerTrainingArguments, names unchanged (conf/training/)",
         library="sentence_transformers.SentenceTransformerTrainingArguments",
     )
@@ -554,6 +590,8 @@ def check_values(cfg: DictConfig) -> None:
         LossOptions.rules(cfg.loss, "loss")
     if cfg.get("hardware") is not None:
         Hardware.rules(cfg.hardware, "hardware")  # machines and processes add up
+    if {"max_steps", "num_train_epochs", "eval_strategy"} <= set(cfg.get("training") or {}):
+        Training.rules(cfg.training, "training")  # something trains; steps need their interval
     if cfg.get("data") is not None:
         Data.rules(cfg.data, "data")  # prompts for the columns it trains on
 

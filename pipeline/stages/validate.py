@@ -1,7 +1,7 @@
 """Config checks that need no data and no model: they answer in well under a second.
 
 ``check_config`` reads the job spec (``pipeline.stages.spec``) and raises :class:`pipeline.PipelineError`
-naming the key and the fix: the rules that relate several nodes (stage order, training values, Matryoshka
+naming the key and the fix: the rules that relate several nodes (stage order, Matryoshka
 against the model's size, the optimized metric, the loss's columns, early stopping, the guide,
 registration, a CUDA device for a cuda profile). Each pipeline-owned value's type and range, and the rules
 within one node, are declared in ``pipeline.stages.settings`` and checked before (``spec.read_spec``).
@@ -40,7 +40,6 @@ def check_config(spec: JobSpec) -> None:
                 "the mine stage mines one train set; data.train_sets names several: drop mine from stages."
             )
         check_mine_layout(list(spec.data.layout), spec.data.name)
-    _check_training(spec.training)
     _check_matryoshka(spec.loss, spec.model)
     for evaluator in spec.evaluators:
         _check_evaluator(evaluator)
@@ -74,25 +73,6 @@ def _check_evaluator(evaluator: EvaluatorSpec) -> None:
             f"{evaluator.key}.primary_metric={evaluator.primary_metric!r}: {class_name} with these arguments logs "
             f"{', '.join(evaluator.metrics)}: pick one of them (or null: the class's own)."
         )
-
-
-def _check_training(training: DictConfig) -> None:
-    for key in ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size"):
-        value = training.get(key)
-        if value is None or not isinstance(value, (int, float)) or value <= 0:
-            raise PipelineError(f"training.{key}={value!r}: must be a positive number.")
-    for key in ("max_steps", "num_train_epochs"):
-        if key in training and (isinstance(training[key], bool) or not isinstance(training[key], (int, float))):
-            raise PipelineError(
-                f"training.{key}={training[key]!r}: must be a number (max_steps=-1 trains num_train_epochs epochs)."
-            )
-    if training.max_steps == 0 or (training.max_steps < 0 and training.num_train_epochs <= 0):
-        raise PipelineError(
-            f"training.max_steps={training.max_steps} with training.num_train_epochs={training.num_train_epochs}: "
-            "nothing would train; set max_steps > 0 or num_train_epochs > 0."
-        )
-    if str(training.eval_strategy) == "steps" and not training.get("eval_steps"):
-        raise PipelineError("training.eval_strategy=steps needs training.eval_steps (a number of steps).")
 
 
 def _check_loss_columns(spec: JobSpec) -> None:

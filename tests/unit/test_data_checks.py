@@ -56,7 +56,7 @@ def test_constant_scores_in_an_evaluation_split_are_a_data_error(data, split):
 
 
 def test_max_steps_null_is_a_one_line_error():
-    with pytest.raises(PipelineError, match=r"training.max_steps=None: must be a number"):
+    with pytest.raises(PipelineError, match=r"training.max_steps=None: a whole number; optimizer steps"):
         preflight("training.max_steps=null")
 
 
