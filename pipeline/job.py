@@ -271,13 +271,9 @@ def mine_stage(plan: Plan, built: Built) -> Plan:
 
     spec = plan.spec
     train, inputs = plan.data.train_splits["train"], mine_inputs(spec, plan.data, built.miner_key)
-
-    def load_miner():
-        return build.shared_model(spec.miner, spec.seed, key="miner")[0] if spec.miner else built.model
-
     ranks = PartialState()
     with ranks.local_main_process_first():
-        mined = mine.mine(train, load_miner, spec.mine, plan.data.candidates, inputs, ranks.is_local_main_process)
+        mined = mine.mine(train, built.load_miner, spec.mine, plan.data.candidates, inputs, ranks.is_local_main_process)
     tracking.log_mined_set(mined.split.dataset, mined.split.source, f"{spec.data.name}-mined", mined.cached)
     return dataclasses.replace(plan, data=dataclasses.replace(plan.data, train=mined.split))
 

@@ -116,7 +116,7 @@ def _rerun(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
     from pipeline.job import JobRequest
-    from pipeline.stages import schema
+    from pipeline.logged_config import read_logged
     from pipeline.start import start_job
 
     uri = tracking_uri(args)
@@ -128,10 +128,7 @@ def _rerun(args: argparse.Namespace) -> int:
         raise PipelineError(f"run {args.run_id} is not in {uri}: check the run id and --tracking-uri.") from None
     if original.info.status != "FINISHED":
         log.warning("the original run ended %s: its metrics may be partial", original.info.status)
-    origin = f"config.yaml of run {args.run_id}"
-    cfg = schema.translate_logged(tracking.logged_file(client, args.run_id), origin)  # older shapes: today's
-    cfg = schema.drop_unknown(cfg, origin)  # keys older code had: warned, ignored
-    cfg = schema.fill_missing(cfg, origin)  # keys newer than the run: today's defaults, warned
+    cfg = read_logged(tracking.logged_file(client, args.run_id), f"config.yaml of run {args.run_id}")
     cfg = tracking.with_overrides(cfg, list(args.overrides), args.run_id)
     # The replay goes where the original is, whatever store its config named.
     experiment = client.get_experiment(original.info.experiment_id)

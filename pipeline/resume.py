@@ -94,8 +94,8 @@ def resume(run_id: str, uri: str, force: bool = False, secrets: list[str] | None
     from mlflow.exceptions import MlflowException
 
     from pipeline.job import JobRequest, Resume
+    from pipeline.logged_config import read_logged
     from pipeline.runtime import checkpoint
-    from pipeline.stages import schema
     from pipeline.start import start_job
 
     tracking.check_uri(uri)
@@ -120,9 +120,7 @@ def resume(run_id: str, uri: str, force: bool = False, secrets: list[str] | None
         )
     cfg = tracking.logged_config(client, run_id, [])
     cfg = tracking.logged_config(client, run_id, supply_secrets(cfg, list(secrets or []), os.environ))
-    cfg = schema.translate_logged(cfg, f"config.yaml of run {run_id}")  # older shapes: today's
-    cfg = schema.drop_unknown(cfg, f"config.yaml of run {run_id}")  # keys older code had: warned, ignored
-    cfg = schema.fill_missing(cfg, f"config.yaml of run {run_id}")  # keys newer than the run: today's defaults, warned
+    cfg = read_logged(cfg, f"config.yaml of run {run_id}")  # older shapes and keys: today's, warned
     overrides = tracking.logged_list(client, run_id, "overrides.yaml")
     cfg.tracking.uri = uri
     choices = {"experiment": run.data.tags.get("pipeline.experiment", "none")}

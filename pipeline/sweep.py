@@ -147,14 +147,14 @@ def check_sweep_keys(config: DictConfig) -> None:
     The config files (an experiment's typo) are checked as composed for the sweep; a swept key
     (``training.lerning_rate=1e-5,1e-4`` or an Optuna ``params`` key) must name a key of that config or
     a config group."""
-    from pipeline.stages import schema
+    from pipeline.stages import config_files, schema
 
-    choices, roots = dict(config.hydra.runtime.choices), schema.config_roots(config.hydra.runtime.config_sources)
+    choices, roots = dict(config.hydra.runtime.choices), config_files.config_roots(config.hydra.runtime.config_sources)
     schema.check_keys(config, choices, roots)
     for group, options in swept_options(config.hydra, choices).items():
         known = group_options(config.hydra, group)
         for option in options:
-            schema.check_choice(group, option, known)
+            config_files.check_choice(group, option, known)
             schema.check_option(group, option, roots)
     missing, added = object(), {str(o).split("=", 1)[0][1:] for o in config.hydra.overrides.task if str(o)[:1] == "+"}
     for key in swept_keys(config.hydra):

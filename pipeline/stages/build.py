@@ -1,5 +1,5 @@
-"""The build step: the model (and a GIST guide), the loss and the evaluators, from the job spec, the data
-and the resolved machine (:func:`build`).
+"""The build step: the model (and a GIST guide), the loss, the evaluators and the mine stage's model, from
+the job spec, the data and the resolved machine (:func:`build`).
 
 Runs after every check that needs no model. Models load on the CPU and move to the machine's device; Hub
 ids resolve offline first (``pipeline.runtime.offline``). Writes nothing to MLflow itself: the packing
@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ MODELS = reuse.ProcessCache("model", size=3)
 
 @dataclass(frozen=True)
 class Built:
-    """Everything training and evaluation take besides the data: the models, evaluators and loss."""
+    """Everything mining, training and evaluation take besides the data: the models, evaluators and loss."""
 
     model: Any  # on the machine's device, packed where exact, with its LoRA adapter when ``model.peft`` asks
     packer: packing.Packer | None
@@ -46,11 +46,12 @@ class Built:
     model_reused: bool = False  # the model came from the process cache (tag ``load.cache.model``)
     lora: dict[str, int] | None = None  # the adapter's trainable and total parameters
     miner_key: str | None = None  # what the miner model is built from (the mine stage's cache key), with a mine stage
+    load_miner: Callable[[], Any] | None = None  # the miner model, loaded when called; with a mine stage
 
 
 def build(spec: JobSpec, data: LoadedData, machine: Machine) -> Built:
-    """The model (packed where exact), every evaluator on every split it scores (``{name}-{split}``) and,
-    with a train stage, the loss (around a guide model when it takes one)."""
+    """The model (packed where exact), every evaluator on every split it scores (``{name}-{split}``),
+    with a train stage the loss (around a guide model when it takes one), with a mine stage the miner."""
     model, reused = shared_model(spec.model, spec.seed)
     model = model.to(machine.device)  # evaluate-only runs too
     check_matryoshka_dims(spec.loss.matryoshka_dims, model)
@@ -67,12 +68,21 @@ def build(spec: JobSpec, data: LoadedData, machine: Machine) -> Built:
     prompts = {evaluator.name: list(evaluator.prompts) for evaluator in spec.evaluators}
     evaluators = adjust_evaluators(evaluators, spec.loss.matryoshka_dims, prompts)
     loss = build_loss(spec.loss, model, guide) if spec.stages.train else None
-    return Built(model, packer, evaluators, loss, reused, lora, miner_key(spec) if spec.stages.mine else None)
+    miner = (miner_key(spec), miner_loader(spec, model)) if spec.stages.mine else (None, None)
+    return Built(model, packer, evaluators, loss, reused, lora, *miner)
 
 
 def miner_key(spec: JobSpec) -> str:
     """What the mine stage's model is built from: ``miner`` when set, else the job's own model."""
     return model_key(spec.miner or spec.model, spec.seed, "miner" if spec.miner else "model")
+
+
+def miner_loader(spec: JobSpec, model: Any) -> Callable[[], Any]:
+    """The mine stage's model, loaded only when called (a set the mine cache holds needs none): ``miner``
+    when set, else ``model``, the job's own."""
+    if spec.miner is None:
+        return lambda: model
+    return lambda: shared_model(spec.miner, spec.seed, key="miner")[0]
 
 
 def shared_model(model_cfg: DictConfig, seed: int, key: str = "model") -> tuple[Any, bool]:

@@ -1,7 +1,7 @@
 """Real processes interrupted mid-training: SIGTERM ends the run KILLED after a clean checkpoint;
 SIGKILL leaves it RUNNING, ``pipeline.resume`` finishes the same run from its own checkpoints (another
-job in the same output folder keeps its own) with the uninterrupted metrics, and ``pipeline.runs
-mark-stale`` fails what nobody resumes."""
+job in the same output folder keeps its own) with the uninterrupted metrics, its config read in today's
+shape when older code logged it, and ``pipeline.runs mark-stale`` fails what nobody resumes."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from pipeline.runtime.checkpoint import MARKER
+from pipeline.tracking import artifact_text
 from tests.conftest import Spawned, all_runs, logged_models, spawn
+from tests.e2e.test_rerun import LOGGED_BEFORE_EVALUATORS_GROUP
 
 TRAIN = ("debug=smoke", "training.save_strategy=steps", "training.save_steps=2", "training.logging_steps=1")
 
@@ -82,11 +85,18 @@ def test_kill_9_then_resume_finishes_the_same_run_with_uninterrupted_metrics(
     (trainer_dir / "checkpoint-999" / "model.safetensors").write_bytes(b"half")
     reference = cli(*TRAIN, *steps, "tracking.run_name=reference")  # same output folder, to step 8
     assert reference.returncode == 0, reference.stderr[-3000:]
+    # its config as the code before evaluators became one group logged it: the one evaluator node (the sts
+    # node of a run that code logged) beside an empty evaluators node
+    logged = OmegaConf.create(artifact_text(mlflow_client, killed.info.run_id, "config.yaml"))
+    assert list(logged.evaluators) == ["sts"] and "evaluator" not in logged
+    logged.evaluator, logged.evaluators = OmegaConf.load(LOGGED_BEFORE_EVALUATORS_GROUP).evaluator, {}
+    mlflow_client.log_text(killed.info.run_id, OmegaConf.to_yaml(logged), "config.yaml")
 
     resumed = cli(
         killed.info.run_id, "--tracking-uri", store_overrides[0].split("=", 1)[1], module="pipeline.resume", timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stderr.count("evaluator nodes of an older shape read as evaluators.sts\n") == 1
     assert not (trainer_dir / "checkpoint-999").exists()
 
     runs = {r.data.tags["mlflow.runName"]: r for r in all_runs(mlflow_client)}

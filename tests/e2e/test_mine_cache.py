@@ -46,7 +46,9 @@ def mined_input(run) -> tuple[int, str]:
     return json.loads(mined.profile)["num_rows"], mined.digest
 
 
-def test_the_key_follows_the_processed_rows_the_transform_and_the_prompts(run_job, mlflow_client, tmp_path):
+def test_the_key_follows_the_processed_rows_the_transform_and_the_prompts(
+    run_job, mlflow_client, tmp_path, monkeypatch
+):
     job = mine_job(write_pairs(tmp_path / "pairs"), tmp_path / "mined")
 
     def run(*extra: str):
@@ -66,7 +68,15 @@ def test_the_key_follows_the_processed_rows_the_transform_and_the_prompts(run_jo
     assert prompted[0] == "miss" and prompted[1] != full[1] and prompted[2][1] != full[2][1]  # other negatives
     record = json.loads((Path(prompted[1]) / "mined_from.json").read_text())
     assert record["prompts"] == {"query_prompt": "query: ", "corpus_prompt": "passage: "} and record["pairs"] == 16
-    assert run() == ("hit", full[1], full[2])  # the same config again: the full run's set, reused
+    # a miner of its own (model@miner) is loaded by the job that mines with it, not by one that finds its set
+    from pipeline.stages import build
+
+    loaded, shared_model = [], build.shared_model
+    monkeypatch.setattr(build, "shared_model", lambda *a, **kw: loaded.append(kw.get("key")) or shared_model(*a, **kw))
+    mined = run("model@miner=tiny")
+    assert mined[0] == "miss" and mined[1] != full[1] and loaded == [None, "miner"]
+    loaded.clear()
+    assert run("model@miner=tiny") == ("hit", *mined[1:]) and loaded == [None]  # the same config: reused, no miner
     info = Path(full[1]) / "dataset_info.json"
     three_days_ago = time.time() - 3 * 86400
     os.utime(info, (three_days_ago, three_days_ago))

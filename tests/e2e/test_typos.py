@@ -56,8 +56,7 @@ def test_an_experiment_file_with_a_typo_is_refused_before_any_run(tmp_path, capf
 def test_a_run_logged_with_a_key_no_longer_known_replays_with_a_warning(run_job, store, mlflow_client, caplog):
     from omegaconf import OmegaConf
 
-    from pipeline import rerun, tracking
-    from pipeline.stages import schema
+    from pipeline import logged_config, rerun, tracking
 
     original = run_job("debug=smoke", "tracking.log_model=false", "stages=[load,evaluate]")
     logged = OmegaConf.create(tracking.artifact_text(mlflow_client, original.run_id, "config.yaml"))
@@ -65,10 +64,10 @@ def test_a_run_logged_with_a_key_no_longer_known_replays_with_a_warning(run_job,
     del logged.hardware.join_timeout_s  # ... and lacked: a key added since
     del logged.early_stopping
     mlflow_client.log_text(original.run_id, OmegaConf.to_yaml(logged), "config.yaml")
-    with caplog.at_level(logging.WARNING, logger=schema.__name__):
+    with caplog.at_level(logging.WARNING, logger=logged_config.__name__):
         code = rerun.main([original.run_id, "--tracking-uri", store["uri"], "hardware.timeout_s=60"])
     assert code == 0
-    assert [r.getMessage() for r in caplog.records if r.name == schema.__name__] == [
+    assert [r.getMessage() for r in caplog.records if r.name == logged_config.__name__] == [
         f"config.yaml of run {original.run_id}: key 'guard.retired_check' is no longer a config key: ignored",
         f"config.yaml of run {original.run_id}: key 'early_stopping' was not logged: today's default "
         "{'patience': None, 'threshold': 0.0} used",

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from pipeline import CONF_DIR, REPO_ROOT, PipelineError
+from pipeline import CONF_DIR, REPO_ROOT, PipelineError, logged_config
 from pipeline.stages import schema
 
 EXPERIMENT_TYPO = "# @package _global_\nearly_stoping:\n  patience: 2\n"
@@ -111,8 +111,8 @@ def test_replaying_an_old_config_drops_unknown_keys_with_one_warning_each(caplog
     logged._set_flag("struct", False)
     logged.retired_section = {"a": 1}
     logged._set_flag("struct", True)
-    with caplog.at_level(logging.WARNING, logger=schema.__name__):
-        kept = schema.drop_unknown(logged, "config.yaml of run abc")
+    with caplog.at_level(logging.WARNING, logger=logged_config.__name__):
+        kept = logged_config.drop_unknown(logged, "config.yaml of run abc")
     assert "retired_check" not in kept.guard and "retired_section" not in kept
     assert kept.guard.chance_patience == logged.guard.chance_patience and OmegaConf.is_struct(kept)
     assert [r.getMessage() for r in caplog.records] == [

@@ -119,9 +119,10 @@ WHOLE_CONFIG_ALLOWED = {
     "pipeline.stages.spec.config_leaves",  # the leaves every cache key reads, once, in read_spec
     "pipeline.stages.schema.check_keys",
     "pipeline.stages.settings.check_values",  # every declared key of the config against its declaration
-    "pipeline.stages.schema.translate_logged",
-    "pipeline.stages.schema.drop_unknown",
-    "pipeline.stages.schema.fill_missing",
+    "pipeline.logged_config.read_logged",  # a logged config read in today's shape (rerun, resume)
+    "pipeline.logged_config.translate_logged",
+    "pipeline.logged_config.drop_unknown",
+    "pipeline.logged_config.fill_missing",
     "pipeline.stages.schema.unknown_keys",
     "pipeline.tracking.record.config_params",
     "pipeline.tracking.replay.hidden_keys",

@@ -1,6 +1,6 @@
 """A config logged before evaluators became one group (tests/data/config_before_evaluators_group.yaml, the
 resolved config.yaml of a real run: ``debug=smoke loss=gist evaluator=sts evaluators=[ir]``) reads in
-today's shape (``schema.translate_logged``), as ``pipeline.rerun`` and ``pipeline.resume`` read it."""
+today's shape (``logged_config.translate_logged``), as ``pipeline.rerun`` and ``pipeline.resume`` read it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
+from pipeline import logged_config
 from pipeline.stages import schema
 from pipeline.stages.spec import read_spec
 from tests.conftest import compose_config
@@ -25,7 +26,7 @@ def logged():
 def test_the_old_evaluator_node_reads_as_todays_evaluators_group(caplog):
     old = logged()
     with caplog.at_level(logging.WARNING):
-        cfg = schema.translate_logged(old, "config.yaml of run R")
+        cfg = logged_config.translate_logged(old, "config.yaml of run R")
     assert "evaluator" not in cfg and list(cfg.evaluators) == ["sts", "ir"]  # evaluator first, as it ran
     assert "config.yaml of run R: evaluator nodes of an older shape read as evaluators.sts,ir" in caplog.text
     sts, ir = cfg.evaluators.sts, cfg.evaluators.ir
@@ -41,7 +42,7 @@ def test_the_old_evaluator_node_reads_as_todays_evaluators_group(caplog):
     assert schema.unknown_keys(cfg) == []
 
     # the same job composed today: the same evaluators, splits, metrics and optimized metric
-    replayed = read_spec(schema.fill_missing(cfg, "config.yaml of run R"))
+    replayed = read_spec(logged_config.fill_missing(cfg, "config.yaml of run R"))
     today = read_spec(compose_config(["debug=smoke", "loss=gist", "evaluators=[sts,ir]"]))
     fields = ("name", "target", "columns", "splits", "primary_metric", "metrics", "label", "score_range", "corpus")
     shape = [[getattr(e, f) for f in fields] for e in replayed.evaluators]
@@ -53,10 +54,10 @@ def test_the_old_evaluator_node_reads_as_todays_evaluators_group(caplog):
 def test_a_config_of_todays_shape_comes_back_as_it_is(caplog):
     cfg = compose_config(["debug=smoke", "evaluators=[sts,ir]"])
     with caplog.at_level(logging.WARNING):
-        assert schema.translate_logged(cfg, "config.yaml of run R") is cfg
+        assert logged_config.translate_logged(cfg, "config.yaml of run R") is cfg
     assert not caplog.text
     none = logged()
     with open_dict(none):  # evaluator=none: nothing runs, the list stays as logged
         none.evaluator._target_ = None
         del none.evaluators["ir"]
-    assert dict(schema.translate_logged(none, "R").evaluators) == {}
+    assert dict(logged_config.translate_logged(none, "R").evaluators) == {}
