@@ -474,6 +474,19 @@ class Job:
     guard: Guard = node(Guard, "the divergence and collapse guard")
     hydra: Any = setting("Hydra's own node (Hydra checks it)", library="hydra")
 
+    @staticmethod
+    def rules(stages: ListConfig, path: str) -> None:
+        """The root's one rule within a key: ``stages`` in the order they run (the other keys' rules relate
+        them to other nodes: ``stages.validate``)."""
+        stages = [str(s) for s in stages]
+        order = [s.value for s in Stage]
+        in_order = [s for s in order if s in stages] == stages and ("mine" not in stages or "train" in stages)
+        if not stages or stages[0] != "load" or not in_order:
+            raise PipelineError(
+                f"{path}={stages}: stages run in the order load, mine, train, evaluate and start with load (mine only "
+                "before train); e.g. stages=[load,evaluate] or stages=[load,mine,train,evaluate]."
+            )
+
 
 # --- reading the declarations ---------------------------------------------------------------------------
 
@@ -584,6 +597,8 @@ def check_values(cfg: DictConfig) -> None:
             _check_value(cfg[key], kind, meta, key)
     # The cross-field rules beside the fields, once every value has its type (the mine options' only
     # when a mine stage runs).
+    if cfg.get("stages") is not None:
+        Job.rules(cfg.stages, "stages")  # the stages' order
     if "mine" in (cfg.get("stages") or []) and cfg.get("mine") is not None:
         Mine.rules(cfg.mine, "mine")
     if cfg.get("loss") is not None:

@@ -168,7 +168,7 @@ def read_spec(cfg: DictConfig) -> JobSpec:
 
     A node read with ``.get`` (``early_stopping``, ``guard``, ``evaluators``...) may be absent from a
     config composed without ``conf/config.yaml``'s own nodes: absent means off. (``pipeline.rerun`` and
-    ``pipeline.resume`` fill what a logged config lacks first: ``schema.fill_missing``.)
+    ``pipeline.resume`` fill what a logged config lacks first: ``logged_config.read_logged``.)
     Every declared value is checked first (``settings.check_values``): the spec reads checked values.
     """
     settings.check_values(cfg)

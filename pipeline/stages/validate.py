@@ -1,7 +1,7 @@
 """Config checks that need no data and no model: they answer in well under a second.
 
 ``check_config`` reads the job spec (``pipeline.stages.spec``) and raises :class:`pipeline.PipelineError`
-naming the key and the fix: the rules that relate several nodes (stage order, Matryoshka
+naming the key and the fix: the rules that relate several nodes (Matryoshka
 against the model's size, the optimized metric, the loss's columns, early stopping, the guide,
 registration, a CUDA device for a cuda profile). Each pipeline-owned value's type and range, and the rules
 within one node, are declared in ``pipeline.stages.settings`` and checked before (``spec.read_spec``).
@@ -21,19 +21,9 @@ from pipeline.runtime import catalogue, hardware
 from pipeline.stages.spec import EvaluatorSpec, JobSpec, LossSpec
 from pipeline.stages.splits import LABEL_COLUMNS
 
-STAGES = ("load", "mine", "train", "evaluate")
-
 
 def check_config(spec: JobSpec) -> None:
     """Every config check that needs no data and no model, over the job spec (``spec.read_spec``)."""
-    stages = list(spec.stages.names)
-    unknown = [s for s in stages if s not in STAGES]
-    in_order = [s for s in STAGES if s in stages] == stages and ("mine" not in stages or "train" in stages)
-    if unknown or not stages or stages[0] != "load" or not in_order:
-        raise PipelineError(
-            f"stages={stages}: stages run in the order load, mine, train, evaluate and start with load (mine only "
-            "before train); e.g. stages=[load,evaluate] or stages=[load,mine,train,evaluate]."
-        )
     if spec.stages.mine:
         if spec.data.several:
             raise PipelineError(

@@ -55,7 +55,10 @@ def _case(name: str, tmp: Path) -> tuple[list[str], list[str]]:
     if name == "negative_learning_rate":
         return ["training.learning_rate=-0.001"], ["training.learning_rate=-0.001", "a number > 0"]
     if name == "zero_batch_size":
-        return ["training.per_device_train_batch_size=0"], ["training.per_device_train_batch_size=0", "a whole number >= 1"]
+        return ["training.per_device_train_batch_size=0"], [
+            "training.per_device_train_batch_size=0",
+            "a whole number >= 1",
+        ]
     if name == "zero_steps":
         return ["training.max_steps=0", "training.num_train_epochs=0"], ["training.max_steps", "max_steps > 0"]
     if name == "string_seed":
