@@ -15,6 +15,7 @@ import logging
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import CONF_DIR
+from pipeline.stages import settings
 from pipeline.stages.schema import unknown_keys
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,12 @@ def drop_unknown(cfg: DictConfig, origin: str) -> DictConfig:
 
 
 def fill_missing(cfg: DictConfig, origin: str) -> DictConfig:
-    """The config with the keys that ``conf/config.yaml`` gives every job and it lacks (a run logged by
-    older code, before the key existed) set to today's default, one warning per key or node."""
+    """The config with the keys every job is given (the declared defaults, ``settings.declared_defaults``,
+    and ``conf/config.yaml``'s own values) that it lacks (a run logged by older code, before the key
+    existed) set to today's default, one warning per key or node."""
     root = OmegaConf.load(CONF_DIR / "config.yaml")
-    defaults = OmegaConf.masked_copy(root, [k for k in root if k not in ("defaults", "hydra")])
+    own = OmegaConf.masked_copy(root, [k for k in root if k not in ("defaults", "hydra")])
+    defaults = OmegaConf.merge(OmegaConf.create(settings.declared_defaults()), own)
     plain = OmegaConf.to_container(cfg, resolve=False)
     for path in _missing(OmegaConf.to_container(defaults, resolve=False), plain, ""):
         log.warning(

@@ -65,8 +65,8 @@ class Mode(str, enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """``data.leakage`` and ``data.leakage_threshold`` (their defaults: ``conf/config.yaml``'s ``data`` node;
-    their values: ``stages.settings.Data``; read by ``stages.dataspec``)."""
+    """``data.leakage`` and ``data.leakage_threshold`` (declared, with their defaults and allowed values, in
+    ``stages.settings.Data``; read by ``stages.dataspec``)."""
 
     mode: Mode
     threshold: float  # shingle Jaccard from which a row is a near duplicate

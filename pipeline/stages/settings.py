@@ -1,27 +1,27 @@
-"""Every setting the pipeline owns, declared once: its type, allowed values, range and help.
+"""Every setting the pipeline owns, declared once: its type, allowed values, range, default and help.
 
-One dataclass per config node, one field per key: ``setting("help", min=1)``, a ``field(metadata=...)``
-as in transformers' ``TrainingArguments``. A closed choice is an :class:`~enum.Enum`; a range is
-``min``/``max`` (inclusive) or ``above``/``below`` (exclusive) in the field's metadata; ``descending``
-asks a list for strictly falling values, ``nonempty`` for at least one. Cross-field rules within a node
-are its ``rules`` method, beside its fields (``stages.validate.check_config`` runs them, with the rules
-across nodes). The YAML files
-under ``conf/`` hold the values (``conf/config.yaml``'s defaults, profiles, recipes); the declarations
-hold the rules, so a value is written once, where Hydra composes it.
+One dataclass per config node, one field per key: ``setting("help", default=1, min=1)``, a
+``field(metadata=...)`` as in transformers' ``TrainingArguments``. A closed choice is an
+:class:`~enum.Enum`; a range is ``min``/``max`` (inclusive) or ``above``/``below`` (exclusive) in the
+field's metadata; ``descending`` asks a list for strictly falling values, ``nonempty`` for at least one.
+Cross-field rules within a node are its ``rules`` method, beside its fields (:func:`check_values` runs
+them; ``stages.validate`` holds the rules across nodes). A new setting is one field here, and its use.
 
-What derives from it: the key lists of the closed nodes (``pipeline.stages.schema``), the value checks
-(:func:`check_values`, one message per key: ``hardware.precision='fp61': one of auto, fp32, bf16,
-fp16; ...``), the reference page ``docs/config.md`` (``python -m pipeline.schema_docs``, with each
-key's value in the default job).
+What derives from it: the defaults Hydra composes before every config file (:func:`declared_defaults`,
+registered as ``pipeline_defaults`` by ``hydra_plugins/pipeline_settings``: the YAML files under ``conf/``
+hold only group options, profiles and recipes, i.e. what differs); the key lists of the closed nodes
+(``pipeline.stages.schema``); the value checks (:func:`check_values`, one message per key:
+``hardware.precision='fp61': one of auto, fp32, bf16, fp16; ...``); the reference page
+``docs/config.md`` (``python -m pipeline.schema_docs``, with each key's value in the default job).
 
-The ranges are metadata read by one generic checker, not ``__post_init__`` code, and the composed config
-is checked as composed rather than merged into OmegaConf structured configs (or registered in Hydra's
-ConfigStore): the job keeps reading the composed ``DictConfig``, which MLflow logs as params and every
-cache key reads, unchanged (a structured merge would turn choices into enum members and convert ``"3"``
-to ``3`` instead of refusing it); OmegaConf runs no ``__post_init__`` for structured configs either; and
-one checker words every refusal the same way, in one line naming the key, the value and what it allows.
-Library nodes (``training``, a ``_target_``'s own arguments) are the library's: only the keys the
-pipeline reads beside them are declared here. Writes nothing.
+The defaults are composed as a plain config node and the ranges are metadata read by one generic
+checker, rather than the dataclasses being merged as OmegaConf structured configs: the job keeps
+reading the composed ``DictConfig``, which MLflow logs as params and every cache key reads, unchanged
+(a structured merge would turn choices into enum members and convert ``"3"`` to ``3`` instead of
+refusing it); OmegaConf runs no ``__post_init__`` for structured configs either; and one checker words
+every refusal the same way, in one line naming the key, the value and what it allows. Library nodes
+(``training``, a ``_target_``'s own arguments) are the library's: only the keys the pipeline reads
+beside them are declared here. Writes nothing.
 """
 
 from __future__ import annotations
@@ -40,12 +40,16 @@ from pipeline import PipelineError
 from pipeline.stages.leakage import Mode as LeakageMode
 from pipeline.stages.splits import LABEL_COLUMNS
 
+UNSET = object()  # a setting without a declared default: a group option sets it (a profile, a recipe)
 
-def setting(help: str = "", **rules: Any) -> Any:
-    """A declared key: a one-line help text and its range (``min``, ``max``, ``above``, ``below``,
-    ``descending``, ``nonempty``, ``unit``; ``library``: a node whose other keys a library checks). Its
-    default is its value in ``conf/`` (the YAML files hold values, the declarations the rules)."""
-    return field(default=None, metadata={"help": help, **rules})
+
+def setting(help: str = "", default: Any = UNSET, **rules: Any) -> Any:
+    """A declared key: a one-line help text, its default and its range (``min``, ``max``, ``above``,
+    ``below``, ``descending``, ``nonempty``, ``unit``; ``library``: a node whose other keys a library
+    checks). The default is composed before every config file (:func:`declared_defaults`); a key without
+    one is set by the option of its group (``conf/hardware/cpu.yaml``, ``conf/model/minilm.yaml``...)."""
+    declared = {} if default is UNSET else {"default": default}
+    return field(default=None, metadata={"help": help, **rules, **declared})
 
 
 def node(cls: type, help: str = "", **rules: Any) -> Any:
@@ -117,23 +121,38 @@ class Mine:
     (anchor, positive, negative) rows through ``sentence_transformers.util.mine_hard_negatives``."""
 
     corpus: MineCorpus = setting(
-        "candidates: split = every text of the train file's positive column; positives = the pairs' own",
+        default="split",
+        help="candidates: split = every text of the train file's positive column; positives = the pairs' own",
     )
-    range_min: int = setting("skip the range_min most similar candidates (likely unlabelled positives)", min=0)
-    range_max: int | None = setting("look no further than the range_max most similar (null: all)", min=1)
+    range_min: int = setting(
+        default=0, help="skip the range_min most similar candidates (likely unlabelled positives)", min=0
+    )
+    range_max: int | None = setting(
+        default=20, help="look no further than the range_max most similar (null: all)", min=1
+    )
     relative_margin: float | None = setting(
-        "a negative scores at most (1 - this) of the positive's similarity (fewer false negatives)", min=0
+        default=0.05,
+        help="a negative scores at most (1 - this) of the positive's similarity (fewer false negatives)",
+        min=0,
     )
-    absolute_margin: float | None = setting("or: a negative scores at least this much below the positive", min=0)
-    num_negatives: int = setting("negatives per pair (one (anchor, positive, negative) row each)", min=1)
-    sampling_strategy: SamplingStrategy = setting("top: the hardest that pass the margins; random: any of them")
-    use_faiss: bool = setting("search with faiss (not installed: exact search)")
-    batch_size: int = setting("encoding batch", min=1)
+    absolute_margin: float | None = setting(
+        default=None, help="or: a negative scores at least this much below the positive", min=0
+    )
+    num_negatives: int = setting(
+        default=1, help="negatives per pair (one (anchor, positive, negative) row each)", min=1
+    )
+    sampling_strategy: SamplingStrategy = setting(
+        default="top", help="top: the hardest that pass the margins; random: any of them"
+    )
+    use_faiss: bool = setting(default=False, help="search with faiss (not installed: exact search)")
+    batch_size: int = setting(default=32, help="encoding batch", min=1)
     cache_dir: str = setting(
-        "one folder per key (train rows, candidates, miner, options, prompts): reruns reuse it",
+        default="${repo_root:}/outputs/mined",
+        help="one folder per key (train rows, candidates, miner, options, prompts): reruns reuse it",
     )
     cache_max_age_days: float | None = setting(
-        "mine a set again once it is this old (0: every time; null: keep it until cache_dir is cleared)",
+        default=None,
+        help="mine a set again once it is this old (0: every time; null: keep it until cache_dir is cleared)",
         min=0,
         unit="days",
     )
@@ -153,11 +172,12 @@ class Peft:
     """``model.peft``: a LoRA adapter (peft); only its weights train. The run logs the adapter (artifacts
     ``adapter/``) and, as its model, the base with the adapter merged in."""
 
-    r: int | None = setting("LoRA rank, e.g. 8 (null: off, full fine-tuning)", min=1)
-    alpha: float = setting("scaling: alpha / r", above=0)
-    dropout: float = setting("dropout on the adapter's input", min=0, below=1)
+    r: int | None = setting(default=None, help="LoRA rank, e.g. 8 (null: off, full fine-tuning)", min=1)
+    alpha: float = setting(default=16, help="scaling: alpha / r", above=0)
+    dropout: float = setting(default=0.0, help="dropout on the adapter's input", min=0, below=1)
     target_modules: list[str] | None = setting(
-        "names of the linear modules to adapt, e.g. [query,value] (null: peft's default for the architecture)"
+        default=None,
+        help="names of the linear modules to adapt, e.g. [query,value] (null: peft's default for the architecture)",
     )
 
 
@@ -198,8 +218,11 @@ class DataSet:
     splits: Splits = node(Splits, "split -> file or Hub split name")
     columns: Any = setting("our column -> the data's column (renames)")
     prompts: Any = setting(
-        "train column -> prompt prepended to its texts, e.g. {anchor: 'query: '}; the evaluators' text columns get "
-        "the prompt of the train column in the same position and the logged model stores them (null: none)",
+        default=None,
+        help="train column -> prompt prepended to its texts, e.g. {anchor: 'query: ', positive: 'document: '}; training "
+        "passes them as the prompts argument, the evaluators' text columns get the prompt of the train column in the "
+        "same position (STS: both sides; triplets; IR: query / corpus) and the logged model stores them: "
+        "encode(..., prompt_name='anchor') (null: none)",
     )
     train_columns: list[str] = setting("the columns training reads, in the loss's order")
     max_train_rows: int | None = setting("keep the first N train rows (null: all)", min=1)
@@ -220,12 +243,15 @@ class Data(EvalData):
     """``data``: the training data, its dev/test splits and the audit of evaluation rows against train rows."""
 
     leakage: LeakageMode = setting(
-        "leakage audit before any model loads, each evaluation split against the train rows (exact and near "
-        "duplicates, shared texts; metrics leakage/*): warn = one warning line; drop = train without the train rows "
-        "that duplicate an evaluation row; fail = refuse the job; off"
+        default="warn",
+        help="leakage audit before any model loads, each evaluation split against the train rows (texts normalised: NFKC, "
+        "case, punctuation, whitespace; exact and near-duplicate rows and shared texts; metrics leakage/*, the rows "
+        "in the run's leakage/<split>.parquet): warn = one warning line; drop = train without the train rows that "
+        "duplicate an evaluation row (exact or near); fail = refuse the job (exit 2, no run); off",
     )
     leakage_threshold: float = setting(
-        "near duplicate: Jaccard of the rows' shingles (words and word pairs) at least this "
+        default=0.6,
+        help="near duplicate: Jaccard of the rows' shingles (words and word pairs) at least this "
         "(0.6: one word changed in a pair of 7 or more words still counts; 1: exact only; docs/leakage.md)",
         above=0,
         max=1,
@@ -261,13 +287,16 @@ class LossOptions:
     """``loss``: options every loss takes; the loss group fills in the class (``_target_``) and its arguments."""
 
     matryoshka_dims: list[int] | None = setting(
-        "wrap the loss in MatryoshkaLoss over these dimensions, largest first and at most the model's, e.g. "
+        default=None,
+        help="wrap the loss in MatryoshkaLoss over these dimensions, largest first and at most the model's, e.g. "
         "[384,256,128,64]; the evaluators then report each (sts-dev-256_spearman_cosine) (null: off)",
         min=1,
         descending=True,
         nonempty=True,
     )
-    matryoshka_weights: list[float] | None = setting("one weight per dimension (null: 1 each)", above=0)
+    matryoshka_weights: list[float] | None = setting(
+        default=None, help="one weight per dimension (null: 1 each)", above=0
+    )
 
     @staticmethod
     def rules(loss: Any, path: str) -> None:
@@ -304,7 +333,8 @@ class Evaluator:
 
 @dataclass
 class Hardware:
-    """``hardware``: where and how a job runs: speed only, never results (profiles in ``conf/hardware/``)."""
+    """``hardware``: where and how a job runs: speed only, never results. Every profile (``conf/hardware/``)
+    starts from the defaults declared here; ``cpu.yaml`` and ``gpu.yaml`` set the rest."""
 
     accelerator: Accelerator = setting("cpu, or cuda: one GPU per process")
     num_processes: int = setting("processes (ranks); more than 1 starts them through accelerate launch", min=1)
@@ -325,23 +355,31 @@ class Hardware:
     eval_batch_size: int | None = setting(
         "sentences per batch when the evaluators encode (null: training.per_device_eval_batch_size)", min=1
     )
-    tf32: bool = setting("TF32 matmuls on CUDA (gpu.yaml: true)")
-    num_machines: int = setting("machines taking part (multi_node.yaml)", min=1)
-    machine_rank: int = setting("this machine's index, 0 .. num_machines - 1", min=0)
-    main_process_ip: str | None = setting("machine 0's address, reachable from every machine")
+    tf32: bool = setting(default=False, help="TF32 matmuls on CUDA (gpu.yaml: true)")
+    num_machines: int = setting(default=1, help="machines taking part (multi_node.yaml)", min=1)
+    machine_rank: int = setting(default=0, help="this machine's index, 0 .. num_machines - 1", min=0)
+    main_process_ip: str | None = setting(default="127.0.0.1", help="machine 0's address, reachable from every machine")
     main_process_port: int | None = setting(
-        "machine 0's rendezvous port (null: a free one, on one machine)", min=1, max=65535
+        default=None, help="machine 0's rendezvous port (null: a free one, on one machine)", min=1, max=65535
     )
-    backend: Backend | None = setting("collectives between ranks (null: gloo on CPU, nccl on CUDA)")
-    timeout_s: float = setting("seconds a collective may wait for a silent rank", above=0, unit="seconds")
-    join_timeout_s: float = setting("seconds machines wait for each other to join", above=0, unit="seconds")
+    backend: Backend | None = setting(default=None, help="collectives between ranks (null: gloo on CPU, nccl on CUDA)")
+    timeout_s: float = setting(
+        default=300, help="seconds a collective may wait for a silent rank", above=0, unit="seconds"
+    )
+    join_timeout_s: float = setting(
+        default=300, help="seconds machines wait for each other to join", above=0, unit="seconds"
+    )
     cast_weights_once: bool = setting(
-        "bf16 training: true = one bf16 copy of the weights per step, shared by the loss's forwards; false = one "
-        "per forward (the trainer's own)"
+        default=True,
+        help="bf16/fp16 training: true = one copy of the weights in that precision per step, shared by the loss's "
+        "forwards (one per text column): same forward values, the columns' weight gradients summed in bf16 "
+        "(BENCHMARKS.md, issue 31); false = one per forward (the trainer's own casting)",
     )
     training_attention: TrainingAttention | None = setting(
-        "eager: BERT-style models train with eager attention on a CPU (torch's sdpa with attention dropout runs "
-        "unfused in fp32 there; evaluation keeps sdpa); null: the model's own"
+        default="eager",
+        help="eager: BERT-style models with attention dropout train with eager attention (bf16 products) on a CPU, "
+        "where torch's sdpa with dropout runs unfused in fp32 (evaluation keeps sdpa); same STSb Spearman, 6.5% less "
+        "CPU a step (BENCHMARKS.md, issue 31); null: the model's own attention throughout",
     )
 
     @staticmethod
@@ -413,23 +451,33 @@ class EarlyStopping:
     ``training.eval_steps``, the best checkpoint by ``optimized_metric`` is restored when training ends,
     and the logged model and final metrics are the best one's (metrics ``best_step``, ``best_<metric>``)."""
 
-    patience: int | None = setting("evaluations without an improvement before training stops (null: off)", min=1)
-    threshold: float = setting("how much better than the best an evaluation must be to count (0: any)", min=0)
+    patience: int | None = setting(
+        default=None, help="evaluations without an improvement before training stops (null: off)", min=1
+    )
+    threshold: float = setting(
+        default=0.0, help="how much better than the best an evaluation must be to count (0: any)", min=0
+    )
 
 
 @dataclass
 class Guard:
     """``guard`` (``pipeline.runtime.guard``): a run that goes bad is stopped and ends FAILED."""
 
-    enabled: bool = setting("run the checks below while training")
-    chance_patience: int = setting("steps the loss may sit at ln(candidates) (MNRL: collapsed embeddings)", min=0)
-    nonfinite_patience: int = setting(
-        "fp16: consecutive logged steps with a non-finite grad_norm (GradScaler skips) before a trip", min=0
+    enabled: bool = setting(default=True, help="run the checks below while training")
+    chance_patience: int = setting(
+        default=100, help="steps the loss may sit at ln(candidates) (MNRL: collapsed embeddings)", min=0
     )
-    chance_tolerance: float = setting('how close to ln(candidates) counts as "at chance"', min=0)
-    collapse_every: int = setting("steps between checks that probe sentences do not embed alike (0: off)", min=0)
+    nonfinite_patience: int = setting(
+        default=10,
+        help="fp16: consecutive logged steps with a non-finite grad_norm (GradScaler skips) before a trip",
+        min=0,
+    )
+    chance_tolerance: float = setting(default=1.0e-3, help='how close to ln(candidates) counts as "at chance"', min=0)
+    collapse_every: int = setting(
+        default=50, help="steps between checks that probe sentences do not embed alike (0: off)", min=0
+    )
     collapse_similarity: float = setting(
-        "lowest cosine similarity between unrelated probes that means collapse", min=0, max=1
+        default=0.99999, help="lowest cosine similarity between unrelated probes that means collapse", min=0, max=1
     )
 
 
@@ -437,19 +485,35 @@ class Guard:
 class Job:
     """The composed config's own keys and nodes (``conf/config.yaml``); library nodes are marked ``library``."""
 
-    smoke: bool = setting("debug=smoke sets this: sample rows in the recipe's column layout replace the data")
-    stages: list[Stage] = setting("which stages run, in order: load, then mine (before train), train, evaluate")
-    baseline: bool = setting("score the starting model once before training (metrics under baseline/)")
+    smoke: bool = setting(
+        default=False, help="debug=smoke sets this: sample rows in the recipe's column layout replace the data"
+    )
+    stages: list[Stage] = setting(
+        default=["load", "train", "evaluate"],
+        help="which stages run, in order: load, then mine (before train), train, evaluate; [load, evaluate] scores a model "
+        "without training it, [load, mine, train, evaluate] trains on mined hard negatives",
+    )
+    baseline: bool = setting(
+        default=True, help="score the starting model once before training (metrics under baseline/)"
+    )
     baseline_reuse: bool = setting(
-        "copy the baseline from a FINISHED run that scored the same key (false: compute it in this run)"
+        default=True,
+        help='copy the baseline from a FINISHED run of the store that scored the same key (README "The baseline, once"); '
+        "false: compute it in this run (pipeline.rerun sets it, so that a replay checks the baseline too)",
     )
     seed: int = setting(
-        "seed for everything (data order, initialisation, dropout); numpy's range", min=0, max=2**32 - 1
+        default=42,
+        help="seed for everything (data order, initialisation, dropout): same config + seed = same metrics on CPU; numpy's range",
+        min=0,
+        max=2**32 - 1,
     )
-    name: str = setting("short name of the job: the MLflow experiment unless tracking says otherwise")
+    name: str = setting(
+        default="${data.name}", help="short name of the job: the MLflow experiment unless tracking says otherwise"
+    )
     optimized_metric: str | None = setting(
-        "the dev metric sweeps optimise and rank runs by (default: the first evaluator's primary metric on dev; "
-        "null: none)"
+        default="${first_dev_metric:${oc.select:evaluators,null}}",
+        help="the dev metric sweeps optimise and rank runs by (dev, so test stays unseen); default: the first evaluator's "
+        "primary metric on dev (evaluators=[ir,sts]: ir's); null: none, and null when no evaluator runs",
     )
     mine: Mine = node(Mine, "the mine stage's options")
     model: Model = node(Model, "the model being trained (conf/model/)")
@@ -489,6 +553,20 @@ class Job:
 
 
 # --- reading the declarations ---------------------------------------------------------------------------
+
+
+def declared_defaults(cls: type = Job) -> dict[str, Any]:
+    """Key -> declared default, per node (a node the config may leave out, ``guide`` or ``eval_data``, gets
+    none): the config Hydra composes before every file (``hydra_plugins/pipeline_settings``, first in
+    ``conf/config.yaml``'s defaults list), so a setting's default is written once, here."""
+    found: dict[str, Any] = {}
+    for key, (kind, meta) in declared(cls).items():
+        child = node_class(kind)
+        if child is not None and not unwrap(kind)[1]:
+            found.update({key: below} if (below := declared_defaults(child)) else {})
+        elif "default" in meta:
+            found[key] = meta["default"]
+    return found
 
 
 def declared(cls: type) -> dict[str, tuple[Any, dict]]:

@@ -30,7 +30,7 @@ from pipeline.stages.dataspec import DataSource, DataSpec, read_data, read_sourc
 from pipeline.stages.splits import LABEL_COLUMNS
 from pipeline.tracking.direction import MAXIMIZE, metric_direction
 
-# Options of the ``loss`` block that every loss takes (conf/config.yaml); the rest goes to the loss class.
+# Options of the ``loss`` block that every loss takes (settings.LossOptions); the rest goes to the loss class.
 LOSS_OPTIONS = tuple(settings.declared(settings.LossOptions))
 
 
@@ -301,6 +301,6 @@ def evaluator_prompts(data: DataSpec, columns: list[str]) -> tuple[str | None, .
 
 def read_guard(guard: DictConfig | None) -> GuardSettings | None:
     """The guard's settings (checked: ``settings.Guard``), or None when ``guard.enabled`` is false."""
-    if guard is None or not guard.enabled:  # None: a config composed without conf/config.yaml's guard node
+    if guard is None or not guard.enabled:  # None: a config composed without the declared guard node
         return None
     return GuardSettings(**{f.name: guard[f.name] for f in fields(GuardSettings)})

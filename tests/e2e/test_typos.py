@@ -69,9 +69,9 @@ def test_a_run_logged_with_a_key_no_longer_known_replays_with_a_warning(run_job,
     assert code == 0
     assert [r.getMessage() for r in caplog.records if r.name == logged_config.__name__] == [
         f"config.yaml of run {original.run_id}: key 'guard.retired_check' is no longer a config key: ignored",
+        f"config.yaml of run {original.run_id}: key 'hardware.join_timeout_s' was not logged: today's default 300 used",
         f"config.yaml of run {original.run_id}: key 'early_stopping' was not logged: today's default "
         "{'patience': None, 'threshold': 0.0} used",
-        f"config.yaml of run {original.run_id}: key 'hardware.join_timeout_s' was not logged: today's default 300 used",
     ]
 
 

@@ -95,3 +95,24 @@ def test_cfg_job_prints_config_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "MultipleNegativesRankingLoss" in out.stdout
+
+
+def test_a_declared_default_is_written_once_and_composed_into_every_job():
+    """Each pipeline setting's default is its declaration (settings.declared_defaults, composed first): the
+    default job holds every one, conf/config.yaml repeats none, and one no YAML file names can still be set
+    from the command line (a new setting is one field in settings.py, and its use)."""
+    from pipeline.stages.settings import declared_defaults
+
+    def leaves(node: dict, prefix: str = "") -> dict:
+        found = {}
+        for key, value in node.items():
+            found.update(leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return found
+
+    composed = leaves(OmegaConf.to_container(compose_config([]), resolve=False))
+    declared = leaves(declared_defaults())
+    assert {path: composed[path] for path in declared} == declared
+    assert set(OmegaConf.load(CONF_DIR / "config.yaml")) == {"defaults", "hydra"}
+    written = [p.read_text() for p in [*CONF_DIR.rglob("*.yaml"), *(REPO_ROOT / "experiments").rglob("*.yaml")]]
+    assert not any("chance_tolerance" in text for text in written)  # declared only
+    assert compose_config(["guard.chance_tolerance=0.01"]).guard.chance_tolerance == 0.01
