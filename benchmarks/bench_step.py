@@ -12,7 +12,10 @@ changed (``default`` is the profile as it ships):
   ``torch.compile`` (inductor; ``--dynamic``: torch's choice, a static graph first and a dynamic one once
   a second shape is seen, or ``true``/``false``). The warm-up (every batch once per variant) is timed
   apart: for ``compiled`` it is the compile, from inductor's on-disk caches when ``TORCHINDUCTOR_CACHE_DIR``
-  holds a previous run's graphs.
+  holds a previous run's graphs;
+- ``no_pooler`` (with ``--no-pooler``): the default profile with BERT's pooler (a dense layer and tanh
+  over each packed row's first token, which sentence-transformers' own pooling never reads) left out
+  of the forward (``auto_model.pooler = None`` during the step).
 
 Every round runs each batch once per variant, in a rotating order, so that load from other processes
 hits all alike; reported: median step milliseconds per variant and each variant over ``default``.
@@ -105,16 +108,22 @@ def run(args, data: Path) -> dict:
     base = OmegaConf.merge(
         OmegaConf.load(REPO / "conf" / "config.yaml").hardware, OmegaConf.load(REPO / "conf" / "hardware" / "cpu.yaml")
     )
-    variants = {**VARIANTS, "compiled": {}} if args.compile else VARIANTS
+    variants = {
+        **VARIANTS,
+        **({"compiled": {}} if args.compile else {}),
+        **({"no_pooler": {}} if args.no_pooler else {}),
+    }
     training = OmegaConf.load(REPO / "conf" / "training" / "default.yaml")
     profiles = {
         name: resolve_machine(OmegaConf.merge(base, variants[name]), training) for name in args.only or variants
     }
     layers = compiled_layers(s, {"auto": None, "true": True, "false": False}[args.dynamic])
-    encoder = s.model[0].auto_model.encoder
+    auto_model = s.model[0].auto_model
+    pooler = auto_model.pooler
 
     def timed(name, batch):
-        encoder.layer = layers[name == "compiled"]
+        auto_model.encoder.layer = layers[name == "compiled"]
+        auto_model.pooler = None if name == "no_pooler" else pooler
         return step(s, batch, profiles[name])
 
     warmup: dict[str, list[float]] = {}
@@ -179,6 +188,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1: CPU time is the step's work)")
     parser.add_argument("--compile", action="store_true", help="add the variant 'compiled' (torch.compile per layer)")
     parser.add_argument("--dynamic", choices=("auto", "true", "false"), default="auto", help="torch.compile's dynamic")
+    parser.add_argument("--no-pooler", action="store_true", help="add the variant 'no_pooler' (BERT's pooler skipped)")
     parser.add_argument("--only", nargs="+", default=None, help="these variants only (the first is the reference)")
     parser.add_argument("--quick", action="store_true", help="model=tiny, 1 batch, 1 round: a check of the benchmark")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="folder for the .json and .md")
