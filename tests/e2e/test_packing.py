@@ -134,7 +134,8 @@ def test_a_decoder_architecture_falls_back_to_padding_with_a_notice(caplog):
 
 def test_the_packing_check_is_kept_by_key_and_other_weights_with_the_same_config_miss_it(tmp_path):
     """A job reads the packed-vs-padded check back under its key (the stored difference is what it gets);
-    the same folder rewritten with other weights and the same config has another key: checked again."""
+    the same folder rewritten with other weights and the same config has another key: checked again;
+    where nothing can be kept, the check still decides."""
     cfg = compose_config(["model=tiny"])
     folder, verdicts = tmp_path / "model", tmp_path / "verdicts"
     load_model(cfg.model, seed=42).save(str(folder))
@@ -156,6 +157,9 @@ def test_the_packing_check_is_kept_by_key_and_other_weights_with_the_same_config
     model.save(str(folder))  # same config, other weights, same path
     other, error = check()
     assert other != key and error < 1e-4
+    verdicts = tmp_path / "a file"  # a folder that cannot be made: the check runs and counts, nothing is kept
+    verdicts.write_text("")
+    assert check()[1] < 1e-4
 
 
 @pytest.mark.realdata
