@@ -56,7 +56,7 @@ def pipeline_command(name: str, data: str, store: Path, max_steps: int | None) -
         "pipeline",
         "data=stsb_pairs",
         f"data.local_dir={data}",
-        "evaluator.splits=[test]",  # the plain script scores the test split only
+        "evaluators.sts.splits=[test]",  # the plain script scores the test split only
         "baseline=false",  # nor does it score the starting model first
         f"tracking.uri=sqlite:///{store}/mlflow.db",
         f"tracking.artifact_root={store}/artifacts",

@@ -176,7 +176,7 @@ def train(data: Path, precisions: list[str], row_lengths: list[int], rounds: int
                         "model=minilm",
                         "data=stsb_pairs",
                         f"data.local_dir={data}",
-                        "evaluator.splits=[test]",
+                        "evaluators.sts.splits=[test]",
                         f"hardware.precision={precision}",
                         f"hardware.packing={'false' if row_length is None else 'true'}",
                         *([f"hardware.packing_row_length={row_length}"] if row_length else []),

@@ -7,7 +7,15 @@ changed (``default`` is the profile as it ships):
 
 - ``cast_per_forward``: ``hardware.cast_weights_once=false`` (the weights cast to bf16 per forward);
 - ``sdpa_attention``: ``hardware.training_attention=null`` (torch's sdpa, which with dropout takes its
-  fp32 math path on the CPU).
+  fp32 math path on the CPU);
+- ``compiled`` (with ``--compile``): the default profile with each encoder layer run through
+  ``torch.compile`` (inductor; ``--dynamic``: torch's choice, a static graph first and a dynamic one once
+  a second shape is seen, or ``true``/``false``). The warm-up (every batch once per variant) is timed
+  apart: for ``compiled`` it is the compile, from inductor's on-disk caches when ``TORCHINDUCTOR_CACHE_DIR``
+  holds a previous run's graphs;
+- ``no_pooler`` (with ``--no-pooler``): the default profile with BERT's pooler (a dense layer and tanh
+  over each packed row's first token, which sentence-transformers' own pooling never reads) left out
+  of the forward (``auto_model.pooler = None`` during the step).
 
 Every round runs each batch once per variant, in a rotating order, so that load from other processes
 hits all alike; reported: median step milliseconds per variant and each variant over ``default``.
@@ -16,6 +24,8 @@ Writes ``benchmarks/results/bench_step-<date>-<cpu kind>.json`` and ``.md``.
 
     .venv/bin/python benchmarks/bench_step.py --data ../shared/data/stsb --rounds 5
     .venv/bin/python benchmarks/bench_step.py --data ../shared/data/stsb --threads 1   # on a loaded machine
+    TORCHINDUCTOR_CACHE_DIR=/tmp/inductor .venv/bin/python benchmarks/bench_step.py --threads 1 \
+        --compile --only default compiled      # twice: a cold compile, then the warm on-disk cache
 """
 
 from __future__ import annotations
@@ -47,7 +57,16 @@ def trainer_like(s) -> None:
     Accelerator(mixed_precision="bf16" if s.precision == "bf16" else "no", cpu=True).prepare_model(s.model)
 
 
-def step(s, batch, profile, precision) -> tuple[float, float]:
+def compiled_layers(s, dynamic: bool | None):
+    """The model's encoder layers as they are and each through ``torch.compile`` (same parameters)."""
+    import torch
+
+    encoder = s.model[0].auto_model.encoder
+    plain = encoder.layer
+    return {False: plain, True: torch.nn.ModuleList([torch.compile(layer, dynamic=dynamic) for layer in plain])}
+
+
+def step(s, batch, machine) -> tuple[float, float]:
     """One step under ``profile``'s loss region and training attention: wall and CPU seconds (the step
     alone; CPU time is this process's, all threads, so that with ``--threads 1`` it is the step's own
     work, whatever other processes take from the machine)."""
@@ -55,8 +74,8 @@ def step(s, batch, profile, precision) -> tuple[float, float]:
 
     from pipeline.runtime import hardware
 
-    region = hardware.loss_region(profile, precision) or contextlib.nullcontext
-    with hardware.training_attention(s.model, profile):
+    region = hardware.loss_region(machine) or contextlib.nullcontext
+    with hardware.training_attention(s.model, machine):
         started, cpu = time.perf_counter(), time.process_time()
         with region():
             loss = s.loss([dict(f) for f in batch], None)
@@ -70,7 +89,7 @@ def step(s, batch, profile, precision) -> tuple[float, float]:
 def run(args, data: Path) -> dict:
     from omegaconf import OmegaConf
 
-    from pipeline.runtime.hardware import Precision
+    from pipeline.runtime.hardware import resolve_machine
 
     report = {
         "command": " ".join(["benchmarks/bench_step.py", *sys.argv[1:]]),
@@ -86,14 +105,30 @@ def run(args, data: Path) -> dict:
         torch.set_num_threads(args.threads)
     s = setup(data, args.quick, args.batches)
     trainer_like(s)
-    bf16 = s.precision == "bf16"
-    precision = Precision(s.precision, s.precision, fp16=False, bf16=bf16)
     base = OmegaConf.merge(
         OmegaConf.load(REPO / "conf" / "config.yaml").hardware, OmegaConf.load(REPO / "conf" / "hardware" / "cpu.yaml")
     )
-    profiles = {name: OmegaConf.merge(base, change) for name, change in VARIANTS.items()}
-    for name in profiles:  # warm-up: oneDNN primitives, the optimizer's state, each attention path
-        step(s, s.batches[0], profiles[name], precision)
+    variants = {
+        **VARIANTS,
+        **({"compiled": {}} if args.compile else {}),
+        **({"no_pooler": {}} if args.no_pooler else {}),
+    }
+    training = OmegaConf.load(REPO / "conf" / "training" / "default.yaml")
+    profiles = {
+        name: resolve_machine(OmegaConf.merge(base, variants[name]), training) for name in args.only or variants
+    }
+    layers = compiled_layers(s, {"auto": None, "true": True, "false": False}[args.dynamic])
+    auto_model = s.model[0].auto_model
+    pooler = auto_model.pooler
+
+    def timed(name, batch):
+        auto_model.encoder.layer = layers[name == "compiled"]
+        auto_model.pooler = None if name == "no_pooler" else pooler
+        return step(s, batch, profiles[name])
+
+    warmup: dict[str, list[float]] = {}
+    for name in profiles:  # warm-up: oneDNN primitives, the optimizer's state, each attention path, compiling
+        warmup[name] = [timed(name, batch)[0] for batch in s.batches]
     times: dict[str, list[float]] = {name: [] for name in profiles}
     cpu: dict[str, list[float]] = {name: [] for name in profiles}
     names = list(profiles)
@@ -101,7 +136,7 @@ def run(args, data: Path) -> dict:
         for index, batch in enumerate(s.batches):
             shift = (round_index + index) % len(names)
             for name in names[shift:] + names[:shift]:
-                wall, used = step(s, batch, profiles[name], precision)
+                wall, used = timed(name, batch)
                 times[name].append(wall)
                 cpu[name].append(used)
     medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
@@ -110,12 +145,14 @@ def run(args, data: Path) -> dict:
         precision=s.precision,
         config={**s.config, **{k: str(base[k]) for k in ("cast_weights_once", "training_attention")}},
         step_s=times,
+        warmup_s=warmup,
+        compile_dynamic=args.dynamic if args.compile else None,
         threads=torch.get_num_threads(),
         step_ms=medians,
-        over_default={name: medians[name] / medians["default"] for name in names},
+        over_default={name: medians[name] / medians[names[0]] for name in names},
         step_cpu_s=cpu,
         step_cpu_ms=cpu_medians,
-        cpu_over_default={name: cpu_medians[name] / cpu_medians["default"] for name in names},
+        cpu_over_default={name: cpu_medians[name] / cpu_medians[names[0]] for name in names},
         load_after=loadavg(),
         uptime_after=uptime(),
     )
@@ -131,12 +168,15 @@ def markdown(report: dict) -> str:
         f"Load before: {report['load_before']} ({report['uptime_before']}), after: {report['load_after']} "
         f"({report['uptime_after']}); rounds: {report['rounds']}; torch threads: {report.get('threads')}",
         "",
-        "| variant | step wall ms (median) | / default | step CPU ms (median) | / default |",
-        "|---|---|---|---|---|",
+        "| variant | step wall ms (median) | / first | step CPU ms (median) | / first | warm-up s (every batch once) |",
+        "|---|---|---|---|---|---|",
     ]
     for name, ms in report["step_ms"].items():
         cpu_ms, cpu_ratio = report["step_cpu_ms"][name], report["cpu_over_default"][name]
-        lines.append(f"| {name} | {ms:.1f} | {report['over_default'][name]:.3f} | {cpu_ms:.1f} | {cpu_ratio:.3f} |")
+        warm = sum(report.get("warmup_s", {}).get(name, [float("nan")]))
+        lines.append(
+            f"| {name} | {ms:.1f} | {report['over_default'][name]:.3f} | {cpu_ms:.1f} | {cpu_ratio:.3f} | {warm:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -146,6 +186,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=4, help="batches of 32 pairs (seeded draw)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds over the batches, every variant each")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1: CPU time is the step's work)")
+    parser.add_argument("--compile", action="store_true", help="add the variant 'compiled' (torch.compile per layer)")
+    parser.add_argument("--dynamic", choices=("auto", "true", "false"), default="auto", help="torch.compile's dynamic")
+    parser.add_argument("--no-pooler", action="store_true", help="add the variant 'no_pooler' (BERT's pooler skipped)")
+    parser.add_argument("--only", nargs="+", default=None, help="these variants only (the first is the reference)")
     parser.add_argument("--quick", action="store_true", help="model=tiny, 1 batch, 1 round: a check of the benchmark")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="folder for the .json and .md")
     args = parser.parse_args()

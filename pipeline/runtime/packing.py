@@ -20,7 +20,10 @@ FlashAttention-2 variable-length kernels, i.e. a CUDA GPU with ``flash-attn``), 
 packing stays off. Covered: encoder (bidirectional) models whose forward takes ``position_ids`` and a
 4D mask with ``sdpa`` or ``eager`` attention (BERT, MiniLM, MPNet, RoBERTa/XLM-R, DistilBERT-style
 encoders that pass the check below). Before it turns on, packing encodes a few sentences both ways and
-compares: any difference beyond fp32 noise (or an error) turns it off with a notice.
+compares: any difference beyond fp32 noise (or an error) turns it off with a notice. The check's
+measured difference is kept in :data:`VERDICTS` under a key the caller gives (``build.packing_key``:
+the model's content, versions, CPU, dtype, row length, attention, threads and this file), so later jobs
+with the same key skip it; a refusal (an error) is not kept.
 
 Writes to MLflow (when a run is active): the tag ``packing`` (``on: rows of N tokens`` or ``off: why``)
 (``packing.guide`` for a GIST guide) and, via :func:`token_metrics`, ``packing_real_tokens``, ``packing_processed_tokens`` and
@@ -31,9 +34,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
+import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.tracking import scrub, set_tags
@@ -54,6 +61,10 @@ PROBE_SENTENCES = (
     "that further rises were likely before the end of the year.",
     "A woman slices an onion.",
 )
+
+# Where the packed-vs-padded check's results are kept, one ``KEY.json`` each (beside the models built
+# from ``architecture``, ``build.architecture_folder``): a few bytes per model and setting.
+VERDICTS = Path(tempfile.gettempdir()) / "pipeline-packing"
 
 
 @dataclass
@@ -336,11 +347,33 @@ def probe(model, packer: Packer) -> float:
     return float((padded[real].float() - unpacked[real].float()).abs().max())
 
 
-def enable(model, machine: Machine, tag: str = "packing") -> Packer | None:
+def checked_error(model, packer: Packer, key: str | None, folder: Path = VERDICTS) -> float:
+    """:func:`probe`'s difference, read from ``folder/KEY.json`` when an earlier check with this key left
+    it there, else measured and written there (atomically: a whole file or none). No key: measured."""
+    path = folder / f"{key}.json" if key else None
+    if path is not None and path.is_file():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            error = float(json.loads(path.read_text())["max_difference"])
+            log.info("Packing: the packed-vs-padded check of this model and setting, from %s", path)
+            return error
+    error = probe(model, packer)
+    if path is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as stream:
+                json.dump({"max_difference": error}, stream)
+            os.replace(stream.name, path)
+        except OSError as problem:  # a folder this process cannot write: the next job checks again
+            log.info("Packing: the check's result is not kept (%s)", problem)
+    return error
+
+
+def enable(model, machine: Machine, tag: str = "packing", key: str | None = None) -> Packer | None:
     """Attach a :class:`Packer` to ``model`` when ``hardware.packing`` (``machine.packing``) allows and it is exact.
 
     Returns the packer (its ``stats`` count tokens) or None when the model runs padded (or is None);
-    the decision is logged and set as the MLflow tag ``tag``.
+    the decision is logged and set as the MLflow tag ``tag``. ``key``: everything the check's result
+    depends on (``build.packing_key``), to reuse an earlier check's result (:func:`checked_error`).
     """
     import torch
 
@@ -357,7 +390,7 @@ def enable(model, machine: Machine, tag: str = "packing") -> Packer | None:
         candidate = Packer(transformer, row_length, position_offset(transformer))
         tolerance = 1e-4 if transformer.auto_model.dtype == torch.float32 else 3e-2
         try:
-            error = probe(model, candidate)
+            error = checked_error(model, candidate, key)
         except Exception as problem:  # noqa: BLE001 - any architecture-specific refusal of a 4D mask or position ids
             decision = f"off: the model refused packed inputs ({type(problem).__name__}: {str(problem)[:200]})"
         else:

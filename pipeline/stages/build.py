@@ -16,6 +16,7 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +53,17 @@ class Built:
 def build(spec: JobSpec, data: LoadedData, machine: Machine) -> Built:
     """The model (packed where exact), every evaluator on every split it scores (``{name}-{split}``),
     with a train stage the loss (around a guide model when it takes one), with a mine stage the miner."""
-    model, reused = shared_model(spec.model, spec.seed)
+    model, reused, loaded_from = shared_model(spec.model, spec.seed)
     model = model.to(machine.device)  # evaluate-only runs too
     check_matryoshka_dims(spec.loss.matryoshka_dims, model)
     lora = add_lora(model, spec.peft) if spec.peft is not None else None
-    guide = None
+    guide, guide_from = None, None
     if spec.loss.needs_guide:  # worked out only when training
-        guide = shared_model(spec.guide, spec.seed, key="guide")[0].to(model.device)
-    packer = packing.enable(model, machine)
-    packing.enable(guide, machine, tag="packing.guide")  # None without a guide: nothing to pack
+        guide, _, guide_from = shared_model(spec.guide, spec.seed, key="guide")
+        guide = guide.to(model.device)
+    packer = packing.enable(model, machine, key=packing_key(model, loaded_from, machine, spec.peft))
+    if guide is not None:
+        packing.enable(guide, machine, tag="packing.guide", key=packing_key(guide, guide_from, machine, None))
     evaluators = build_evaluators(
         spec.evaluators, spec.splits_needed, data.eval_splits, machine.eval_batch_size, data.corpora
     )
@@ -85,14 +88,16 @@ def miner_loader(spec: JobSpec, model: Any) -> Callable[[], Any]:
     return lambda: shared_model(spec.miner, spec.seed, key="miner")[0]
 
 
-def shared_model(model_cfg: DictConfig, seed: int, key: str = "model") -> tuple[Any, bool]:
+def shared_model(model_cfg: DictConfig, seed: int, key: str = "model") -> tuple[Any, bool, str | None]:
     """A fresh copy of the model ``load_model`` builds, loaded once per process (``reuse``); whether it was
-    loaded already. Each caller gets its own deep copy, so no job sees what another one trained; on a hit
-    torch's random state is set to what the load left, so what follows draws what it would after a load."""
+    loaded already; a digest of what it was built from (:func:`model_key`), None where that is not the
+    content of local files (a Hub id the Hub may change). Each caller gets its own deep copy, so no job
+    sees what another one trained; on a hit torch's random state is set to what the load left, so what
+    follows draws what it would after a load."""
     import torch
 
     if model_cfg.get("architecture") and not model_cfg.get("tokenizer"):
-        return load_model(model_cfg, seed, key), False  # says what is missing
+        return load_model(model_cfg, seed, key), False, None  # says what is missing
 
     def load():
         model = load_model(model_cfg, seed, key)
@@ -105,7 +110,49 @@ def shared_model(model_cfg: DictConfig, seed: int, key: str = "model") -> tuple[
     if hit:
         torch.set_rng_state(random_state)
         log.info("%s: from the process cache (loaded by an earlier job of this process)", key)
-    return copy.deepcopy(pristine), hit
+    return copy.deepcopy(pristine), hit, cache_key if from_files(model_cfg, key) else None
+
+
+def from_files(model_cfg: DictConfig, key: str) -> bool:
+    """Whether :func:`model_key` digests the model's files: it loads from a local folder (or is built from
+    ``architecture`` with a tokenizer from one), not from a Hub id."""
+    source, name = (
+        (model_cfg.tokenizer, "tokenizer")
+        if model_cfg.get("architecture")
+        else (model_cfg.name_or_path, "name_or_path")
+    )
+    return Path(resolve_model(str(source), key=f"{key}.{name}")).is_dir()
+
+
+def packing_key(model, loaded_from: str | None, machine: Machine, peft: DictConfig | None) -> str | None:
+    """Everything packing's packed-vs-padded check (``packing.checked_error``) depends on: what the model
+    was loaded from (:func:`model_key`: its files' bytes, its node, the seed of a built one) and its LoRA
+    adapter, the model as it runs (dtype, device, attention implementation, max length), the row length,
+    the precision, torch's threads, the CPU's capabilities (which kernels run), the libraries' versions
+    and the packer's code. None (check every time) where the model's origin is not known."""
+    import torch
+
+    if loaded_from is None:
+        return None
+    transformer = model[0]
+    config = getattr(getattr(transformer, "auto_model", None), "config", None)
+    device = model.device
+    return reuse.digest(
+        {
+            "loaded_from": loaded_from,
+            "peft": OmegaConf.to_container(peft, resolve=True) if peft is not None else None,
+            "dtype": str(getattr(getattr(transformer, "auto_model", None), "dtype", None)),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+            "attention": getattr(config, "_attn_implementation", None),
+            "max_seq_length": model.max_seq_length,
+            "row_length": machine.packing_row_length,
+            "precision": machine.precision.effective,
+            "threads": torch.get_num_threads(),
+            "cpu": torch.cpu.get_capabilities(),
+            "versions": {name: metadata.version(name) for name in ("torch", "transformers", "sentence-transformers")},
+            "code": reuse.source_digest("runtime/packing.py"),
+        }
+    )
 
 
 # ``load_model`` is given its model node and the seed, nothing else of the job: every other config leaf

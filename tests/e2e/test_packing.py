@@ -8,6 +8,7 @@ packaged all-MiniLM-L6-v2. Dropout is off (eval mode) so the two paths see the s
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
@@ -16,7 +17,8 @@ from omegaconf import OmegaConf
 
 from pipeline import PipelineError
 from pipeline.runtime import packing
-from pipeline.stages.build import load_model
+from pipeline.runtime.hardware import resolve_machine
+from pipeline.stages.build import load_model, packing_key, shared_model
 from pipeline.stages.smoke import EXAMPLE_DIR
 from tests.conftest import SHARED_DATA, all_runs, compose_config
 
@@ -128,6 +130,36 @@ def test_a_decoder_architecture_falls_back_to_padding_with_a_notice(caplog):
         assert packing.enable(model, ON) is None
     assert "decoder (causal)" in caplog.text and "running padded" in caplog.text
     assert not model[0]._forward_pre_hooks
+
+
+def test_the_packing_check_is_kept_by_key_and_other_weights_with_the_same_config_miss_it(tmp_path):
+    """A job reads the packed-vs-padded check back under its key (the stored difference is what it gets);
+    the same folder rewritten with other weights and the same config has another key: checked again;
+    where nothing can be kept, the check still decides."""
+    cfg = compose_config(["model=tiny"])
+    folder, verdicts = tmp_path / "model", tmp_path / "verdicts"
+    load_model(cfg.model, seed=42).save(str(folder))
+    node = OmegaConf.merge(cfg.model, {"name_or_path": str(folder), "architecture": None, "tokenizer": None})
+    machine = resolve_machine(cfg.hardware, cfg.training)
+
+    def check():
+        model, _, loaded_from = shared_model(node, 42)
+        key = packing_key(model, loaded_from, machine, None)
+        return key, packing.checked_error(model, packing.Packer(model[0], machine.packing_row_length), key, verdicts)
+
+    key, measured = check()
+    assert key is not None and measured < 1e-4 and (verdicts / f"{key}.json").is_file()
+    (verdicts / f"{key}.json").write_text(json.dumps({"max_difference": 1.0}))  # a hit returns what is kept
+    assert check() == (key, 1.0)
+    model = load_model(node, seed=42)
+    with torch.no_grad():
+        model[0].auto_model.embeddings.word_embeddings.weight.mul_(2)
+    model.save(str(folder))  # same config, other weights, same path
+    other, error = check()
+    assert other != key and error < 1e-4
+    verdicts = tmp_path / "a file"  # a folder that cannot be made: the check runs and counts, nothing is kept
+    verdicts.write_text("")
+    assert check()[1] < 1e-4
 
 
 @pytest.mark.realdata
