@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -140,6 +141,7 @@ class Setup:
     batches: list
     precision: str
     config: dict = field(default_factory=dict)
+    machine: Any = None  # the default hardware profile, resolved: its training attention
 
 
 def setup(data: Path, quick: bool, batches: int, seed: int = 42) -> Setup:
@@ -150,14 +152,16 @@ def setup(data: Path, quick: bool, batches: int, seed: int = 42) -> Setup:
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     from pipeline.runtime import packing
-    from pipeline.runtime.hardware import cpu_has_fast_bf16
+    from pipeline.runtime.hardware import cpu_has_fast_bf16, resolve_machine
     from pipeline.stages.build import load_model
+    from pipeline.stages.settings import declared_defaults
 
     model_cfg = OmegaConf.load(REPO / "conf" / "model" / ("tiny.yaml" if quick else "minilm.yaml"))
-    hardware = OmegaConf.load(REPO / "conf" / "hardware" / "cpu.yaml")
+    hardware = OmegaConf.merge(declared_defaults()["hardware"], OmegaConf.load(REPO / "conf" / "hardware" / "cpu.yaml"))
+    machine = resolve_machine(hardware, OmegaConf.load(REPO / "conf" / "training" / "default.yaml"))
     model = load_model(model_cfg, seed=seed)
     model.train()
-    packing.enable(model, hardware)
+    packing.enable(model, machine)
     loss = MultipleNegativesRankingLoss(model)
     # The trainer's optimizer at the recipe's settings (transformers' default optim: adamw_torch_fused).
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01, fused=True)
@@ -170,15 +174,21 @@ def setup(data: Path, quick: bool, batches: int, seed: int = 42) -> Setup:
     features = [[model.preprocess([p[0] for p in c]), model.preprocess([p[1] for p in c])] for c in chunks]
     precision = "bf16" if cpu_has_fast_bf16() else "fp32"
     config = {"model": str(model_cfg.name_or_path), "packing_row_length": int(hardware.packing_row_length)}
-    return Setup(model, loss, optimizer, features, precision, config)
+    return Setup(model, loss, optimizer, features, precision, config, machine)
 
 
 def step(s: Setup, batch) -> float:
-    """One training step as the trainer runs it (autocast, backward, clipping, fused AdamW); seconds."""
+    """One training step as the trainer runs it (autocast, backward, clipping, fused AdamW) with the default
+    profile's training attention (``hardware.training_attention``: eager on this CPU); seconds."""
+    import contextlib
+
     import torch
 
+    from pipeline.runtime import hardware
+
     started = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+    mode = hardware.training_attention(s.model, s.machine) if s.machine is not None else contextlib.nullcontext()
+    with mode, torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.precision == "bf16"):
         loss = s.loss([dict(f) for f in batch], None)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(s.model.parameters(), 1.0)

@@ -105,9 +105,9 @@ def run(args, data: Path) -> dict:
         torch.set_num_threads(args.threads)
     s = setup(data, args.quick, args.batches)
     trainer_like(s)
-    base = OmegaConf.merge(
-        OmegaConf.load(REPO / "conf" / "config.yaml").hardware, OmegaConf.load(REPO / "conf" / "hardware" / "cpu.yaml")
-    )
+    from pipeline.stages.settings import declared_defaults
+
+    base = OmegaConf.merge(declared_defaults()["hardware"], OmegaConf.load(REPO / "conf" / "hardware" / "cpu.yaml"))
     variants = {
         **VARIANTS,
         **({"compiled": {}} if args.compile else {}),

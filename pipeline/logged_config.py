@@ -4,7 +4,7 @@
 A logged ``config.yaml`` may come from older code. :func:`translate_logged` reads nodes of an older shape in
 today's (the one ``evaluator`` node, before evaluators became one group); :func:`drop_unknown` removes the
 keys no schema has (``pipeline.stages.schema``), one warning each; :func:`fill_missing` sets the keys
-``conf/config.yaml`` gives every job that the run lacks to today's default, one warning each. Applied in
+every job is given (their declared defaults) that the run lacks to today's default, one warning each. Applied in
 that order, the result passes the strict key check a new job passes. Writes nothing to MLflow.
 """
 

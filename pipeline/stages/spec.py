@@ -6,11 +6,12 @@ runtime take the part they need: ``spec.loss``, ``spec.evaluators``, ``spec.guar
 that belongs to a library (``spec.training``: ``SentenceTransformerTrainingArguments``; ``loss.arguments``
 and an evaluator's ``arguments``, ``evaluators.NAME.evaluator``: the class named by ``_target_``). Writes nothing.
 
-Facts derived here, and nowhere else: which stages run, the leakage audit's settings, whether the trainer evaluates during
-training, the evaluators, the splits they score and the metric names they log (their classes', run on two
-rows: ``runtime.catalogue.logged_metrics``), ``optimized_metric``
-and which way it improves, the loss's class and whether it needs a guide, Matryoshka, LoRA, early
-stopping, prompts, the guard's settings, the train sets and the columns each trains on.
+Facts derived here, and nowhere else: which stages run, whether the trainer evaluates during training, the
+evaluators, the splits they score and the metric names they log (their classes', run on two rows:
+``runtime.catalogue.logged_metrics``), ``optimized_metric`` and which way it improves, the loss's class
+and whether it needs a guide, Matryoshka, LoRA, early stopping, the guard's settings. The data nodes
+(the train sets and the columns each trains on, prompts, the leakage audit's settings) are read by
+``stages.dataspec`` into ``spec.data`` and ``spec.eval_data``.
 """
 
 from __future__ import annotations
