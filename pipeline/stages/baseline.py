@@ -177,9 +177,15 @@ def weights_digest(model) -> str:
 
 def tokenizer_digest(tokenizer) -> str:
     """sha256 of a fast tokenizer's whole definition (vocabulary, normaliser, pre-tokeniser), or of a
-    slow one's vocabulary and settings."""
+    slow one's vocabulary and settings. Not its ``truncation`` and ``padding``: each call sets them from
+    its own arguments (the digest of a tokenizer that has encoded something would differ from a fresh
+    one's); what truncates is keyed as loaded (:func:`loaded_settings`)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:
+        definition = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        text = json.dumps(definition, sort_keys=True)
+    else:
+        text = json.dumps(sorted(tokenizer.get_vocab().items()))
     settings = {
         "class": type(tokenizer).__name__,
         "special": tokenizer.special_tokens_map,

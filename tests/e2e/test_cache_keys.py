@@ -38,6 +38,7 @@ VALID = {
     "tracking.uri": "sqlite:///elsewhere.db",
     "model.max_seq_length": 4,  # the smoke rows are shorter than 64 tokens: 65 would truncate nothing
     "model.tokenizer": resolve_model("sentence-transformers/all-MiniLM-L6-v2", key="model.tokenizer"),  # a folder
+    "training.max_steps": 7,  # -1 + 1 would train nothing (settings.Training.rules refuse it)
     "loss.matryoshka_dims": [16],
     "loss.matryoshka_weights": [1.0],
     "model.peft.target_modules": ["query"],

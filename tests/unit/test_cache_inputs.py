@@ -56,3 +56,16 @@ def test_content_digest_sees_a_rewrite_that_keeps_size_and_modification_time(tmp
     assert reuse.content_digest(tmp_path / "data") != before
     (tmp_path / "empty").mkdir()
     assert reuse.content_digest(tmp_path / "data", skip=(".csv",)) == reuse.content_digest(tmp_path / "empty")
+
+
+def test_the_tokenizer_digest_is_the_same_before_and_after_the_tokenizer_encodes():
+    """A fast tokenizer's backend records the truncation and padding of its last call: a key made after the
+    packing check encoded its sentences must equal one made when the check's result was read back."""
+    from pipeline.stages.build import load_model
+
+    model = load_model(compose_config(["model=tiny"]).model, seed=42)
+    fresh = baseline.tokenizer_digest(model.tokenizer)
+    model.encode(["a short sentence", "and a longer sentence to pad the first one to"])
+    assert baseline.tokenizer_digest(model.tokenizer) == fresh
+    model.tokenizer.backend_tokenizer.add_tokens(["zzzword"])  # the definition itself still counts
+    assert baseline.tokenizer_digest(model.tokenizer) != fresh
