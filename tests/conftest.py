@@ -90,7 +90,8 @@ def run_job(tmp_path: Path, store_overrides):
 @pytest.fixture
 def cli(tmp_path: Path, store_overrides, request):
     """Run ``python -m <module> ...`` in a subprocess against the test store; with ``in_process=True``,
-    ``python -m pipeline``'s own entry point in this process instead (see :func:`pipeline_in_process`)."""
+    the module's own entry point in this process instead (``python -m pipeline``: :func:`pipeline_in_process`;
+    another: its ``main``), without a new interpreter importing torch, transformers and MLflow again."""
 
     def _cli(
         *args: str,
@@ -105,8 +106,11 @@ def cli(tmp_path: Path, store_overrides, request):
         if module == "pipeline":
             command.append(f"hydra.run.dir={tmp_path}/hydra")
         if in_process:
-            assert module == "pipeline" and not env, "in process: python -m pipeline, in this environment"
-            return pipeline_in_process(command[3:], request.getfixturevalue("capfd"))
+            assert not env, "in process: in this environment"
+            capfd = request.getfixturevalue("capfd")
+            if module == "pipeline":
+                return pipeline_in_process(command[3:], capfd)
+            return module_in_process(module, capfd, list(args))
         return subprocess.run(
             command,
             cwd=REPO_ROOT,
@@ -121,11 +125,12 @@ def cli(tmp_path: Path, store_overrides, request):
 
 def pipeline_in_process(args: list[str], capfd) -> subprocess.CompletedProcess:
     """``python -m pipeline ARGS`` through its own entry point (Hydra's ``main``, the one-line error
-    reporting) in this process, for the commands a check refuses before training: the same exit
-    status and output, without a new interpreter importing torch, transformers and MLflow again
-    (seconds each). What the command changes in the process is put back: the arguments, the
-    environment, the signal handlers, Hydra's global state, the working directory. An exception that
-    escapes the command is a traceback on stderr and status 1, as the interpreter would make it."""
+    reporting) in this process: a command refused before training, or a job or sweep (Hydra's basic
+    launcher) whose process boundary is not what the test checks. The same exit status and output,
+    without a new interpreter importing torch, transformers and MLflow again (seconds each). What the
+    command changes in the process is put back: the arguments, the environment, the signal handlers,
+    Hydra's global state, the working directory. An exception that escapes the command is a traceback
+    on stderr and status 1, as the interpreter would make it."""
     import traceback
 
     from hydra.core.global_hydra import GlobalHydra
@@ -257,6 +262,12 @@ def in_process(module: str, capsys, *args: str) -> tuple[int, str, str]:
         code = exit_.code
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def module_in_process(module: str, capture, args: list[str]) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` (a ``pipeline.`` module with a ``main``) in this process, as a completed process."""
+    code, out, err = in_process(module.removeprefix("pipeline."), capture, *args)
+    return subprocess.CompletedProcess([sys.executable, "-m", module, *args], code, out, err)
 
 
 def _logging_state() -> dict:

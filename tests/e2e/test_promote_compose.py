@@ -12,30 +12,25 @@ from __future__ import annotations
 
 import io
 import statistics
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from pipeline import REPO_ROOT
-from tests.conftest import in_process
+from tests.conftest import in_process, pipeline_in_process
 
 NAME = "tiny-ir"
 METRIC, STORED = "ir-dev_cosine_ndcg@10", "ir-dev_cosine_ndcg_at_10"
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def mined_sweep(folder, capfd) -> dict:
+    """The sweep, run in this process: its store, client, parent and four children."""
     import mlflow
 
-    folder = tmp_path_factory.mktemp("promote")
     uri = f"sqlite:///{folder}/mlflow.db"
-    command = [sys.executable, "-m", "pipeline", "-m", "experiment=trecqa_mined", "debug=smoke",
-               "seed=1,2", "training.learning_rate=1e-5,5e-2", f"tracking.register_as={NAME}", f"tracking.uri={uri}",
-               f"tracking.artifact_root={folder}/artifacts", f"mine.cache_dir={folder}/mined",
-               f"hydra.sweep.dir={folder}/sweep"]  # fmt: skip
-    out = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    args = ["-m", "experiment=trecqa_mined", "debug=smoke", "seed=1,2", "training.learning_rate=1e-5,5e-2",
+            f"tracking.register_as={NAME}", f"tracking.uri={uri}", f"tracking.artifact_root={folder}/artifacts",
+            f"mine.cache_dir={folder}/mined", f"hydra.sweep.dir={folder}/sweep", f"hydra.run.dir={folder}/hydra"]  # fmt: skip
+    out = pipeline_in_process(args, capfd)
     assert out.returncode == 0, out.stderr[-3000:]
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -60,7 +55,16 @@ def seed_means(children) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_the_seed_folded_leaderboard_and_compare_rank_by_the_at_metric(sweep, capsys):
+def test_a_mined_sweep_is_ranked_promoted_and_refused_by_its_at_metric(tmp_path, capfd):
+    """One sweep (about 20 s) for the three parts, so that it runs once whichever worker takes the test."""
+    sweep = mined_sweep(tmp_path, capfd)
+    check_leaderboard_and_compare(sweep, capfd)
+    check_promote(sweep, capfd)
+    check_refusals(sweep, capfd)
+
+
+def check_leaderboard_and_compare(sweep, capsys):
+    """The seed-folded leaderboard and ``compare`` rank by the "@" metric, under either spelling."""
     import pandas as pd
 
     means = seed_means(sweep["children"])
@@ -80,8 +84,8 @@ def test_the_seed_folded_leaderboard_and_compare_rank_by_the_at_metric(sweep, ca
     assert list(jobs[STORED]) == sorted((c.data.metrics[STORED] for c in sweep["children"]), reverse=True)
 
 
-@pytest.mark.slow
-def test_promote_picks_the_best_seed_mean_reuses_the_registered_version_and_it_loads(sweep, capsys):
+def check_promote(sweep, capsys):
+    """``promote --parent`` picks the best seed mean, reuses the registered version, and it loads."""
     import mlflow
 
     client, children = sweep["client"], sweep["children"]
@@ -91,6 +95,7 @@ def test_promote_picks_the_best_seed_mean_reuses_the_registered_version_and_it_l
         run = next(c for c in children if c.info.run_id == version.run_id)
         assert float(version.tags[f"metric.{STORED}"]) == run.data.metrics[STORED]
         assert version.tags["optimized_metric"] == METRIC
+    assert len({v.tags["config.digest"] for v in client.search_model_versions(f"name = '{NAME}'")}) == 4  # 4 configs
     code, out, err = in_process(
         "promote", capsys, "--tracking-uri", sweep["uri"], "--parent", sweep["parent"].info.run_id
     )
@@ -122,6 +127,38 @@ def test_promote_picks_the_best_seed_mean_reuses_the_registered_version_and_it_l
     assert code == 0 and f"{METRIC}=" in out, err[-2000:]
     assert client.get_model_version_by_alias(NAME, "stable").version == champion.version
     assert len(client.search_model_versions(f"name = '{NAME}'")) == len(versions_before)
+    # another run promoted by id under another name: a version of that name, with the alias
+    other = next(c for c in children if c is not best)
+    code, out, err = in_process("promote", capsys, "--tracking-uri", sweep["uri"], "--run", other.info.run_id,
+                                "--alias", "challenger", "--register-as", "tiny-b")  # fmt: skip
+    assert code == 0, err[-3000:]
+    assert client.get_model_version_by_alias("tiny-b", "challenger").run_id == other.info.run_id
+
+
+def check_refusals(sweep, capsys):
+    """Each refusal is one line and exit 2; the FAILED and unfinished runs are made with MLflow's client."""
+    client, uri, parent = sweep["client"], sweep["uri"], sweep["parent"].info.run_id
+    experiment = sweep["parent"].info.experiment_id
+    failed = client.create_run(experiment, tags={"mlflow.parentRunId": "none"}).info.run_id
+    client.set_terminated(failed, "FAILED")
+    running = client.create_run(experiment).info.run_id
+    empty_parent = client.create_run(experiment, tags={"pipeline.role": "sweep",
+                                                       "pipeline.optimized_metric": METRIC}).info.run_id  # fmt: skip
+    child = client.create_run(experiment, tags={"mlflow.parentRunId": empty_parent}).info.run_id
+    client.set_terminated(child, "FAILED")
+    cases = [
+        (["--parent", parent, "--alias", "best one!"], "--alias 'best one!'"),
+        (["--parent", parent, "--metric", "ir-dev_nothing"], "no FINISHED child logged 'ir-dev_nothing'"),
+        (["--parent", empty_parent], "no FINISHED child"),
+        (["--run", failed], "is FAILED, not FINISHED"),
+        (["--run", running], "is RUNNING, not FINISHED"),
+        (["--run", sweep["children"][0].info.run_id, "--metric", "ir-dev_nothing"], "has no finite 'ir-dev_nothing'"),
+    ]
+    for args, says in cases:
+        code, _, err = in_process("promote", capsys, "--tracking-uri", uri, *args)
+        assert code == 2 and says in err, (args, err[-2000:])
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "best one!" not in {a for v in client.search_model_versions(f"name = '{NAME}'") for a in v.aliases}
 
 
 def test_promote_parent_picks_the_best_seed_mean_not_the_lucky_seed(mlflow_client, store, capsys):

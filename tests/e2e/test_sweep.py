@@ -41,7 +41,7 @@ def artifact_names(client, run_id: str) -> set[str]:
 
 @pytest.mark.slow
 def test_four_job_sweep_makes_one_parent_four_children_and_a_leaderboard(cli, mlflow_client, tmp_path, store):
-    out = cli(*sweep_args(tmp_path, "training.learning_rate=1e-5,1e-3", "seed=1,2"))
+    out = cli(*sweep_args(tmp_path, "training.learning_rate=1e-5,1e-3", "seed=1,2"), in_process=True)
     assert out.returncode == 0, out.stderr[-3000:]
     parent, children = parent_and_children(mlflow_client)
     assert parent.info.status == "FINISHED" and len(children) == 4
@@ -106,6 +106,7 @@ def test_four_job_sweep_makes_one_parent_four_children_and_a_leaderboard(cli, ml
         "--plot",
         str(tmp_path / "cmp.png"),
         module="pipeline.compare",
+        in_process=True,
     )
     assert table.returncode == 0, table.stderr[-3000:]
     rows = pd.read_csv(io.StringIO(table.stdout))
@@ -114,17 +115,17 @@ def test_four_job_sweep_makes_one_parent_four_children_and_a_leaderboard(cli, ml
     assert (tmp_path / "cmp.png").stat().st_size > 1000
     assert url in table.stderr
     grouped = cli("--parent", parent.info.run_id, "--tracking-uri", store["uri"], "--format", "csv", "--group-by", "seed",
-                  "--resamples", "2000", module="pipeline.compare")  # fmt: skip
+                  "--resamples", "2000", module="pipeline.compare", in_process=True)  # fmt: skip
     assert grouped.returncode == 0, grouped.stderr[-3000:]
     assert pd.read_csv(io.StringIO(grouped.stdout)).equals(folded)
     bogus = cli("--parent", parent.info.run_id, "--tracking-uri", store["uri"], "--group-by", "loss.scale",
-                module="pipeline.compare")  # fmt: skip
+                module="pipeline.compare", in_process=True)  # fmt: skip
     assert bogus.returncode == 2 and "--group-by loss.scale" in bogus.stderr and "Traceback" not in bogus.stderr
 
 
 @pytest.mark.slow
 def test_a_failed_job_is_a_failed_child_and_the_sweep_goes_on(cli, mlflow_client, tmp_path):
-    out = cli(*sweep_args(tmp_path, "training.lr_scheduler_type=bogus,linear"))
+    out = cli(*sweep_args(tmp_path, "training.lr_scheduler_type=bogus,linear"), in_process=True)
     assert out.returncode == 1
     assert "1 of 2 jobs FAILED" in out.stderr and "Traceback" not in out.stderr
     parent, children = parent_and_children(mlflow_client)
@@ -137,42 +138,26 @@ def test_a_failed_job_is_a_failed_child_and_the_sweep_goes_on(cli, mlflow_client
 
 
 @pytest.mark.slow
-def test_optuna_sweep_optimises_the_configured_metric(cli, mlflow_client, tmp_path):
-    out = cli(*sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=3"))
+def test_an_optuna_sweep_optimises_the_configured_metric_and_the_same_sweep_again_continues_its_study(
+    cli, mlflow_client, tmp_path
+):
+    import optuna
+    from omegaconf import OmegaConf
+    from optuna.distributions import FloatDistribution
+
+    out = cli(*sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=2"), in_process=True)
     assert out.returncode == 0, out.stderr[-3000:]
     parent, children = parent_and_children(mlflow_client)
     assert parent.data.tags["pipeline.sweeper"] == "OptunaSweeper"
     assert parent.data.params["sweep.training.learning_rate"].startswith("tag(log")
-    assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
-    # trial N is proposed by the sampler seeded with seed + N (42 + N): the same sweep proposes the same trials
-    import optuna
-    from optuna.distributions import FloatDistribution
-
-    space = {
-        "training.learning_rate": FloatDistribution(1e-6, 1e-3, log=True),
-        "training.warmup_steps": FloatDistribution(0.0, 0.3),
-    }
-    for child in children:
-        number = int(child.data.tags["pipeline.sweep_job"])
-        proposed = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=42 + number)).ask(space).params
-        assert {key: float(child.data.params[key]) for key in space} == proposed, number
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
     best = max(c.data.metrics["sts-dev_spearman_cosine"] for c in children)
     assert parent.data.metrics["sweep.best"] == best
     # Optuna's own record of the study agrees with MLflow's
-    from omegaconf import OmegaConf
+    assert OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml").best_value == best
 
-    study = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
-    assert study.best_value == best
-
-
-@pytest.mark.slow
-def test_the_same_optuna_sweep_again_continues_its_study(cli, mlflow_client, tmp_path):
-    import optuna
-
-    args = sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=2")
-    for _ in range(2):
-        out = cli(*args)
-        assert out.returncode == 0, out.stderr[-3000:]
+    out = cli(*sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=1"), in_process=True)  # again
+    assert out.returncode == 0, out.stderr[-3000:]
     parents = sorted(
         (r for r in all_runs(mlflow_client) if r.data.tags.get("pipeline.role") == "sweep"),
         key=lambda r: r.info.start_time,
@@ -184,13 +169,24 @@ def test_the_same_optuna_sweep_again_continues_its_study(cli, mlflow_client, tmp
     assert first["optuna.storage"] == second["optuna.storage"] == storage
     assert first["optuna.study_name"] == second["optuna.study_name"]
     study = optuna.load_study(study_name=second["optuna.study_name"], storage=storage)
-    assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
-    # the reseeded sampler proposed new values after the resume, not the first run's again
+    assert len(study.trials) == 3 and all(t.state.name == "COMPLETE" for t in study.trials)
+    # trial N is proposed by the sampler seeded with seed + N (42 + N), in the first sweep and after the
+    # resume alike: the same sweep proposes the same trials, and the resumed one new values
+    space = {
+        "training.learning_rate": FloatDistribution(1e-6, 1e-3, log=True),
+        "training.warmup_steps": FloatDistribution(0.0, 0.3),
+    }
+    jobs = [r for r in all_runs(mlflow_client) if r.data.tags.get("pipeline.role") != "sweep"]
+    ran = sorted(tuple(float(job.data.params[key]) for key in space) for job in jobs)
+    assert ran == sorted(tuple(trial.params[key] for key in space) for trial in study.trials)  # as proposed
+    for trial in study.trials:
+        proposed = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=42 + trial.number)).ask(space)
+        assert trial.params == proposed.params, trial.number
     rates = [t.params["training.learning_rate"] for t in study.trials]
-    assert len(set(rates)) == 4
-    children = [r for r in all_runs(mlflow_client) if r.data.tags.get("mlflow.parentRunId") == parents[1].info.run_id]
-    assert sorted(float(c.data.params["training.learning_rate"]) for c in children) == sorted(rates[2:])
-    # the parents are linked through the study, and the second holds the plots of all four trials
+    assert len(set(rates)) == 3
+    (resumed,) = [r for r in jobs if r.data.tags.get("mlflow.parentRunId") == parents[1].info.run_id]
+    assert float(resumed.data.params["training.learning_rate"]) == rates[2]
+    # the parents are linked through the study, and the second holds the plots of all three trials
     assert "optuna.previous_parent" not in first
     assert second["optuna.previous_parent"] == parents[0].info.run_id
     assert study.user_attrs["mlflow_parent_run_id"] == parents[1].info.run_id
@@ -208,7 +204,10 @@ def test_optuna_needs_the_optimized_metric(cli, mlflow_client, tmp_path):
     )
     assert out.returncode == 2 and "optimized_metric" in out.stderr and "Traceback" not in out.stderr
     assert all_runs(mlflow_client) == []  # refused before any run
-    out = cli(*sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=1", "optimized_metric=sts-dev_nothing"))
+    out = cli(
+        *sweep_args(tmp_path, "sweep=optuna_lr", "hydra.sweeper.n_trials=1", "optimized_metric=sts-dev_nothing"),
+        in_process=True,
+    )
     assert out.returncode != 0
     parent, children = parent_and_children(mlflow_client)
     assert [c.info.status for c in children] == ["FAILED"]
