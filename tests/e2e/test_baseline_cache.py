@@ -138,7 +138,7 @@ def test_a_failed_run_or_one_missing_metrics_is_never_a_source_and_a_rerun_recom
 
 @pytest.mark.slow
 def test_a_sequential_sweep_computes_the_baseline_once(cli, mlflow_client, tmp_path):
-    out = cli("-m", *SMOKE, "training.learning_rate=1e-5,1e-3", f"hydra.sweep.dir={tmp_path}/sweep")
+    out = cli("-m", *SMOKE, "training.learning_rate=1e-5,1e-3", f"hydra.sweep.dir={tmp_path}/sweep", in_process=True)
     assert out.returncode == 0, out.stderr[-3000:]
     children = sorted(
         (run for run in all_runs(mlflow_client) if run.data.tags.get("pipeline.role") != "sweep"),

@@ -62,7 +62,8 @@ def page(chromium: str, url: str, profile: Path, screenshot: Path | None = None)
 
 @pytest.mark.slow
 def test_experiment_and_compare_pages_show_the_sweep(cli, mlflow_client, ui_server, chromium, tmp_path):
-    out = cli("-m", "debug=smoke", "stages=[load,evaluate]", "seed=7,8", f"hydra.sweep.dir={tmp_path}/sweep")
+    out = cli("-m", "debug=smoke", "stages=[load,evaluate]", "seed=7,8", f"hydra.sweep.dir={tmp_path}/sweep",
+              in_process=True)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     runs = all_runs(mlflow_client)
     parent = next(r for r in runs if r.data.tags.get("pipeline.role") == "sweep")

@@ -44,11 +44,13 @@ def test_sts_and_ir_together_during_training_and_after_with_a_baseline(run_job, 
 
 def test_summary_prints_the_change_from_the_baseline_and_compare_shows_it(cli, store):
     # the former spelling of evaluators=[ir]
-    out = cli(*IR_ON_PAIRS, "evaluator=none", "evaluators=[ir]", "optimized_metric=ir-dev_cosine_ndcg@10")
+    out = cli(
+        *IR_ON_PAIRS, "evaluator=none", "evaluators=[ir]", "optimized_metric=ir-dev_cosine_ndcg@10", in_process=True
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     line = next(line for line in out.stdout.splitlines() if line.strip().startswith("ir-test_cosine_ndcg@10"))
     assert "from baseline" in line
-    table = cli("--tracking-uri", store["uri"], "--format", "csv", module="pipeline.compare")
+    table = cli("--tracking-uri", store["uri"], "--format", "csv", module="pipeline.compare", in_process=True)
     assert table.returncode == 0, table.stderr[-2000:]
     header = table.stdout.splitlines()[0].split(",")
     assert header[4:6] == ["ir-dev_cosine_ndcg_at_10", "ir-dev_cosine_ndcg_at_10 delta"], header

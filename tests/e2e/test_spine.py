@@ -106,7 +106,7 @@ def test_load_evaluate_without_training(run_job, mlflow_client):
 
 
 def test_cli_prints_summary_and_writes_one_run(cli, mlflow_client):
-    out = cli(*SMOKE)
+    out = cli(*SMOKE, in_process=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "FINISHED" in out.stdout and "mlflow ui --backend-store-uri" in out.stdout
     runs = all_runs(mlflow_client)
