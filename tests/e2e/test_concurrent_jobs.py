@@ -18,7 +18,7 @@ import pytest
 from pipeline import REPO_ROOT
 from pipeline.runtime import launch
 from pipeline.runtime.checkpoint import MARKER
-from tests.conftest import all_runs, compose_config, mlflow_server
+from tests.conftest import all_runs, compose_config
 
 JOBS = 3
 CHECKPOINTING = (
@@ -176,22 +176,24 @@ def test_a_store_password_is_never_printed(capsys):
 
 
 @pytest.mark.slow
-def test_numeric_names_and_a_sweep_against_a_server_with_a_password(cli, tmp_path):
+def test_numeric_names_and_a_sweep_against_a_server_with_a_password(cli, tmp_path, tracking_server):
+    """Against the worker's ``mlflow server`` (its experiments ``2024`` and ``2025`` are this test's), the
+    URI with a password (which the server does not check, and nothing may print)."""
     import mlflow
 
-    with mlflow_server(tmp_path / "server", f"sqlite:///{tmp_path}/server.db", tmp_path / "served") as address:
-        uri = address.replace("http://", f"http://ci:{PASSWORD}@")
-        common = ("debug=smoke", "tracking.log_model=false", f"tracking.uri={uri}")
-        job = cli(*common, "name=2024", with_store=False)
-        sweep = cli("-m", *common, "name=2025", "tracking.run_name=1.5", f"hydra.sweep.dir={tmp_path}/sweep",
-                    with_store=False)  # fmt: skip
-        for out in (job, sweep):
-            assert out.returncode == 0, out.stderr[-3000:]
-            assert PASSWORD not in out.stdout + out.stderr
-        assert f"--tracking-uri {address.replace('http://', 'http://***@')}" in sweep.stdout
-        client = mlflow.MlflowClient(address)
-        for experiment, name in (("2024", "2024 debug=smoke"), ("2025", "1.5")):  # name, overrides / run_name
-            found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-            job_runs = [r for r in found if r.data.tags.get("pipeline.role") != "sweep"]
-            assert [r.info.status for r in job_runs] == ["FINISHED"]
-            assert job_runs[0].data.tags["mlflow.runName"].startswith(name)
+    address = tracking_server["uri"]
+    uri = address.replace("http://", f"http://ci:{PASSWORD}@")
+    common = ("debug=smoke", "tracking.log_model=false", f"tracking.uri={uri}")
+    job = cli(*common, "name=2024", with_store=False, in_process=True)
+    sweep = cli("-m", *common, "name=2025", "tracking.run_name=1.5", f"hydra.sweep.dir={tmp_path}/sweep",
+                with_store=False, in_process=True)  # fmt: skip
+    for out in (job, sweep):
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert PASSWORD not in out.stdout + out.stderr
+    assert f"--tracking-uri {address.replace('http://', 'http://***@')}" in sweep.stdout
+    client = mlflow.MlflowClient(address)
+    for experiment, name in (("2024", "2024 debug=smoke"), ("2025", "1.5")):  # name, overrides / run_name
+        found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+        job_runs = [r for r in found if r.data.tags.get("pipeline.role") != "sweep"]
+        assert [r.info.status for r in job_runs] == ["FINISHED"]
+        assert job_runs[0].data.tags["mlflow.runName"].startswith(name)
