@@ -31,7 +31,9 @@ def _client(uri: str):
 
 @pytest.mark.slow
 def test_smoke_job_through_the_server(server, cli):
-    out = cli(*SMOKE, f"tracking.uri={server['uri']}", "tracking.experiment_name=over_http", with_store=False)
+    out = cli(
+        *SMOKE, f"tracking.uri={server['uri']}", "tracking.experiment_name=over_http", with_store=False, in_process=True
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     client = _client(server["uri"])
     (run,) = client.search_runs([client.get_experiment_by_name("over_http").experiment_id])
@@ -82,6 +84,7 @@ def test_planted_secrets_appear_in_no_logged_byte(server, tmp_path, cli):
         f"data.path=https://bob:{password}@data.example.com/sets",  # not read: debug=smoke brings its rows
         "training.save_strategy=steps",  # a checkpoint at each of the 2 steps
         with_store=False,
+        in_process=True,  # its console lines, from the file descriptors
     )
     assert out.returncode == 0, out.stderr[-3000:]
     client = _client(server["uri"])
