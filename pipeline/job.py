@@ -346,7 +346,7 @@ def baseline_scoring(plan: Plan, built: Built, scored: list[str]) -> Scoring:
 def train_stage(plan: Plan, built: Built, resume: Resume | None, leaks: LeakageReport) -> None:
     """Train the model in place; a guard trip or a signal ends the job here (FAILED / KILLED)."""
     from pipeline.runtime import callbacks
-    from pipeline.stages.train import check_restored, train
+    from pipeline.stages.train import check_restored, check_trained, train
 
     spec = plan.spec
     dev = dev_evaluator(built) if spec.evaluates_during_training else None
@@ -364,6 +364,7 @@ def train_stage(plan: Plan, built: Built, resume: Resume | None, leaks: LeakageR
                        loss_region=hardware.loss_region(plan.machine))  # fmt: skip
     guard.raise_if_tripped(watch)
     checkpoint.raise_if_stopped(checkpoints)
+    check_trained(result, plan.data.train_dataset, plan.args)
     log.info("Trained %d steps in %.1f s (final loss %.4f)", result.global_step, result.runtime_s, result.training_loss)
     if spec.early_stopping is not None and result.best_step is not None:
         check_restored(built.model, dev, result, spec.optimized_metric)

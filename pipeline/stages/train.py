@@ -91,6 +91,19 @@ def train(
     )
 
 
+def check_trained(result: TrainResult, train_dataset, args) -> None:
+    """A train stage that ran no step is an error, not a FINISHED run reporting the starting model as
+    trained: the train rows (after mining) made no batch on any rank."""
+    if result.global_step > 0:
+        return
+    sets = train_dataset.values() if isinstance(train_dataset, dict) else [train_dataset]
+    raise PipelineError(
+        f"training ran no step: {sum(len(s) for s in sets)} train rows on {args.world_size} rank(s) made no full "
+        f"batch of training.per_device_train_batch_size={args.per_device_train_batch_size}: lower the batch size, "
+        "or train on more rows."
+    )
+
+
 class BestModelNotRestored(PipelineError):
     """Training ended but the model is not the best checkpoint it was asked to restore."""
 

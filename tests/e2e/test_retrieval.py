@@ -84,6 +84,21 @@ def test_mine_stage_trains_on_mined_triplets_logs_them_and_reuses_them(run_job, 
     assert third.data.tags["mine.cache"] == "miss" and third.data.tags["mine.folder"] != folder
 
 
+def test_a_mined_set_that_makes_no_batch_fails_the_run_in_one_line(cli, mlflow_client, tmp_path):
+    """The smoke pairs mine 4 triplets: no full batch of 8 (the check before mining saw 16 rows). A run
+    that trained no step is FAILED with the reason, never FINISHED with the starting model."""
+    out = cli("debug=smoke", "stages=[load,mine,train,evaluate]", f"mine.cache_dir={tmp_path / 'mined'}",
+              "training.per_device_train_batch_size=8", "+training.dataloader_drop_last=true", in_process=True)  # fmt: skip
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert errors == [
+        "error: training ran no step: 4 train rows on 1 rank(s) made no full batch of "
+        "training.per_device_train_batch_size=8: lower the batch size, or train on more rows."
+    ]
+    (run,) = all_runs(mlflow_client)
+    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == f"PipelineError: {errors[0][7:]}"
+
+
 def test_mine_with_range_max_below_num_negatives_is_one_line_and_no_run(cli, mlflow_client):
     out = cli(
         "debug=smoke", "stages=[load,mine,train,evaluate]", "mine.range_max=2", "mine.num_negatives=3", in_process=True
