@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -23,23 +24,32 @@ DDP = ("hardware=cpu_ddp", "debug=smoke")
 def test_cpu_ddp_sweep_jobs_are_one_run_each_gather_across_ranks_and_a_rerun_replays_one_in_2_ranks(
     cli, mlflow_client, store, tmp_path
 ):
-    """Two cpu_ddp jobs of one sweep (loss.gather_across_devices false, true): each is one FINISHED run of
-    world size 2 that records the config its ranks ran; pipeline.rerun replays one in 2 ranks again."""
-    sweep = ("-m", *DDP, "tracking.log_model=false", "loss.gather_across_devices=false,true")
+    """Two cpu_ddp jobs of one sweep (loss.gather_across_devices false, true), each mining its hard negatives
+    first: each is one FINISHED run of world size 2 that records the config its ranks ran, trained on the
+    one mined set its ranks share; pipeline.rerun replays one in 2 ranks again."""
+    cache = tmp_path / "mined"
+    # cache_max_age_days=0: rank 0 mines afresh; rank 1 still takes rank 0's new set rather than refusing it as old
+    mined = ("stages=[load,mine,train,evaluate]", f"mine.cache_dir={cache}", "mine.cache_max_age_days=0",
+             "training.per_device_train_batch_size=2")  # the smoke rows mine 4 triplets: a batch of 2 on each rank  # fmt: skip
+    sweep = ("-m", *DDP, *mined, "tracking.log_model=false", "loss.gather_across_devices=false,true")
     out = cli(*sweep, f"hydra.sweep.dir={tmp_path}/sweep", timeout=900)
     assert out.returncode == 0, out.stderr[-4000:]
     jobs = [r for r in all_runs(mlflow_client) if r.data.tags.get("world_size") == "2"]
     assert len(jobs) == 2 and all(r.info.status == "FINISHED" for r in jobs)
     assert len(all_runs(mlflow_client)) == 3, "one run per job (and the sweep's parent), not one per rank"
+    # rank 0 mined each job's set (a miss); rank 1, which may not mine, read it: one folder per key
+    assert [r.data.tags["mine.cache"] for r in jobs] == ["miss", "miss"]
+    folders = {Path(r.data.tags["mine.folder"]).name for r in jobs}
+    assert sorted(p.name for p in cache.iterdir()) == sorted([*folders, *(f"{f}.lock" for f in folders)])
     first_loss = {
         r.data.params["loss.gather_across_devices"]: mlflow_client.get_metric_history(r.info.run_id, "loss")[0].value
         for r in jobs
     }
-    # gathered, each anchor is scored against both ranks' positives (8 candidates, not 4): the
+    # gathered, each anchor is scored against both ranks' positives and negatives (8 candidates, not 4): the
     # loss of the same first batch is higher, so the candidates really crossed the ranks
     assert first_loss["True"] > first_loss["False"] + 0.1, first_loss
     run = next(r for r in jobs if r.data.params["loss.gather_across_devices"] == "False")
-    assert run.data.tags["batch.per_device"] == "4" and run.data.tags["batch.global"] == "8"
+    assert run.data.tags["batch.per_device"] == "2" and run.data.tags["batch.global"] == "4"
     assert run.data.params["hardware.num_processes"] == "2"
     assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
     assert math.isfinite(run.data.metrics["sts-test_spearman_cosine"])

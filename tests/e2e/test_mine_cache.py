@@ -1,5 +1,5 @@
-"""The mine stage's cache: keyed by what the mined set depends on, shared safely by concurrent processes
-and by the ranks of one job."""
+"""The mine stage's cache: keyed by what the mined set depends on, shared safely by concurrent processes.
+(The ranks of one cpu_ddp job sharing one mined set: tests/e2e/test_distributed.py.)"""
 
 from __future__ import annotations
 
@@ -120,18 +120,3 @@ def test_two_processes_mining_one_key_compute_it_once(mlflow_client, store_overr
     assert sorted(r.data.tags["mine.cache"] for r in runs) == ["hit", "miss"]
     assert {r.data.tags["mine.folder"] for r in runs} == {str(cache / key)}
     assert sorted(p.name for p in cache.iterdir()) == [key, f"{key}.lock"]
-
-
-def test_the_ranks_of_a_cpu_ddp_job_share_one_mined_set(cli, mlflow_client, tmp_path):
-    cache = tmp_path / "mined"
-    # cache_max_age_days=0: rank 0 mines afresh; rank 1 still takes rank 0's new set rather than refusing it as old
-    out = cli(
-        "hardware=cpu_ddp", "debug=smoke", "stages=[load,mine,train,evaluate]", f"mine.cache_dir={cache}",
-        "mine.cache_max_age_days=0",
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-4000:]
-    (run,) = all_runs(mlflow_client)
-    assert run.info.status == "FINISHED" and run.data.tags["world_size"] == "2"
-    assert run.data.tags["mine.cache"] == "miss"  # rank 0 mined it; rank 1 (which may not mine) read it
-    folder = Path(run.data.tags["mine.folder"])
-    assert sorted(p.name for p in cache.iterdir()) == [folder.name, f"{folder.name}.lock"]
