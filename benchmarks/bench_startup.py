@@ -4,9 +4,9 @@ The ``bench_cpu`` pipeline contender (STSb pairs, ``baseline=false``, ``training
 subprocess, its ``startup_seconds`` (process start to the first step) and ``job_seconds_to_first_step``
 read from its run. Sides (``--sides``, any two or more):
 
-- ``checked``: packing's packed-vs-padded check runs (its kept results, ``packing.VERDICTS``, emptied
+- ``checked``: packing's packed-vs-padded check runs (its kept results, ``packing.verdicts()``, emptied
   before the run: a first job on this machine and model);
-- ``kept``: the check's result read back from ``packing.VERDICTS`` (every later job);
+- ``kept``: the check's result read back from ``packing.verdicts()`` (every later job);
 - ``plain_bf16``: the plain sentence-transformers script with ``bf16=True`` (``benchmarks/plain_st.py``).
 
 Every round runs each side once, the order rotating round by round, into one store made before round 1.
@@ -40,7 +40,7 @@ def run_side(side: str, data: str, work: Path) -> dict:
     from pipeline.runtime import packing
 
     if side == "checked":
-        shutil.rmtree(packing.VERDICTS, ignore_errors=True)
+        shutil.rmtree(packing.verdicts(), ignore_errors=True)
     name = "plain_bf16" if side == "plain_bf16" else "pipeline_cpu"
     result = run_contender(name, data, work, max_steps=1)
     if side != "plain_bf16":

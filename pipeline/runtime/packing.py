@@ -21,7 +21,7 @@ packing stays off. Covered: encoder (bidirectional) models whose forward takes `
 4D mask with ``sdpa`` or ``eager`` attention (BERT, MiniLM, MPNet, RoBERTa/XLM-R, DistilBERT-style
 encoders that pass the check below). Before it turns on, packing encodes a few sentences both ways and
 compares: any difference beyond fp32 noise (or an error) turns it off with a notice. The check's
-measured difference is kept in :data:`VERDICTS` under a key the caller gives (``build.packing_key``:
+measured difference is kept in :func:`verdicts` under a key the caller gives (``build.packing_key``:
 the model's content, versions, CPU, dtype, row length, attention, threads and this file), so later jobs
 with the same key skip it; a refusal (an error) is not kept.
 
@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.runtime.private_temp import private_temp
 from pipeline.tracking import scrub, set_tags
 from pipeline.tracking.scrub import MAX_TAG_LENGTH
 
@@ -62,9 +63,11 @@ PROBE_SENTENCES = (
     "A woman slices an onion.",
 )
 
-# Where the packed-vs-padded check's results are kept, one ``KEY.json`` each (beside the models built
-# from ``architecture``, ``build.architecture_folder``): a few bytes per model and setting.
-VERDICTS = Path(tempfile.gettempdir()) / "pipeline-packing"
+
+def verdicts() -> Path:
+    """Where the packed-vs-padded check's results are kept, one ``KEY.json`` each (in the user's own
+    temporary folder, beside the models built from ``architecture``): a few bytes per model and setting."""
+    return private_temp("packing")
 
 
 @dataclass
@@ -347,10 +350,12 @@ def probe(model, packer: Packer) -> float:
     return float((padded[real].float() - unpacked[real].float()).abs().max())
 
 
-def checked_error(model, packer: Packer, key: str | None, folder: Path = VERDICTS) -> float:
-    """:func:`probe`'s difference, read from ``folder/KEY.json`` when an earlier check with this key left
-    it there, else measured and written there (atomically: a whole file or none). No key: measured."""
-    path = folder / f"{key}.json" if key else None
+def checked_error(model, packer: Packer, key: str | None, folder: Path | None = None) -> float:
+    """:func:`probe`'s difference, read from ``folder/KEY.json`` (default :func:`verdicts`) when an earlier
+    check with this key left it there, else measured and written there (atomically: a whole file or
+    none). No key: measured."""
+    folder = (folder or verdicts()) if key else None
+    path = folder / f"{key}.json" if folder is not None else None
     if path is not None and path.is_file():
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             error = float(json.loads(path.read_text())["max_difference"])

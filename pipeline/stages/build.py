@@ -26,6 +26,7 @@ from pipeline import PipelineError
 from pipeline.runtime import catalogue, packing
 from pipeline.runtime.hardware import Machine
 from pipeline.runtime.offline import resolve_model
+from pipeline.runtime.private_temp import private_temp
 from pipeline.stages import reuse
 from pipeline.stages.spec import EvaluatorSpec, JobSpec, LossSpec
 from pipeline.stages.splits import LoadedData, Split
@@ -234,7 +235,7 @@ def architecture_folder(model_cfg: DictConfig, seed: int) -> Path:
     arch = OmegaConf.to_container(model_cfg.architecture, resolve=True)
     model_type = arch.pop("model_type")
     digest = hashlib.sha256(f"{model_type}{sorted(arch.items())}{model_cfg.tokenizer}{seed}".encode()).hexdigest()
-    return Path(tempfile.gettempdir()) / "pipeline-models" / digest[:16]
+    return private_temp("models") / digest[:16]
 
 
 def add_lora(model, peft_cfg: DictConfig) -> dict[str, int]:

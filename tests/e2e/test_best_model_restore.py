@@ -4,6 +4,7 @@ replays, and a restore that fails ends the run FAILED with the reason instead of
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def test_a_best_checkpoint_that_cannot_be_restored_ends_the_run_failed_with_the_
 
     def commit_then_lose_the_base(folder, step):
         commit(folder, step)
-        shutil.rmtree(tmp_path / "tmp" / "pipeline-models", ignore_errors=True)
+        shutil.rmtree(tmp_path / "tmp" / f"pipeline-{os.getuid()}" / "models", ignore_errors=True)
 
     monkeypatch.setattr(checkpoint, "commit", commit_then_lose_the_base)
     with pytest.raises(PipelineError, match="was not restored") as raised:
@@ -86,4 +87,4 @@ def test_a_best_checkpoint_that_cannot_be_restored_ends_the_run_failed_with_the_
     assert run.info.status == "FAILED"
     assert "was not restored" in run.data.tags["failure_reason"]
     assert "best_step" not in run.data.metrics and METRIC not in run.data.metrics  # no final metrics, no model
-    assert not Path(tmp_path / "tmp" / "pipeline-models").exists()
+    assert not Path(tmp_path / "tmp" / f"pipeline-{os.getuid()}" / "models").exists()
