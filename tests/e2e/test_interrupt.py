@@ -83,7 +83,7 @@ def test_kill_9_then_resume_finishes_the_same_run_with_uninterrupted_metrics(
     # a half-written checkpoint (no marker) is never picked up
     (trainer_dir / "checkpoint-999").mkdir()
     (trainer_dir / "checkpoint-999" / "model.safetensors").write_bytes(b"half")
-    reference = cli(*TRAIN, *steps, "tracking.run_name=reference")  # same output folder, to step 8
+    reference = cli(*TRAIN, *steps, "tracking.run_name=reference", in_process=True)  # same output folder, to step 8
     assert reference.returncode == 0, reference.stderr[-3000:]
     # its config as the code before evaluators became one group logged it: the one evaluator node (the sts
     # node of a run that code logged) beside an empty evaluators node

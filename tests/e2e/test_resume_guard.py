@@ -28,7 +28,7 @@ def test_resume_refuses_a_live_run_then_resumes_it_under_another_uri_spelling(
         trainer_dir = _wait_for_checkpoint(process, hydra_dir, 2)
         process.send_signal(signal.SIGSTOP)  # alive, mid-training, its checkpoint-4 perhaps half written
         (run,) = all_runs(mlflow_client)
-        refused = cli(run.info.run_id, "--tracking-uri", store["uri"], module="pipeline.resume", timeout=120)
+        refused = cli(run.info.run_id, "--tracking-uri", store["uri"], module="pipeline.resume", in_process=True)
         assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
         assert f"run {run.info.run_id} is still running (process {process.pid}" in refused.stderr
         assert (trainer_dir / "checkpoint-2").is_dir() and process.poll() is None  # nothing touched
