@@ -13,6 +13,10 @@ changed (``default`` is the profile as it ships):
   a second shape is seen, or ``true``/``false``). The warm-up (every batch once per variant) is timed
   apart: for ``compiled`` it is the compile, from inductor's on-disk caches when ``TORCHINDUCTOR_CACHE_DIR``
   holds a previous run's graphs;
+- ``fused_tails`` (with ``--fused-tails``): the default profile with each layer's two "dropout, add the
+  residual, layer norm" tails (``BertSelfOutput``, ``BertOutput``, after their dense product) run as one
+  ``torch.compile`` function: inductor fuses the three into one kernel forward and one backward, its
+  dropout mask drawn inside the kernel (``--dynamic`` as for ``compiled``);
 - ``no_pooler`` (with ``--no-pooler``): the default profile with BERT's pooler (a dense layer and tanh
   over each packed row's first token, which sentence-transformers' own pooling never reads) left out
   of the forward (``auto_model.pooler = None`` during the step).
@@ -66,6 +70,29 @@ def compiled_layers(s, dynamic: bool | None):
     return {False: plain, True: torch.nn.ModuleList([torch.compile(layer, dynamic=dynamic) for layer in plain])}
 
 
+def fused_tails(s, dynamic: bool | None) -> list[tuple]:
+    """(module, its forward with the dropout-add-layer-norm tail compiled) for each layer's two output
+    blocks: set as the module's ``forward`` for the variant, removed again for the others."""
+    import torch
+    import torch.nn.functional as F
+
+    def tail(hidden, residual, weight, bias, p: float, eps: float, training: bool):
+        return F.layer_norm(F.dropout(hidden, p, training) + residual, (hidden.shape[-1],), weight, bias, eps)
+
+    fused = torch.compile(tail, dynamic=dynamic)
+
+    def forward(block):
+        def run(hidden_states, input_tensor):
+            norm = block.LayerNorm
+            return fused(block.dense(hidden_states), input_tensor, norm.weight, norm.bias, block.dropout.p, norm.eps,
+                         block.training)  # fmt: skip
+
+        return run
+
+    layers = s.model[0].auto_model.encoder.layer
+    return [(block, forward(block)) for layer in layers for block in (layer.attention.output, layer.output)]
+
+
 def step(s, batch, machine) -> tuple[float, float]:
     """One step under ``profile``'s loss region and training attention: wall and CPU seconds (the step
     alone; CPU time is this process's, all threads, so that with ``--threads 1`` it is the step's own
@@ -112,18 +139,25 @@ def run(args, data: Path) -> dict:
         **VARIANTS,
         **({"compiled": {}} if args.compile else {}),
         **({"no_pooler": {}} if args.no_pooler else {}),
+        **({"fused_tails": {}} if args.fused_tails else {}),
     }
     training = OmegaConf.load(REPO / "conf" / "training" / "default.yaml")
     profiles = {
         name: resolve_machine(OmegaConf.merge(base, variants[name]), training) for name in args.only or variants
     }
     layers = compiled_layers(s, {"auto": None, "true": True, "false": False}[args.dynamic])
+    tails = fused_tails(s, {"auto": None, "true": True, "false": False}[args.dynamic]) if args.fused_tails else []
     auto_model = s.model[0].auto_model
     pooler = auto_model.pooler
 
     def timed(name, batch):
         auto_model.encoder.layer = layers[name == "compiled"]
         auto_model.pooler = None if name == "no_pooler" else pooler
+        for block, forward in tails:
+            if name == "fused_tails":
+                block.forward = forward
+            else:
+                block.__dict__.pop("forward", None)
         return step(s, batch, profiles[name])
 
     warmup: dict[str, list[float]] = {}
@@ -146,7 +180,7 @@ def run(args, data: Path) -> dict:
         config={**s.config, **{k: str(base[k]) for k in ("cast_weights_once", "training_attention")}},
         step_s=times,
         warmup_s=warmup,
-        compile_dynamic=args.dynamic if args.compile else None,
+        compile_dynamic=args.dynamic if args.compile or args.fused_tails else None,
         threads=torch.get_num_threads(),
         step_ms=medians,
         over_default={name: medians[name] / medians[names[0]] for name in names},
@@ -189,6 +223,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="add the variant 'compiled' (torch.compile per layer)")
     parser.add_argument("--dynamic", choices=("auto", "true", "false"), default="auto", help="torch.compile's dynamic")
     parser.add_argument("--no-pooler", action="store_true", help="add the variant 'no_pooler' (BERT's pooler skipped)")
+    parser.add_argument(
+        "--fused-tails", action="store_true", help="add 'fused_tails' (dropout+add+layer norm compiled)"
+    )
     parser.add_argument("--only", nargs="+", default=None, help="these variants only (the first is the reference)")
     parser.add_argument("--quick", action="store_true", help="model=tiny, 1 batch, 1 round: a check of the benchmark")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="folder for the .json and .md")
