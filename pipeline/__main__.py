@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import PipelineError
 from pipeline.cli import TRACEBACK_ENV, one_line, print_summary, reported, run_command
+from pipeline.hydra_files import refuse_hydra_copies
 from pipeline.runtime import catalogue  # noqa: F401 - registers ${first_dev_metric:...}, optimized_metric's default
 
 log = logging.getLogger("pipeline")
@@ -61,6 +62,7 @@ def entry() -> None:
     one line, exit 2. Hydra raises them to us only with ``HYDRA_FULL_ERROR`` set."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     with reported():
+        refuse_hydra_copies(sys.argv[1:])
         try:
             main()
         except (HydraException, OmegaConfBaseException) as error:

@@ -79,3 +79,26 @@ def test_secrets_reach_no_byte_of_the_store_on_any_path(cli, mlflow_client, tmp_
     assert {"multirun.yaml", "overrides.yaml", "training_args.bin", "mlflow.db"} <= {p.name for p in written}
     leaked = leaks(written, {"stdout": out.stdout, "stderr": out.stderr}, (TOKEN, PASSWORD, PATCH_TOKEN))
     assert not leaked, "\n".join(leaked)  # the store, the artifacts, the sweep's folder, the console
+
+
+def test_hydra_output_subdir_is_refused_on_the_command_line_and_scrubbed_when_a_config_file_sets_it(
+    cli, mlflow_client, tmp_path
+):
+    """With ``hydra.output_subdir`` set, Hydra writes its own copies of the config, secrets included."""
+    out = cli("debug=smoke", f"+training.hub_token={TOKEN}", "hydra.output_subdir=cfg", in_process=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines() == [
+        "error: hydra.output_subdir=cfg: Hydra would write each job's config there as it is, secrets included; the "
+        "pipeline writes it scrubbed to .hydra/ itself: drop the override, or name that folder with "
+        "hydra.callbacks.scrubbed_files.subdir=cfg."
+    ]
+    assert not (tmp_path / "hydra").exists() and all_runs(mlflow_client) == []
+    # set in an experiment file, Hydra has written its copies when the job starts: they are replaced scrubbed
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "subdir.yaml").write_text("# @package _global_\nhydra:\n  output_subdir: cfg\n")
+    out = cli("debug=smoke", "tracking.log_model=false", f"+training.hub_token={TOKEN}", "experiment=subdir",
+              f"hydra.searchpath=[file://{tmp_path / 'conf'}]", in_process=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    copies = sorted((tmp_path / "hydra" / "cfg").iterdir())
+    assert [p.name for p in copies] == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    assert all(TOKEN not in p.read_text() for p in copies) and "***" in (tmp_path / "hydra/cfg/config.yaml").read_text()
