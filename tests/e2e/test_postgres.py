@@ -14,7 +14,6 @@ import glob
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 
 from pipeline import REPO_ROOT
 from pipeline.runtime.launch import free_port
-from tests.conftest import all_runs, mlflow_server
+from tests.conftest import all_runs, mlflow_server, module_in_process, pipeline_in_process
 
 
 def _bin() -> Path:
@@ -63,15 +62,15 @@ def postgres():
 
 
 @pytest.mark.slow
-def test_submitit_sweep_and_promotion_on_a_postgresql_tracking_server(tmp_path):
+def test_submitit_sweep_and_promotion_on_a_postgresql_tracking_server(tmp_path, capfd):
     import mlflow
     import pandas as pd
 
     artifacts = tmp_path / "artifacts"
     with postgres() as database, mlflow_server(tmp_path / "server", database, artifacts=artifacts) as uri:
-        command = [sys.executable, "-m", "pipeline", "-m", "sweep=submitit_local", "debug=smoke", "seed=1,2",
-                   "tracking.register_as=tiny-pg", f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path}/sweep"]  # fmt: skip
-        out = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+        args = ["-m", "sweep=submitit_local", "debug=smoke", "seed=1,2", "tracking.register_as=tiny-pg",
+                f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path}/sweep", f"hydra.run.dir={tmp_path}/hydra"]  # fmt: skip
+        out = pipeline_in_process(args, capfd)  # the sweep here; submitit starts each job's own process
         assert out.returncode == 0, out.stderr[-3000:]
         client = mlflow.MlflowClient(uri)
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -96,10 +95,7 @@ def test_submitit_sweep_and_promotion_on_a_postgresql_tracking_server(tmp_path):
         assert sorted(jobs["run_id"]) == sorted(c.info.run_id for c in children)
         assert list(artifacts.rglob(f"{parent.info.run_id}/artifacts/leaderboard.csv")), "not in the served store"
         assert len(client.search_model_versions("name = 'tiny-pg'")) == 2
-        promoted = subprocess.run(
-            [sys.executable, "-m", "pipeline.promote", "--parent", parent.info.run_id, "--tracking-uri", uri],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        promoted = module_in_process("pipeline.promote", capfd, ["--parent", parent.info.run_id, "--tracking-uri", uri])
         assert promoted.returncode == 0, promoted.stderr[-3000:]
         best = max(children, key=lambda c: c.data.metrics["sts-dev_spearman_cosine"])
         assert client.get_model_version_by_alias("tiny-pg", "champion").tags["run_id"] == best.info.run_id
