@@ -133,31 +133,19 @@ def pipeline_in_process(args: list[str], capfd) -> subprocess.CompletedProcess:
     on stderr and status 1, as the interpreter would make it."""
     import traceback
 
-    from hydra.core.global_hydra import GlobalHydra
-
     from pipeline.__main__ import entry, main
 
-    saved = (sys.argv, dict(os.environ), os.getcwd(), {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)})
-    logs = _logging_state()
-    sys.argv = ["pipeline", *args]
     main.__wrapped__.__module__ = "__main__"  # as `python -m` runs it: Hydra finds conf/ beside its file
     code, trace = 0, ""
     try:
-        entry()
+        with process_state_kept(["pipeline", *args]):
+            entry()
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except BaseException:  # noqa: BLE001 - what the interpreter would print for an uncaught one
         code, trace = 1, traceback.format_exc()
     finally:
-        sys.argv = saved[0]
-        os.environ.clear()
-        os.environ.update(saved[1])
-        os.chdir(saved[2])
-        for signum, handler in saved[3].items():
-            signal.signal(signum, handler)
-        GlobalHydra.instance().clear()
         main.__wrapped__.__module__ = "pipeline.__main__"
-        _restore_logging(logs)  # Hydra's job logging wrote to this test's captured streams
     out = capfd.readouterr()
     return subprocess.CompletedProcess(["pipeline", *args], code, out.out, out.err + trace)
 
@@ -266,9 +254,33 @@ def in_process(module: str, capsys, *args: str) -> tuple[int, str, str]:
 
 
 def module_in_process(module: str, capture, args: list[str]) -> subprocess.CompletedProcess:
-    """``python -m MODULE ARGS`` (a ``pipeline.`` module with a ``main``) in this process, as a completed process."""
-    code, out, err = in_process(module.removeprefix("pipeline."), capture, *args)
+    """``python -m MODULE ARGS`` (a ``pipeline.`` module with a ``main``) in this process, as a completed
+    process; what the command changes in the process is put back (:func:`process_state_kept`)."""
+    with process_state_kept([module, *args]):
+        code, out, err = in_process(module.removeprefix("pipeline."), capture, *args)
     return subprocess.CompletedProcess([sys.executable, "-m", module, *args], code, out, err)
+
+
+@contextmanager
+def process_state_kept(argv: list[str]):
+    """Run a command's entry point here, then put back what it changes in the process: the arguments, the
+    environment, the working directory, the signal handlers, the logging handlers, Hydra's global state."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    saved = (sys.argv, dict(os.environ), os.getcwd(), {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)})
+    logs = _logging_state()
+    sys.argv = argv
+    try:
+        yield
+    finally:
+        sys.argv = saved[0]
+        os.environ.clear()
+        os.environ.update(saved[1])
+        os.chdir(saved[2])
+        for signum, handler in saved[3].items():
+            signal.signal(signum, handler)
+        GlobalHydra.instance().clear()
+        _restore_logging(logs)  # Hydra's job logging wrote to this test's captured streams
 
 
 def _logging_state() -> dict:

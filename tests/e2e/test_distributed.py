@@ -63,7 +63,9 @@ def test_cpu_ddp_sweep_jobs_are_one_run_each_gather_across_ranks_and_a_rerun_rep
             "loss.gather_across_devices"] == str(resolved["loss.gather_across_devices"]))  # fmt: skip
         assert {k: logged.data.params.get(k) for k in resolved} == resolved
     # the run replayed by pipeline.rerun: 2 ranks again, identical metrics
-    out = cli(run.info.run_id, "--tracking-uri", store["uri"], module="pipeline.rerun", timeout=600)
+    out = cli(
+        run.info.run_id, "--tracking-uri", store["uri"], module="pipeline.rerun", in_process=True
+    )  # ranks: their own
     assert out.returncode == 0 and "metrics match" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
     (replay,) = [r for r in all_runs(mlflow_client) if r.data.tags.get("pipeline.rerun_of") == run.info.run_id]
     assert replay.info.status == "FINISHED" and replay.data.tags["world_size"] == "2", "rerun: not 2 ranks"
@@ -140,7 +142,7 @@ def test_sigterm_of_a_cpu_ddp_job_checkpoints_ends_killed_and_resume_finishes_it
     trainer = tmp_path / "hydra" / run.info.run_id / "trainer"
     assert run.data.tags["checkpoint.dir"] == str(trainer.resolve())
     assert (trainer / f"checkpoint-{stopped}" / MARKER).is_file(), output[-3000:]
-    resumed = cli(run.info.run_id, "--tracking-uri", store["uri"], module="pipeline.resume", timeout=600)
+    resumed = cli(run.info.run_id, "--tracking-uri", store["uri"], module="pipeline.resume", in_process=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     finished = mlflow_client.get_run(run.info.run_id)
     assert finished.info.status == "FINISHED" and finished.data.tags["world_size"] == "2"
