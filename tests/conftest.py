@@ -213,11 +213,13 @@ def mlflow_server(folder: Path, backend_uri: str, artifacts: Path | None = None,
 
 
 @pytest.fixture(scope="session")
-def tracking_server(tmp_path_factory):
-    """One ``mlflow server`` per test process (per xdist worker), SQLite backend, served artifacts:
-    ``{"uri", "folder"}``; its artifacts are under ``folder / "artifacts"``. Tests that use it write
-    to an experiment of their own (``tracking.experiment_name``) and read only that experiment."""
+def tracking_server(tmp_path_factory, migrated_store):
+    """One ``mlflow server`` per test process (per xdist worker), SQLite backend (a copy of the migrated
+    empty store: the server need not migrate one), served artifacts: ``{"uri", "folder"}``; its artifacts
+    are under ``folder / "artifacts"``. Tests that use it write to an experiment of their own
+    (``tracking.experiment_name``) and read only that experiment."""
     folder = tmp_path_factory.mktemp("tracking-server")
+    shutil.copyfile(migrated_store, folder / "server.db")
     with mlflow_server(folder, f"sqlite:///{folder}/server.db", folder / "artifacts") as uri:
         yield {"uri": uri, "folder": folder}
 
