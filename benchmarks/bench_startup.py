@@ -7,6 +7,8 @@ read from its run. Sides (``--sides``, any two or more):
 - ``checked``: packing's packed-vs-padded check runs (its kept results, ``packing.verdicts()``, emptied
   before the run: a first job on this machine and model);
 - ``kept``: the check's result read back from ``packing.verdicts()`` (every later job);
+- ``gc_on``: ``kept`` with Python's garbage collector left running through start-up
+  (``PIPELINE_GC_PAUSE=0``; by default ``runtime.collector`` holds it off until the model is built);
 - ``plain_bf16``: the plain sentence-transformers script with ``bf16=True`` (``benchmarks/plain_st.py``).
 
 Every round runs each side once, the order rotating round by round, into one store made before round 1.
@@ -20,6 +22,7 @@ Writes ``benchmarks/results/bench_startup-<date>-<cpu kind>.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -32,8 +35,9 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_cpu import create_store, loadavg, machine, run_contender, write_results  # noqa: E402
 from benchmarks.bench_floor import uptime  # noqa: E402
+from pipeline.runtime.collector import ENV  # noqa: E402
 
-SIDES = ("checked", "kept", "plain_bf16")
+SIDES = ("checked", "kept", "gc_on", "plain_bf16")
 
 
 def run_side(side: str, data: str, work: Path) -> dict:
@@ -42,7 +46,15 @@ def run_side(side: str, data: str, work: Path) -> dict:
     if side == "checked":
         shutil.rmtree(packing.verdicts(), ignore_errors=True)
     name = "plain_bf16" if side == "plain_bf16" else "pipeline_cpu"
-    result = run_contender(name, data, work, max_steps=1)
+    collector = os.environ.pop(ENV, None)
+    if side == "gc_on":
+        os.environ[ENV] = "0"
+    try:
+        result = run_contender(name, data, work, max_steps=1)
+    finally:
+        os.environ.pop(ENV, None)
+        if collector is not None:
+            os.environ[ENV] = collector
     if side != "plain_bf16":
         import mlflow
 

@@ -27,7 +27,10 @@ from omegaconf.errors import OmegaConfBaseException
 from pipeline import PipelineError
 from pipeline.cli import TRACEBACK_ENV, one_line, print_summary, reported, run_command
 from pipeline.hydra_files import refuse_hydra_copies
-from pipeline.runtime import catalogue  # noqa: F401 - registers ${first_dev_metric:...}, optimized_metric's default
+from pipeline.runtime import (
+    catalogue,  # noqa: F401 - registers ${first_dev_metric:...}, optimized_metric's default
+    collector,
+)
 
 log = logging.getLogger("pipeline")
 
@@ -61,6 +64,7 @@ def entry() -> None:
     """Hydra's own config errors (an unknown key or option, a bad override) are user mistakes too:
     one line, exit 2. Hydra raises them to us only with ``HYDRA_FULL_ERROR`` set."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    collector.pause()  # through Hydra's composition and the imports, until the model is built
     with reported():
         refuse_hydra_copies(sys.argv[1:])
         try:

@@ -27,7 +27,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from pipeline import PipelineError, tracking
-from pipeline.runtime import checkpoint, guard, hardware, packing
+from pipeline.runtime import checkpoint, collector, guard, hardware, packing
 from pipeline.runtime.hardware import Machine
 from pipeline.stages import build, leakage, load, mine, validate
 from pipeline.stages.baseline import Scoring, baseline_key
@@ -115,6 +115,7 @@ def run_job(
         folder = job_folder(output_dir, run.info.run_id if run is not None else shared_run_id(spec, resume), resume)
         plan = in_folder(plan, folder)
         built = build_stage(plan)
+        collector.settle()  # start-up is over: what it made is kept out of the collector's scans
         if spec.stages.mine:
             plan = mine_stage(plan, built)
         baseline = baseline_step(plan, built, folder) if run is not None and not resume else {}

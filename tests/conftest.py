@@ -266,8 +266,11 @@ def module_in_process(module: str, capture, args: list[str]) -> subprocess.Compl
 @contextmanager
 def process_state_kept(argv: list[str]):
     """Run a command's entry point here, then put back what it changes in the process: the arguments, the
-    environment, the working directory, the signal handlers, the logging handlers, Hydra's global state."""
+    environment, the working directory, the signal handlers, the logging handlers, Hydra's global state,
+    the garbage collector (an entry point that stopped before its job leaves it paused)."""
     from hydra.core.global_hydra import GlobalHydra
+
+    from pipeline.runtime import collector
 
     saved = (sys.argv, dict(os.environ), os.getcwd(), {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)})
     logs = _logging_state()
@@ -282,6 +285,7 @@ def process_state_kept(argv: list[str]):
         for signum, handler in saved[3].items():
             signal.signal(signum, handler)
         GlobalHydra.instance().clear()
+        collector.release()
         _restore_logging(logs)  # Hydra's job logging wrote to this test's captured streams
 
 

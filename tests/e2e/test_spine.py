@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import math
 import re
@@ -106,8 +107,23 @@ def test_load_evaluate_without_training(run_job, mlflow_client):
 
 
 def test_cli_prints_summary_and_writes_one_run(cli, mlflow_client):
-    out = cli(*SMOKE, in_process=True)
+    collections = []  # (generation, objects frozen) of each collection up to the first with start-up frozen
+
+    def seen(phase, info):
+        if phase == "start" and not (collections and collections[-1][1]):
+            collections.append((info["generation"], gc.get_freeze_count()))
+
+    gc.callbacks.append(seen)
+    try:
+        out = cli(*SMOKE, in_process=True)
+    finally:
+        gc.callbacks.remove(seen)
     assert out.returncode == 0, out.stderr[-3000:]
+    # the collector paused through start-up (runtime.collector), then on again with start-up's objects
+    # frozen; as the test's process had it after the command
+    automatic = [c for c in collections if c[0] < 2 and not c[1]]
+    assert len(automatic) < 20 and collections[-1][1] > 100_000, (len(automatic), collections[-5:])
+    assert gc.isenabled() and gc.get_freeze_count() == 0
     assert "FINISHED" in out.stdout and "mlflow ui --backend-store-uri" in out.stdout
     runs = all_runs(mlflow_client)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"

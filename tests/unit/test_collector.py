@@ -1,0 +1,51 @@
+"""The garbage collector held off through a job's start-up (``pipeline.runtime.collector``)."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from pipeline.runtime import collector
+
+
+@pytest.fixture(autouse=True)
+def collector_as_found():
+    enabled = gc.isenabled()
+    yield
+    collector.release()
+    gc.enable() if enabled else gc.disable()
+
+
+def test_paused_until_settled_then_frozen_until_released():
+    kept = [[object()] for _ in range(100)]  # objects start-up made
+    collector.pause()
+    assert not gc.isenabled()
+    collector.pause()  # a second command layer (entry point, then start_job): still one pause
+    collector.settle()
+    assert gc.isenabled() and gc.get_freeze_count() >= len(kept)
+    collector.settle()  # once only: what training makes is the collector's
+    collector.release()
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_release_lifts_a_pause_that_never_settled():
+    collector.pause()  # a job that failed before its model was built
+    collector.release()
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_turned_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv(collector.ENV, "0")
+    collector.pause()
+    assert gc.isenabled()
+    collector.settle()
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_collector_the_user_turned_off_stays_off():
+    gc.disable()
+    collector.pause()
+    collector.settle()
+    collector.release()
+    assert not gc.isenabled() and gc.get_freeze_count() == 0
