@@ -175,9 +175,10 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     validate.check_config(spec)
     machine = hardware.resolve_machine(spec.hardware, spec.training)  # the profile, resolved once
     hardware.configure_threads(machine)
-    tracking.check_target(spec.tracking)
-    if spec.tracking.register_as:
-        tracking.check_registry(str(spec.tracking.uri), str(spec.tracking.register_as))
+    if hardware.process_rank() == 0:  # the others never write to it (their launch checked it before they started)
+        tracking.check_target(spec.tracking)
+        if spec.tracking.register_as:
+            tracking.check_registry(str(spec.tracking.uri), str(spec.tracking.register_as))
     data, data_reused = load.shared_data(spec)
     log.info("Data: %s", ", ".join(f"{n} {len(s.dataset)} rows from {s.source}" for n, s in data.all_splits()))
     if resume and resume.fingerprint and resume.fingerprint != data.fingerprint:

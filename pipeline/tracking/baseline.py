@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.tracking.record import log_files, log_metrics, set_tags
+from pipeline.tracking.record import active_run, log_files, log_metrics, set_tags
 from pipeline.tracking.scrub import metric_key
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,11 @@ def record_baseline(key: str, metrics: dict[str, float], source: str | None = No
     """The baseline into the active run: metrics, ``baseline/metrics.json`` and the ``baseline.*`` tags;
     ``source`` is the run it was copied from (None: computed here). The tags come last, so a run whose
     key is tagged holds the metrics."""
-    import mlflow
-
-    run = mlflow.active_run()
+    run = active_run()
     if run is None:
         return
+    import mlflow
+
     log_metrics(metrics)
     mlflow.log_dict(metrics, METRICS_FILE)
     set_tags(
@@ -77,18 +77,16 @@ def record_baseline(key: str, metrics: dict[str, float], source: str | None = No
 
 def log_baseline_items(paths: list[Path]) -> None:
     """The baseline's per-item files, computed in this run, under ``items/baseline/`` (no-op without a run)."""
-    import mlflow
-
-    if mlflow.active_run() is not None:
+    if active_run() is not None:
         log_files(paths, ITEMS_FOLDER)
 
 
 def copy_baseline_items(source: str) -> None:
     """The per-item files of run ``source``'s baseline, logged again under this run's ``items/baseline/``."""
+    if active_run() is None:
+        return
     import mlflow
 
-    if mlflow.active_run() is None:
-        return
     if not mlflow.MlflowClient().list_artifacts(source, ITEMS_FOLDER):
         log.warning("Baseline: run %s logged no per-item scores (%s/): this run has none either", source, ITEMS_FOLDER)
         return

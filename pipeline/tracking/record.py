@@ -95,21 +95,31 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def active_run():
+    """MLflow's active run, or None. A process that never imported MLflow has none (a rank other than 0,
+    which owns no run): it is not imported only to say so (about a second of a rank's start-up)."""
+    if "mlflow" not in sys.modules:
+        return None
+    import mlflow
+
+    return mlflow.active_run()
+
+
 def log_metrics(values: dict[str, float], step: int | None = None, synchronous: bool = True) -> None:
     """Metrics into the active run (no-op without one: ranks other than 0 own no run), under the names
     MLflow accepts (``@`` -> ``_at_``: :func:`pipeline.tracking.scrub.metric_key`)."""
-    import mlflow
+    if values and active_run() is not None:
+        import mlflow
 
-    if values and mlflow.active_run() is not None:
         named = {metric_key(name): value for name, value in values.items()}
         mlflow.log_metrics(named, step=step, synchronous=synchronous)
 
 
 def set_tags(tags: dict[str, str]) -> None:
     """Tags on the active run (no-op without one), scrubbed."""
-    import mlflow
+    if active_run() is not None:
+        import mlflow
 
-    if mlflow.active_run() is not None:
         mlflow.set_tags({key: scrub(str(value), limit=MAX_TAG_LENGTH) for key, value in tags.items()})
 
 
@@ -124,10 +134,10 @@ def log_files(paths: list[Path], folder: str) -> None:
 def log_leakage(metrics: dict[str, float], matches: dict[str, Any]) -> None:
     """The leakage audit (``pipeline.stages.leakage``): its metrics, and each evaluation split's matches
     (pandas frames) as ``leakage/<split>.parquet``."""
+    if active_run() is None:
+        return
     import mlflow
 
-    if mlflow.active_run() is None:
-        return
     log_metrics(metrics)
     with tempfile.TemporaryDirectory() as folder:
         for split, frame in matches.items():
@@ -137,9 +147,9 @@ def log_leakage(metrics: dict[str, float], matches: dict[str, Any]) -> None:
 
 def flush() -> None:
     """Write the metrics MLflow still buffers (asynchronous logging) to the active run."""
-    import mlflow
+    if active_run() is not None:
+        import mlflow
 
-    if mlflow.active_run() is not None:
         mlflow.flush_async_logging()
 
 
@@ -186,10 +196,10 @@ def log_data_lineage(data, name: str, eval_name: str) -> None:
 def log_mined_set(dataset, folder: str, name: str, cached: bool) -> None:
     """The mine stage's output as a training dataset input (name, digest, its cache folder as source),
     and tags ``mine.cache`` (hit / miss) and ``mine.folder``."""
+    if active_run() is None:
+        return
     import mlflow
 
-    if mlflow.active_run() is None:
-        return
     with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
         warnings.simplefilter("ignore", UserWarning)
         mined = mlflow.data.from_pandas(dataset.to_pandas(), source=_lineage_source(folder), name=name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -32,10 +33,15 @@ def test_cpu_ddp_sweep_jobs_are_one_run_each_gather_across_ranks_and_a_rerun_rep
     mined = ("stages=[load,mine,train,evaluate]", f"mine.cache_dir={cache}", "mine.cache_max_age_days=0",
              "training.per_device_train_batch_size=2")  # the smoke rows mine 4 triplets: a batch of 2 on each rank  # fmt: skip
     sweep = ("-m", *DDP, *mined, "tracking.log_model=false", "loss.gather_across_devices=false,true")
-    out = cli(*sweep, f"hydra.sweep.dir={tmp_path}/sweep", timeout=900)
-    assert out.returncode == 0, out.stderr[-4000:]
+    # Python reports each process's imports (to stderr, the ranks' too)
+    out = cli(*sweep, f"hydra.sweep.dir={tmp_path}/sweep", timeout=900, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert out.returncode == 0, "\n".join(line for line in out.stderr.splitlines() if "import time:" not in line)[
+        -4000:
+    ]
     jobs = [r for r in all_runs(mlflow_client) if r.data.tags.get("world_size") == "2"]
     assert len(jobs) == 2 and all(r.info.status == "FINISHED" for r in jobs)
+    # MLflow is imported by the sweep's process and each job's rank 0, not by rank 1, which writes nothing
+    assert len(re.findall(r"\|\s+mlflow$", out.stderr, flags=re.M)) == 1 + len(jobs)
     assert len(all_runs(mlflow_client)) == 3, "one run per job (and the sweep's parent), not one per rank"
     # rank 0 mined each job's set (a miss); rank 1, which may not mine, read it: one folder per key
     assert [r.data.tags["mine.cache"] for r in jobs] == ["miss", "miss"]
