@@ -24,6 +24,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from pipeline import PipelineError
+from pipeline.runtime import collector
 from pipeline.tracking.scrub import metric_key, scrub
 
 TRACEBACK_ENV = "PIPELINE_TRACEBACK"
@@ -38,8 +39,10 @@ def run_command(main: Callable[[], Any]) -> None:
     other exit handler runs first (this one is registered first, so it runs last); logging is shut
     down and the standard streams flushed; the exit status is the command's (``sys.exit`` code, 1
     after an uncaught exception, 130 after Ctrl-C). An uncaught exception's traceback (Hydra's crash
-    output too: ``HYDRA_FULL_ERROR`` hands it here) is printed scrubbed.
+    output too: ``HYDRA_FULL_ERROR`` hands it here) is printed scrubbed. The garbage collector waits
+    through the command's start (``pipeline.runtime.collector``).
     """
+    collector.pause()  # a job lifts it once its model is built; the other commands are short
     status = {"code": 1}
 
     def _end() -> None:

@@ -15,13 +15,12 @@ from pathlib import Path
 from pipeline import PipelineError
 from pipeline.cli import TRACEBACK_ENV, reported, run_command
 from pipeline.job import JobRequest, run_job
-from pipeline.runtime import collector, elastic, launch
+from pipeline.runtime import elastic, launch
 from pipeline.runtime.checkpoint import install_signal_handlers
 from pipeline.runtime.hardware import process_rank
 
 
 def main(launch_dir: Path) -> int:
-    collector.pause()  # until the model is built (``run_job``)
     rank = process_rank()
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,

@@ -28,7 +28,6 @@ from omegaconf import OmegaConf
 import pipeline.tracking.environment as environment
 from pipeline import PipelineError, tracking
 from pipeline.cli import add_tracking_uri, parse_args, reported, run_command, tracking_uri
-from pipeline.runtime import collector
 from pipeline.tracking.scrub import MAX_RUN_NAME_LENGTH
 
 log = logging.getLogger(__name__)
@@ -90,7 +89,6 @@ def compare_metrics(
 
 
 def main(argv: list[str] | None = None) -> int:
-    collector.pause()  # until the job's model is built (``start_job`` lifts it)
     parser = argparse.ArgumentParser(prog="python -m pipeline.rerun", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_id", metavar="RUN_ID", help="the MLflow run to replay")
     parser.add_argument(

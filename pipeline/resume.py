@@ -21,7 +21,6 @@ from pathlib import Path
 
 from pipeline import PipelineError, tracking
 from pipeline.cli import add_tracking_uri, parse_args, print_summary, reported, run_command, tracking_uri
-from pipeline.runtime import collector
 
 log = logging.getLogger("pipeline.resume")
 
@@ -132,7 +131,6 @@ def resume(run_id: str, uri: str, force: bool = False, secrets: list[str] | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    collector.pause()  # until the job's model is built (``start_job`` lifts it)
     parser = argparse.ArgumentParser(prog="python -m pipeline.resume", description=__doc__.splitlines()[0])
     parser.add_argument("run_id", help="the MLflow run to continue")
     add_tracking_uri(parser)

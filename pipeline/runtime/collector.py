@@ -5,8 +5,10 @@ about a million objects that live as long as the process. CPython's collector ru
 allocations and, now and then, scans every old object again, so the longer start-up goes the slower each
 import gets. Three calls around a job:
 
-- :func:`pause` as the command starts (``python -m pipeline``, a rank, ``start_job``): no automatic
-  collection; objects are still freed by reference counting, only cycles wait;
+- :func:`pause` as a command starts (``cli.run_command``: every ``python -m pipeline...`` and each rank;
+  ``start_job`` too, for the jobs of a sweep and callers in Python): no automatic collection; objects
+  are still freed by reference counting, only cycles wait. A command that runs no job (``compare``,
+  ``runs``, ``promote``) stays paused to its end: they are short (``compare`` 2.1 -> 1.6 s, same memory);
 - :func:`settle` once the model is built, before the first step: what start-up made is frozen
   (``gc.freeze``: never scanned again, training's own objects are) and collections resume;
 - :func:`release` as the job ends: frozen objects are scanned again (a sweep's next job may have made
