@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 
 import pytest
 
@@ -49,3 +50,23 @@ def test_a_collector_the_user_turned_off_stays_off():
     collector.settle()
     collector.release()
     assert not gc.isenabled() and gc.get_freeze_count() == 0
+
+
+class Node:
+    """An object in a reference cycle: only the cyclic collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_what_a_job_froze_and_left_is_collected_before_the_next_job_pauses():
+    collector.pause()
+    config = Node()  # made during start-up (a job's config: OmegaConf nodes point at their parents)
+    alive = weakref.ref(config)
+    collector.settle()
+    del config
+    gc.collect()
+    assert alive() is not None  # frozen: no collection frees it while the job runs
+    collector.release()
+    collector.pause()  # the sweep's next job
+    assert alive() is None
