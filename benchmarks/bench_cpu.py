@@ -13,7 +13,8 @@ over rounds, and the ratios round by round):
 - ``pipeline_cpu``: ``python -m pipeline`` with the default ``hardware=cpu`` profile;
 - ``pipeline_cpu_ddp`` (only with ``--only``): ``hardware=cpu_ddp``, 2 gloo ranks, global batch 64;
 - ``pipeline_variant`` (with ``--variant OVERRIDE ...``): ``pipeline_cpu`` with those overrides, an A/B
-  of one setting (e.g. ``--variant hardware.cast_weights_once=false``), interleaved with the others.
+  of one setting (e.g. ``--variant hardware.cast_weights_once=false``), interleaved with the others;
+  ``env:NAME=VALUE`` sets an environment variable of its process instead (``env:PIPELINE_MALLOC_KEEP=0``).
 
 Each is timed end to end as a subprocess (wall seconds, from start to exit). Also reported: time
 to the first training step, training samples/s, model FLOPs utilisation (dense-layer FLOPs of the
@@ -69,7 +70,14 @@ def pipeline_command(name: str, data: str, store: Path, max_steps: int | None) -
         command.append("hardware=cpu_ddp")
     if max_steps:
         command.append(f"training.max_steps={max_steps}")
-    return command + OVERRIDES + list(VARIANT if name == "pipeline_variant" else ())
+    overrides = [v for v in VARIANT if not v.startswith("env:")] if name == "pipeline_variant" else []
+    return command + OVERRIDES + overrides
+
+
+def contender_env(name: str) -> dict[str, str]:
+    """The contender's environment: offline, and a pipeline_variant's ``env:NAME=VALUE`` entries."""
+    variant = [v.removeprefix("env:").split("=", 1) for v in VARIANT if v.startswith("env:")]
+    return {**os.environ, "HF_HUB_OFFLINE": "1", **(dict(variant) if name == "pipeline_variant" else {})}
 
 
 def run_contender(
@@ -95,9 +103,7 @@ def run_contender(
         command = pipeline_command(name, data, work / "store", max_steps)
     command += list(extra)
     started = time.perf_counter()
-    out = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=timeout
-    )
+    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=contender_env(name), timeout=timeout)
     wall = time.perf_counter() - started
     if out.returncode != 0:
         raise SystemExit(f"{name} failed ({out.returncode}):\n{out.stderr[-3000:]}")

@@ -27,7 +27,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from pipeline import PipelineError, tracking
-from pipeline.runtime import checkpoint, collector, guard, hardware, packing
+from pipeline.runtime import allocator, checkpoint, collector, guard, hardware, packing
 from pipeline.runtime.hardware import Machine
 from pipeline.stages import build, leakage, load, mine, validate
 from pipeline.stages.baseline import Scoring, baseline_key
@@ -175,6 +175,7 @@ def preflight(cfg: DictConfig, output_dir: Path, resume: Resume | None) -> Plan:
     validate.check_config(spec)
     machine = hardware.resolve_machine(spec.hardware, spec.training)  # the profile, resolved once
     hardware.configure_threads(machine)
+    allocator.keep_freed_blocks()  # large blocks reused step after step, not mapped afresh
     if hardware.process_rank() == 0:  # the others never write to it (their launch checked it before they started)
         tracking.check_target(spec.tracking)
         if spec.tracking.register_as:
