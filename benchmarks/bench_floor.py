@@ -151,11 +151,12 @@ def setup(data: Path, quick: bool, batches: int, seed: int = 42) -> Setup:
     from omegaconf import OmegaConf
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    from pipeline.runtime import packing
+    from pipeline.runtime import allocator, packing
     from pipeline.runtime.hardware import cpu_has_fast_bf16, resolve_machine
     from pipeline.stages.build import load_model
     from pipeline.stages.settings import declared_defaults
 
+    allocator.keep_freed_blocks()  # as every job does (job.preflight); PIPELINE_MALLOC_KEEP=0: as glibc comes
     model_cfg = OmegaConf.load(REPO / "conf" / "model" / ("tiny.yaml" if quick else "minilm.yaml"))
     hardware = OmegaConf.merge(declared_defaults()["hardware"], OmegaConf.load(REPO / "conf" / "hardware" / "cpu.yaml"))
     machine = resolve_machine(hardware, OmegaConf.load(REPO / "conf" / "training" / "default.yaml"))
