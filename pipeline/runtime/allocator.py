@@ -17,7 +17,6 @@ key holds it.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import platform
@@ -39,7 +38,7 @@ def keep_freed_blocks() -> bool:
     libc_name, _ = platform.libc_ver()
     if libc_name != "glibc":
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = ctypes.CDLL(None)  # the process's own symbols: glibc's mallopt
     if libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1 or libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
         log.debug("malloc: this glibc refused the thresholds; left as it is")
         return False
