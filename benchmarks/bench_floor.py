@@ -142,6 +142,7 @@ class Setup:
     precision: str
     config: dict = field(default_factory=dict)
     machine: Any = None  # the default hardware profile, resolved: its training attention
+    apart_loss: Any = None  # the same loss embedding each column in its own forward (the library's own)
 
 
 def setup(data: Path, quick: bool, batches: int, seed: int = 42) -> Setup:
@@ -153,6 +154,7 @@ def setup(data: Path, quick: bool, batches: int, seed: int = 42) -> Setup:
 
     from pipeline.runtime import allocator, packing
     from pipeline.runtime.hardware import cpu_has_fast_bf16, resolve_machine
+    from pipeline.runtime.merged_forward import merge_columns
     from pipeline.stages.build import load_model
     from pipeline.stages.settings import declared_defaults
 
@@ -162,8 +164,9 @@ def setup(data: Path, quick: bool, batches: int, seed: int = 42) -> Setup:
     machine = resolve_machine(hardware, OmegaConf.load(REPO / "conf" / "training" / "default.yaml"))
     model = load_model(model_cfg, seed=seed)
     model.train()
-    packing.enable(model, machine)
-    loss = MultipleNegativesRankingLoss(model)
+    packer = packing.enable(model, machine)
+    loss, apart = MultipleNegativesRankingLoss(model), MultipleNegativesRankingLoss(model)
+    merge_columns(loss, machine, packed=packer is not None)  # as the job builds it (hardware.merged_forward)
     # The trainer's optimizer at the recipe's settings (transformers' default optim: adamw_torch_fused).
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01, fused=True)
     frame = pd.read_csv(data / "train.csv")
@@ -175,21 +178,24 @@ def setup(data: Path, quick: bool, batches: int, seed: int = 42) -> Setup:
     features = [[model.preprocess([p[0] for p in c]), model.preprocess([p[1] for p in c])] for c in chunks]
     precision = "bf16" if cpu_has_fast_bf16() else "fp32"
     config = {"model": str(model_cfg.name_or_path), "packing_row_length": int(hardware.packing_row_length)}
-    return Setup(model, loss, optimizer, features, precision, config, machine)
+    return Setup(model, loss, optimizer, features, precision, config, machine, apart)
 
 
 def step(s: Setup, batch) -> float:
     """One training step as the trainer runs it (autocast, backward, clipping, fused AdamW) with the default
-    profile's training attention (``hardware.training_attention``: eager on this CPU); seconds."""
+    profile's training attention (``hardware.training_attention``: eager on this CPU) and dropout masks
+    (``hardware.dropout_masks``: bits); seconds."""
     import contextlib
 
     import torch
 
     from pipeline.runtime import hardware
+    from pipeline.runtime.dropout import BitsMasks
 
     started = time.perf_counter()
     mode = hardware.training_attention(s.model, s.machine) if s.machine is not None else contextlib.nullcontext()
-    with mode, torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+    masks = BitsMasks() if s.machine is not None and s.machine.bits_dropout else contextlib.nullcontext()
+    with mode, masks, torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.precision == "bf16"):
         loss = s.loss([dict(f) for f in batch], None)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(s.model.parameters(), 1.0)

@@ -1,13 +1,16 @@
 """One default training step with and without each of the step's speed settings, interleaved step by step.
 
 The step of ``bench_floor`` (all-MiniLM-L6-v2, MNRL, batch 32 STSb pairs, packed rows, fused AdamW,
-gradient clipping) as the trainer runs it: Accelerate's bf16 autocast around each forward (one per
-text column), the loss outside it. Variants, each the default ``hardware`` profile with one setting
+gradient clipping) as the trainer runs it: Accelerate's bf16 autocast around each forward (one for
+both text columns by default), the loss outside it. Variants, each the default ``hardware`` profile with one setting
 changed (``default`` is the profile as it ships):
 
 - ``cast_per_forward``: ``hardware.cast_weights_once=false`` (the weights cast to bf16 per forward);
 - ``sdpa_attention``: ``hardware.training_attention=null`` (torch's sdpa, which with dropout takes its
   fp32 math path on the CPU);
+- ``torch_dropout``: ``hardware.dropout_masks=null`` (torch's ``bernoulli_`` masks, not 16-bit slices);
+- ``apart_forwards``: ``hardware.merged_forward=false`` (each text column in a forward of its own, as the
+  library's MNRL does, instead of both in one);
 - ``compiled`` (with ``--compile``): the default profile with each encoder layer run through
   ``torch.compile`` (inductor; ``--dynamic``: torch's choice, a static graph first and a dynamic one once
   a second shape is seen, or ``true``/``false``). The warm-up (every batch once per variant) is timed
@@ -17,11 +20,6 @@ changed (``default`` is the profile as it ships):
   residual, layer norm" tails (``BertSelfOutput``, ``BertOutput``, after their dense product) run as one
   ``torch.compile`` function: inductor fuses the three into one kernel forward and one backward, its
   dropout mask drawn inside the kernel (``--dynamic`` as for ``compiled``);
-- ``one_forward`` (with ``--one-forward``): the default profile with the batch's two text columns
-  (anchors, positives) encoded in one forward instead of one per column: each column's features padded
-  to the longer one and stacked, the embeddings split again for the loss
-  (``MultipleNegativesRankingLoss.compute_loss_from_embeddings``): one word-embedding gradient per step,
-  products over twice the rows. Not what the trainer does (a candidate);
 - ``no_pooler`` (with ``--no-pooler``): the default profile with BERT's pooler (a dense layer and tanh
   over each packed row's first token, which sentence-transformers' own pooling never reads) left out
   of the forward (``auto_model.pooler = None`` during the step).
@@ -56,6 +54,8 @@ VARIANTS = {
     "default": {},
     "cast_per_forward": {"cast_weights_once": False},
     "sdpa_attention": {"training_attention": None},
+    "torch_dropout": {"dropout_masks": None},
+    "apart_forwards": {"merged_forward": False},
 }
 
 
@@ -98,39 +98,6 @@ def fused_tails(s, dynamic: bool | None) -> list[tuple]:
     return [(block, forward(block)) for layer in layers for block in (layer.attention.output, layer.output)]
 
 
-def stacked(batch: list[dict]) -> dict:
-    """The columns' features as one batch: each 2-D tensor padded with zeros (attention mask 0: not a
-    token) to the longest column, then stacked."""
-    import torch
-    import torch.nn.functional as F
-
-    length = max(f["input_ids"].shape[1] for f in batch)
-    return {
-        key: torch.cat([F.pad(f[key], (0, length - f[key].shape[1])) for f in batch])
-        for key, value in batch[0].items()
-        if torch.is_tensor(value) and value.dim() == 2
-    }
-
-
-def step_one_forward(s, features: dict, columns: int, machine) -> tuple[float, float]:
-    """:func:`step` with every column encoded in one forward (``one_forward``)."""
-    import torch
-
-    from pipeline.runtime import hardware
-
-    region = hardware.loss_region(machine) or contextlib.nullcontext
-    with hardware.training_attention(s.model, machine):
-        started, cpu = time.perf_counter(), time.process_time()
-        with region():
-            embeddings = s.model(dict(features))["sentence_embedding"]
-            loss = s.loss.compute_loss_from_embeddings(list(embeddings.chunk(columns)), None)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(s.model.parameters(), 1.0)
-        s.optimizer.step()
-        s.optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - started, time.process_time() - cpu
-
-
 def step(s, batch, machine) -> tuple[float, float]:
     """One step under ``profile``'s loss region and training attention: wall and CPU seconds (the step
     alone; CPU time is this process's, all threads, so that with ``--threads 1`` it is the step's own
@@ -143,7 +110,7 @@ def step(s, batch, machine) -> tuple[float, float]:
     with hardware.training_attention(s.model, machine):
         started, cpu = time.perf_counter(), time.process_time()
         with region():
-            loss = s.loss([dict(f) for f in batch], None)
+            loss = (s.loss if machine.merged_forward else s.apart_loss)([dict(f) for f in batch], None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(s.model.parameters(), 1.0)
         s.optimizer.step()
@@ -177,7 +144,6 @@ def run(args, data: Path) -> dict:
         **VARIANTS,
         **({"compiled": {}} if args.compile else {}),
         **({"no_pooler": {}} if args.no_pooler else {}),
-        **({"one_forward": {}} if args.one_forward else {}),
         **({"fused_tails": {}} if args.fused_tails else {}),
     }
     training = OmegaConf.load(REPO / "conf" / "training" / "default.yaml")
@@ -188,7 +154,6 @@ def run(args, data: Path) -> dict:
     tails = fused_tails(s, {"auto": None, "true": True, "false": False}[args.dynamic]) if args.fused_tails else []
     auto_model = s.model[0].auto_model
     pooler = auto_model.pooler
-    one_batch = {id(batch): stacked(batch) for batch in s.batches} if args.one_forward else {}
 
     def timed(name, batch):
         auto_model.encoder.layer = layers[name == "compiled"]
@@ -198,8 +163,6 @@ def run(args, data: Path) -> dict:
                 block.forward = forward
             else:
                 block.__dict__.pop("forward", None)
-        if name == "one_forward":
-            return step_one_forward(s, one_batch[id(batch)], len(batch), profiles[name])
         return step(s, batch, profiles[name])
 
     warmup: dict[str, list[float]] = {}
@@ -219,7 +182,10 @@ def run(args, data: Path) -> dict:
     cpu_medians = {name: statistics.median(t) * 1e3 for name, t in cpu.items()}
     report.update(
         precision=s.precision,
-        config={**s.config, **{k: str(base[k]) for k in ("cast_weights_once", "training_attention")}},
+        config={
+            **s.config,
+            **{k: str(base[k]) for k in ("cast_weights_once", "training_attention", "dropout_masks", "merged_forward")},
+        },
         step_s=times,
         warmup_s=warmup,
         compile_dynamic=args.dynamic if args.compile or args.fused_tails else None,
@@ -265,9 +231,6 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="add the variant 'compiled' (torch.compile per layer)")
     parser.add_argument("--dynamic", choices=("auto", "true", "false"), default="auto", help="torch.compile's dynamic")
     parser.add_argument("--no-pooler", action="store_true", help="add the variant 'no_pooler' (BERT's pooler skipped)")
-    parser.add_argument(
-        "--one-forward", action="store_true", help="add 'one_forward' (the two text columns in one forward)"
-    )
     parser.add_argument(
         "--fused-tails", action="store_true", help="add 'fused_tails' (dropout+add+layer norm compiled)"
     )

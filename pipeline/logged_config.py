@@ -78,15 +78,20 @@ def drop_unknown(cfg: DictConfig, origin: str) -> DictConfig:
 def fill_missing(cfg: DictConfig, origin: str) -> DictConfig:
     """The config with the keys every job is given (the declared defaults, ``settings.declared_defaults``,
     and ``conf/config.yaml``'s own values) that it lacks (a run logged by older code, before the key
-    existed) set to today's default, one warning per key or node."""
+    existed) set to today's default, one warning per key or node; a key declared with ``logged_before``
+    (a speed setting whose default changes the draws) gets the value runs had before it existed."""
     root = OmegaConf.load(CONF_DIR / "config.yaml")
     own = OmegaConf.masked_copy(root, [k for k in root if k not in ("defaults", "hydra")])
-    defaults = OmegaConf.merge(OmegaConf.create(settings.declared_defaults()), own)
+    today = OmegaConf.merge(OmegaConf.create(settings.declared_defaults()), own)
+    defaults = OmegaConf.merge(OmegaConf.create(settings.declared_defaults(logged=True)), own)
     plain = OmegaConf.to_container(cfg, resolve=False)
     for path in _missing(OmegaConf.to_container(defaults, resolve=False), plain, ""):
-        log.warning(
-            "%s: key %r was not logged: today's default %s used", origin, path, OmegaConf.select(defaults, path)
-        )
+        value, default = OmegaConf.select(defaults, path), OmegaConf.select(today, path)
+        if value == default:
+            log.warning("%s: key %r was not logged: today's default %s used", origin, path, value)
+        else:
+            log.warning("%s: key %r was not logged: %s used, as before the key existed (today's default: %s)",
+                        origin, path, value, default)  # fmt: skip
     filled = OmegaConf.merge(defaults, OmegaConf.create(plain))
     OmegaConf.set_struct(filled, OmegaConf.is_struct(cfg))
     return filled

@@ -33,6 +33,9 @@ class Loss:
     label: bool  # needs a score / label column
     in_batch_negatives: bool  # the other rows of the batch are negatives
     chance: str | None  # its value when the embeddings carry no information (None: not modelled; no guard check)
+    # its forward is sentence-transformers' ``embed_columns`` then ``compute_loss_from_embeddings``, nothing else:
+    # every column may be embedded in one forward (``hardware.merged_forward``, pipeline/runtime/merged_forward.py)
+    one_forward: bool = False
 
     @property
     def shape(self) -> str:
@@ -42,15 +45,15 @@ class Loss:
 
 
 LOSSES = {
-    "MultipleNegativesRankingLoss": Loss(2, None, False, True, LN_CANDIDATES),
+    "MultipleNegativesRankingLoss": Loss(2, None, False, True, LN_CANDIDATES, one_forward=True),
     "CachedMultipleNegativesRankingLoss": Loss(2, None, False, True, LN_CANDIDATES),
-    "MultipleNegativesSymmetricRankingLoss": Loss(2, 2, False, True, None),
+    "MultipleNegativesSymmetricRankingLoss": Loss(2, 2, False, True, None, one_forward=True),
     "GISTEmbedLoss": Loss(2, 3, False, True, None),  # the guide masks candidates: no fixed chance level
     "CachedGISTEmbedLoss": Loss(2, 3, False, True, None),
-    "CoSENTLoss": Loss(2, 2, True, False, None),
-    "AnglELoss": Loss(2, 2, True, False, None),
-    "CosineSimilarityLoss": Loss(2, 2, True, False, None),
-    "TripletLoss": Loss(3, 3, False, False, None),
+    "CoSENTLoss": Loss(2, 2, True, False, None, one_forward=True),
+    "AnglELoss": Loss(2, 2, True, False, None, one_forward=True),
+    "CosineSimilarityLoss": Loss(2, 2, True, False, None, one_forward=True),
+    "TripletLoss": Loss(3, 3, False, False, None, one_forward=True),
 }
 
 

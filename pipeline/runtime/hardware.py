@@ -48,6 +48,8 @@ class Machine:
     packing_row_length: int  # tokens per packed row, at least
     cast_weights_once: bool  # one bf16 copy of the weights per training step
     eager_training_attention: bool  # ``hardware.training_attention=eager``
+    bits_dropout: bool  # ``hardware.dropout_masks=bits`` on a CPU: masks from 16-bit slices while training
+    merged_forward: bool  # ``hardware.merged_forward``: all text columns in one forward where rows are packed
     world_size: int  # processes taking part in the job
 
 
@@ -66,6 +68,8 @@ def resolve_machine(hardware: DictConfig, training: DictConfig) -> Machine:
         packing_row_length=int(hardware.packing_row_length),
         cast_weights_once=bool(hardware.cast_weights_once),
         eager_training_attention=hardware.get("training_attention") == "eager",
+        bits_dropout=hardware.accelerator == "cpu" and hardware.get("dropout_masks") == "bits",
+        merged_forward=bool(hardware.get("merged_forward")),
         world_size=world_size(),
     )
 
@@ -196,8 +200,9 @@ def autocast(precision: Precision, device: str = "cpu"):
 
 
 def loss_region(machine: Machine):
-    """A context around each training step's loss (its forwards) that keeps autocast's cast weights for the
-    whole step, or None (``hardware.cast_weights_once`` off, or fp32).
+    """A context factory around each training step's loss (its forwards), or None where it would do nothing:
+    autocast's cast weights kept for the whole step (``hardware.cast_weights_once``, bf16/fp16) and dropout
+    masks drawn 16 bits at a time (``hardware.dropout_masks=bits`` on a CPU, :mod:`pipeline.runtime.dropout`).
 
     The trainer autocasts each forward separately (Accelerate wraps ``model.forward``), and autocast drops
     its cache of cast weights when its outermost region ends: a loss that encodes its text columns one
@@ -207,12 +212,27 @@ def loss_region(machine: Machine):
     column; it ends before the optimizer step changes them. Forward values are identical; the columns'
     weight gradients are then summed in bf16 before reaching the fp32 weights (one rounding more).
     """
-    if machine.precision.effective == "fp32" or not machine.cast_weights_once:
-        return None
-    import torch
+    regions = []
+    if machine.precision.effective != "fp32" and machine.cast_weights_once:
+        import torch
 
-    device_type = "cuda" if machine.accelerator == "cuda" else "cpu"
-    return lambda: torch.autocast(device_type, enabled=False)
+        device_type = "cuda" if machine.accelerator == "cuda" else "cpu"
+        regions.append(lambda: torch.autocast(device_type, enabled=False))
+    if machine.bits_dropout:
+        from pipeline.runtime.dropout import BitsMasks
+
+        regions.append(BitsMasks)
+    if len(regions) < 2:
+        return regions[0] if regions else None
+    return lambda: _entered(regions)
+
+
+@contextlib.contextmanager
+def _entered(factories) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for factory in factories:
+            stack.enter_context(factory())
+        yield
 
 
 @contextlib.contextmanager

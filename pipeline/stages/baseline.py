@@ -79,6 +79,8 @@ NOT_KEYED: dict[str, str] = {
     **dict.fromkeys(("hardware.timeout_s", "hardware.join_timeout_s"), _TOPOLOGY),
     "hardware.cast_weights_once": _TRAINING,
     "hardware.training_attention": _TRAINING,
+    "hardware.dropout_masks": _TRAINING,
+    "hardware.merged_forward": _TRAINING,
     **{
         f"training.{name}": _TRAINING
         for name in [

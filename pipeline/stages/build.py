@@ -2,8 +2,9 @@
 the job spec, the data and the resolved machine (:func:`build`).
 
 Runs after every check that needs no model. Models load on the CPU and move to the machine's device; Hub
-ids resolve offline first (``pipeline.runtime.offline``). Writes nothing to MLflow itself: the packing
-decision is a tag ``pipeline.runtime.packing`` sets; the job logs what :class:`Built` reports.
+ids resolve offline first (``pipeline.runtime.offline``). Writes two tags to MLflow, no more: the packing
+decision (``pipeline.runtime.packing`` sets it) and ``merged_forward`` (the loss's forwards,
+``pipeline.runtime.merged_forward``); the job logs what :class:`Built` reports.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import PipelineError
 from pipeline.runtime import catalogue, packing
 from pipeline.runtime.hardware import Machine
+from pipeline.runtime.merged_forward import merge_columns
 from pipeline.runtime.offline import resolve_model
 from pipeline.runtime.private_temp import private_temp
 from pipeline.stages import reuse
 from pipeline.stages.spec import EvaluatorSpec, JobSpec, LossSpec
 from pipeline.stages.splits import LoadedData, Split
+from pipeline.tracking import set_tags
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,8 @@ def build(spec: JobSpec, data: LoadedData, machine: Machine) -> Built:
     prompts = {evaluator.name: list(evaluator.prompts) for evaluator in spec.evaluators}
     evaluators = adjust_evaluators(evaluators, spec.loss.matryoshka_dims, prompts)
     loss = build_loss(spec.loss, model, guide) if spec.stages.train else None
+    if loss is not None:
+        set_tags({"merged_forward": merge_columns(loss, machine, packed=packer is not None)})
     miner = (miner_key(spec), miner_loader(spec, model)) if spec.stages.mine else (None, None)
     return Built(model, packer, evaluators, loss, reused, lora, *miner)
 

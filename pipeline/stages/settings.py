@@ -47,7 +47,9 @@ def setting(help: str = "", default: Any = UNSET, **rules: Any) -> Any:
     """A declared key: a one-line help text, its default and its range (``min``, ``max``, ``above``,
     ``below``, ``descending``, ``nonempty``, ``unit``; ``library``: a node whose other keys a library
     checks). The default is composed before every config file (:func:`declared_defaults`); a key without
-    one is set by the option of its group (``conf/hardware/cpu.yaml``, ``conf/model/minilm.yaml``...)."""
+    one is set by the option of its group (``conf/hardware/cpu.yaml``, ``conf/model/minilm.yaml``...).
+    ``logged_before``: the value jobs ran with before the key existed, where that is not the default (a run
+    logged without the key replays with it: ``pipeline.logged_config.fill_missing``)."""
     declared = {} if default is UNSET else {"default": default}
     return field(default=None, metadata={"help": help, **rules, **declared})
 
@@ -102,6 +104,10 @@ class Backend(enum.Enum):  # torch.distributed's backends the trainer's ddp_back
 
 class TrainingAttention(enum.Enum):  # the attention implementation BERT-style models train with on a CPU
     eager = "eager"
+
+
+class DropoutMasks(enum.Enum):  # how training draws dropout masks on a CPU (pipeline/runtime/dropout.py)
+    bits = "bits"
 
 
 class EvalStrategy(enum.Enum):  # transformers' IntervalStrategy
@@ -381,6 +387,20 @@ class Hardware:
         "where torch's sdpa with dropout runs unfused in fp32 (evaluation keeps sdpa); same STSb Spearman, 6.5% less "
         "CPU a step (BENCHMARKS.md, issue 31); null: the model's own attention throughout",
     )
+    dropout_masks: DropoutMasks | None = setting(
+        default="bits",
+        logged_before=None,
+        help="bits: training on a CPU draws each dropout mask from 16-bit slices of the generator's 64-bit words "
+        "(p rounded to a multiple of 1/65536), 3x less time than torch's bernoulli_ (one double per element, one "
+        "thread; BENCHMARKS.md, issue 31); null: torch's own masks",
+    )
+    merged_forward: bool = setting(
+        default=True,
+        logged_before=False,
+        help="true: on a CPU with packed rows, a loss that embeds each text column in a forward of its own (MNRL, "
+        "CoSENT, AnglE, CosineSimilarity, Triplet) embeds them all in one (sentence-transformers' embed_columns with "
+        "separate_first=False): 0.91x the step, other dropout draws (BENCHMARKS.md, issue 31); false: the library's own",
+    )
 
     @staticmethod
     def rules(hardware: DictConfig, path: str) -> None:
@@ -555,15 +575,18 @@ class Job:
 # --- reading the declarations ---------------------------------------------------------------------------
 
 
-def declared_defaults(cls: type = Job) -> dict[str, Any]:
+def declared_defaults(cls: type = Job, logged: bool = False) -> dict[str, Any]:
     """Key -> declared default, per node (a node the config may leave out, ``guide`` or ``eval_data``, gets
     none): the config Hydra composes before every file (``hydra_plugins/pipeline_settings``, first in
-    ``conf/config.yaml``'s defaults list), so a setting's default is written once, here."""
+    ``conf/config.yaml``'s defaults list), so a setting's default is written once, here. ``logged``: the
+    value a run logged before the key existed ran with (``logged_before``) where one is declared."""
     found: dict[str, Any] = {}
     for key, (kind, meta) in declared(cls).items():
         child = node_class(kind)
         if child is not None and not unwrap(kind)[1]:
-            found.update({key: below} if (below := declared_defaults(child)) else {})
+            found.update({key: below} if (below := declared_defaults(child, logged)) else {})
+        elif logged and "logged_before" in meta:
+            found[key] = meta["logged_before"]
         elif "default" in meta:
             found[key] = meta["default"]
     return found

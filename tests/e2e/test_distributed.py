@@ -56,6 +56,7 @@ def test_cpu_ddp_sweep_jobs_are_one_run_each_gather_across_ranks_and_a_rerun_rep
     assert first_loss["True"] > first_loss["False"] + 0.1, first_loss
     run = next(r for r in jobs if r.data.params["loss.gather_across_devices"] == "False")
     assert run.data.tags["batch.per_device"] == "2" and run.data.tags["batch.global"] == "4"
+    assert run.data.tags["merged_forward"] == "on"  # one forward per step through DDP's wrapped model
     assert run.data.params["hardware.num_processes"] == "2"
     assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
     assert math.isfinite(run.data.metrics["sts-test_spearman_cosine"])

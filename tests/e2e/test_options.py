@@ -18,7 +18,7 @@ def test_early_stopping_stops_restores_the_best_checkpoint_and_logs_it(run_job, 
     # threshold 1.0: no evaluation counts as an improvement, so patience 2 stops after the 3rd of 10 steps.
     # With a LoRA adapter: the checkpoints hold the adapter alone, the hardest case to restore.
     result = run_job(*SMOKE, *EVERY_STEP, "training.max_steps=10", "early_stopping.patience=2",
-                     "early_stopping.threshold=1.0", "model.peft.r=4", "training.learning_rate=0.2")  # fmt: skip
+                     "early_stopping.threshold=1.0", "model.peft.r=4", "training.learning_rate=1.0")  # fmt: skip
     run = mlflow_client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     history = mlflow_client.get_metric_history(result.run_id, "eval_sts-dev_spearman_cosine")
@@ -86,6 +86,7 @@ def test_lora_trains_only_the_adapter_logs_it_and_the_merged_model_loads_back(ru
     metrics = run.data.metrics
     assert 0 < metrics["peft_trainable_parameters"] < metrics["peft_total_parameters"] / 5
     assert run.data.tags["packing"].startswith("on")  # packing still applies under the adapter
+    assert run.data.tags["merged_forward"] == "on"  # and one forward for both columns, through the adapter
     adapter = {a.path for a in mlflow_client.list_artifacts(result.run_id, "adapter")}
     assert {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"} <= adapter
 

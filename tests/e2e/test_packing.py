@@ -195,6 +195,7 @@ def test_job_trains_and_evaluates_packed_and_logs_an_ordinary_model(run_job, mlf
     run = mlflow_client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["packing"].startswith("on: rows of 32 tokens")  # the cpu profile's row length
+    assert run.data.tags["merged_forward"] == "on"  # packed rows: MNRL's columns in one forward
     metrics = run.data.metrics
     assert 0 < metrics["packing_real_tokens"] <= metrics["packing_processed_tokens"] < metrics["packing_padded_tokens"]
     logged = mlflow.sentence_transformers.load_model(f"runs:/{result.run_id}/model")
@@ -206,6 +207,7 @@ def test_job_with_packing_off_runs_padded(run_job, mlflow_client):
     result = run_job(*SMOKE, "hardware.packing=false")
     run = mlflow_client.get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["packing"] == "off: hardware.packing=false"
+    assert run.data.tags["merged_forward"].startswith("off: padded batches")
     assert "packing_real_tokens" not in run.data.metrics
 
 

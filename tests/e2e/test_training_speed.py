@@ -82,7 +82,7 @@ def test_one_weight_cast_per_step_same_update_within_bf16(tmp_path):
 
 def test_cast_weights_once_is_off_in_fp32_and_the_new_keys_are_checked():
     fp32 = hardware.Precision("fp32", "fp32", fp16=False, bf16=False)
-    on = machine("hardware.cast_weights_once=true")
+    on = machine("hardware.cast_weights_once=true", "hardware.dropout_masks=null")
     assert hardware.loss_region(dataclasses.replace(on, precision=fp32)) is None
     assert hardware.loss_region(on) is not None
     with pytest.raises(PipelineError, match="hardware.cast_weights_once='sometimes': true or false"):
@@ -120,3 +120,75 @@ def test_eager_training_attention_matches_sdpa_packed_and_returns_to_it():
     assert torch.nn.functional.cosine_similarity(eager_grads, sdpa_grads, dim=0) > 0.99
     with hardware.training_attention(model, dataclasses.replace(profile, eager_training_attention=False)):
         assert model[0].auto_model.config._attn_implementation == "sdpa"
+
+
+def _forwards(model) -> list[int]:
+    """A counter of ``model``'s forwards (its first module's, the transformer), as a one-item list."""
+    calls = [0]
+    model[0].register_forward_pre_hook(lambda module, args: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_merged_forward_embeds_every_column_at_once_with_the_same_loss_and_gradients():
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from pipeline.runtime import packing
+    from pipeline.runtime.merged_forward import merge_columns
+
+    model = load_model(compose_config(["model=tiny"]).model, seed=42)
+    model.eval()  # dropout off: one forward or two compute the same function
+    profile = machine("hardware.packing=true", "hardware.packing_row_length=32")
+    assert packing.enable(model, profile) is not None
+    sentences = [s for s in PROBE_SENTENCES for _ in range(2)] + list(PROBE_SENTENCES[:2])
+    short = [" ".join(s.split()[:6]) for s in sentences[0::2]]
+    columns = [model.preprocess(short), model.preprocess(sentences[1::2][::-1])]
+    assert columns[0]["input_ids"].shape != columns[1]["input_ids"].shape  # merging pads one column
+    calls = _forwards(model)
+
+    def loss_and_grads(loss):
+        model.zero_grad()
+        value = loss([dict(c) for c in columns], None)
+        value.backward()
+        return value.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    apart, apart_grads = loss_and_grads(MultipleNegativesRankingLoss(model))
+    assert calls[0] == 2
+    merged_loss = MultipleNegativesRankingLoss(model)
+    assert merge_columns(merged_loss, profile, packed=True) == "on"
+    merged, merged_grads = loss_and_grads(merged_loss)
+    assert calls[0] == 3  # one forward for both columns
+    torch.testing.assert_close(merged, apart, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(merged_grads, apart_grads, atol=1e-5, rtol=1e-4)
+
+
+def test_merged_forward_applies_only_where_it_is_the_same_function():
+    import inspect
+
+    from sentence_transformers.sentence_transformer import losses
+
+    from pipeline.runtime import catalogue
+    from pipeline.runtime.merged_forward import merge_columns
+
+    model = load_model(compose_config(["model=tiny"]).model, seed=42)
+    profile = machine()
+    mnrl = losses.MultipleNegativesRankingLoss(model)
+    assert merge_columns(mnrl, profile, packed=False).startswith("off: padded batches")
+    assert merge_columns(mnrl, dataclasses.replace(profile, merged_forward=False), packed=True) == (
+        "off: hardware.merged_forward=false"
+    )
+    assert merge_columns(mnrl, dataclasses.replace(profile, accelerator="cuda"), packed=True).startswith("off: cuda")
+    assert "forward" not in vars(mnrl)  # none of those touched the loss
+    for other in (losses.CachedMultipleNegativesRankingLoss(model), losses.MatryoshkaLoss(model, mnrl, [8, 4])):
+        assert merge_columns(other, profile, packed=True).endswith("embeds its columns its own way")
+        assert "forward" not in vars(other)
+    # the catalogue's one_forward classes embed with embed_columns and score with compute_loss_from_embeddings,
+    # nothing else (a library release that changes one of them fails here)
+    marked = [name for name, facts in catalogue.LOSSES.items() if facts.one_forward]
+    assert "MultipleNegativesRankingLoss" in marked and "CachedGISTEmbedLoss" not in marked
+    for name in marked:
+        body = inspect.getsource(getattr(losses, name).forward).split(") -> Tensor:", 1)[1]
+        code = [line.strip() for line in body.splitlines() if line.strip() and not line.strip().startswith("#")]
+        assert code == [
+            "embeddings = embed_columns(self.model, sentence_features)",
+            "return self.compute_loss_from_embeddings(embeddings, labels)",
+        ], (name, code)

@@ -61,3 +61,18 @@ def test_a_config_of_todays_shape_comes_back_as_it_is(caplog):
         none.evaluator._target_ = None
         del none.evaluators["ir"]
     assert dict(logged_config.translate_logged(none, "R").evaluators) == {}
+
+
+def test_a_key_newer_than_the_run_replays_as_runs_ran_before_it(caplog):
+    """``hardware.dropout_masks`` (bits by default) changes the draws: a run logged before the key existed
+    drew torch's own masks, and replays with them (its ``logged_before``), not with today's default."""
+    with caplog.at_level(logging.WARNING):
+        cfg = logged_config.fill_missing(logged(), "config.yaml of run R")
+    assert cfg.hardware.dropout_masks is None
+    assert (
+        "config.yaml of run R: key 'hardware.dropout_masks' was not logged: None used, as before the key existed "
+        "(today's default: bits)" in caplog.text
+    )
+    assert compose_config([]).hardware.dropout_masks == "bits"
+    today = compose_config(["hardware.dropout_masks=null"])  # a logged value is kept as it is
+    assert logged_config.fill_missing(today, "R").hardware.dropout_masks is None
