@@ -155,7 +155,7 @@ def setup(data: Path, quick: bool, batches: int, seed: int = 42) -> Setup:
     from pipeline.runtime import allocator, packing
     from pipeline.runtime.hardware import cpu_has_fast_bf16, resolve_machine
     from pipeline.runtime.merged_forward import merge_columns
-    from pipeline.stages.build import load_model
+    from pipeline.stages.build import load_model, why_not_merged
     from pipeline.stages.settings import declared_defaults
 
     allocator.keep_freed_blocks()  # as every job does (job.preflight); PIPELINE_MALLOC_KEEP=0: as glibc comes
@@ -166,7 +166,7 @@ def setup(data: Path, quick: bool, batches: int, seed: int = 42) -> Setup:
     model.train()
     packer = packing.enable(model, machine)
     loss, apart = MultipleNegativesRankingLoss(model), MultipleNegativesRankingLoss(model)
-    merge_columns(loss, machine, packed=packer is not None)  # as the job builds it (hardware.merged_forward)
+    merge_columns(loss, why_not_merged(machine, packer))  # as the job builds it (hardware.merged_forward)
     # The trainer's optimizer at the recipe's settings (transformers' default optim: adamw_torch_fused).
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01, fused=True)
     frame = pd.read_csv(data / "train.csv")

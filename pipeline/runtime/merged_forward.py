@@ -21,23 +21,19 @@ from __future__ import annotations
 import logging
 
 from pipeline.runtime import catalogue
-from pipeline.runtime.hardware import Machine
 
 log = logging.getLogger(__name__)
 
 
-def merge_columns(loss, machine: Machine, packed: bool) -> str:
-    """Make ``loss`` embed all its columns in one forward where the profile asks for it and it applies;
-    returns the decision, as the tag ``merged_forward`` records it (``on`` or ``off: why``)."""
+def merge_columns(loss, off: str | None) -> str:
+    """Make ``loss`` embed all its columns in one forward unless ``off`` says why not (the build decides:
+    ``stages.build.why_not_merged``) or the loss embeds its columns its own way; returns the decision, as the
+    tag ``merged_forward`` records it (``on`` or ``off: why``)."""
     name = type(loss).__name__
-    if not machine.merged_forward:
-        return "off: hardware.merged_forward=false"
-    if machine.accelerator != "cpu":
-        return f"off: {machine.accelerator} (measured on a CPU only)"
-    if not packed:
-        return "off: padded batches (merging would pad every column to the widest)"
-    if name not in catalogue.LOSSES or not catalogue.LOSSES[name].one_forward:
-        return f"off: {name} embeds its columns its own way"
+    if off is None and (name not in catalogue.LOSSES or not catalogue.LOSSES[name].one_forward):
+        off = f"{name} embeds its columns its own way"
+    if off is not None:
+        return f"off: {off}"
     loss.forward = _merged(loss)
     log.info("Training: every text column of a batch in one forward (%s)", name)
     return "on"

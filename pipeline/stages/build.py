@@ -76,9 +76,21 @@ def build(spec: JobSpec, data: LoadedData, machine: Machine) -> Built:
     evaluators = adjust_evaluators(evaluators, spec.loss.matryoshka_dims, prompts)
     loss = build_loss(spec.loss, model, guide) if spec.stages.train else None
     if loss is not None:
-        set_tags({"merged_forward": merge_columns(loss, machine, packed=packer is not None)})
+        set_tags({"merged_forward": merge_columns(loss, why_not_merged(machine, packer))})
     miner = (miner_key(spec), miner_loader(spec, model)) if spec.stages.mine else (None, None)
     return Built(model, packer, evaluators, loss, reused, lora, *miner)
+
+
+def why_not_merged(machine: Machine, packer: packing.Packer | None) -> str | None:
+    """Why the loss keeps one forward per text column (``hardware.merged_forward``), or None where it may
+    embed them all in one (``runtime.merged_forward``): packed rows on a CPU."""
+    if not machine.merged_forward:
+        return "hardware.merged_forward=false"
+    if machine.accelerator != "cpu":
+        return f"{machine.accelerator} (measured on a CPU only)"
+    if packer is None:
+        return "padded batches (merging would pad every column to the widest)"
+    return None
 
 
 def miner_key(spec: JobSpec) -> str:

@@ -134,11 +134,13 @@ def test_merged_forward_embeds_every_column_at_once_with_the_same_loss_and_gradi
 
     from pipeline.runtime import packing
     from pipeline.runtime.merged_forward import merge_columns
+    from pipeline.stages.build import why_not_merged
 
     model = load_model(compose_config(["model=tiny"]).model, seed=42)
     model.eval()  # dropout off: one forward or two compute the same function
     profile = machine("hardware.packing=true", "hardware.packing_row_length=32")
-    assert packing.enable(model, profile) is not None
+    packer = packing.enable(model, profile)
+    assert packer is not None
     sentences = [s for s in PROBE_SENTENCES for _ in range(2)] + list(PROBE_SENTENCES[:2])
     short = [" ".join(s.split()[:6]) for s in sentences[0::2]]
     columns = [model.preprocess(short), model.preprocess(sentences[1::2][::-1])]
@@ -154,7 +156,7 @@ def test_merged_forward_embeds_every_column_at_once_with_the_same_loss_and_gradi
     apart, apart_grads = loss_and_grads(MultipleNegativesRankingLoss(model))
     assert calls[0] == 2
     merged_loss = MultipleNegativesRankingLoss(model)
-    assert merge_columns(merged_loss, profile, packed=True) == "on"
+    assert merge_columns(merged_loss, why_not_merged(profile, packer)) == "on"
     merged, merged_grads = loss_and_grads(merged_loss)
     assert calls[0] == 3  # one forward for both columns
     torch.testing.assert_close(merged, apart, atol=1e-5, rtol=1e-5)
@@ -168,18 +170,19 @@ def test_merged_forward_applies_only_where_it_is_the_same_function():
 
     from pipeline.runtime import catalogue
     from pipeline.runtime.merged_forward import merge_columns
+    from pipeline.stages.build import why_not_merged
 
     model = load_model(compose_config(["model=tiny"]).model, seed=42)
-    profile = machine()
+    profile, packer = machine(), object()  # a packer: rows are packed
     mnrl = losses.MultipleNegativesRankingLoss(model)
-    assert merge_columns(mnrl, profile, packed=False).startswith("off: padded batches")
-    assert merge_columns(mnrl, dataclasses.replace(profile, merged_forward=False), packed=True) == (
-        "off: hardware.merged_forward=false"
-    )
-    assert merge_columns(mnrl, dataclasses.replace(profile, accelerator="cuda"), packed=True).startswith("off: cuda")
+    assert merge_columns(mnrl, why_not_merged(profile, None)).startswith("off: padded batches")
+    off = why_not_merged(dataclasses.replace(profile, merged_forward=False), packer)
+    assert merge_columns(mnrl, off) == "off: hardware.merged_forward=false"
+    off = why_not_merged(dataclasses.replace(profile, accelerator="cuda"), packer)
+    assert merge_columns(mnrl, off).startswith("off: cuda")
     assert "forward" not in vars(mnrl)  # none of those touched the loss
     for other in (losses.CachedMultipleNegativesRankingLoss(model), losses.MatryoshkaLoss(model, mnrl, [8, 4])):
-        assert merge_columns(other, profile, packed=True).endswith("embeds its columns its own way")
+        assert merge_columns(other, why_not_merged(profile, packer)).endswith("embeds its columns its own way")
         assert "forward" not in vars(other)
     # the catalogue's one_forward classes embed with embed_columns and score with compute_loss_from_embeddings,
     # nothing else (a library release that changes one of them fails here)
