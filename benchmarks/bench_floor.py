@@ -190,17 +190,17 @@ def step(s: Setup, batch) -> float:
     import torch
 
     from pipeline.runtime import hardware
-    from pipeline.runtime.dropout import BitsMasks
+    from pipeline.runtime.dropout import masks
 
     started = time.perf_counter()
     mode = hardware.training_attention(s.model, s.machine) if s.machine is not None else contextlib.nullcontext()
-    masks = BitsMasks() if s.machine is not None and s.machine.bits_dropout else contextlib.nullcontext()
-    with mode, masks, torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.precision == "bf16"):
-        loss = s.loss([dict(f) for f in batch], None)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(s.model.parameters(), 1.0)
-    s.optimizer.step()
-    s.optimizer.zero_grad(set_to_none=True)
+    with mode, masks(s.model, s.machine is not None and s.machine.bits_dropout):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+            loss = s.loss([dict(f) for f in batch], None)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(s.model.parameters(), 1.0)
+        s.optimizer.step()
+        s.optimizer.zero_grad(set_to_none=True)
     return time.perf_counter() - started
 
 

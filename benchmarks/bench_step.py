@@ -105,9 +105,10 @@ def step(s, batch, machine) -> tuple[float, float]:
     import torch
 
     from pipeline.runtime import hardware
+    from pipeline.runtime.dropout import masks
 
     region = hardware.loss_region(machine) or contextlib.nullcontext
-    with hardware.training_attention(s.model, machine):
+    with hardware.training_attention(s.model, machine), masks(s.model, machine.bits_dropout):
         started, cpu = time.perf_counter(), time.process_time()
         with region():
             loss = (s.loss if machine.merged_forward else s.apart_loss)([dict(f) for f in batch], None)

@@ -349,6 +349,7 @@ def baseline_scoring(plan: Plan, built: Built, scored: list[str]) -> Scoring:
 def train_stage(plan: Plan, built: Built, resume: Resume | None, leaks: LeakageReport) -> None:
     """Train the model in place; a guard trip or a signal ends the job here (FAILED / KILLED)."""
     from pipeline.runtime import callbacks
+    from pipeline.runtime.dropout import masks
     from pipeline.stages.train import check_restored, check_trained, train
 
     spec = plan.spec
@@ -361,7 +362,11 @@ def train_stage(plan: Plan, built: Built, resume: Resume | None, leaks: LeakageR
         from transformers import EarlyStoppingCallback
 
         hooks.append(EarlyStoppingCallback(spec.early_stopping.patience, spec.early_stopping.threshold))
-    with checkpoint.training(), hardware.training_attention(built.model, plan.machine):
+    with (
+        checkpoint.training(),
+        hardware.training_attention(built.model, plan.machine),
+        masks(built.model, plan.machine.bits_dropout),
+    ):
         result = train(built.model, built.loss, plan.data.train_dataset, plan.args, dev_evaluator=dev, callbacks=hooks,
                        eval_dataset=plan.data.eval_loss_dataset, resume_from_checkpoint=resume.checkpoint if resume else None,
                        loss_region=hardware.loss_region(plan.machine))  # fmt: skip

@@ -11,18 +11,24 @@ What changes: the draws (a seed still gives the same masks every run), and ``p``
 of 1/65,536 (0.1 drops 6,554/65,536 = 0.1000061 of the elements). The kept values equal torch's (the
 input times the inverse kept share, computed in the input's precision).
 
-:class:`BitsMasks` is a torch function mode that routes ``torch.nn.functional.dropout`` (which
-``nn.Dropout`` and BERT's eager attention call) to :func:`dropout` while it is entered: the trainer enters
-it around each loss computation (``hardware.loss_region``), so only training forwards use it; the
-backward is autograd's of the multiplications. Dropout elsewhere (other devices, ``p`` outside (0, 1),
-evaluation) runs torch's own.
+:func:`masks` gives each ``nn.Dropout`` module of the model (BERT's hidden-state and embedding dropout)
+this mask while the job trains (``job.train_stage``), and takes it back after. It acts on the modules, not
+on ``torch.nn.functional.dropout``: the cached losses (CachedMNRL, CachedGIST) and gradient checkpointing
+run the forward again inside the backward, replaying the generator's state to draw the same masks, and a
+module draws the same way wherever it runs, where a torch function mode is not active inside the
+backward. Dropout called as a function (BERT's eager attention probabilities) keeps torch's masks. The
+backward of the masks is autograd's of the multiplications. Elsewhere (other devices, ``p`` outside
+(0, 1), evaluation) torch's own runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 LEVELS = 1 << 16  # the values of a 16-bit slice
 
@@ -42,10 +48,19 @@ def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace:
     return (input * mask).mul_(scale)
 
 
-class BitsMasks(TorchFunctionMode):
-    """While entered, ``torch.nn.functional.dropout`` is :func:`dropout`; every other call runs as it is."""
+def _forward(module: torch.nn.Dropout, input: torch.Tensor) -> torch.Tensor:
+    return dropout(input, module.p, module.training, module.inplace)
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func is F.dropout:
-            return dropout(*args, **(kwargs or {}))
-        return func(*args, **(kwargs or {}))
+
+@contextlib.contextmanager
+def masks(model, enabled: bool) -> Iterator[None]:
+    """While entered (and ``enabled``: ``Machine.bits_dropout``), every ``nn.Dropout`` module of ``model``
+    draws its masks with :func:`dropout`; as they were after."""
+    modules = [m for m in model.modules() if type(m) is torch.nn.Dropout] if enabled else []
+    for module in modules:
+        module.forward = functools.partial(_forward, module)
+    try:
+        yield
+    finally:
+        for module in modules:
+            del module.forward

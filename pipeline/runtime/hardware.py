@@ -200,9 +200,8 @@ def autocast(precision: Precision, device: str = "cpu"):
 
 
 def loss_region(machine: Machine):
-    """A context factory around each training step's loss (its forwards), or None where it would do nothing:
-    autocast's cast weights kept for the whole step (``hardware.cast_weights_once``, bf16/fp16) and dropout
-    masks drawn 16 bits at a time (``hardware.dropout_masks=bits`` on a CPU, :mod:`pipeline.runtime.dropout`).
+    """A context around each training step's loss (its forwards) that keeps autocast's cast weights for the
+    whole step, or None (``hardware.cast_weights_once`` off, or fp32).
 
     The trainer autocasts each forward separately (Accelerate wraps ``model.forward``), and autocast drops
     its cache of cast weights when its outermost region ends: a loss that encodes its text columns one
@@ -212,27 +211,12 @@ def loss_region(machine: Machine):
     column; it ends before the optimizer step changes them. Forward values are identical; the columns'
     weight gradients are then summed in bf16 before reaching the fp32 weights (one rounding more).
     """
-    regions = []
-    if machine.precision.effective != "fp32" and machine.cast_weights_once:
-        import torch
+    if machine.precision.effective == "fp32" or not machine.cast_weights_once:
+        return None
+    import torch
 
-        device_type = "cuda" if machine.accelerator == "cuda" else "cpu"
-        regions.append(lambda: torch.autocast(device_type, enabled=False))
-    if machine.bits_dropout:
-        from pipeline.runtime.dropout import BitsMasks
-
-        regions.append(BitsMasks)
-    if len(regions) < 2:
-        return regions[0] if regions else None
-    return lambda: _entered(regions)
-
-
-@contextlib.contextmanager
-def _entered(factories) -> Iterator[None]:
-    with contextlib.ExitStack() as stack:
-        for factory in factories:
-            stack.enter_context(factory())
-        yield
+    device_type = "cuda" if machine.accelerator == "cuda" else "cpu"
+    return lambda: torch.autocast(device_type, enabled=False)
 
 
 @contextlib.contextmanager

@@ -82,7 +82,7 @@ def test_one_weight_cast_per_step_same_update_within_bf16(tmp_path):
 
 def test_cast_weights_once_is_off_in_fp32_and_the_new_keys_are_checked():
     fp32 = hardware.Precision("fp32", "fp32", fp16=False, bf16=False)
-    on = machine("hardware.cast_weights_once=true", "hardware.dropout_masks=null")
+    on = machine("hardware.cast_weights_once=true")
     assert hardware.loss_region(dataclasses.replace(on, precision=fp32)) is None
     assert hardware.loss_region(on) is not None
     with pytest.raises(PipelineError, match="hardware.cast_weights_once='sometimes': true or false"):

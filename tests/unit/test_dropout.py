@@ -1,10 +1,9 @@
 """Dropout masks from 16-bit slices (``pipeline.runtime.dropout``, ``hardware.dropout_masks``): torch's
-dropout in distribution and kept values, reproducible from the seed, its gradient the mask, routed only
-while the loss region is entered, and only where it applies (a CPU, training, 0 < p < 1)."""
+dropout in distribution and kept values, reproducible from the seed, its gradient the mask, given to the
+model's dropout modules only while entered (they draw the same way inside a backward's re-forward: the cached
+losses' gradients stay right), and only where it applies (a CPU, training, 0 < p < 1)."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pipeline.runtime import hardware
-from pipeline.runtime.dropout import LEVELS, BitsMasks, dropout
+from pipeline.runtime.dropout import LEVELS, dropout, masks
 from tests.conftest import compose_config
 
 
@@ -73,36 +72,68 @@ def test_where_it_does_not_apply_torch_runs_its_own():
     assert out is y and 0.3 < (y == 0).float().mean() < 0.7
 
 
-def test_the_mode_routes_the_models_dropout_while_entered_only():
+def test_the_models_dropout_modules_draw_bits_while_entered_only():
     layer = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Dropout(0.1))
     x = torch.randn(32, 16)
     with Draws() as plain:
         layer(x)
-    with Draws() as bits, BitsMasks():
+    with Draws() as bits, masks(layer, True):
         layer(x)
-        F.dropout(x, 0.1, training=True)  # BERT's eager attention calls the function itself
+        F.dropout(x, 0.1, training=True)  # a function call (BERT's eager attention) keeps torch's masks
     with Draws() as after:
         layer(x)
+    with Draws() as off, masks(layer, False):
+        layer(x)
     assert (plain.bernoulli, plain.random) == (1, 0)
-    assert (bits.bernoulli, bits.random) == (0, 2)
-    assert (after.bernoulli, after.random) == (1, 0)
+    assert (bits.bernoulli, bits.random) == (1, 1)
+    assert (after.bernoulli, after.random) == (off.bernoulli, off.random) == (1, 0)
+    assert "forward" not in vars(layer[1])  # the module as it was: nothing left on it
     layer.eval()
-    with Draws() as evaluating, BitsMasks():
+    with Draws() as evaluating, masks(layer, True):
         assert torch.equal(layer(x), layer[0](x))
     assert (evaluating.bernoulli, evaluating.random) == (0, 0)
 
 
-def test_the_loss_region_holds_what_the_profile_asks():
+def test_the_profile_decides():
     cfg = compose_config([])
-    machine = hardware.resolve_machine(cfg.hardware, cfg.training)
-    assert machine.bits_dropout  # the default on a CPU
-    fp32 = dataclasses.replace(machine, precision=hardware.Precision("fp32", "fp32", fp16=False, bf16=False))
-    bf16 = dataclasses.replace(machine, precision=hardware.Precision("bf16", "bf16", fp16=False, bf16=True))
-    x = torch.randn(8, 4)
-    for profile in (fp32, bf16):
-        with Draws() as draws, hardware.loss_region(profile)():
-            F.dropout(x, 0.1, training=True)
-        assert (draws.bernoulli, draws.random) == (0, 1)
-    assert hardware.loss_region(dataclasses.replace(fp32, bits_dropout=False)) is None
+    assert hardware.resolve_machine(cfg.hardware, cfg.training).bits_dropout  # the default on a CPU
     off = compose_config(["hardware.dropout_masks=null"])
     assert not hardware.resolve_machine(off.hardware, off.training).bits_dropout
+
+
+def test_the_cached_losses_replay_the_same_masks_inside_their_backward():
+    """CachedMNRL embeds without gradients first, then again inside the backward (its gradient cache), with
+    the generator's state replayed: the backward draws with the same masks as the first pass, or the cached
+    gradients would belong to other dropout masks, wrong without a sound. One mini-batch: the same draws in
+    the same order as MNRL's two forwards, so the same gradients."""
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MultipleNegativesRankingLoss,
+    )
+
+    from pipeline.runtime.packing import PROBE_SENTENCES
+    from pipeline.stages.build import load_model
+
+    model = load_model(compose_config(["model=tiny"]).model, seed=42)
+    model[0].auto_model.set_attn_implementation("eager")  # its attention dropout through F.dropout too
+    model.train()
+    words = " ".join(PROBE_SENTENCES).split()
+    anchors, positives = (
+        [" ".join(words[i : i + 6]) for i in range(8)],
+        [" ".join(words[i + 3 : i + 11]) for i in range(8)],
+    )
+    columns = [model.preprocess(anchors), model.preprocess(positives)]
+
+    def gradients(loss):
+        model.zero_grad()
+        torch.manual_seed(0)
+        with Draws() as draws, masks(model, True):
+            loss([dict(c) for c in columns], None).backward()
+        return draws, torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    plain_draws, plain = gradients(MultipleNegativesRankingLoss(model))
+    cached_draws, cached = gradients(CachedMultipleNegativesRankingLoss(model, mini_batch_size=64))
+    # the backward's re-forward drew with the same masks as the first pass: the gradients are MNRL's
+    torch.testing.assert_close(cached, plain, atol=1e-5, rtol=1e-4)
+    assert plain_draws.random > 0 and cached_draws.random == 2 * plain_draws.random  # every mask drawn again
+    assert cached_draws.bernoulli == 2 * plain_draws.bernoulli  # the attention's function calls: torch's own
