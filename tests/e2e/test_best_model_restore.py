@@ -13,9 +13,9 @@ import pytest
 from pipeline import PipelineError
 
 # threshold 1.0: no evaluation counts as an improvement, so patience 2 stops after the 3rd evaluation;
-# lr 1.0 overshoots, so the best checkpoint is an earlier one than the last
+# lr 2.0 overshoots, so the best checkpoint is an earlier one than the last
 COMBINED = ("debug=smoke", "training.eval_strategy=steps", "training.eval_steps=1", "training.max_steps=10",
-            "early_stopping.patience=2", "early_stopping.threshold=1.0", "training.learning_rate=1.0",
+            "early_stopping.patience=2", "early_stopping.threshold=1.0", "training.learning_rate=2.0",
             "model.peft.r=4", "loss.matryoshka_dims=[32,16]", "+data.prompts.anchor='query: '",
             "+data.prompts.positive='document: '")  # fmt: skip
 METRIC = "sts-dev_spearman_cosine"

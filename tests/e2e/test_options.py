@@ -18,14 +18,16 @@ def test_early_stopping_stops_restores_the_best_checkpoint_and_logs_it(run_job, 
     # threshold 1.0: no evaluation counts as an improvement, so patience 2 stops after the 3rd of 10 steps.
     # With a LoRA adapter: the checkpoints hold the adapter alone, the hardest case to restore.
     result = run_job(*SMOKE, *EVERY_STEP, "training.max_steps=10", "early_stopping.patience=2",
-                     "early_stopping.threshold=1.0", "model.peft.r=4", "training.learning_rate=1.0")  # fmt: skip
+                     "early_stopping.threshold=1.0", "model.peft.r=4", "training.learning_rate=2.0")  # fmt: skip
     run = mlflow_client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     history = mlflow_client.get_metric_history(result.run_id, "eval_sts-dev_spearman_cosine")
     scores = {m.step: m.value for m in history}
     assert sorted(scores) == [1, 2, 3]  # stopped early
     best_step = max(scores, key=scores.get)
-    assert best_step < 3 and scores[3] < scores[best_step]  # this lr overshoots: the last model is not the best
+    # this lr overshoots: the last model is not the best (checked for seeds 42 and 1-4, and with
+    # hardware.dropout_masks=null or hardware.merged_forward=false: other draws)
+    assert best_step < 3 and scores[3] < scores[best_step]
     metrics = run.data.metrics
     assert metrics["best_step"] == best_step
     assert metrics["best_sts-dev_spearman_cosine"] == pytest.approx(scores[best_step])
