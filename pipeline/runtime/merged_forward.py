@@ -6,8 +6,8 @@ forward of its own, because the merged batch pads every row to the widest column
 column would pay for a long document's width. With packed rows (``hardware.packing``) padding is never
 computed, so that cost is gone: :func:`merge_columns` makes the loss call ``embed_columns`` with
 ``separate_first=False``. A step of MNRL on pairs then runs one forward and one backward instead of two:
-one 47 MB word-embedding gradient instead of two, and every product over all rows (0.909x the step on the
-AVX-512 machine, BENCHMARKS.md, issue 31).
+one 47 MB word-embedding gradient instead of two, and every product over all rows (0.85-0.89x the step on
+the AVX-512 machine, BENCHMARKS.md, issue 31).
 
 What changes: the dropout masks are drawn for all columns at once instead of column by column, so the
 draws (not their distribution) move, and bf16 products run over other row blocks. Where the columns

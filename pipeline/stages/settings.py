@@ -399,7 +399,7 @@ class Hardware:
         logged_before=False,
         help="true: on a CPU with packed rows, a loss that embeds each text column in a forward of its own (MNRL, "
         "CoSENT, AnglE, CosineSimilarity, Triplet) embeds them all in one (sentence-transformers' embed_columns with "
-        "separate_first=False): 0.91x the step, other dropout draws (BENCHMARKS.md, issue 31); false: the library's own",
+        "separate_first=False): 0.85-0.89x the step, other dropout draws (BENCHMARKS.md, issue 31); false: the library's own",
     )
 
     @staticmethod
