@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import PipelineError
-from pipeline.cli import TRACEBACK_ENV, one_line, print_summary, reported, run_command
+from pipeline.cli import TRACEBACK_ENV, one_line, print_summary, reported, run_command, whole_lines
 from pipeline.hydra_files import refuse_hydra_copies
 from pipeline.runtime import (
     catalogue,  # noqa: F401 - registers ${first_dev_metric:...}, optimized_metric's default
@@ -44,6 +44,7 @@ def main(cfg: DictConfig) -> float | None:
     from pipeline.tracking.sweep import current as current_sweep
 
     install_signal_handlers()
+    whole_lines()  # a joblib worker's lines too: its jobs share the sweep's pipe
     hydra_cfg = HydraConfig.get()
     overrides, choices = list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices)
     output_dir = Path(hydra_cfg.runtime.output_dir)

@@ -1,6 +1,7 @@
 """What every command shares: how it ends, how it reports a mistake, its ``--tracking-uri``, its summary.
 
 - :func:`run_command` ends the process without the interpreter's teardown, with the command's status;
+- :func:`whole_lines`: each line a process prints leaves in one write (no line spliced into another's);
 - :func:`reported`: a user mistake (:class:`pipeline.PipelineError`) prints one line and exits 2
   (``PIPELINE_TRACEBACK=1`` shows the traceback instead); Ctrl-C / SIGTERM exits 130;
 - :func:`add_tracking_uri`: the one ``--tracking-uri`` option;
@@ -43,6 +44,7 @@ def run_command(main: Callable[[], Any]) -> None:
     through the command's start (``pipeline.runtime.collector``).
     """
     collector.pause()  # a job lifts it once its model is built; the other commands are short
+    whole_lines()
     status = {"code": 1}
 
     def _end() -> None:
@@ -66,6 +68,22 @@ def run_command(main: Callable[[], Any]) -> None:
         raise
     except Exception:  # noqa: BLE001 - what the interpreter would print, without a secret in it
         print(scrub(traceback.format_exc()), end="", file=sys.stderr)
+
+
+def whole_lines() -> None:
+    """Each line this process prints to its standard streams leaves in one write, its newline with it.
+
+    ``print`` writes a line and then its end. Under ``PYTHONUNBUFFERED`` (as CI runners set it) each
+    write goes straight to the pipe, and a block-buffered stdout sends a full buffer mid-line.
+    Processes that share one pipe (a sweep and its joblib workers, a job's ranks) then splice one's
+    line into another's: ``... 3 s leftstep 108/400 ...``, or an ``error:`` line that no longer starts
+    its line. Held until its newline, a line of up to the pipe's atomic size (4096 bytes on Linux)
+    reaches the reader whole. Idempotent; streams replaced by the caller (a test's capture) are left
+    alone."""
+    for stream in (sys.__stdout__, sys.__stderr__):
+        if stream is not None and stream in (sys.stdout, sys.stderr) and hasattr(stream, "reconfigure"):
+            with suppress(ValueError, OSError):
+                stream.reconfigure(line_buffering=True, write_through=False)
 
 
 def one_line(text: str) -> str:

@@ -319,7 +319,9 @@ def test_a_joblib_worker_killed_mid_job_fails_the_sweep_in_one_line_and_leaves_n
         output = sweep.finish(timeout=120)
     assert sweep.returncode == 1, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
-    (line,) = [line for line in output.splitlines() if line.startswith("error:")]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output[-3000:]
+    line = errors[0]
     assert "a worker process of the sweep died mid-job (exit code {SIGKILL(-9)}" in line, line
     parent, children = parent_and_children(mlflow_client)
     assert parent.info.status == "FAILED" and "worker process" in parent.data.tags["failure_reason"]

@@ -3,6 +3,7 @@ status, its output, its log file and every other exit handler."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -57,3 +58,30 @@ def test_status_output_log_and_exit_handlers_survive_the_fast_exit(tmp_path, how
     if how == "raise":  # the traceback, scrubbed
         assert "RuntimeError: boom: api_token=*** at https://***@example.com" in done.stderr, done.stderr
         assert "Traceback (most recent call last)" in done.stderr and "crash-" not in done.stderr
+
+
+SPLICED = """
+import os, sys
+from pipeline.cli import run_command
+
+def main():
+    sys.stderr.write("error: the first half")  # print's line, before print writes its newline
+    os.write(2, b"another process's line\\n")  # a joblib worker sharing the pipe
+    sys.stderr.write(" and its end\\n")
+    sys.stdout.write("step 1/4")
+    os.write(1, b"step 9/40\\n")
+    print(" loss 0.5")
+
+run_command(main)
+"""
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_line_leaves_whole_so_processes_sharing_a_pipe_never_splice_their_lines(unbuffered):
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+    done = subprocess.run(
+        [sys.executable, "-c", SPLICED], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "another process's line\nerror: the first half and its end\n"
+    assert done.stdout == "step 9/40\nstep 1/4 loss 0.5\n"
