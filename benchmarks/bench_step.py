@@ -9,6 +9,8 @@ changed (``default`` is the profile as it ships):
 - ``sdpa_attention``: ``hardware.training_attention=null`` (torch's sdpa, which with dropout takes its
   fp32 math path on the CPU);
 - ``torch_dropout``: ``hardware.dropout_masks=null`` (torch's ``bernoulli_`` masks, not 16-bit slices);
+- ``attention_torch_masks``: the default profile, but the attention probabilities' dropout draws torch's
+  masks (BERT's own eager attention, not ``pipeline.runtime.dropout.attention``), the modules' masks bits;
 - ``apart_forwards``: ``hardware.merged_forward=false`` (each text column in a forward of its own, as the
   library's MNRL does, instead of both in one);
 - ``compiled`` (with ``--compile``): the default profile with each encoder layer run through
@@ -55,6 +57,7 @@ VARIANTS = {
     "cast_per_forward": {"cast_weights_once": False},
     "sdpa_attention": {"training_attention": None},
     "torch_dropout": {"dropout_masks": None},
+    "attention_torch_masks": {},
     "apart_forwards": {"merged_forward": False},
 }
 
@@ -98,7 +101,7 @@ def fused_tails(s, dynamic: bool | None) -> list[tuple]:
     return [(block, forward(block)) for layer in layers for block in (layer.attention.output, layer.output)]
 
 
-def step(s, batch, machine) -> tuple[float, float]:
+def step(s, batch, machine, torch_attention_masks: bool = False) -> tuple[float, float]:
     """One step under ``profile``'s loss region and training attention: wall and CPU seconds (the step
     alone; CPU time is this process's, all threads, so that with ``--threads 1`` it is the step's own
     work, whatever other processes take from the machine)."""
@@ -109,6 +112,8 @@ def step(s, batch, machine) -> tuple[float, float]:
 
     region = hardware.loss_region(machine) or contextlib.nullcontext
     with hardware.training_attention(s.model, machine), masks(s.model, machine.bits_dropout):
+        if torch_attention_masks:  # BERT's own eager attention (masks gives it back on leaving)
+            s.model[0].auto_model.set_attn_implementation("eager")
         started, cpu = time.perf_counter(), time.process_time()
         with region():
             loss = (s.loss if machine.merged_forward else s.apart_loss)([dict(f) for f in batch], None)
@@ -164,7 +169,7 @@ def run(args, data: Path) -> dict:
                 block.forward = forward
             else:
                 block.__dict__.pop("forward", None)
-        return step(s, batch, profiles[name])
+        return step(s, batch, profiles[name], torch_attention_masks=name == "attention_torch_masks")
 
     warmup: dict[str, list[float]] = {}
     for name in profiles:  # warm-up: oneDNN primitives, the optimizer's state, each attention path, compiling

@@ -146,8 +146,11 @@ class Packer:
 
     @property
     def eager(self) -> bool:
-        """The model attends eagerly now (an additive float mask), read per call: training may switch it."""
-        return getattr(self.transformer.auto_model.config, "_attn_implementation", "sdpa") == "eager"
+        """The model attends eagerly now (an additive float mask), read per call: training may switch it
+        (to eager, or to eager with the dropout masks of ``pipeline.runtime.dropout``)."""
+        from pipeline.runtime.dropout import ATTENTION
+
+        return getattr(self.transformer.auto_model.config, "_attn_implementation", "sdpa") in ("eager", ATTENTION)
 
     # -- attach / detach ------------------------------------------------------------------------
 

@@ -390,9 +390,10 @@ class Hardware:
     dropout_masks: DropoutMasks | None = setting(
         default="bits",
         logged_before=None,
-        help="bits: training on a CPU, the model's nn.Dropout modules (BERT: hidden states, embeddings) draw their "
-        "masks from 16-bit slices of the generator's 64-bit words (p rounded to a multiple of 1/65536), 3x less time "
-        "than torch's bernoulli_ (one double per element, one thread; BENCHMARKS.md, issue 31); null: torch's own",
+        help="bits: training on a CPU, the model's nn.Dropout modules (BERT: hidden states, embeddings) and, with "
+        "eager attention of BERT's code, the attention probabilities draw their masks from 16-bit slices of the "
+        "generator's 64-bit words (p rounded to a multiple of 1/65536), 3x less time than torch's bernoulli_ (one "
+        "double per element, one thread; BENCHMARKS.md, issue 31); null: torch's own",
     )
     merged_forward: bool = setting(
         default=True,

@@ -5,13 +5,15 @@ losses' gradients stay right), and only where it applies (a CPU, training, 0 < p
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pipeline.runtime import hardware
-from pipeline.runtime.dropout import LEVELS, dropout, masks
+from pipeline.runtime.dropout import ATTENTION, LEVELS, dropout, eager_bert, masks
 from tests.conftest import compose_config
 
 
@@ -115,7 +117,7 @@ def test_the_cached_losses_replay_the_same_masks_inside_their_backward():
     from pipeline.stages.build import load_model
 
     model = load_model(compose_config(["model=tiny"]).model, seed=42)
-    model[0].auto_model.set_attn_implementation("eager")  # its attention dropout through F.dropout too
+    model[0].auto_model.set_attn_implementation("eager")  # as it trains: its attention dropout drawn in there too
     model.train()
     words = " ".join(PROBE_SENTENCES).split()
     anchors, positives = (
@@ -136,4 +138,49 @@ def test_the_cached_losses_replay_the_same_masks_inside_their_backward():
     # the backward's re-forward drew with the same masks as the first pass: the gradients are MNRL's
     torch.testing.assert_close(cached, plain, atol=1e-5, rtol=1e-4)
     assert plain_draws.random > 0 and cached_draws.random == 2 * plain_draws.random  # every mask drawn again
-    assert cached_draws.bernoulli == 2 * plain_draws.bernoulli  # the attention's function calls: torch's own
+    assert plain_draws.bernoulli == cached_draws.bernoulli == 0  # the attention's masks too, in the re-forward too
+
+
+def test_the_attention_is_berts_eager_with_its_probabilities_dropout_drawn_in_bits(monkeypatch):
+    """While entered, a model that trains with eager attention attends with the registered one: BERT's eager
+    attention to the bit where nothing is dropped (padded and packed rows), its probabilities' dropout drawn
+    in bits, eager again after. A model attending otherwise (sdpa) is left alone."""
+    from pipeline.runtime.packing import PROBE_SENTENCES, Packer
+    from pipeline.stages.build import load_model
+
+    model = load_model(compose_config(["model=tiny"]).model, seed=42)
+    transformer = model[0].auto_model
+    assert eager_bert(model) is None
+    with masks(model, True):
+        assert transformer.config._attn_implementation == "sdpa"
+    transformer.set_attn_implementation("eager")
+    assert eager_bert(model) is transformer
+    with monkeypatch.context() as other:  # a model whose eager attention is not BERT's code keeps its own
+        other.setattr(sys.modules[type(transformer).__module__], "eager_attention_forward", lambda *a, **k: None)
+        assert eager_bert(model) is None
+    with monkeypatch.context() as other:  # nothing to draw
+        other.setattr(transformer.config, "attention_probs_dropout_prob", 0.0)
+        assert eager_bert(model) is None
+    features = model.preprocess(PROBE_SENTENCES)
+    packer = Packer(model[0], row_length=64)
+
+    def embed(packed: bool) -> torch.Tensor:
+        if packed:
+            packer.attach()
+        try:
+            return model(dict(features))["token_embeddings"]
+        finally:
+            packer.detach()
+
+    model.eval()
+    eager = [embed(False), embed(True)]
+    with masks(model, True):
+        assert transformer.config._attn_implementation == ATTENTION
+        assert torch.equal(embed(False), eager[0]) and torch.equal(embed(True), eager[1])
+        model.train()
+        with Draws() as draws:
+            dropped = embed(True)
+    assert transformer.config._attn_implementation == "eager"
+    # one draw per nn.Dropout module: each self-attention's own (unused by the layer, its p read) by the attention
+    assert draws.bernoulli == 0 and draws.random == sum(type(m) is torch.nn.Dropout for m in transformer.modules())
+    assert not torch.allclose(dropped, eager[1])
