@@ -10,8 +10,10 @@ one 47 MB word-embedding gradient instead of two, and every product over all row
 the AVX-512 machine, BENCHMARKS.md, issue 31).
 
 What changes: the dropout masks are drawn for all columns at once instead of column by column, so the
-draws (not their distribution) move, and bf16 products run over other row blocks. Where the columns
-cannot merge (other prompts, other feature keys) the library falls back to one forward per column.
+draws (not their distribution) move, and bf16 products run over other row blocks. Columns that take
+different prompts (``data.prompts``) preprocess to different features, so the build keeps the loss's own
+forward for them and says so (``stages.build.why_not_merged``); where columns still cannot merge (a
+model's other per-column features) the library falls back to one forward per column, with its warning.
 Applies only to a loss the catalogue marks ``one_forward`` (its forward is exactly ``embed_columns`` then
 ``compute_loss_from_embeddings``); never to a wrapped one (Matryoshka), a cached one or GIST's.
 """

@@ -31,7 +31,7 @@ from pipeline.runtime.offline import resolve_model
 from pipeline.runtime.private_temp import private_temp
 from pipeline.stages import reuse
 from pipeline.stages.spec import EvaluatorSpec, JobSpec, LossSpec
-from pipeline.stages.splits import LoadedData, Split
+from pipeline.stages.splits import LABEL_COLUMNS, LoadedData, Split
 from pipeline.tracking import set_tags
 
 log = logging.getLogger(__name__)
@@ -76,21 +76,35 @@ def build(spec: JobSpec, data: LoadedData, machine: Machine) -> Built:
     evaluators = adjust_evaluators(evaluators, spec.loss.matryoshka_dims, prompts)
     loss = build_loss(spec.loss, model, guide) if spec.stages.train else None
     if loss is not None:
-        set_tags({"merged_forward": merge_columns(loss, why_not_merged(machine, packer))})
+        set_tags({"merged_forward": merge_columns(loss, why_not_merged(machine, packer, column_prompts(spec)))})
     miner = (miner_key(spec), miner_loader(spec, model)) if spec.stages.mine else (None, None)
     return Built(model, packer, evaluators, loss, reused, lora, *miner)
 
 
-def why_not_merged(machine: Machine, packer: packing.Packer | None) -> str | None:
+def why_not_merged(
+    machine: Machine, packer: packing.Packer | None, prompts: set[str | None] = frozenset()
+) -> str | None:
     """Why the loss keeps one forward per text column (``hardware.merged_forward``), or None where it may
-    embed them all in one (``runtime.merged_forward``): packed rows on a CPU."""
+    embed them all in one (``runtime.merged_forward``): packed rows on a CPU, one prompt for every column
+    (``prompts``: :func:`column_prompts`; with others the library embeds each column apart, as it warns)."""
     if not machine.merged_forward:
         return "hardware.merged_forward=false"
     if machine.accelerator != "cpu":
         return f"{machine.accelerator} (measured on a CPU only)"
     if packer is None:
         return "padded batches (merging would pad every column to the widest)"
+    if len(prompts) > 1:
+        return "the text columns take different prompts (data.prompts): their features cannot merge"
     return None
+
+
+def column_prompts(spec: JobSpec) -> set[str | None]:
+    """The prompt of each text column training embeds (None: none), over every train set, the mined
+    ``negative`` included; unknown columns count as unprompted."""
+    prompts = spec.training_prompts
+    columns = {c for data in spec.data.train_sets.values() for c in data.layout if c not in LABEL_COLUMNS}
+    columns |= {"negative"} if spec.stages.mine else set()
+    return {prompts.get(column) for column in columns} if columns else {*prompts.values(), None}
 
 
 def miner_key(spec: JobSpec) -> str:

@@ -170,7 +170,8 @@ def test_merged_forward_applies_only_where_it_is_the_same_function():
 
     from pipeline.runtime import catalogue
     from pipeline.runtime.merged_forward import merge_columns
-    from pipeline.stages.build import why_not_merged
+    from pipeline.stages.build import column_prompts, why_not_merged
+    from pipeline.stages.spec import read_spec
 
     model = load_model(compose_config(["model=tiny"]).model, seed=42)
     profile, packer = machine(), object()  # a packer: rows are packed
@@ -180,6 +181,14 @@ def test_merged_forward_applies_only_where_it_is_the_same_function():
     assert merge_columns(mnrl, off) == "off: hardware.merged_forward=false"
     off = why_not_merged(dataclasses.replace(profile, accelerator="cuda"), packer)
     assert merge_columns(mnrl, off).startswith("off: cuda")
+    # a prompt on some columns: their features differ (prompt_length), and the library embeds them apart
+    prompted = read_spec(compose_config(["debug=smoke", "+data.prompts.anchor='query: '"]))
+    assert column_prompts(prompted) == {"query: ", None}
+    assert merge_columns(mnrl, why_not_merged(profile, packer, column_prompts(prompted))).startswith(
+        "off: the text columns take different prompts"
+    )
+    same = read_spec(compose_config(["debug=smoke", "+data.prompts.anchor='q: '", "+data.prompts.positive='q: '"]))
+    assert why_not_merged(profile, packer, column_prompts(same)) is None
     assert "forward" not in vars(mnrl)  # none of those touched the loss
     for other in (losses.CachedMultipleNegativesRankingLoss(model), losses.MatryoshkaLoss(model, mnrl, [8, 4])):
         assert merge_columns(other, why_not_merged(profile, packer)).endswith("embeds its columns its own way")
