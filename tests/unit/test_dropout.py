@@ -1,7 +1,8 @@
 """Dropout masks from 16-bit slices (``pipeline.runtime.dropout``, ``hardware.dropout_masks``): torch's
 dropout in distribution and kept values, reproducible from the seed, its gradient the mask, given to the
-model's dropout modules only while entered (they draw the same way inside a backward's re-forward: the cached
-losses' gradients stay right), and only where it applies (a CPU, training, 0 < p < 1)."""
+model's dropout modules and BERT's eager attention only while entered (they draw the same way inside a
+backward's re-forward: the cached losses' and gradient checkpointing's gradients stay right), and only where
+it applies (a CPU, training, 0 < p < 1)."""
 
 from __future__ import annotations
 
@@ -184,3 +185,31 @@ def test_the_attention_is_berts_eager_with_its_probabilities_dropout_drawn_in_bi
     # one draw per nn.Dropout module: each self-attention's own (unused by the layer, its p read) by the attention
     assert draws.bernoulli == 0 and draws.random == sum(type(m) is torch.nn.Dropout for m in transformer.modules())
     assert not torch.allclose(dropped, eager[1])
+
+
+def test_gradient_checkpointing_replays_the_same_masks_in_its_re_forward():
+    """With gradient checkpointing the encoder layers run again inside the backward, the generator's state
+    replayed: the modules' and the attention's bits must come out the same, or the gradients would belong
+    to other masks. Equal to the gradients without checkpointing, every mask drawn twice."""
+    from pipeline.runtime.packing import PROBE_SENTENCES
+    from pipeline.stages.build import load_model
+
+    model = load_model(compose_config(["model=tiny"]).model, seed=42)
+    transformer = model[0].auto_model
+    transformer.set_attn_implementation("eager")  # as it trains on a CPU: the attention's masks in bits too
+    model.train()
+    features = model.preprocess(PROBE_SENTENCES)
+
+    def gradients():
+        model.zero_grad()
+        torch.manual_seed(0)
+        with Draws() as draws, masks(model, True):
+            model(dict(features))["sentence_embedding"].pow(2).sum().backward()
+        return draws, torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    plain_draws, plain = gradients()
+    transformer.activation_checkpointing_enable()
+    checkpointed_draws, checkpointed = gradients()
+    torch.testing.assert_close(checkpointed, plain, atol=1e-6, rtol=1e-5)
+    assert plain_draws.bernoulli == checkpointed_draws.bernoulli == 0
+    assert checkpointed_draws.random > plain_draws.random  # the layers' masks drawn again in the re-forward
