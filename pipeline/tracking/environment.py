@@ -44,9 +44,10 @@ def installed() -> dict[str, str]:
     """Every distribution importable here -> its version (the project itself left out)."""
     found = {}
     for dist in metadata.distributions():
-        name = dist.metadata["Name"]
+        fields = dist.metadata  # parsed from the file on each access: read once for both fields
+        name = fields["Name"]
         if name and canonical(name) not in OWN_PACKAGES:
-            found.setdefault(canonical(name), dist.version)
+            found.setdefault(canonical(name), fields["Version"])
     return found
 
 
