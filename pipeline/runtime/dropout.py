@@ -5,11 +5,14 @@ one thread. On the AVX-512 machine of BENCHMARKS.md that was 14% of the default 
 any operator but the matrix products. :func:`dropout` draws one 64-bit word from the same generator
 (``random_`` over the full range) per four elements and keeps an element where its 16-bit slice of the
 word is at or above the dropped share of the 65,536 values, then scales the kept values by the exact
-inverse of the kept share, as torch does: 3x less time per mask, forward and backward.
+inverse of the kept share: 3x less time per mask, forward and backward.
 
-What changes: the draws (a seed still gives the same masks every run), and ``p`` is rounded to a multiple
-of 1/65,536 (0.1 drops 6,554/65,536 = 0.1000061 of the elements). The kept values equal torch's (the
-input times the inverse kept share, computed in the input's precision).
+What changes: the draws (a seed still gives the same masks every run); ``p`` is rounded to a multiple of
+1/65,536 (0.1 drops 6,554/65,536 = 0.1000061 of the elements); and the scale of the kept values. Each is
+the input times the inverse of the kept share (65,536/58,982 for 0.1, 6.8e-6 above torch's 1/0.9), the
+product taken in fp32 and rounded to the input's precision. torch rounds its factor to the input's
+precision before the product: in bf16 1.109375 for 0.1, so about a quarter of its kept bf16 values lie
+one unit in the last place below these.
 
 :func:`masks` gives each ``nn.Dropout`` module of the model (BERT's hidden-state and embedding dropout)
 this mask while the job trains (``job.train_stage``), and takes it back after. It acts on the modules, not
