@@ -159,6 +159,23 @@ def matmul_peak(dtype_name: str, size: int = 2048, seconds: float = 3.0) -> floa
     return 2 * size**3 * count / (time.perf_counter() - started)
 
 
+def copy_bandwidth(megabytes: int = 256, seconds: float = 2.0) -> float:
+    """Measured bytes/s of a large tensor copy on all of torch's threads (read plus write): the hour's memory
+    bandwidth, which the memory-bound operators of a step (the optimizer, masks, casts) move with, as the
+    products move with the matmul peak. On a shared host both change from hour to hour."""
+    import torch
+
+    source = torch.randn(megabytes * 2**20 // 4)
+    target = torch.empty_like(source)
+    for _ in range(2):
+        target.copy_(source)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        target.copy_(source)
+        count += 1
+    return 2 * source.numel() * 4 * count / (time.perf_counter() - started)
+
+
 def train_flops(data: str, max_steps: int | None) -> float:
     """Dense-layer training FLOPs of one epoch: 6 x non-embedding parameters x real tokens (no padding).
 
@@ -237,7 +254,8 @@ def markdown(report: dict) -> str:
     lines += [
         "",
         f"- matmul peak (this machine, both threads): fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s ({sizes['fp32']}²), "
-        f"bf16 {peak['bf16'] / 1e9:.2f} GFLOP/s ({sizes['bf16']}²)",
+        f"bf16 {peak['bf16'] / 1e9:.2f} GFLOP/s ({sizes['bf16']}²)"
+        + (f"; copy bandwidth {report['copy_bytes_per_s'] / 1e9:.1f} GB/s" if report.get("copy_bytes_per_s") else ""),
     ]
     for key, text in SUMMARY_LINES:
         if key not in s:
@@ -373,6 +391,7 @@ def main() -> None:
     bf16_size = 2048 if report["machine"]["onednn_bf16"] else 512
     report["peak_flops"] = {"fp32": matmul_peak("fp32"), "bf16": matmul_peak("bf16", size=bf16_size)}
     report["peak_sizes"] = {"fp32": 2048, "bf16": bf16_size}
+    report["copy_bytes_per_s"] = copy_bandwidth()
     shuffle = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="bench-cpu-") as folder:
         create_store(Path(folder) / "store")

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks.bench_cpu import loadavg, machine, matmul_peak, write_results  # noqa: E402
+from benchmarks.bench_cpu import copy_bandwidth, loadavg, machine, matmul_peak, write_results  # noqa: E402
 
 PRODUCTS = ("mm", "addmm", "bmm", "baddbmm")
 
@@ -280,6 +280,9 @@ def markdown(report: dict) -> str:
         "",
         f"- matmul peak ({report['precision']}, 2048², all threads): {report['peak_gflops']:.1f} GFLOP/s; the floor's "
         f"products run at {r['floor_gflops']:.1f} GFLOP/s ({r['floor_gflops'] / report['peak_gflops']:.0%} of it)",
+        f"- copy bandwidth (a {report['copy_megabytes']} MB tensor copied, read plus write, all threads): "
+        f"{report['copy_gbps']:.1f} GB/s; the "
+        "step's memory-bound operators (the optimizer, masks, casts) move with it from hour to hour",
         "",
         "Products of batch 0 (the floor), by operator and operand shapes (T: a transposed operand):",
         "",
@@ -354,6 +357,8 @@ def run(args, data: Path) -> dict:
     report["peak_gflops"] = (
         matmul_peak(s.precision, size=512 if args.quick else 2048, seconds=1 if args.quick else 3) / 1e9
     )
+    report["copy_megabytes"] = 64 if args.quick else 256
+    report["copy_gbps"] = copy_bandwidth(report["copy_megabytes"], seconds=1 if args.quick else 2) / 1e9
     step(s, s.batches[0])  # warm-up: oneDNN primitives, the optimizer's state
     recorded = [record(s, batch) for batch in s.batches]
     steps: list[list[float]] = [[] for _ in s.batches]
