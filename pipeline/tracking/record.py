@@ -178,19 +178,8 @@ def log_data_lineage(data, name: str, eval_name: str) -> None:
                 )
             )
     contexts = [context for context, _, _ in splits]
-    if not datasets:
-        return
-    for attempt in range(LINEAGE_ATTEMPTS):
-        try:
-            mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets))
-            return
-        except mlflow.exceptions.MlflowException as error:
-            # A dataset is stored once per experiment (name, digest). Jobs of one sweep that log the same
-            # data at the same moment race to insert it; the loser's transaction is rolled back whole,
-            # and the retry finds the winner's row and links to it.
-            if not _DUPLICATE_ROW.search(str(error)) or attempt == LINEAGE_ATTEMPTS - 1:
-                raise
-            log.info("dataset lineage: %s was stored by a concurrent job; linking to it", contexts)
+    if datasets:
+        _log_inputs(datasets, contexts, [None] * len(datasets))
 
 
 def log_mined_set(dataset, folder: str, name: str, cached: bool) -> None:
@@ -203,8 +192,27 @@ def log_mined_set(dataset, folder: str, name: str, cached: bool) -> None:
     with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
         warnings.simplefilter("ignore", UserWarning)
         mined = mlflow.data.from_pandas(dataset.to_pandas(), source=_lineage_source(folder), name=name)
-    mlflow.log_input(mined, context="training", tags={"pipeline.mined": "true"})
+    _log_inputs([mined], ["training"], [{"pipeline.mined": "true"}])
     mlflow.set_tags({"mine.cache": "hit" if cached else "miss", "mine.folder": folder})
+
+
+def _log_inputs(datasets: list, contexts: list[str], tags: list[dict[str, str] | None]) -> None:
+    """``mlflow.log_inputs`` into the active run, once more where a concurrent job stored the same dataset.
+
+    A dataset is stored once per experiment (name, digest): MLflow's SQL store looks it up, then inserts
+    it. Jobs that log the same data at the same moment (a parallel sweep's train set, two jobs mining one
+    key) can both miss it; the loser's insert breaks the unique key and its transaction is rolled back
+    whole, so the next attempt finds the winner's row and links to it."""
+    import mlflow
+
+    for attempt in range(LINEAGE_ATTEMPTS):
+        try:
+            mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=tags)
+            return
+        except mlflow.exceptions.MlflowException as error:
+            if not _DUPLICATE_ROW.search(str(error)) or attempt == LINEAGE_ATTEMPTS - 1:
+                raise
+            log.info("dataset inputs: %s stored by a concurrent job; linking to it", [d.name for d in datasets])
 
 
 def _lineage_digest(split) -> str:

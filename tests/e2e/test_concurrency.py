@@ -92,6 +92,7 @@ def _log_same_lineage(uri: str, barrier, rounds: int, failures) -> None:
             barrier.wait(timeout=120)
             try:
                 tracking.log_data_lineage(data, f"round{round_}", f"round{round_}")
+                tracking.log_mined_set(rows, "example/mined", f"round{round_}-mined", cached=False)
             except Exception as error:  # noqa: BLE001 - reported to the parent, which fails the test
                 failures.put(f"round {round_}: {error}"[:500])
 
@@ -99,7 +100,8 @@ def _log_same_lineage(uri: str, barrier, rounds: int, failures) -> None:
 @pytest.mark.slow
 def test_concurrent_jobs_log_the_same_dataset_lineage(store, mlflow_client):
     """Jobs of one sweep logging the same data at the same moment race to insert the experiment's
-    dataset row; every job must still finish with its lineage linked, none may crash."""
+    dataset row (the splits read, and a mined set two jobs share by its cache key); every job must still
+    finish with its lineage linked, none may crash."""
     context = multiprocessing.get_context("spawn")
     barrier, failures = context.Barrier(PROCESSES), context.Queue()
     workers = [
@@ -119,10 +121,12 @@ def test_concurrent_jobs_log_the_same_dataset_lineage(store, mlflow_client):
     assert len(runs) == PROCESSES * LINEAGE_ROUNDS
     for run in runs:
         inputs = run.inputs.dataset_inputs
-        assert sorted(i.dataset.name.split("-", 1)[1] for i in inputs) == ["dev", "test", "train"]
+        assert sorted(i.dataset.name.split("-", 1)[1] for i in inputs) == ["dev", "mined", "test", "train"]
         contexts = {
             i.dataset.name.split("-", 1)[1]: [t.value for t in i.tags if t.key == "mlflow.data.context"] for i in inputs
         }
-        assert contexts == {"train": ["training"], "dev": ["evaluation"], "test": ["evaluation"]}
+        assert contexts == {"train": ["training"], "dev": ["evaluation"], "test": ["evaluation"], "mined": ["training"]}
+        mined = next(i for i in inputs if i.dataset.name.endswith("-mined"))
+        assert {t.key: t.value for t in mined.tags}["pipeline.mined"] == "true"
     names = {i.dataset.name for run in runs for i in run.inputs.dataset_inputs}
-    assert len(names) == 3 * LINEAGE_ROUNDS  # one stored dataset per (name, digest), shared by every job
+    assert len(names) == 4 * LINEAGE_ROUNDS  # one stored dataset per (name, digest), shared by every job
