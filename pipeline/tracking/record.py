@@ -39,7 +39,7 @@ PACKAGES = (
     "hydra-core",
     "pandas",
 )
-LINEAGE_ATTEMPTS = 5
+INPUT_ATTEMPTS = 5  # a dataset input logged while other jobs store the same dataset (_log_inputs)
 # How SQLite, PostgreSQL and MySQL stores (directly or through a tracking server) report a duplicate row.
 _DUPLICATE_ROW = re.compile(r"IntegrityError|UniqueViolation|unique constraint|Duplicate entry", re.IGNORECASE)
 
@@ -197,7 +197,8 @@ def log_mined_set(dataset, folder: str, name: str, cached: bool) -> None:
 
 
 def _log_inputs(datasets: list, contexts: list[str], tags: list[dict[str, str] | None]) -> None:
-    """``mlflow.log_inputs`` into the active run, once more where a concurrent job stored the same dataset.
+    """``mlflow.log_inputs`` into the active run, again (up to :data:`INPUT_ATTEMPTS` times) where a
+    concurrent job stored the same dataset first.
 
     A dataset is stored once per experiment (name, digest): MLflow's SQL store looks it up, then inserts
     it. Jobs that log the same data at the same moment (a parallel sweep's train set, two jobs mining one
@@ -205,12 +206,12 @@ def _log_inputs(datasets: list, contexts: list[str], tags: list[dict[str, str] |
     whole, so the next attempt finds the winner's row and links to it."""
     import mlflow
 
-    for attempt in range(LINEAGE_ATTEMPTS):
+    for attempt in range(INPUT_ATTEMPTS):
         try:
             mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=tags)
             return
         except mlflow.exceptions.MlflowException as error:
-            if not _DUPLICATE_ROW.search(str(error)) or attempt == LINEAGE_ATTEMPTS - 1:
+            if not _DUPLICATE_ROW.search(str(error)) or attempt == INPUT_ATTEMPTS - 1:
                 raise
             log.info("dataset inputs: %s stored by a concurrent job; linking to it", [d.name for d in datasets])
 
