@@ -56,7 +56,7 @@ def _check_evaluator(evaluator: EvaluatorSpec) -> None:
     if "batch_size" in evaluator.arguments:  # build passes the profile's: the config's would be ignored
         raise PipelineError(
             f"evaluator {evaluator.name!r}: {evaluator.key}.evaluator.batch_size={evaluator.arguments.batch_size} "
-            "would be ignored: the evaluators encode in hardware.eval_batch_size batches (speed only); set that instead."
+            "would be ignored: the evaluators encode in hardware.eval_batch_size batches; set that instead."
         )
     if evaluator.primary_metric not in evaluator.metrics:
         raise PipelineError(
