@@ -339,9 +339,10 @@ class Evaluator:
 
 @dataclass
 class Hardware:
-    """``hardware``: where and how a job runs: its speed, and its numbers only through rounding (the
-    precision, the shapes of the products). Every profile (``conf/hardware/``) starts from the defaults
-    declared here; ``cpu.yaml`` and ``gpu.yaml`` set the rest."""
+    """``hardware``: where and how a job runs. It changes the speed; the numbers only through rounding (the
+    precision, the shapes of the products) and the ranks (each takes a batch: the global batch grows with
+    them). Every profile (``conf/hardware/``) starts from the defaults declared here; ``cpu.yaml`` and
+    ``gpu.yaml`` set the rest."""
 
     accelerator: Accelerator = setting("cpu, or cuda: one GPU per process")
     num_processes: int = setting("processes (ranks); more than 1 starts them through accelerate launch", min=1)
