@@ -189,7 +189,7 @@ def step(s: Setup, batch) -> float:
 
     import torch
 
-    from pipeline.runtime import hardware
+    from pipeline.runtime import clipping, hardware
     from pipeline.runtime.dropout import masks
 
     started = time.perf_counter()
@@ -198,7 +198,7 @@ def step(s: Setup, batch) -> float:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.precision == "bf16"):
             loss = s.loss([dict(f) for f in batch], None)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(s.model.parameters(), 1.0)
+        clipping.clip_grad_norm(list(s.model.parameters()), 1.0)  # the trainer's on a CPU
         s.optimizer.step()
         s.optimizer.zero_grad(set_to_none=True)
     return time.perf_counter() - started

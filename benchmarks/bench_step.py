@@ -13,6 +13,8 @@ changed (``default`` is the profile as it ships):
   masks (BERT's own eager attention, not ``pipeline.runtime.dropout.attention``), the modules' masks bits;
 - ``apart_forwards``: ``hardware.merged_forward=false`` (each text column in a forward of its own, as the
   library's MNRL does, instead of both in one);
+- ``torch_clipping``: the default profile, gradients clipped by torch's ``clip_grad_norm_`` (which multiplies
+  every gradient by 1.0 when nothing is clipped), not ``pipeline.runtime.clipping`` (the trainer's on a CPU);
 - ``compiled`` (with ``--compile``): the default profile with each encoder layer run through
   ``torch.compile`` (inductor; ``--dynamic``: torch's choice, a static graph first and a dynamic one once
   a second shape is seen, or ``true``/``false``). The warm-up (every batch once per variant) is timed
@@ -59,6 +61,7 @@ VARIANTS = {
     "torch_dropout": {"dropout_masks": None},
     "attention_torch_masks": {},
     "apart_forwards": {"merged_forward": False},
+    "torch_clipping": {},
 }
 
 
@@ -101,15 +104,16 @@ def fused_tails(s, dynamic: bool | None) -> list[tuple]:
     return [(block, forward(block)) for layer in layers for block in (layer.attention.output, layer.output)]
 
 
-def step(s, batch, machine, torch_attention_masks: bool = False) -> tuple[float, float]:
+def step(s, batch, machine, torch_attention_masks: bool = False, torch_clipping: bool = False) -> tuple[float, float]:
     """One step under ``profile``'s loss region and training attention: wall and CPU seconds (the step
     alone; CPU time is this process's, all threads, so that with ``--threads 1`` it is the step's own
     work, whatever other processes take from the machine)."""
     import torch
 
-    from pipeline.runtime import hardware
+    from pipeline.runtime import clipping, hardware
     from pipeline.runtime.dropout import masks
 
+    clip = torch.nn.utils.clip_grad_norm_ if torch_clipping else clipping.clip_grad_norm
     region = hardware.loss_region(machine) or contextlib.nullcontext
     with hardware.training_attention(s.model, machine), masks(s.model, machine.bits_dropout):
         if torch_attention_masks:  # BERT's own eager attention (masks gives it back on leaving)
@@ -118,7 +122,7 @@ def step(s, batch, machine, torch_attention_masks: bool = False) -> tuple[float,
         with region():
             loss = (s.loss if machine.merged_forward else s.apart_loss)([dict(f) for f in batch], None)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(s.model.parameters(), 1.0)
+        clip(list(s.model.parameters()), 1.0)
         s.optimizer.step()
         s.optimizer.zero_grad(set_to_none=True)
         return time.perf_counter() - started, time.process_time() - cpu
@@ -169,7 +173,7 @@ def run(args, data: Path) -> dict:
                 block.forward = forward
             else:
                 block.__dict__.pop("forward", None)
-        return step(s, batch, profiles[name], torch_attention_masks=name == "attention_torch_masks")
+        return step(s, batch, profiles[name], name == "attention_torch_masks", name == "torch_clipping")
 
     warmup: dict[str, list[float]] = {}
     for name in profiles:  # warm-up: oneDNN primitives, the optimizer's state, each attention path, compiling

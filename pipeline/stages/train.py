@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import PipelineError
-from pipeline.runtime import checkpoint
+from pipeline.runtime import checkpoint, clipping
 from pipeline.runtime.hardware import Machine
 from pipeline.tracking.scrub import Secret, is_secret
 
@@ -69,6 +69,7 @@ def train(
     )
     if loss_region is not None:  # the trainer enters what this returns around each compute_loss
         trainer.autocast_smart_context_manager = lambda cache_enabled=True: loss_region()
+    clipping.skip_unit_clip(trainer)  # on a CPU: no multiplying every gradient by 1.0 (the same gradients)
     if args.disable_tqdm:  # not a terminal: one plain line per logging step, not a dict of floats
         from transformers.trainer_callback import PrinterCallback
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pipeline import PipelineError
-from pipeline.runtime import hardware
+from pipeline.runtime import clipping, hardware
 from pipeline.runtime.packing import PROBE_SENTENCES
 from pipeline.stages.build import load_model
 from pipeline.stages.settings import check_values
@@ -204,3 +204,78 @@ def test_merged_forward_applies_only_where_it_is_the_same_function():
             "embeddings = embed_columns(self.model, sentence_features)",
             "return self.compute_loss_from_embeddings(embeddings, labels)",
         ], (name, code)
+
+
+SKIP_UNIT_CLIP = clipping.skip_unit_clip
+
+
+class GradientMultiplies(TorchDispatchMode):
+    """Counts in-place multiplications of a list of tensors (how torch's clipping scales the gradients)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func.overloadpacket is torch.ops.aten._foreach_mul_
+        return func(*args, **(kwargs or {}))
+
+
+def _clipped_training(tmp_path, monkeypatch, skip: bool, max_grad_norm: float):
+    """The tiny BERT trained 3 steps through ``stages.train`` with the pipeline's clipping or the trainer's:
+    the weights after, the logged grad norms, how many gradient multiplications ran."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from transformers import TrainerCallback
+
+    installed = []
+    monkeypatch.setattr(clipping, "skip_unit_clip", lambda t: installed.append(skip and SKIP_UNIT_CLIP(t)))
+    norms: list[float] = []
+
+    class Norms(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            norms.extend([logs["grad_norm"]] if "grad_norm" in (logs or {}) else [])
+
+    model = load_model(compose_config(["model=tiny"]).model, seed=42)
+    words = PROBE_SENTENCES[1].split()
+    rows = {"anchor": [" ".join(words[i : i + 5]) for i in range(12)]}
+    rows["positive"] = [" ".join(words[i + 2 : i + 9]) for i in range(12)]
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path / f"out-{skip}-{max_grad_norm}"), max_steps=3, per_device_train_batch_size=4,
+        learning_rate=1e-3, use_cpu=True, report_to="none", save_strategy="no", seed=42, logging_steps=1,
+        disable_tqdm=True, max_grad_norm=max_grad_norm,
+    )  # fmt: skip
+    with GradientMultiplies() as multiplies:
+        train(model, MultipleNegativesRankingLoss(model), Dataset.from_dict(rows), args, callbacks=[Norms()])
+    assert installed == [skip]
+    return {n: p.detach().clone() for n, p in model.named_parameters()}, norms, multiplies.count
+
+
+def test_clipping_skips_multiplying_by_one_and_changes_no_bit(tmp_path, monkeypatch):
+    # max_grad_norm far above the norms: torch multiplies by 1.0 every step, the pipeline never
+    # (where a step clips, the pipeline runs torch's clipping itself: the test below, at the boundary)
+    weights, norms, multiplies = _clipped_training(tmp_path, monkeypatch, skip=False, max_grad_norm=1e6)
+    skipped, skipped_norms, skipped_multiplies = _clipped_training(tmp_path, monkeypatch, skip=True, max_grad_norm=1e6)
+    assert multiplies >= 3 and skipped_multiplies == 0
+    assert len(norms) == 3 and skipped_norms == norms
+    assert all(torch.equal(weights[name], skipped[name]) for name in weights)
+
+
+@pytest.mark.parametrize("norm", [0.5, 1.0 - 1e-7, 1.0, 1.0 + 1e-7, 2.0, float("inf")])
+def test_clipping_gives_torchs_gradients_at_the_boundary(norm):
+    """``clipping.clip_grad_norm`` against torch's ``clip_grad_norm_``: the same norm and gradients to the bit,
+    clipped or not, around max_norm (1.0) where torch's factor ``max_norm / (norm + 1e-6)`` crosses 1."""
+    torch.manual_seed(0)
+    grads = [torch.randn(7, 5), torch.randn(11)]
+    scale = norm / torch.nn.utils.get_total_norm(grads, 2.0).item()
+    theirs = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    ours = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for a, b, g in zip(theirs, ours, grads):
+        a.grad, b.grad = g * scale, g * scale
+    expected = torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    got = clipping.clip_grad_norm(ours, 1.0)
+    same = dict(rtol=0, atol=0, equal_nan=True)  # to the bit (an infinite norm: NaN gradients both ways)
+    torch.testing.assert_close(got, expected, **same)
+    for a, b in zip(theirs, ours):
+        torch.testing.assert_close(b.grad, a.grad, **same)
