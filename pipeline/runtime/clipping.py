@@ -26,6 +26,8 @@ def skip_unit_clip(trainer) -> bool:
     plain = accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU)
     if accelerator.device.type != "cpu" or not plain or accelerator.scaler is not None:
         return False
+    if not all(hasattr(trainer, name) for name in ("_clip_grad_norm", "_has_mixed_mesh_grads")):
+        return False  # a transformers whose trainer clips elsewhere: its own clipping, unchanged
     library = trainer._clip_grad_norm
 
     def clip(model):
