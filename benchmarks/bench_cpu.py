@@ -257,6 +257,9 @@ def markdown(report: dict) -> str:
         f"bf16 {peak['bf16'] / 1e9:.2f} GFLOP/s ({sizes['bf16']}²)"
         + (f"; copy bandwidth {report['copy_bytes_per_s'] / 1e9:.1f} GB/s" if report.get("copy_bytes_per_s") else ""),
     ]
+    lines += [
+        f"- **not comparable, the host's clock moved** (a paused machine): {jump}" for jump in clock_moved(report)
+    ]
     for key, text in SUMMARY_LINES:
         if key not in s:
             continue
@@ -287,6 +290,21 @@ SUMMARY_LINES = (
     ("variant_over_pipeline_train", "the same, training alone"),
     ("variant_minus_spearman", "pipeline_variant - pipeline default, Spearman (parity: |d| <= 0.003)"),
 )
+
+
+def clock_moved(report: dict) -> list[str]:
+    """Rounds whose start-up and training add up to more than the round's wall time. Those two are read
+    from the wall clock (``time.time()``: the trainer's ``train_runtime``, ``startup_seconds``), the wall
+    time from a monotonic one, so a host that pauses the machine inflates them alone (2026-12-08: a
+    ``train_runtime`` of 198 s in a 79.7 s process). The medians hold against one such round; the
+    report names each."""
+    jumps = []
+    for name, runs in report["runs"].items():
+        for index, run in enumerate(runs, 1):
+            parts = (run.get("startup_s") or 0.0) + run["train_s"]
+            if parts > run["wall_s"]:
+                jumps.append(f"{name}, round {index}: start-up + training {parts:.1f} s, wall {run['wall_s']:.1f} s")
+    return jumps
 
 
 def medians(report: dict, flops: float) -> dict:
