@@ -17,6 +17,10 @@ No cache key holds it: it changes no result.
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger(__name__)
+
 
 def skip_unit_clip(trainer) -> bool:
     """Give ``trainer`` (a transformers ``Trainer``) the clipping above where it applies; whether it did."""
@@ -36,6 +40,7 @@ def skip_unit_clip(trainer) -> bool:
         return clip_grad_norm(list(model.parameters()), trainer.args.max_grad_norm)
 
     trainer._clip_grad_norm = clip
+    log.info("Clipping: the gradients are multiplied only at a step that clips (torch's factor below 1.0)")
     return True
 
 

@@ -221,9 +221,10 @@ class GradientMultiplies(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _clipped_training(tmp_path, monkeypatch, skip: bool, max_grad_norm: float):
-    """The tiny BERT trained 3 steps through ``stages.train`` with the pipeline's clipping or the trainer's:
-    the weights after, the logged grad norms, how many gradient multiplications ran."""
+def _clipped_training(tmp_path, monkeypatch, skip: bool):
+    """The tiny BERT trained 3 steps through ``stages.train`` with the pipeline's clipping or the trainer's,
+    ``max_grad_norm`` far above the norms: the weights after, the logged grad norms, how many gradient
+    multiplications ran."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -242,9 +243,9 @@ def _clipped_training(tmp_path, monkeypatch, skip: bool, max_grad_norm: float):
     rows = {"anchor": [" ".join(words[i : i + 5]) for i in range(12)]}
     rows["positive"] = [" ".join(words[i + 2 : i + 9]) for i in range(12)]
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(tmp_path / f"out-{skip}-{max_grad_norm}"), max_steps=3, per_device_train_batch_size=4,
+        output_dir=str(tmp_path / f"out-{skip}"), max_steps=3, per_device_train_batch_size=4,
         learning_rate=1e-3, use_cpu=True, report_to="none", save_strategy="no", seed=42, logging_steps=1,
-        disable_tqdm=True, max_grad_norm=max_grad_norm,
+        disable_tqdm=True, max_grad_norm=1e6,
     )  # fmt: skip
     with GradientMultiplies() as multiplies:
         train(model, MultipleNegativesRankingLoss(model), Dataset.from_dict(rows), args, callbacks=[Norms()])
@@ -255,8 +256,8 @@ def _clipped_training(tmp_path, monkeypatch, skip: bool, max_grad_norm: float):
 def test_clipping_skips_multiplying_by_one_and_changes_no_bit(tmp_path, monkeypatch):
     # max_grad_norm far above the norms: torch multiplies by 1.0 every step, the pipeline never
     # (where a step clips, the pipeline runs torch's clipping itself: the test below, at the boundary)
-    weights, norms, multiplies = _clipped_training(tmp_path, monkeypatch, skip=False, max_grad_norm=1e6)
-    skipped, skipped_norms, skipped_multiplies = _clipped_training(tmp_path, monkeypatch, skip=True, max_grad_norm=1e6)
+    weights, norms, multiplies = _clipped_training(tmp_path, monkeypatch, skip=False)
+    skipped, skipped_norms, skipped_multiplies = _clipped_training(tmp_path, monkeypatch, skip=True)
     assert multiplies >= 3 and skipped_multiplies == 0
     assert len(norms) == 3 and skipped_norms == norms
     assert all(torch.equal(weights[name], skipped[name]) for name in weights)
