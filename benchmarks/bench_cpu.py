@@ -293,11 +293,11 @@ SUMMARY_LINES = (
 
 
 def clock_moved(report: dict) -> list[str]:
-    """Rounds whose start-up and training add up to more than the round's wall time. Those two are read
-    from the wall clock (``time.time()``: the trainer's ``train_runtime``, ``startup_seconds``), the wall
-    time from a monotonic one, so a host that pauses the machine inflates them alone (2026-12-08: a
-    ``train_runtime`` of 198 s in a 79.7 s process). The medians hold against one such round; the
-    report names each."""
+    """Rounds whose start-up and training add up to more than the round's wall time. The trainer's
+    ``train_runtime`` is read from the wall clock (``time.time()``), the wall time from a monotonic one
+    (start-up too, since 2026-12-08: ``pipeline.runtime.process_clock``), so a host that pauses the
+    machine inflates training alone (2026-12-08: a ``train_runtime`` of 198 s in a 79.7 s process). The
+    medians hold against one such round; the report names each."""
     jumps = []
     for name, runs in report["runs"].items():
         for index, run in enumerate(runs, 1):

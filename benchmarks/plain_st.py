@@ -13,12 +13,22 @@ Prints one JSON line: wall seconds, time to the first training step, training se
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import time
+from pathlib import Path
 
-import psutil
 
-STARTED = psutil.Process().create_time()  # the clock starts when the process does (as the pipeline's)
+def _process_clock():
+    """The pipeline's process clock (``pipeline/runtime/process_clock.py``), loaded by path: importing the
+    ``pipeline`` package would add its imports to this script's start-up."""
+    path = Path(__file__).resolve().parents[1] / "pipeline" / "runtime" / "process_clock.py"
+    spec = importlib.util.spec_from_file_location("process_clock", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CLOCK = _process_clock()  # the clock starts when the process does (as the pipeline's)
 
 
 def main() -> None:
@@ -71,7 +81,7 @@ def main() -> None:
     class FirstStep(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             if not first_step:
-                first_step.append(time.time() - STARTED)
+                first_step.append(CLOCK.seconds_since_start())
 
     trainer = SentenceTransformerTrainer(
         model=model, args=training_args, train_dataset=train, loss=loss, callbacks=[FirstStep()]
@@ -85,7 +95,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "wall_s": time.time() - STARTED,
+                "wall_s": CLOCK.seconds_since_start(),
                 "startup_s": first_step[0] if first_step else None,
                 "train_s": output.metrics["train_runtime"],
                 "steps": output.global_step,

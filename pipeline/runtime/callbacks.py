@@ -20,9 +20,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from pipeline.runtime import checkpoint
+from pipeline.runtime import checkpoint, process_clock
 from pipeline.runtime.guard import GuardSettings, Trip, collapse, non_finite
-from pipeline.runtime.hardware import process_started
 from pipeline.tracking import flush, log_metrics
 
 log = logging.getLogger(__name__)
@@ -39,17 +38,17 @@ class MLflowMetrics(TrainerCallback):
 
 
 class StartupTime(TrainerCallback):
-    """``startup_seconds``: from the job's process start (the launcher's, with several ranks) to step 1;
+    """``startup_seconds``: from the job's process start (the launcher's, with several ranks) to step 1, on
+    the clock of ``process_clock`` (no step of the wall clock moves it);
     ``job_seconds_to_first_step``: from the job's own start (``job_started``, a ``time.perf_counter()``)
     to step 1, which in a sequential sweep is not the process's start for jobs 2..N."""
 
     def __init__(self, job_started: float) -> None:
-        self.started = process_started()
         self.job_started = job_started
 
     def on_step_begin(self, args, state, control, **kwargs):  # once per optimizer step
         if state.global_step == 0 and state.is_world_process_zero:
-            seconds, job_seconds = time.time() - self.started, time.perf_counter() - self.job_started
+            seconds, job_seconds = process_clock.seconds_since_start(), time.perf_counter() - self.job_started
             log.info(
                 "First training step %.1f s after the job started (%.1f s after the process)", job_seconds, seconds
             )

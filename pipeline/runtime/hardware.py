@@ -6,7 +6,7 @@ A recipe states its intent (``training.fp16``/``bf16``, e.g. a card trained with
 the profile resolves what this machine runs well. Both values are logged as tags
 (``precision.intended``, ``precision.effective``), with the world size and the per-device and
 global train batch (``world_size``, ``batch.per_device``, ``batch.global``). Metric
-``startup_seconds``: process start to the first training step.
+``startup_seconds``: process start to the first training step (``pipeline.runtime.process_clock``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from pipeline import PipelineError
+from pipeline.runtime import process_clock
 
 log = logging.getLogger(__name__)
 
@@ -249,24 +250,20 @@ def training_attention(model, machine: Machine) -> Iterator[None]:
         auto_model.set_attn_implementation("sdpa")
 
 
-def process_started() -> float:
-    """When the job's process started (epoch seconds); with several ranks, the launching process's."""
-    import psutil
-
-    return float(os.environ.get("PIPELINE_STARTED_AT") or psutil.Process().create_time())
-
-
 def owner_tags() -> dict[str, str]:
-    """Who runs the job: host, process id and its start time (``pipeline.resume`` checks it is gone)."""
+    """Who runs the job: host, process id, its start time, and (Linux) its boot and start tick, which
+    ``pipeline.resume`` compares to tell the job's process from a later one with the same pid."""
     import socket
 
     import psutil
 
-    return {
+    tags = {
         "process.host": socket.gethostname(),
         "process.pid": str(os.getpid()),
         "process.started": f"{psutil.Process().create_time():.3f}",
     }
+    identity = process_clock.identity()
+    return {**tags, "process.identity": identity} if identity else tags
 
 
 def owner_alive(tags: dict[str, str]) -> bool | None:
@@ -278,9 +275,14 @@ def owner_alive(tags: dict[str, str]) -> bool | None:
 
     if tags.get("process.host") != socket.gethostname() or "process.pid" not in tags:
         return None
-    try:
-        started = psutil.Process(int(tags["process.pid"])).create_time()
+    pid = int(tags["process.pid"])
+    if "process.identity" in tags and process_clock.identity() is not None:
+        try:  # the same pid with another start tick (or boot) is not the job; no wall clock involved
+            return process_clock.identity(pid) == tags["process.identity"]
+        except (OSError, ValueError, IndexError):
+            return False
+    try:  # a run logged without the identity tag: psutil's start time, which a wall-clock step moves
+        started = psutil.Process(pid).create_time()
     except (psutil.Error, ValueError):
         return False
-    # a pid is reused by later processes: the same pid with another start time is not the job
     return abs(started - float(tags.get("process.started", 0))) < 1.0

@@ -48,8 +48,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import REPO_ROOT, PipelineError
+from pipeline.runtime import process_clock
 from pipeline.runtime.elastic import LAUNCH_DIR_ENV, refusal
-from pipeline.runtime.hardware import process_started
 from pipeline.tracking import client, config_secrets, end_run
 from pipeline.tracking.scrub import hidden_values, redacted, scrub
 
@@ -122,7 +122,7 @@ def run_launched(cfg: DictConfig, output_dir: Path, job: dict) -> dict:
         **os.environ,
         LAUNCH_DIR_ENV: str(launch_dir),
         "PYTHONPATH": _pythonpath(),
-        "PIPELINE_STARTED_AT": str(process_started()),
+        process_clock.LAUNCHER_STARTED_ENV: str(process_clock.started()),
         SECRETS_ENV: secrets,
     }
     if cfg.hardware.accelerator == "cpu":

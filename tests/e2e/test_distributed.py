@@ -43,6 +43,9 @@ def test_cpu_ddp_sweep_jobs_are_one_run_each_gather_across_ranks_and_a_rerun_rep
     # MLflow is imported by the sweep's process and each job's rank 0, not by rank 1, which writes nothing
     assert len(re.findall(r"\|\s+mlflow$", out.stderr, flags=re.M)) == 1 + len(jobs)
     assert len(all_runs(mlflow_client)) == 3, "one run per job (and the sweep's parent), not one per rank"
+    # startup_seconds counts from the launching process (the sweep's), not from rank 0's own start
+    first, second = sorted(jobs, key=lambda r: r.info.start_time)
+    assert second.data.metrics["startup_seconds"] > (second.info.start_time - first.info.start_time) / 1000
     # rank 0 mined each job's set (a miss); rank 1, which may not mine, read it: one folder per key
     assert [r.data.tags["mine.cache"] for r in jobs] == ["miss", "miss"]
     folders = {Path(r.data.tags["mine.folder"]).name for r in jobs}

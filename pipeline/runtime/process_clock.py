@@ -1,0 +1,62 @@
+"""When a process started, on a clock that steps of the wall clock do not move.
+
+A run's ``startup_seconds`` (process start to the first training step) and ``pipeline.resume``'s check
+that a run's process is gone both need a process's start time. ``psutil.Process().create_time()`` is the
+kernel's start tick added to the boot time in wall-clock seconds, rounded down to the second (``btime``
+of ``/proc/stat``). So it reads up to 1 s early (0.65 s on the machine of BENCHMARKS.md), and it moves
+with every step of the wall clock (NTP, a paused virtual machine), by the step.
+
+On Linux this module reads the start tick itself (``/proc/PID/stat``) and compares it with
+``CLOCK_BOOTTIME``, the clock that tick counts on: exact to a tick (10 ms), whatever the wall clock does.
+Elsewhere it falls back to psutil's start time and the wall clock. Imports nothing of the pipeline.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+
+# Set by the launcher for its ranks: its own start on this clock (``startup_seconds`` counts from it).
+LAUNCHER_STARTED_ENV = "PIPELINE_LAUNCHER_STARTED"
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@functools.cache
+def _proc() -> bool:
+    """Linux: the boot clock and ``/proc`` both there."""
+    return hasattr(time, "CLOCK_BOOTTIME") and Path("/proc/self/stat").exists()
+
+
+def now() -> float:
+    """Seconds on the clock :func:`started` reads: since boot on Linux, else the wall clock."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) if _proc() else time.time()
+
+
+def started(pid: int | None = None) -> float:
+    """When process ``pid`` (this one by default) started, on :func:`now`'s clock; ``OSError`` when there
+    is no such process."""
+    if _proc():
+        stat = Path(f"/proc/{pid or os.getpid()}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counted from the state (field 3)
+        return ticks / os.sysconf("SC_CLK_TCK")
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error as error:
+        raise OSError(f"no process {pid}") from error
+
+
+def seconds_since_start() -> float:
+    """Seconds since this job's process started; with several ranks, since their launcher did."""
+    return now() - float(os.environ.get(LAUNCHER_STARTED_ENV) or started())
+
+
+def identity(pid: int | None = None) -> str | None:
+    """A process's boot and start tick (``BOOT-ID/SECONDS``): another process with the same pid, later or
+    after a reboot, has another. None where there is no ``/proc``."""
+    if not _proc():
+        return None
+    return f"{BOOT_ID.read_text().strip()}/{started(pid):.2f}"
