@@ -9,6 +9,8 @@ read from its run. Sides (``--sides``, any two or more):
 - ``kept``: the check's result read back from ``packing.verdicts()`` (every later job);
 - ``gc_on``: ``kept`` with Python's garbage collector left running through start-up
   (``PIPELINE_GC_PAUSE=0``; by default ``runtime.collector`` holds it off until the model is built);
+- ``audit_off``: ``kept`` without the leakage audit (``data.leakage=off``; by default ``warn`` runs it in a
+  thread beside the start-up);
 - ``plain_bf16``: the plain sentence-transformers script with ``bf16=True`` (``benchmarks/plain_st.py``).
 
 Every round runs each side once, the order rotating round by round, into one store made before round 1.
@@ -37,7 +39,7 @@ from benchmarks.bench_cpu import create_store, loadavg, machine, run_contender, 
 from benchmarks.bench_floor import uptime  # noqa: E402
 from pipeline.runtime.collector import ENV  # noqa: E402
 
-SIDES = ("checked", "kept", "gc_on", "plain_bf16")
+SIDES = ("checked", "kept", "gc_on", "audit_off", "plain_bf16")
 
 
 def run_side(side: str, data: str, work: Path) -> dict:
@@ -50,7 +52,8 @@ def run_side(side: str, data: str, work: Path) -> dict:
     if side == "gc_on":
         os.environ[ENV] = "0"
     try:
-        result = run_contender(name, data, work, max_steps=1)
+        extra = ("data.leakage=off",) if side == "audit_off" else ()
+        result = run_contender(name, data, work, max_steps=1, extra=extra)
     finally:
         os.environ.pop(ENV, None)
         if collector is not None:
