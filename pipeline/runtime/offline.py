@@ -73,6 +73,9 @@ def go_offline() -> None:
         config.HF_HUB_OFFLINE = config.HF_DATASETS_OFFLINE = True
 
 
+_SAID: set[tuple[str, str]] = set()  # (id, packaged copy) resolutions logged by this process
+
+
 def resolve_model(name_or_path: str, key: str = "model.name_or_path") -> str:
     """Return a local directory or a Hub id that loads without hanging.
 
@@ -88,7 +91,9 @@ def resolve_model(name_or_path: str, key: str = "model.name_or_path") -> str:
         return name_or_path
     packaged = PACKAGED_MODELS.get(name_or_path)
     if packaged is not None and (path := packaged()) is not None:
-        log.info("Offline: %s resolves to the packaged copy at %s", name_or_path, path)
+        if (name_or_path, path) not in _SAID:  # a job resolves its model several times: said once
+            _SAID.add((name_or_path, path))
+            log.info("Offline: %s resolves to the packaged copy at %s", name_or_path, path)
         return path
     raise PipelineError(
         f"{key}={name_or_path!r}: the Hugging Face Hub cannot be reached and this model is neither a "
