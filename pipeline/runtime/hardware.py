@@ -273,7 +273,7 @@ def owner_alive(tags: dict[str, str]) -> bool | None:
 
     import psutil
 
-    if tags.get("process.host") != socket.gethostname() or "process.pid" not in tags:
+    if tags.get("process.host") != socket.gethostname() or not tags.get("process.pid", "").isdigit():
         return None
     pid = int(tags["process.pid"])
     if "process.identity" in tags and process_clock.identity() is not None:
