@@ -27,7 +27,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from pipeline import PipelineError, tracking
-from pipeline.runtime import allocator, checkpoint, collector, guard, hardware, packing
+from pipeline.runtime import allocator, checkpoint, collector, guard, hardware, packing, process_clock
 from pipeline.runtime.hardware import Machine
 from pipeline.stages import build, leakage, load, mine, validate
 from pipeline.stages.baseline import Scoring, baseline_key
@@ -239,7 +239,7 @@ def open_run(cfg: DictConfig, plan: Plan, request: JobRequest):
         "pipeline.experiment": request.choices.get("experiment") or "none",
         "data.fingerprint": plan.data.fingerprint,
         **hardware.world_tags(plan.args, plan.machine.world_size),
-        **hardware.owner_tags(),
+        **process_clock.owner_tags(),
         "precision.intended": plan.machine.precision.intended,
         "precision.effective": plan.machine.precision.effective,
         "load.cache.data": "hit" if plan.data_reused else "miss",

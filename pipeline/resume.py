@@ -36,7 +36,7 @@ def check_not_running(client, run, force: bool) -> None:
     import time
 
     from pipeline.runs import last_activity_ms
-    from pipeline.runtime.hardware import owner_alive
+    from pipeline.runtime.process_clock import owner_alive
 
     if force:
         return

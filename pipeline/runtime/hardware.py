@@ -21,7 +21,6 @@ from typing import Any
 from omegaconf import DictConfig
 
 from pipeline import PipelineError
-from pipeline.runtime import process_clock
 
 log = logging.getLogger(__name__)
 
@@ -248,41 +247,3 @@ def training_attention(model, machine: Machine) -> Iterator[None]:
         yield
     finally:
         auto_model.set_attn_implementation("sdpa")
-
-
-def owner_tags() -> dict[str, str]:
-    """Who runs the job: host, process id, its start time, and (Linux) its boot and start tick, which
-    ``pipeline.resume`` compares to tell the job's process from a later one with the same pid."""
-    import socket
-
-    import psutil
-
-    tags = {
-        "process.host": socket.gethostname(),
-        "process.pid": str(os.getpid()),
-        "process.started": f"{psutil.Process().create_time():.3f}",
-    }
-    identity = process_clock.identity()
-    return {**tags, "process.identity": identity} if identity else tags
-
-
-def owner_alive(tags: dict[str, str]) -> bool | None:
-    """Whether the process named by :func:`owner_tags` still runs: None when it ran on another host
-    (or the run has no such tags), where this machine cannot tell."""
-    import socket
-
-    import psutil
-
-    if tags.get("process.host") != socket.gethostname() or not tags.get("process.pid", "").isdigit():
-        return None
-    pid = int(tags["process.pid"])
-    if "process.identity" in tags and process_clock.identity() is not None:
-        try:  # the same pid with another start tick (or boot) is not the job; no wall clock involved
-            return process_clock.identity(pid) == tags["process.identity"]
-        except (OSError, ValueError, IndexError):
-            return False
-    try:  # a run logged without the identity tag: psutil's start time, which a wall-clock step moves
-        started = psutil.Process(pid).create_time()
-    except (psutil.Error, ValueError):
-        return False
-    return abs(started - float(tags.get("process.started", 0))) < 1.0

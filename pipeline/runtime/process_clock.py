@@ -1,4 +1,4 @@
-"""When a process started, on a clock that steps of the wall clock do not move.
+"""When a process started, on a clock that steps of the wall clock do not move; which process runs a job.
 
 A run's ``startup_seconds`` (process start to the first training step) and ``pipeline.resume``'s check
 that a run's process is gone both need a process's start time. ``psutil.Process().create_time()`` is the
@@ -8,7 +8,9 @@ with every step of the wall clock (NTP, a paused virtual machine), by the step.
 
 On Linux this module reads the start tick itself (``/proc/PID/stat``) and compares it with
 ``CLOCK_BOOTTIME``, the clock that tick counts on: exact to a tick (10 ms), whatever the wall clock does.
-Elsewhere it falls back to psutil's start time and the wall clock. Imports nothing of the pipeline.
+Elsewhere it falls back to psutil's start time and the wall clock. A run's ``process.*`` tags
+(:func:`owner_tags`) name its process by this start; :func:`owner_alive` tells ``pipeline.resume`` whether
+it still runs. Imports nothing of the pipeline.
 """
 
 from __future__ import annotations
@@ -60,3 +62,41 @@ def identity(pid: int | None = None) -> str | None:
     if not _proc():
         return None
     return f"{BOOT_ID.read_text().strip()}/{started(pid):.2f}"
+
+
+def owner_tags() -> dict[str, str]:
+    """Who runs the job: host, process id, its start time, and (Linux) its boot and start tick, which
+    ``pipeline.resume`` compares to tell the job's process from a later one with the same pid."""
+    import socket
+
+    import psutil
+
+    tags = {
+        "process.host": socket.gethostname(),
+        "process.pid": str(os.getpid()),
+        "process.started": f"{psutil.Process().create_time():.3f}",
+    }
+    own = identity()
+    return {**tags, "process.identity": own} if own else tags
+
+
+def owner_alive(tags: dict[str, str]) -> bool | None:
+    """Whether the process named by :func:`owner_tags` still runs: None when it ran on another host
+    (or the run has no such tags), where this machine cannot tell."""
+    import socket
+
+    import psutil
+
+    if tags.get("process.host") != socket.gethostname() or not tags.get("process.pid", "").isdigit():
+        return None
+    pid = int(tags["process.pid"])
+    if "process.identity" in tags and identity() is not None:
+        try:  # the same pid with another start tick (or boot) is not the job; no wall clock involved
+            return identity(pid) == tags["process.identity"]
+        except (OSError, ValueError, IndexError):
+            return False
+    try:  # a run logged without the identity tag: psutil's start time, which a wall-clock step moves
+        created = psutil.Process(pid).create_time()
+    except (psutil.Error, ValueError):
+        return False
+    return abs(created - float(tags.get("process.started", 0))) < 1.0

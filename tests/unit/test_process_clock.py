@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from pipeline.runtime import hardware, process_clock
+from pipeline.runtime import process_clock
 
 pytestmark = pytest.mark.skipif(not process_clock._proc(), reason="the boot clock and /proc are Linux's")
 TICK = 1 / os.sysconf("SC_CLK_TCK")
@@ -34,15 +34,15 @@ def test_ranks_count_from_their_launcher(monkeypatch):
 
 
 def test_the_liveness_check_tells_the_job_process_by_its_start_tick_not_the_wall_clock():
-    tags = hardware.owner_tags()
-    assert hardware.owner_alive(tags) is True
+    tags = process_clock.owner_tags()
+    assert process_clock.owner_alive(tags) is True
     # a step of the wall clock moves psutil's start time by the step: the job is still the same process
-    assert hardware.owner_alive({**tags, "process.started": str(float(tags["process.started"]) + 120)}) is True
+    assert process_clock.owner_alive({**tags, "process.started": str(float(tags["process.started"]) + 120)}) is True
     boot, start = tags["process.identity"].split("/")
     later = f"{boot}/{float(start) + TICK:.2f}"  # the same pid, started a tick later: another process
-    assert hardware.owner_alive({**tags, "process.identity": later}) is False
+    assert process_clock.owner_alive({**tags, "process.identity": later}) is False
     legacy = {k: v for k, v in tags.items() if k != "process.identity"}  # a run logged before the tag
-    assert hardware.owner_alive(legacy) is True
+    assert process_clock.owner_alive(legacy) is True
 
 
 def test_a_finished_process_is_not_alive():
@@ -53,8 +53,8 @@ def test_a_finished_process_is_not_alive():
             "process.pid": str(child.pid),
             "process.identity": process_clock.identity(child.pid),
         }
-        assert hardware.owner_alive(tags) is True
+        assert process_clock.owner_alive(tags) is True
     finally:
         child.kill()
         child.wait()
-    assert hardware.owner_alive(tags) is False
+    assert process_clock.owner_alive(tags) is False
