@@ -5,8 +5,7 @@ later step reads the machine's fields instead of the profile's values.
 A recipe states its intent (``training.fp16``/``bf16``, e.g. a card trained with fp16 on a GPU);
 the profile resolves what this machine runs well. Both values are logged as tags
 (``precision.intended``, ``precision.effective``), with the world size and the per-device and
-global train batch (``world_size``, ``batch.per_device``, ``batch.global``). Metric
-``startup_seconds``: process start to the first training step (``pipeline.runtime.process_clock``).
+global train batch (``world_size``, ``batch.per_device``, ``batch.global``).
 """
 
 from __future__ import annotations
